@@ -1,0 +1,190 @@
+"""Float reference of HGRN-Bit in numpy: the spec the fixed-point model is measured against.
+
+It computes what the released checkpoint computes at inference: every BitLinear normalises its input
+with its own RMSNorm, fake-quantizes it to int8 with a per-token absmax scale and multiplies by the
+absmean-ternarised weight. Token-by-token stepping with an explicit recurrent state mirrors how the
+chip runs the model; ``forward`` is the same computation over a whole sequence, for evaluation.
+
+An optional ``observe(site, value)`` callback sees every quantization site; the quantizer uses it to
+calibrate static scales.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .config import ModelConfig
+
+Observer = Callable[[str, np.ndarray], None]
+
+ACT_QMAX = 127.0  # released activation_quant: scale = 127 / absmax, clamp to [-128, 127]
+EPS_CLAMP = 1e-5  # released code clamps absmax and absmean at 1e-5
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def ternarize(w: np.ndarray) -> tuple[np.ndarray, float]:
+    """BitLinear weight quantization: W ≈ W_t · absmean, W_t ∈ {-1, 0, 1} (int8)."""
+    absmean = max(float(np.mean(np.abs(w), dtype=np.float64)), EPS_CLAMP)
+    wt = np.clip(np.round(w / absmean), -1, 1).astype(np.int8)
+    return wt, absmean
+
+
+def lower_bound_betas(lower_bounds: np.ndarray) -> np.ndarray:
+    """β_i = cumsum(softmax over layers)_i − softmax_0, per layer and channel (β_0 = 0)."""
+    lb = lower_bounds.astype(np.float64)
+    e = np.exp(lb - lb.max(axis=0, keepdims=True))
+    sm = e / e.sum(axis=0, keepdims=True)
+    return np.cumsum(sm, axis=0) - sm[0:1]
+
+
+@dataclass
+class BitLinear:
+    """One ternary projection with its own input RMSNorm."""
+
+    name: str
+    wt: np.ndarray          # [out, in] int8 ternary
+    absmean: float          # weight scale: W ≈ wt * absmean
+    norm_w: np.ndarray | None  # [in] float64, None when the inner norm is removed
+    eps: float
+    act_quant: bool = True
+
+    @classmethod
+    def from_weights(cls, name, weights, eps, use_norm=True, act_quant=True) -> "BitLinear":
+        wt, absmean = ternarize(weights[f"{name}.weight"])
+        nw = weights[f"{name}.norm.weight"].astype(np.float64) if use_norm else None
+        return cls(name, wt, absmean, nw, eps, act_quant)
+
+    def __call__(self, x: np.ndarray, observe: Observer | None = None) -> np.ndarray:
+        xn = rms_norm(x, self.norm_w, self.eps) if self.norm_w is not None else x
+        if observe:
+            observe(f"{self.name}.in", xn)
+        if self.act_quant:
+            s = ACT_QMAX / np.maximum(np.max(np.abs(xn), axis=-1, keepdims=True), EPS_CLAMP)
+            xn = np.clip(np.round(xn * s), -128, 127) / s
+        return (xn @ self.wt.T.astype(np.float64)) * self.absmean
+
+
+class FloatModel:
+    """HGRN-Bit in float64. ``remove_inner_norm`` drops each BitLinear's own RMSNorm (the fork's option)."""
+
+    def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray], *, remove_inner_norm: bool = False,
+                 act_quant: bool = True):
+        self.cfg = cfg
+        self.eps = cfg.rms_norm_eps
+        self.remove_inner_norm = remove_inner_norm
+        f64 = lambda k: weights[k].astype(np.float64)  # noqa: E731
+        self.emb = f64("model.embeddings.weight")
+        self.betas = (lower_bound_betas(weights["model.lower_bounds"]) if cfg.use_lower_bound
+                      else np.zeros((cfg.L, cfg.d_attn)))
+        mk = lambda n: BitLinear.from_weights(n, weights, self.eps, not remove_inner_norm, act_quant)  # noqa: E731
+        self.layers = []
+        for i in range(cfg.L):
+            p = f"model.layers.{i}."
+            self.layers.append(dict(
+                attn_norm=f64(p + "attn_norm.weight"), mlp_norm=f64(p + "mlp_norm.weight"),
+                g_norm=f64(p + "attn.g_norm.weight"),
+                i=mk(p + "attn.i_proj"), f=mk(p + "attn.f_proj"), g=mk(p + "attn.g_proj"),
+                o=mk(p + "attn.o_proj"), gate=mk(p + "mlp.gate_proj"), down=mk(p + "mlp.down_proj"),
+            ))
+        self.final_norm = f64("model.norm.weight")
+        head = dict(weights)
+        if cfg.tie_word_embeddings:
+            head["lm_head.weight"] = weights["model.embeddings.weight"]
+        self.head = BitLinear.from_weights("lm_head", head, self.eps, not remove_inner_norm, act_quant)
+
+    def init_state(self) -> np.ndarray:
+        """Recurrent state h of every layer, [L, d_attn]."""
+        return np.zeros((self.cfg.L, self.cfg.d_attn))
+
+    # The block is written once for a [..., d] batch of tokens: step passes one token, forward passes
+    # all tokens of a sequence with the recurrence done in a loop.
+    def _mixer_inputs(self, i: int, x: np.ndarray, obs: Observer | None):
+        ly = self.layers[i]
+        if obs:
+            obs(f"L{i}.x", x)
+        u = rms_norm(x, ly["attn_norm"], self.eps)
+        if obs:
+            obs(f"L{i}.attn_norm", u)
+        fi, ff, fg = ly["i"](u, obs), ly["f"](u, obs), ly["g"](u, obs)
+        if obs:
+            obs(f"L{i}.i", fi), obs(f"L{i}.f", ff), obs(f"L{i}.g", fg)
+        beta = self.betas[i]
+        f = beta + (1.0 - beta) * sigmoid(ff)
+        c = silu(fi) * (1.0 - f)
+        return f, c, fg
+
+    def _mixer_output(self, i: int, x, h, g, obs: Observer | None):
+        ly = self.layers[i]
+        if obs:
+            obs(f"L{i}.h", h)
+        o = rms_norm(g, ly["g_norm"], self.eps) * silu(h)
+        if obs:
+            obs(f"L{i}.o", o)
+        a_out = ly["o"](o, obs)
+        if obs:
+            obs(f"L{i}.attn_out", a_out)
+        r = x + a_out
+        if obs:
+            obs(f"L{i}.r", r)
+        v = rms_norm(r, ly["mlp_norm"], self.eps)
+        if obs:
+            obs(f"L{i}.mlp_norm", v)
+        ab = ly["gate"](v, obs)
+        m = self.cfg.m
+        a, b = ab[..., :m], ab[..., m:]
+        if obs:
+            obs(f"L{i}.a", a), obs(f"L{i}.b", b)
+        z = silu(a) * b
+        if obs:
+            obs(f"L{i}.z", z)
+        mo = ly["down"](z, obs)
+        if obs:
+            obs(f"L{i}.mlp_out", mo)
+        return r + mo
+
+    def _head(self, x, obs: Observer | None):
+        if obs:
+            obs("final.x", x)
+        xn = rms_norm(x, self.final_norm, self.eps)
+        if obs:
+            obs("final.norm", xn)
+        return self.head(xn, obs)
+
+    def step(self, token: int, state: np.ndarray, observe: Observer | None = None):
+        """One token: returns (logits [V], new state [L, d_attn]). ``state`` is not modified."""
+        x = self.emb[int(token)]
+        new = state.copy()
+        for i in range(self.cfg.L):
+            f, c, g = self._mixer_inputs(i, x, observe)
+            new[i] = f * state[i] + c
+            x = self._mixer_output(i, x, new[i], g, observe)
+        return self._head(x, observe), new
+
+    def forward(self, tokens, state: np.ndarray | None = None, observe: Observer | None = None):
+        """Whole sequence: returns (logits [T, V], final state)."""
+        tokens = np.asarray(tokens, dtype=np.int64)
+        x = self.emb[tokens]
+        st = self.init_state() if state is None else state.copy()
+        for i in range(self.cfg.L):
+            f, c, g = self._mixer_inputs(i, x, observe)
+            h = np.empty_like(c)
+            hi = st[i]
+            for t in range(len(tokens)):
+                hi = f[t] * hi + c[t]
+                h[t] = hi
+            st[i] = hi
+            x = self._mixer_output(i, x, h, g, observe)
+        return self._head(x, observe), st

@@ -1,0 +1,232 @@
+"""The fixed-point op library: the one definition of every integer operation mflc runs.
+
+The integer reference model, the IR's neuron programs, the reference executor and the Numba engine all
+compute with these functions (the engine's kernels are tested equal to them). Every op takes and returns
+int64 numpy arrays (or Python ints); products are formed exactly in int64 and the documented operand
+widths guarantee that they never overflow it. Nothing here calls a float function at run time: the
+``build_*`` helpers, which do use floats, run ahead of time in the compiler and produce integer tables.
+
+Rounding: ``shr_round`` rounds half away from zero, which is integer arithmetic for Lava's statement of
+Loihi 2 rounding ``loihi2round(v) = fix(v + (v > 0) - 0.5)``. ``shr_floor`` is the arithmetic shift that
+Lava's Dense applies for a negative ``weight_exp`` (floor). Saturation clamps to the signed range of the
+destination width; nothing wraps silently. See docs/fixed-point.md for widths and error bounds.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# ---- widths of the hardware (Loihi 2 as Lava's fixed-point models state it) -------------------------
+MSG_BITS_MAX = 24     # graded-spike payload (Lava proc/graded, proc/prodneuron 24-bit ports); high confidence
+STATE_BITS_MAX = 24   # neuron state word (Lava LIF/graded fixed-point v, u are 24-bit); medium confidence
+WEIGHT_BITS_MAX = 8   # synaptic weight mantissa (Lava Dense num_weight_bits <= 8); high confidence
+ACC_BITS = 32         # synaptic accumulator (Lava Dense accumulates in int32); the compiler proves no overflow
+
+# ---- fixed formats of the op library -----------------------------------------------------------------
+RSQRT_FRAC = 23       # rsqrt mantissa r ≈ 2^23/sqrt(u), u normalised to [2^14, 2^16): r in (2^15, 2^16]
+RSQRT_U_BITS = 16     # width of the normalised argument u
+RSQRT_TABLE_SHIFT = 10  # first guess indexed by u >> 10: 48 entries for u in [2^14, 2^16)
+RSQRT_NEWTON_STEPS = 2
+RSQRT_EXP_BIAS = 32   # packed exponent field: j + 32 in 6 bits
+RSQRT_EXP_BITS = 6
+GATE_FRAC = 15        # forget gate f and (1 - f) are fractions with 15 fractional bits: 2^15 == 1.0
+
+
+def smin(bits: int) -> int:
+    return -(1 << (bits - 1))
+
+
+def smax(bits: int) -> int:
+    return (1 << (bits - 1)) - 1
+
+
+def _i64(x):
+    return np.asarray(x, dtype=np.int64)
+
+
+def saturate(x, bits: int):
+    """Clamp to the signed ``bits``-bit range [-2^(bits-1), 2^(bits-1) - 1]. Exact, no rounding."""
+    return np.clip(_i64(x), smin(bits), smax(bits))
+
+
+def shr_round(x, n):
+    """x · 2^-n rounded half away from zero (Loihi 2 rounding); n <= 0 is an exact left shift.
+
+    ``n`` may be an array (one shift per element). Error against the real quotient: at most 1/2 LSB,
+    and exactly 1/2 only on ties.
+    """
+    x = _i64(x)
+    if np.ndim(n) == 0:
+        n = int(n)
+        if n <= 0:
+            return x << (-n)
+        mag = (np.abs(x) + (np.int64(1) << (n - 1))) >> n
+        return np.where(x < 0, -mag, mag)
+    n = _i64(n)
+    pos = np.maximum(n, 0)
+    half = np.where(n > 0, np.int64(1) << np.maximum(n - 1, 0), 0)
+    mag = (np.abs(x) + half) >> pos
+    right = np.where(x < 0, -mag, mag)
+    return np.where(n <= 0, x << np.maximum(-n, 0), right)
+
+
+def shr_floor(x, n: int):
+    """x · 2^-n rounded toward -inf (arithmetic shift, Lava Dense's ``weight_exp < 0``); n <= 0 shifts left."""
+    x = _i64(x)
+    return x << (-n) if n <= 0 else x >> n
+
+
+def mul_shr(a, b, n: int, out_bits: int):
+    """saturate(shr_round(a · b, n), out_bits): the one multiply of the library.
+
+    Used for every rescale (b a per-site multiplier M, n its shift), for gating products (Lava's
+    ProdNeuron computes (a1 · a2) >> exp) and for the MLGRU update. Operands up to 24 bits each, so the
+    exact product fits 48 bits.
+    """
+    return saturate(shr_round(_i64(a) * _i64(b), n), out_bits)
+
+
+def rescale(x, mult: int, shift: int, out_bits: int):
+    """Move a value between two quantization scales: saturate(round(x · mult / 2^shift)).
+
+    With power-of-two scales ``mult`` is 1 (or a power of two) and this is a rounded shift.
+    """
+    return mul_shr(x, mult, shift, out_bits)
+
+
+def add_sat(a, b, out_bits: int):
+    """Saturating addition (the residual add)."""
+    return saturate(_i64(a) + _i64(b), out_bits)
+
+
+def square(x):
+    """x², exact. For an 8-bit x it is at most 2^14 and travels as a 24-bit graded spike."""
+    x = _i64(x)
+    return x * x
+
+
+def lut(x, table: np.ndarray, in_bits: int):
+    """Table lookup of a signed ``in_bits`` input: table[x + 2^(in_bits-1)].
+
+    The input must already be in range (callers saturate first); an out-of-range input is a bug and raises.
+    """
+    x = _i64(x)
+    lo, hi = smin(in_bits), smax(in_bits)
+    if np.any(x < lo) or np.any(x > hi):
+        raise ValueError(f"lut input outside the {in_bits}-bit range [{lo}, {hi}]")
+    return _i64(table)[x - lo]
+
+
+# ---- reciprocal square root (RMSNorm's normalisation factor) ----------------------------------------
+def _rsqrt_table() -> np.ndarray:
+    """First guesses 2^23/sqrt(midpoint of each u >> 10 bucket), built once at import as integers."""
+    idx = np.arange(1 << (RSQRT_U_BITS - RSQRT_TABLE_SHIFT - 2), 1 << (RSQRT_U_BITS - RSQRT_TABLE_SHIFT))
+    mid = (idx.astype(np.float64) + 0.5) * (1 << RSQRT_TABLE_SHIFT)
+    return np.round((1 << RSQRT_FRAC) / np.sqrt(mid)).astype(np.int64)
+
+
+RSQRT_TABLE = _rsqrt_table()  # 48 integers; the float above is build time, not run time
+_RSQRT_TABLE_BASE = 1 << (RSQRT_U_BITS - RSQRT_TABLE_SHIFT - 2)
+
+
+def _bit_length(t: np.ndarray) -> np.ndarray:
+    """Number of significant bits of positive int64 values (count-leading-zeros on the chip), exactly."""
+    t = t.copy()
+    n = np.zeros_like(t)
+    for s in (32, 16, 8, 4, 2, 1):
+        big = t >= (np.int64(1) << s)
+        n = n + np.where(big, s, 0)
+        t = np.where(big, t >> s, t)
+    return n + (t > 0)
+
+
+def rsqrt(t):
+    """Pseudo-float 1/sqrt(t) for integers 1 <= t < 2^46: returns (r, j) with 1/sqrt(t) ≈ r · 2^-(23 + j).
+
+    Normalise t = u · 4^j with u in [2^14, 2^16) (u = t >> 2j, floor, or t << -2j), take a first guess
+    from a 48-entry table indexed by u >> 10, and refine it with two Newton steps
+    r ← r · (3 − u·r²·2^-46) / 2 in integers. Relative error ≤ 2^-13 (tests check the bound exhaustively
+    over u and by hypothesis over t). This is the pattern of Lava-VA's InvSqrt (clz, table, Newton).
+    """
+    t = _i64(t)
+    if np.any(t < 1) or np.any(t >= (np.int64(1) << 46)):
+        raise ValueError("rsqrt argument outside [1, 2^46)")
+    k = _bit_length(t)
+    j = (k - RSQRT_U_BITS + 1) >> 1            # ceil((k - 16) / 2)
+    u = np.where(j >= 0, t >> np.maximum(2 * j, 0), t << np.maximum(-2 * j, 0))
+    r = RSQRT_TABLE[(u >> RSQRT_TABLE_SHIFT) - _RSQRT_TABLE_BASE]
+    for _ in range(RSQRT_NEWTON_STEPS):
+        y = (u * ((r * r) >> 16)) >> (2 * RSQRT_FRAC - 16 - RSQRT_FRAC)  # ≈ u·r²·2^-23, near 2^23
+        r = (r * ((3 << RSQRT_FRAC) - y)) >> (RSQRT_FRAC + 1)
+    return r, j
+
+
+def pack_rsqrt(r, j):
+    """One 23-bit graded-spike payload carrying (r, j): r · 64 + (j + 32)."""
+    return (_i64(r) << RSQRT_EXP_BITS) | (_i64(j) + RSQRT_EXP_BIAS)
+
+
+def unpack_rsqrt(p):
+    p = _i64(p)
+    return p >> RSQRT_EXP_BITS, (p & ((1 << RSQRT_EXP_BITS) - 1)) - RSQRT_EXP_BIAS
+
+
+def rms_factor(sum_sq, eps_int: int):
+    """The reduction neuron's program: packed rsqrt(Σx² + E) for RMSNorm, E >= 1 the integer eps."""
+    r, j = rsqrt(_i64(sum_sq) + eps_int)
+    return pack_rsqrt(r, j)
+
+
+def rms_apply(x, packed, gain, gain_shift: int, out_bits: int):
+    """RMSNorm's per-element step: saturate(round(x · gain · r · 2^-(23 + j + gain_shift))).
+
+    ``gain`` is the integer norm weight with √d and the output scale folded in (built ahead by the
+    compiler); ``packed`` is the broadcast normalisation factor from ``rms_factor``. The product
+    x·gain·r is exact (x ≤ 24, gain ≤ 16, r ≤ 17 bits: < 2^57).
+    """
+    r, j = unpack_rsqrt(packed)
+    prod = _i64(x) * _i64(gain) * r
+    return saturate(shr_round(prod, RSQRT_FRAC + j + gain_shift), out_bits)
+
+
+# ---- MLGRU --------------------------------------------------------------------------------------------
+def forget_gate(sig, beta):
+    """f = β + (1 − β)·σ with σ and β fractions of 2^15: β + round((2^15 − β)·σ / 2^15). Range [0, 2^15]."""
+    one = 1 << GATE_FRAC
+    return _i64(beta) + shr_round((one - _i64(beta)) * _i64(sig), GATE_FRAC)
+
+
+def mlgru_candidate(silu_i, f, state_bits: int):
+    """c = SiLU(i) · (1 − f), at the state's scale: saturate(round(silu_i · (2^15 − f) / 2^15))."""
+    return mul_shr(silu_i, (1 << GATE_FRAC) - _i64(f), GATE_FRAC, state_bits)
+
+
+def mlgru_update(h, f, c, state_bits: int):
+    """h' = f ⊙ h + c: saturate(round(f · h / 2^15) + c). f ≤ 2^15 so |f·h| < 2^39."""
+    return saturate(shr_round(_i64(f) * _i64(h), GATE_FRAC) + _i64(c), state_bits)
+
+
+# ---- build-time helpers (floats allowed: they run in the compiler, ahead of time) ----------------------
+def build_lut(fn, in_bits: int, in_scale: float, out_scale: float, out_bits: int) -> np.ndarray:
+    """Integer table of round(fn(q · in_scale) / out_scale), saturated, for every signed in_bits q."""
+    q = np.arange(smin(in_bits), smax(in_bits) + 1, dtype=np.float64)
+    vals = np.round(fn(q * in_scale) / out_scale)
+    return np.clip(vals, smin(out_bits), smax(out_bits)).astype(np.int64)
+
+
+def quantize_multiplier(real: float, mult_bits: int = 16) -> tuple[int, int]:
+    """(M, s) with M · 2^-s ≈ real and 2^(mult_bits-2) <= M < 2^(mult_bits-1) (or M = 0 for real = 0)."""
+    if real == 0.0:
+        return 0, 0
+    if real < 0:
+        raise ValueError("multipliers are non-negative; signs live in the weights")
+    s = mult_bits - 2 - int(np.floor(np.log2(real)))
+    m = int(round(real * 2.0 ** s))
+    if m >= 1 << (mult_bits - 1):
+        m, s = int(round(real * 2.0 ** (s - 1))), s - 1
+    return m, s
+
+
+def pow2_rescale(frac_from: int, frac_to: int) -> tuple[int, int]:
+    """(M, s) moving a value from 2^-frac_from to 2^-frac_to units: a pure shift."""
+    d = frac_from - frac_to
+    return (1, d) if d >= 0 else (1 << (-d), 0)

@@ -1,0 +1,1 @@
+"""Executors of the IR: the plain numpy reference interpreter and the Numba engine."""
