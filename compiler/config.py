@@ -103,6 +103,9 @@ class ModelConfig:
             raise ConfigError(f"{source}: field 'use_short_conv' is true; the short convolution is not supported (the released models do not use it)")
         if self.num_heads != 1:
             raise ConfigError(f"{source}: field 'num_heads' is {self.num_heads}; the released HGRN-Bit models use 1 and mflc supports only 1")
+        if self.use_lower_bound and self.expand_ratio != 1:
+            raise ConfigError(f"{source}: fields 'use_lower_bound' = true and 'expand_ratio' = {self.expand_ratio} contradict: "
+                              "the lower bounds have hidden_size channels and can only gate an expand_ratio of 1")
         if not (0.0 <= self.rms_norm_eps < 1.0):
             raise ConfigError(f"{source}: field 'rms_norm_eps' must be in [0, 1), got {self.rms_norm_eps}")
 

@@ -130,7 +130,10 @@ class FloatModel:
         ly = self.layers[i]
         if obs:
             obs(f"L{i}.h", h)
-        o = rms_norm(g, ly["g_norm"], self.eps) * silu(h)
+        gn = rms_norm(g, ly["g_norm"], self.eps)
+        if obs:
+            obs(f"L{i}.gn", gn)
+        o = gn * silu(h)
         if obs:
             obs(f"L{i}.o", o)
         a_out = ly["o"](o, obs)

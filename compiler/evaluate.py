@@ -1,0 +1,61 @@
+"""Accuracy of the fixed-point model against the float model: bits per byte and top-1 agreement."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .float_model import FloatModel
+from .int_model import IntModel
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+@dataclass
+class EvalResult:
+    tokens: int
+    float_bits_per_token: float
+    fixed_bits_per_token: float
+    top1_agreement: float
+    float_top1_accuracy: float
+    fixed_top1_accuracy: float
+
+    @property
+    def relative_gap(self) -> float:
+        return self.fixed_bits_per_token / self.float_bits_per_token - 1.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["relative_gap"] = self.relative_gap
+        return d
+
+
+def evaluate(fm: FloatModel, im: IntModel, tokens, progress=None) -> EvalResult:
+    """Next-token cross-entropy (bits) of both models on one sequence; the integer logits are read at
+    the quantizer's logit scale, which is measurement only, never part of the integer path."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    if len(tokens) < 2:
+        raise ValueError("evaluation needs at least 2 tokens")
+    lf, _ = fm.forward(tokens)
+    st = im.init_state()
+    li = np.empty((len(tokens), im.cfg.vocab_size), dtype=np.int64)
+    for t, tok in enumerate(tokens):
+        li[t], st = im.step(int(tok), st)
+        if progress:
+            progress(t + 1)
+    tgt = tokens[1:]
+    lpf = _log_softmax(lf[:-1])
+    lpi = _log_softmax(im.logits_to_float(li[:-1]))
+    idx = np.arange(len(tgt))
+    ln2 = np.log(2.0)
+    return EvalResult(
+        tokens=int(len(tgt)),
+        float_bits_per_token=float(-lpf[idx, tgt].mean() / ln2),
+        fixed_bits_per_token=float(-lpi[idx, tgt].mean() / ln2),
+        top1_agreement=float(np.mean(lf.argmax(-1) == li.argmax(-1))),
+        float_top1_accuracy=float(np.mean(lf[:-1].argmax(-1) == tgt)),
+        fixed_top1_accuracy=float(np.mean(li[:-1].argmax(-1) == tgt)),
+    )

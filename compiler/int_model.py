@@ -1,0 +1,116 @@
+"""Integer reference model: the whole network, token by token, in integers only.
+
+It is the golden model that the IR reference executor, the Numba engine and the Lava back-end must equal
+bit for bit. It is written for obviousness, not speed: every line is one op of ``mflc.ir.fixedpoint``
+applied to the integers the quantizer stored, in the order the equations of docs/fixed-point.md give.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from mflc.ir import fixedpoint as fp
+
+from .quantize import QuantizedModel
+
+Trace = Callable[[str, np.ndarray], None]
+
+
+def ternary_matvec(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Σ_j w_ij x_j with w ∈ {-1,0,1}: additions only, exact in int64."""
+    return w.astype(np.int64) @ x.astype(np.int64)
+
+
+class IntModel:
+    def __init__(self, qm: QuantizedModel):
+        self.qm = qm
+        self.cfg = qm.cfg
+        self.inner = not qm.options.remove_inner_norm
+
+    def init_state(self) -> np.ndarray:
+        return np.zeros((self.cfg.L, self.cfg.d_attn), dtype=np.int64)
+
+    # -- building blocks, each a direct use of the op library --
+    def _norm(self, x, red_key, apply_key, out_site):
+        qm = self.qm
+        packed = fp.rms_factor(np.sum(fp.square(x)), qm.s(f"E.{red_key}"))
+        return fp.rms_apply(x, packed, qm.t(f"G.{apply_key}"), qm.s(f"gexp.{apply_key}"), qm.bits(out_site))
+
+    def _requant(self, acc, key, out_site):
+        return fp.rescale(acc, self.qm.s(f"M.{key}"), self.qm.s(f"s.{key}"), self.qm.bits(out_site))
+
+    def _align(self, x, key):
+        return fp.rescale(x, self.qm.s(f"M.{key}"), self.qm.s(f"s.{key}"), fp.MSG_BITS_MAX)
+
+    def step(self, token: int, state: np.ndarray, trace: Trace | None = None):
+        """One token: (logits int64 [V], new state int64 [L, d_attn]). ``state`` is not modified."""
+        qm, cfg = self.qm, self.cfg
+        tr = trace or (lambda n, v: None)
+        if not 0 <= int(token) < cfg.vocab_size:
+            raise ValueError(f"token {token} outside the vocabulary [0, {cfg.vocab_size})")
+        x = qm.t("emb.Q")[int(token)].astype(np.int64)
+        new = state.copy()
+        m = cfg.m
+        for i in range(cfg.L):
+            L = f"L{i}."
+            nxt = f"L{i + 1}.x" if i + 1 < cfg.L else "final.x"
+            tr(L + "x", x)
+            u = self._norm(x, L + "x", L + "attn_norm", L + "attn_norm")
+            tr(L + "attn_norm", u)
+            acc = {}
+            for p in ("i", "f", "g"):
+                v = self._norm(u, L + "u", L + f"{p}_in", L + f"{p}_in") if self.inner else u
+                acc[p] = ternary_matvec(qm.t(f"W.{L}{p}"), v)
+            iq = self._requant(acc["i"], L + "i", L + "i")
+            fq = self._requant(acc["f"], L + "f", L + "f")
+            gq = self._requant(acc["g"], L + "g", L + "g")
+            tr(L + "i", iq), tr(L + "f", fq), tr(L + "g", gq)
+            sig = fp.lut(fq, qm.t(L + "lut.sig_f"), qm.bits(L + "f"))
+            f = fp.forget_gate(sig, qm.t(L + "B"))
+            si = fp.lut(iq, qm.t(L + "lut.silu_i"), qm.bits(L + "i"))
+            c = fp.mlgru_candidate(si, f, qm.bits(L + "h"))
+            h = fp.mlgru_update(state[i], f, c, qm.bits(L + "h"))
+            new[i] = h
+            tr(L + "h", h)
+            hq = self._requant(h, L + "hq", L + "hq")
+            gn = self._norm(gq, L + "g", L + "gn", L + "gn")
+            tr(L + "gn", gn)
+            sh = fp.lut(hq, qm.t(L + "lut.silu_h"), qm.bits(L + "hq"))
+            o = fp.mul_shr(gn, sh, qm.s(L + "n.o"), qm.bits(L + "o"))
+            tr(L + "o", o)
+            v = self._norm(o, L + "o", L + "o_in", L + "o_in") if self.inner else o
+            ao = self._requant(ternary_matvec(qm.t(f"W.{L}o"), v), L + "attn_out", L + "attn_out")
+            tr(L + "attn_out", ao)
+            r = fp.add_sat(self._align(x, L + "res_x"), self._align(ao, L + "res_ao"), qm.bits(L + "r"))
+            tr(L + "r", r)
+            vm = self._norm(r, L + "r", L + "mlp_norm", L + "mlp_norm")
+            vg = self._norm(vm, L + "v", L + "gate_in", L + "gate_in") if self.inner else vm
+            ab = ternary_matvec(qm.t(f"W.{L}gate"), vg)
+            a = self._requant(ab[:m], L + "a", L + "a")
+            b = self._requant(ab[m:], L + "b", L + "b")
+            sa = fp.lut(a, qm.t(L + "lut.silu_a"), qm.bits(L + "a"))
+            z = fp.mul_shr(sa, b, qm.s(L + "n.z"), qm.bits(L + "z"))
+            tr(L + "z", z)
+            vd = self._norm(z, L + "z", L + "down_in", L + "down_in") if self.inner else z
+            mo = self._requant(ternary_matvec(qm.t(f"W.{L}down"), vd), L + "mlp_out", L + "mlp_out")
+            tr(L + "mlp_out", mo)
+            x = fp.add_sat(self._align(r, L + "res_r"), self._align(mo, L + "res_mo"), qm.bits(nxt))
+        tr("final.x", x)
+        xn = self._norm(x, "final.x", "final.norm", "final.norm")
+        vh = self._norm(xn, "final.norm", "head.in", "head.in") if self.inner else xn
+        logits = ternary_matvec(qm.t("W.head"), vh)
+        tr("logits", logits)
+        return logits, new
+
+    def forward(self, tokens, state: np.ndarray | None = None):
+        """Logits of every token of a sequence [T, V] and the final state."""
+        st = self.init_state() if state is None else state
+        out = []
+        for t in tokens:
+            lg, st = self.step(int(t), st)
+            out.append(lg)
+        return np.stack(out) if out else np.zeros((0, self.cfg.vocab_size), np.int64), st
+
+    def logits_to_float(self, logits: np.ndarray) -> np.ndarray:
+        return logits.astype(np.float64) * self.qm.meta["logit_scale"]

@@ -1,0 +1,196 @@
+"""Lowering: quantized HGRN-Bit → IR graph of neuron groups and synapse groups.
+
+Every group is something Loihi 2 can hold: a neuron program of op-library instructions over per-neuron
+registers, one graded-spike output per neuron. What needs many neurons' values (RMSNorm's mean square)
+is done the chip's way: a square group sends x², synapses of weight 1 reduce them into one neuron that
+computes the packed 1/rms, and synapses of weight 1 broadcast it back to an apply group that also
+receives x (delayed). Elementwise chains are fused into one program (see docs/lowering.md): the whole
+MLGRU update up to SiLU(h); the RMSNorm-swish output gate; requantization + residual add; the GLU.
+
+Each ``_lower_*`` function adds one part of the network and returns the name of the group whose messages
+carry its result, so each can be built and tested alone.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mflc.ir import fixedpoint as fp
+from mflc.ir.graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, SynapseGroup
+from mflc.ir.validate import validate
+
+from .quantize import QuantizedModel
+
+I = Instr.make
+
+
+class _Builder:
+    def __init__(self, qm: QuantizedModel):
+        self.qm = qm
+        self.g = Graph(meta=dict(source="mflc.compiler.lower", config=qm.cfg.to_dict(),
+                                 logit_scale=qm.meta["logit_scale"], inner_norm=not qm.options.remove_inner_norm))
+
+    def stage(self, name: str) -> int:
+        return self.g.groups[name].stage
+
+    def group(self, name, size, ports, program, output, out_bits, stage, **kw) -> str:
+        self.g.add_group(NeuronGroup(name=name, size=int(size), ports=list(ports), program=list(program),
+                                     output=output, out_bits=int(out_bits), stage=int(stage), **kw))
+        return name
+
+    def _delay(self, src, dst):
+        return self.stage(dst) - self.stage(src) - 1
+
+    def identity(self, src, dst, port):
+        n = self.g.groups[src].size
+        self.g.add_synapse(SynapseGroup.identity(f"{src}->{dst}.{port}", src, dst, port, n, delay=self._delay(src, dst),
+                                                 meta=dict(kind="identity")))
+
+    def ones(self, src, dst, port, kind):
+        self.g.add_synapse(SynapseGroup.ones(f"{src}->{dst}.{port}", src, dst, port, self.g.groups[dst].size,
+                                             self.g.groups[src].size, delay=self._delay(src, dst), meta=dict(kind=kind)))
+
+    def dense(self, src, dst, port, w, layer):
+        self.g.add_synapse(SynapseGroup.from_dense(f"{src}->{dst}.{port}", src, dst, port, w,
+                                                   delay=self._delay(src, dst), meta=dict(kind="ternary", layer=layer)))
+
+    # ---- RMSNorm: square -> reduce -> broadcast + apply --------------------------------------------------
+    def norm_reduction(self, src: str, red_key: str, tag: str, layer) -> str:
+        """Square and sum groups for the mean square of ``src``'s messages; returns the sum group."""
+        s0, n, b = self.stage(src), self.g.groups[src].size, self.g.groups[src].out_bits
+        sq = self.group(f"{tag}.sq", n, ["x"], [I("square", "y", "x")], "y", 2 * b, s0 + 1,
+                        meta=dict(layer=layer, role="norm.square"))
+        self.identity(src, sq, "x")
+        sm = self.group(f"{tag}.sum", 1, ["x"], [I("rms_factor", "y", "x", eps=self.qm.s(f"E.{red_key}"))], "y",
+                        fp.MSG_BITS_MAX, s0 + 2, meta=dict(layer=layer, role="norm.rsqrt"))
+        self.ones(sq, sm, "x", "reduce")
+        return sm
+
+    def norm_apply(self, name, src, sm, apply_key, out_site, layer, extra_ports=(), extra=(), output="y",
+                   out_bits=None, stage=None) -> str:
+        qm = self.qm
+        prog = [I("rms_apply", "y", "x", "r", "gain", gain_shift=qm.s(f"gexp.{apply_key}"), bits=qm.bits(out_site))]
+        prog += list(extra)
+        self.group(name, self.g.groups[src].size, ["x", "r", *extra_ports], prog, output,
+                   out_bits or qm.bits(out_site), stage if stage is not None else self.stage(sm) + 1,
+                   params=dict(gain=qm.t(f"G.{apply_key}").astype(np.int64)), meta=dict(layer=layer, role="norm.apply"))
+        self.identity(src, name, "x")
+        self.ones(sm, name, "r", "broadcast")
+        return name
+
+    def norm(self, name, src, red_key, apply_key, out_site, layer) -> str:
+        sm = self.norm_reduction(src, red_key, name, layer)
+        return self.norm_apply(name, src, sm, apply_key, out_site, layer)
+
+    def rescale(self, out, arg, key, bits):
+        return I("rescale", out, arg, mult=self.qm.s(f"M.{key}"), shift=self.qm.s(f"s.{key}"), bits=bits)
+
+
+def _lower_embedding(b: _Builder) -> str:
+    qm = b.qm
+    b.g.host_tensors["embedding"] = qm.t("emb.Q").astype(np.int64)
+    name = b.group("embed", qm.cfg.d, ["tok"], [I("copy", "y", "tok")], "y", qm.bits("L0.x"), 0,
+                   meta=dict(layer="embed", role="input"))
+    b.g.inputs.append(GraphInput("tokens", name, "tok", "embedding"))
+    return name
+
+
+def _lower_token_mixer(b: _Builder, i: int, x: str) -> str:
+    """attn_norm → (inner norms) → i/f/g projections → MLGRU → RMSNorm-swish gate → o_proj → residual."""
+    qm, inner = b.qm, not b.qm.options.remove_inner_norm
+    L, layer = f"L{i}.", i
+    u = b.norm(L + "attn_norm", x, L + "x", L + "attn_norm", L + "attn_norm", layer)
+    if inner:
+        sm = b.norm_reduction(u, L + "u", L + "u", layer)
+        v = {p: b.norm_apply(L + f"{p}_in", u, sm, L + f"{p}_in", L + f"{p}_in", layer) for p in ("i", "f", "g")}
+    else:
+        v = {p: u for p in ("i", "f", "g")}
+    st = max(b.stage(v[p]) for p in v) + 1
+    hb = qm.bits(L + "h")
+    mlgru = b.group(L + "mlgru", qm.cfg.d_attn, ["pi", "pf"], [
+        b.rescale("iq", "pi", L + "i", qm.bits(L + "i")),
+        b.rescale("fq", "pf", L + "f", qm.bits(L + "f")),
+        I("lut", "sig", "fq", table="sig_f", in_bits=qm.bits(L + "f")),
+        I("forget_gate", "f", "sig", "beta"),
+        I("lut", "si", "iq", table="silu_i", in_bits=qm.bits(L + "i")),
+        I("mlgru_candidate", "c", "si", "f", bits=hb),
+        I("mlgru_update", "h", "h", "f", "c", bits=hb),
+        b.rescale("hq", "h", L + "hq", qm.bits(L + "hq")),
+        I("lut", "sh", "hq", table="silu_h", in_bits=qm.bits(L + "hq")),
+    ], "sh", qm.options.lut_out_bits, st, registers={"h": hb}, params={"beta": qm.t(L + "B").astype(np.int64)},
+        tables={"sig_f": qm.t(L + "lut.sig_f"), "silu_i": qm.t(L + "lut.silu_i"), "silu_h": qm.t(L + "lut.silu_h")},
+        meta=dict(layer=layer, role="mlgru"))
+    b.g.state[L + "h"] = (mlgru, "h")
+    b.dense(v["i"], mlgru, "pi", qm.t(f"W.{L}i"), layer)
+    b.dense(v["f"], mlgru, "pf", qm.t(f"W.{L}f"), layer)
+    g = b.group(L + "g", qm.cfg.d_attn, ["x"], [b.rescale("gq", "x", L + "g", qm.bits(L + "g"))], "gq",
+                qm.bits(L + "g"), st, meta=dict(layer=layer, role="projection"))
+    b.dense(v["g"], g, "x", qm.t(f"W.{L}g"), layer)
+    sm = b.norm_reduction(g, L + "g", L + "gn", layer)
+    o = b.norm_apply(L + "gate", g, sm, L + "gn", L + "gn", layer, extra_ports=["sh"],
+                     extra=[I("mul_shr", "o", "y", "sh", shift=qm.s(L + "n.o"), bits=qm.bits(L + "o"))],
+                     output="o", out_bits=qm.bits(L + "o"))
+    b.identity(mlgru, o, "sh")
+    vo = b.norm(L + "o_in", o, L + "o", L + "o_in", L + "o_in", layer) if inner else o
+    r = b.group(L + "res1", qm.cfg.d, ["ao", "x"], [
+        b.rescale("aoq", "ao", L + "attn_out", qm.bits(L + "attn_out")),
+        b.rescale("a1", "x", L + "res_x", fp.MSG_BITS_MAX),
+        b.rescale("a2", "aoq", L + "res_ao", fp.MSG_BITS_MAX),
+        I("add_sat", "r", "a1", "a2", bits=qm.bits(L + "r")),
+    ], "r", qm.bits(L + "r"), b.stage(vo) + 1, meta=dict(layer=layer, role="residual"))
+    b.dense(vo, r, "ao", qm.t(f"W.{L}o"), layer)
+    b.identity(x, r, "x")
+    return r
+
+
+def _lower_channel_mixer(b: _Builder, i: int, r: str) -> str:
+    """mlp_norm → (inner norm) → gate_proj → GLU → (inner norm) → down_proj → residual."""
+    qm, inner = b.qm, not b.qm.options.remove_inner_norm
+    L, layer, m = f"L{i}.", i, qm.cfg.m
+    nxt = f"L{i + 1}.x" if i + 1 < qm.cfg.L else "final.x"
+    vm = b.norm(L + "mlp_norm", r, L + "r", L + "mlp_norm", L + "mlp_norm", layer)
+    vg = b.norm(L + "gate_in", vm, L + "v", L + "gate_in", L + "gate_in", layer) if inner else vm
+    glu = b.group(L + "glu", m, ["pa", "pb"], [
+        b.rescale("a", "pa", L + "a", qm.bits(L + "a")),
+        b.rescale("b", "pb", L + "b", qm.bits(L + "b")),
+        I("lut", "sa", "a", table="silu_a", in_bits=qm.bits(L + "a")),
+        I("mul_shr", "z", "sa", "b", shift=qm.s(L + "n.z"), bits=qm.bits(L + "z")),
+    ], "z", qm.bits(L + "z"), b.stage(vg) + 1, tables={"silu_a": qm.t(L + "lut.silu_a")}, meta=dict(layer=layer, role="glu"))
+    w = qm.t(f"W.{L}gate")
+    b.dense(vg, glu, "pa", w[:m], layer)
+    b.dense(vg, glu, "pb", w[m:], layer)
+    vd = b.norm(L + "down_in", glu, L + "z", L + "down_in", L + "down_in", layer) if inner else glu
+    x = b.group(L + "res2", qm.cfg.d, ["mo", "r"], [
+        b.rescale("moq", "mo", L + "mlp_out", qm.bits(L + "mlp_out")),
+        b.rescale("a1", "r", L + "res_r", fp.MSG_BITS_MAX),
+        b.rescale("a2", "moq", L + "res_mo", fp.MSG_BITS_MAX),
+        I("add_sat", "x", "a1", "a2", bits=qm.bits(nxt)),
+    ], "x", qm.bits(nxt), b.stage(vd) + 1, meta=dict(layer=layer, role="residual"))
+    b.dense(vd, x, "mo", qm.t(f"W.{L}down"), layer)
+    b.identity(r, x, "r")
+    return x
+
+
+def _lower_head(b: _Builder, x: str) -> str:
+    qm, inner = b.qm, not b.qm.options.remove_inner_norm
+    xn = b.norm("final.norm", x, "final.x", "final.norm", "final.norm", "head")
+    vh = b.norm("head.in", xn, "final.norm", "head.in", "head.in", "head") if inner else xn
+    w = qm.t("W.head")
+    acc_bits = (int(np.max(np.sum(np.abs(w.astype(np.int64)), axis=1))) << (b.g.groups[vh].out_bits - 1)).bit_length() + 1
+    head = b.group("head", qm.cfg.vocab_size, ["x"], [I("copy", "logits", "x")], "logits", acc_bits,
+                   b.stage(vh) + 1, meta=dict(layer="head", role="logits"))
+    b.dense(vh, head, "x", w, "head")
+    b.g.outputs.append(GraphOutput("logits", head))
+    return head
+
+
+def lower(qm: QuantizedModel, check: bool = True) -> Graph:
+    """The whole model as an IR graph; validated unless ``check`` is False."""
+    b = _Builder(qm)
+    x = _lower_embedding(b)
+    for i in range(qm.cfg.L):
+        r = _lower_token_mixer(b, i, x)
+        x = _lower_channel_mixer(b, i, r)
+    _lower_head(b, x)
+    if check:
+        validate(b.g)
+    return b.g

@@ -1,0 +1,331 @@
+"""Quantization of HGRN-Bit to the fixed-point model the chip runs (the Loihi 2 paper's scheme).
+
+* Weights: BitLinear's absmean ternarisation, exactly as the checkpoint computes.
+* Activations: static, per-tensor, symmetric scales calibrated by max-|x| observers on sample tokens
+  (the chip has no room for BitLinear's per-token absmax), power-of-two by default so that every
+  rescale is a shift; ``act_bits`` (8) at every site the paper's fork names, the recurrent state at
+  ``state_bits`` (24).
+* Every integer parameter the ops need (ternary matrices, norm gains, multipliers and shifts, tables)
+  is derived here, once, and stored by name in a ``QuantizedModel``; the integer reference model and
+  the lowering to IR both read these same integers and never re-derive them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from mflc.ir import fixedpoint as fp
+from mflc.ir.errors import CheckpointError, ConfigError
+
+from .config import ModelConfig
+from .float_model import FloatModel, lower_bound_betas, sigmoid, silu, ternarize
+
+FORMAT = "mflc-quantized"
+FORMAT_VERSION = 1
+
+# Activation sites of one layer, in execution order (names after the "L{i}." prefix). "hq" is the
+# state requantized to act bits as SiLU's table input; its range is the state's.
+LAYER_SITES = ("x", "attn_norm", "i_in", "f_in", "g_in", "i", "f", "g", "h", "hq", "gn", "o", "o_in",
+               "attn_out", "r", "mlp_norm", "gate_in", "a", "b", "z", "down_in", "mlp_out")
+FINAL_SITES = ("final.x", "final.norm", "head.in")
+# float-model observer names of the BitLinear input sites
+_BITLINEAR_IN = {"i_in": "attn.i_proj", "f_in": "attn.f_proj", "g_in": "attn.g_proj",
+                 "o_in": "attn.o_proj", "gate_in": "mlp.gate_proj", "down_in": "mlp.down_proj"}
+
+
+@dataclass
+class QuantOptions:
+    act_bits: int = 8
+    state_bits: int = 24
+    site_bits: dict = field(default_factory=dict)   # per site kind, e.g. {"r": 12, "x": 12}
+    pow2: bool = True
+    remove_inner_norm: bool = False                 # the fork's option; changes what the model computes
+    state_headroom_bits: int = 1                    # spare bits above the calibrated max of h
+    lut_out_bits: int = 16
+    gain_bits: int = 16
+    mult_bits: int = 16
+
+    def bits(self, kind: str) -> int:
+        if kind in self.site_bits:
+            return int(self.site_bits[kind])
+        return self.state_bits if kind == "h" else self.act_bits
+
+    def validate(self) -> None:
+        for name, b in [("act_bits", self.act_bits), *[(f"site_bits[{k}]", v) for k, v in self.site_bits.items()]]:
+            if not 2 <= int(b) <= fp.MSG_BITS_MAX:
+                raise ConfigError(f"quantization option {name} = {b}: must be in [2, {fp.MSG_BITS_MAX}] (graded-spike width)")
+        if not 8 <= self.state_bits <= fp.STATE_BITS_MAX:
+            raise ConfigError(f"quantization option state_bits = {self.state_bits}: must be in [8, {fp.STATE_BITS_MAX}] (neuron state width)")
+        for k in self.site_bits:
+            if k not in LAYER_SITES and k not in ("final.x", "final.norm", "head.in"):
+                raise ConfigError(f"quantization option site_bits: unknown site {k!r}; known: {', '.join(LAYER_SITES)}")
+
+
+def site_kind(site: str) -> str:
+    return site.split(".", 1)[1] if site.startswith("L") and site[1].isdigit() else site
+
+
+# ---- calibration -------------------------------------------------------------------------------------
+def calibrate(fm: FloatModel, token_seqs: Iterable[Iterable[int]]) -> dict[str, float]:
+    """max |value| per site over the given token sequences, run through the float model."""
+    amax: dict[str, float] = {}
+
+    def obs(name: str, v: np.ndarray) -> None:
+        if name.endswith(".in") and name.startswith("model.layers."):
+            rest = name[len("model.layers."):]
+            i, proj = rest.split(".", 1)
+            proj = proj[: -len(".in")]
+            kind = next(k for k, v2 in _BITLINEAR_IN.items() if v2 == proj)
+            name = f"L{i}.{kind}"
+        elif name == "lm_head.in":
+            name = "head.in"
+        amax[name] = max(amax.get(name, 0.0), float(np.max(np.abs(v))) if v.size else 0.0)
+
+    for seq in token_seqs:
+        fm.forward(list(seq), observe=obs)
+    L = fm.cfg.L
+    for i in range(L):
+        amax[f"L{i}.hq"] = amax[f"L{i}.h"]
+    return amax
+
+
+def _site_scale(amax: float, bits: int, pow2: bool, headroom: int = 0) -> tuple[float, int | None]:
+    """Scale s (real = q·s) so that amax maps to the top of the signed range; pow2 rounds s up to 2^-f."""
+    qmax = fp.smax(bits)
+    amax = max(amax, 1e-8) * (2.0 ** headroom)
+    if pow2:
+        frac = int(np.floor(np.log2(qmax / amax)))
+        return 2.0 ** -frac, frac
+    return amax / qmax, None
+
+
+# ---- the quantized model -----------------------------------------------------------------------------
+@dataclass
+class QuantizedModel:
+    cfg: ModelConfig
+    options: QuantOptions
+    sites: dict            # name -> {"bits": int, "scale": float, "frac": int | None, "amax": float}
+    tensors: dict          # name -> int ndarray
+    scalars: dict          # name -> int
+    meta: dict             # float facts kept for reporting (absmeans, logit scale)
+
+    def t(self, name: str) -> np.ndarray:
+        return self.tensors[name]
+
+    def s(self, name: str) -> int:
+        return self.scalars[name]
+
+    def bits(self, site: str) -> int:
+        return self.sites[site]["bits"]
+
+    def scale(self, site: str) -> float:
+        return self.sites[site]["scale"]
+
+    # ---- persistence ----
+    def save(self, path: str | Path) -> None:
+        d = Path(path)
+        d.mkdir(parents=True, exist_ok=True)
+        head = dict(format=FORMAT, version=FORMAT_VERSION, config=self.cfg.to_dict(),
+                    options=asdict(self.options), sites=self.sites, scalars=self.scalars, meta=self.meta,
+                    tensor_dtypes={k: str(v.dtype) for k, v in self.tensors.items()})
+        (d / "quant.json").write_text(json.dumps(head, indent=1, sort_keys=True) + "\n")
+        save_file({k: np.ascontiguousarray(v) for k, v in self.tensors.items()}, str(d / "quant.safetensors"))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "QuantizedModel":
+        d = Path(path)
+        jf, tf = d / "quant.json", d / "quant.safetensors"
+        for f in (jf, tf):
+            if not f.is_file():
+                raise CheckpointError(f"{f}: quantized-model file not found")
+        try:
+            head = json.loads(jf.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{jf}: not valid JSON ({e})") from None
+        if head.get("format") != FORMAT:
+            raise CheckpointError(f"{jf}: field 'format' is {head.get('format')!r}, expected {FORMAT!r}")
+        if head.get("version") != FORMAT_VERSION:
+            raise CheckpointError(f"{jf}: format version {head.get('version')!r} is not supported (this mflc reads version {FORMAT_VERSION})")
+        try:
+            tensors = load_file(str(tf))
+        except Exception as e:  # safetensors raises several types for truncated/corrupt files
+            raise CheckpointError(f"{tf}: cannot read tensors ({e})") from None
+        want = head["tensor_dtypes"]
+        missing = sorted(set(want) - set(tensors))
+        if missing:
+            raise CheckpointError(f"{tf}: missing tensor(s) {', '.join(missing[:5])}")
+        cfg = ModelConfig.from_dict(head["config"], source=str(jf))
+        opts = QuantOptions(**head["options"])
+        return cls(cfg, opts, head["sites"], {k: tensors[k] for k in want}, head["scalars"], head["meta"])
+
+
+def _gain(w: np.ndarray, n: int, s_out: float, gain_bits: int) -> tuple[np.ndarray, int]:
+    """Integer RMSNorm gain G = round(w·√n/s_out · 2^gexp), gexp the largest that keeps |G| < 2^(gain_bits-1)."""
+    real = w.astype(np.float64) * np.sqrt(n) / s_out
+    peak = float(np.max(np.abs(real))) if real.size else 0.0
+    if peak == 0.0:
+        return np.zeros(w.shape, np.int64), 0
+    gexp = int(np.floor(np.log2(fp.smax(gain_bits) / peak)))
+    g = np.round(real * 2.0 ** gexp)
+    if np.max(np.abs(g)) > fp.smax(gain_bits):
+        gexp -= 1
+        g = np.round(real * 2.0 ** gexp)
+    return g.astype(np.int64), gexp
+
+
+def _eps_int(eps: float, n: int, s_in: float) -> int:
+    """RMSNorm's eps in units of the integer sum of squares: max(1, round(eps·n/s_in²))."""
+    return int(max(1, min(round(eps * n / (s_in * s_in)), 1 << 40)))
+
+
+def _lut_with_product_shift(fn, in_bits, in_scale, factor, lut_bits) -> tuple[np.ndarray, int]:
+    """Table of fn(q·in_scale)·factor·2^n with n the largest shift that fits lut_bits; returns (table, n)."""
+    q = np.arange(fp.smin(in_bits), fp.smax(in_bits) + 1, dtype=np.float64)
+    vals = fn(q * in_scale) * factor
+    peak = float(np.max(np.abs(vals)))
+    n = int(np.floor(np.log2(fp.smax(lut_bits) / max(peak, 1e-30))))
+    n = min(n, 40)
+    table = np.clip(np.round(vals * 2.0 ** n), fp.smin(lut_bits), fp.smax(lut_bits)).astype(np.int64)
+    return table, n
+
+
+def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, options: QuantOptions | None = None) -> QuantizedModel:
+    """Build the fixed-point model from float weights and calibration token sequences."""
+    opts = options or QuantOptions()
+    opts.validate()
+    fm = FloatModel(cfg, weights, remove_inner_norm=opts.remove_inner_norm)
+    amax = calibrate(fm, calib_tokens)
+    inner = not opts.remove_inner_norm
+
+    sites: dict = {}
+    for i in range(cfg.L):
+        for k in LAYER_SITES:
+            if not inner and k in _BITLINEAR_IN:
+                continue
+            name = f"L{i}.{k}"
+            b = opts.bits(k)
+            head = opts.state_headroom_bits if k == "h" else 0
+            s, frac = _site_scale(amax[name], b, opts.pow2, head)
+            sites[name] = dict(bits=b, scale=s, frac=frac, amax=amax[name])
+    for k in FINAL_SITES:
+        if not inner and k == "head.in":
+            continue
+        b = opts.bits(k)
+        s, frac = _site_scale(amax[k], b, opts.pow2)
+        sites[k] = dict(bits=b, scale=s, frac=frac, amax=amax[k])
+
+    def sc(name):
+        return sites[name]["scale"]
+
+    def rescale_params(key, s_from, s_to):
+        if opts.pow2:
+            m, sh = fp.pow2_rescale(int(round(-np.log2(s_from))), int(round(-np.log2(s_to))))
+        else:
+            m, sh = fp.quantize_multiplier(s_from / s_to, opts.mult_bits)
+        scalars[f"M.{key}"], scalars[f"s.{key}"] = int(m), int(sh)
+
+    def acc_params(key, absmean, s_in, s_out):
+        m, sh = fp.quantize_multiplier(absmean * s_in / s_out, opts.mult_bits)
+        scalars[f"M.{key}"], scalars[f"s.{key}"] = int(m), int(sh)
+
+    tensors: dict = {}
+    scalars: dict = {}
+    meta: dict = {"absmean": {}}
+
+    def norm_params(key, w, n, s_in, s_out, reduction_key):
+        g, gexp = _gain(w, n, s_out, opts.gain_bits)
+        tensors[f"G.{key}"] = g
+        scalars[f"gexp.{key}"] = gexp
+        scalars[f"E.{reduction_key}"] = _eps_int(cfg.rms_norm_eps, n, s_in)
+
+    def bitlinear(key, wname, in_site, layer_prefix=""):
+        w = weights[wname] if wname in weights else weights["model.embeddings.weight"]
+        wt, absmean = ternarize(w)
+        tensors[f"W.{key}"] = wt
+        meta["absmean"][key] = absmean
+        return absmean
+
+    betas = lower_bound_betas(weights["model.lower_bounds"]) if cfg.use_lower_bound else np.zeros((cfg.L, cfg.d_attn))
+    d, e, m = cfg.d, cfg.d_attn, cfg.m
+    x0 = sc("L0.x")
+    emb = weights["model.embeddings.weight"].astype(np.float64)
+    tensors["emb.Q"] = np.clip(np.round(emb / x0), fp.smin(sites["L0.x"]["bits"]), fp.smax(sites["L0.x"]["bits"])).astype(np.int64)
+
+    for i in range(cfg.L):
+        P = f"model.layers.{i}."
+        L = f"L{i}."
+        nxt = f"L{i + 1}.x" if i + 1 < cfg.L else "final.x"
+
+        def k(name):
+            return L + name
+
+        # attn_norm over x, then each projection's own norm over u (one shared reduction)
+        norm_params(k("attn_norm"), weights[P + "attn_norm.weight"], d, sc(k("x")), sc(k("attn_norm")), k("x"))
+        proj_in = {}
+        for p, proj in (("i", "i_proj"), ("f", "f_proj"), ("g", "g_proj")):
+            if inner:
+                norm_params(k(f"{p}_in"), weights[P + f"attn.{proj}.norm.weight"], d, sc(k("attn_norm")), sc(k(f"{p}_in")), k("u"))
+                proj_in[p] = k(f"{p}_in")
+            else:
+                proj_in[p] = k("attn_norm")
+            am = bitlinear(k(p), P + f"attn.{proj}.weight", proj_in[p])
+            acc_params(k(p), am, sc(proj_in[p]), sc(k(p)))
+        # forget gate and candidate
+        tensors[k("lut.sig_f")] = fp.build_lut(sigmoid, sites[k("f")]["bits"], sc(k("f")), 2.0 ** -fp.GATE_FRAC, fp.GATE_FRAC + 2)
+        tensors[k("B")] = np.round(betas[i] * (1 << fp.GATE_FRAC)).astype(np.int64)
+        sb = sites[k("h")]["bits"]
+        tensors[k("lut.silu_i")] = fp.build_lut(silu, sites[k("i")]["bits"], sc(k("i")), sc(k("h")), sb)
+        # output gate: o = gnorm(g) ⊙ SiLU(h)
+        rescale_params(k("hq"), sc(k("h")), sc(k("hq")))
+        norm_params(k("gn"), weights[P + "attn.g_norm.weight"], e, sc(k("g")), sc(k("gn")), k("g"))
+        tab, n = _lut_with_product_shift(silu, sites[k("hq")]["bits"], sc(k("hq")), sc(k("gn")) / sc(k("o")), opts.lut_out_bits)
+        tensors[k("lut.silu_h")], scalars[k("n.o")] = tab, n
+        if inner:
+            norm_params(k("o_in"), weights[P + "attn.o_proj.norm.weight"], e, sc(k("o")), sc(k("o_in")), k("o"))
+        o_in = k("o_in") if inner else k("o")
+        am = bitlinear(k("o"), P + "attn.o_proj.weight", o_in)
+        acc_params(k("attn_out"), am, sc(o_in), sc(k("attn_out")))
+        # residual add
+        rescale_params(k("res_x"), sc(k("x")), sc(k("r")))
+        rescale_params(k("res_ao"), sc(k("attn_out")), sc(k("r")))
+        # GLU channel mixer
+        norm_params(k("mlp_norm"), weights[P + "mlp_norm.weight"], d, sc(k("r")), sc(k("mlp_norm")), k("r"))
+        if inner:
+            norm_params(k("gate_in"), weights[P + "mlp.gate_proj.norm.weight"], d, sc(k("mlp_norm")), sc(k("gate_in")), k("v"))
+        gate_in = k("gate_in") if inner else k("mlp_norm")
+        am = bitlinear(k("gate"), P + "mlp.gate_proj.weight", gate_in)
+        acc_params(k("a"), am, sc(gate_in), sc(k("a")))
+        acc_params(k("b"), am, sc(gate_in), sc(k("b")))
+        tab, n = _lut_with_product_shift(silu, sites[k("a")]["bits"], sc(k("a")), sc(k("b")) / sc(k("z")), opts.lut_out_bits)
+        tensors[k("lut.silu_a")], scalars[k("n.z")] = tab, n
+        if inner:
+            norm_params(k("down_in"), weights[P + "mlp.down_proj.norm.weight"], m, sc(k("z")), sc(k("down_in")), k("z"))
+        down_in = k("down_in") if inner else k("z")
+        am = bitlinear(k("down"), P + "mlp.down_proj.weight", down_in)
+        acc_params(k("mlp_out"), am, sc(down_in), sc(k("mlp_out")))
+        rescale_params(k("res_r"), sc(k("r")), sc(nxt))
+        rescale_params(k("res_mo"), sc(k("mlp_out")), sc(nxt))
+
+    norm_params("final.norm", weights["model.norm.weight"], d, sc("final.x"), sc("final.norm"), "final.x")
+    if inner:
+        norm_params("head.in", weights["lm_head.norm.weight"], d, sc("final.norm"), sc("head.in"), "final.norm")
+    head_in = "head.in" if inner else "final.norm"
+    am = bitlinear("head", "lm_head.weight", head_in)
+    meta["logit_scale"] = am * sc(head_in)
+    _check_ranges(tensors, scalars)
+    return QuantizedModel(cfg, opts, sites, tensors, scalars, meta)
+
+
+def _check_ranges(tensors, scalars) -> None:
+    """Every stored integer must fit the hardware word it will live in."""
+    for name, arr in tensors.items():
+        if arr.size and int(np.max(np.abs(arr))) > fp.smax(fp.MSG_BITS_MAX):
+            raise ConfigError(f"quantized tensor {name}: value {int(np.max(np.abs(arr)))} exceeds 24 bits")
+    for name, v in scalars.items():
+        if name.startswith("M.") and not 0 <= v <= fp.smax(fp.MSG_BITS_MAX):
+            raise ConfigError(f"quantized multiplier {name} = {v} is outside [0, 2^23)")

@@ -1,0 +1,174 @@
+"""The IR: neuron groups running neuron programs, connected by synapse groups. Pure data.
+
+Timing contract. A token injected at step τ is processed by group g at step τ + g.stage. A message that g
+sends at step t is multiplied by the synapse weights, shifted by ``weight_exp`` and accumulated into the
+receiver's port; the receiver sees it at step t + 1 + delay. The validator requires
+delay == stage(dst) − stage(src) − 1 for every synapse, so every input lands exactly when its receiver
+runs and tokens can be pipelined one per step. A group runs its program once per token, in token order,
+so persistent registers (the recurrent state) advance once per token.
+
+Messages. Each neuron sends one integer payload (a graded spike of ``out_bits`` ≤ 24 bits) per token:
+``send="every"`` sends the value, ``send="delta"`` sends only its change since the last token (sigma-delta
+style; a zero change sends nothing) and the receiving port keeps a running sum, which reconstructs the
+value exactly because the validator only allows delta senders on synapses with weight_exp == 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Instr:
+    """One instruction of a neuron program: ``out = op(*args, **imm)``.
+
+    ``args`` name registers, temporaries, input ports or per-neuron parameters; ``imm`` holds integer
+    immediates (shifts, widths) and table names.
+    """
+
+    op: str
+    out: str
+    args: tuple[str, ...]
+    imm: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def imm_dict(self) -> dict:
+        return dict(self.imm)
+
+    @staticmethod
+    def make(op: str, out: str, *args: str, **imm) -> "Instr":
+        return Instr(op, out, tuple(args), tuple(sorted(imm.items())))
+
+
+@dataclass
+class NeuronGroup:
+    name: str
+    size: int
+    ports: list[str]                              # dendritic inputs, each fed by one or more synapse groups
+    program: list[Instr]
+    output: str                                   # register or temporary whose value is sent
+    out_bits: int                                 # graded-spike payload width
+    stage: int                                    # pipeline step offset within a token
+    registers: dict[str, int] = field(default_factory=dict)   # persistent per-neuron state -> bits
+    params: dict[str, np.ndarray] = field(default_factory=dict)  # per-neuron integer constants [size]
+    tables: dict[str, np.ndarray] = field(default_factory=dict)  # shared integer lookup tables
+    send: str = "every"                           # "every" or "delta"
+    meta: dict = field(default_factory=dict)      # reporting only: layer, role
+
+
+@dataclass
+class SynapseGroup:
+    """Weights from every neuron of ``src`` to port ``port`` of ``dst``, stored CSR by destination row.
+
+    Arithmetic is Lava Dense's fixed-point contract: a = Σ w·msg exactly (int32 accumulator, overflow
+    excluded by the validator), then a << weight_exp, or a >> −weight_exp (floor) when negative.
+    """
+
+    name: str
+    src: str
+    dst: str
+    port: str
+    shape: tuple[int, int]                        # (dst size, src size)
+    indptr: np.ndarray                            # int64 [n_dst + 1]
+    indices: np.ndarray                           # int32 [nnz] source neuron
+    values: np.ndarray                            # int8 [nnz]
+    weight_exp: int = 0
+    delay: int = 0
+    acc_bits: int = 32
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.values.size)
+
+    @property
+    def density(self) -> float:
+        n = self.shape[0] * self.shape[1]
+        return self.nnz / n if n else 0.0
+
+    def row_counts(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def to_dense(self) -> np.ndarray:
+        dense = np.zeros(self.shape, dtype=np.int64)
+        rows = np.repeat(np.arange(self.shape[0]), self.row_counts())
+        dense[rows, self.indices] = self.values
+        return dense
+
+    @classmethod
+    def from_dense(cls, name, src, dst, port, w: np.ndarray, **kw) -> "SynapseGroup":
+        w = np.asarray(w)
+        rows, cols = np.nonzero(w)
+        indptr = np.zeros(w.shape[0] + 1, dtype=np.int64)
+        np.add.at(indptr, rows + 1, 1)
+        return cls(name, src, dst, port, (int(w.shape[0]), int(w.shape[1])), np.cumsum(indptr),
+                   cols.astype(np.int32), w[rows, cols].astype(np.int8), **kw)
+
+    @classmethod
+    def identity(cls, name, src, dst, port, n: int, **kw) -> "SynapseGroup":
+        return cls(name, src, dst, port, (n, n), np.arange(n + 1, dtype=np.int64),
+                   np.arange(n, dtype=np.int32), np.ones(n, np.int8), **kw)
+
+    @classmethod
+    def ones(cls, name, src, dst, port, n_dst: int, n_src: int, **kw) -> "SynapseGroup":
+        """All-to-all weight-1 synapses: a reduction (n_dst = 1) or a broadcast (n_src = 1)."""
+        return cls(name, src, dst, port, (n_dst, n_src), np.arange(n_dst + 1, dtype=np.int64) * n_src,
+                   np.tile(np.arange(n_src, dtype=np.int32), n_dst), np.ones(n_dst * n_src, np.int8), **kw)
+
+
+@dataclass
+class GraphInput:
+    """Host input: per token, the host writes ``table[token]`` into ``port`` of ``group``."""
+
+    name: str
+    group: str
+    port: str
+    table: str                                    # name of a host-side tensor in Graph.host_tensors
+
+
+@dataclass
+class GraphOutput:
+    """Host output: per token, the host reads the value ``group`` computes (its ``output``)."""
+
+    name: str
+    group: str
+
+
+@dataclass
+class Graph:
+    groups: dict[str, NeuronGroup] = field(default_factory=dict)
+    synapses: dict[str, SynapseGroup] = field(default_factory=dict)
+    inputs: list[GraphInput] = field(default_factory=list)
+    outputs: list[GraphOutput] = field(default_factory=list)
+    host_tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    state: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (group, register), e.g. "L0.h"
+    meta: dict = field(default_factory=dict)
+
+    def add_group(self, g: NeuronGroup) -> NeuronGroup:
+        if g.name in self.groups:
+            raise ValueError(f"duplicate neuron group {g.name!r}")
+        self.groups[g.name] = g
+        return g
+
+    def add_synapse(self, s: SynapseGroup) -> SynapseGroup:
+        if s.name in self.synapses:
+            raise ValueError(f"duplicate synapse group {s.name!r}")
+        self.synapses[s.name] = s
+        return s
+
+    @property
+    def depth(self) -> int:
+        """Steps from a token's injection to its last group's run (inclusive): the pipeline latency."""
+        return 1 + max((g.stage for g in self.groups.values()), default=0)
+
+    def incoming(self, group: str) -> list[SynapseGroup]:
+        return [s for s in self.synapses.values() if s.dst == group]
+
+    def outgoing(self, group: str) -> list[SynapseGroup]:
+        return [s for s in self.synapses.values() if s.src == group]
+
+    def totals(self) -> dict:
+        return dict(groups=len(self.groups), neurons=sum(g.size for g in self.groups.values()),
+                    synapse_groups=len(self.synapses), synapses=sum(s.nnz for s in self.synapses.values()),
+                    depth=self.depth)

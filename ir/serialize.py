@@ -1,0 +1,116 @@
+"""On-disk IR: ``graph.json`` (structure, versioned) + ``graph.safetensors`` (every integer array)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from .errors import MflcError
+from .graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, SynapseGroup
+
+FORMAT = "mflc-ir"
+VERSION = 1
+
+
+def save_graph(g: Graph, path: str | Path) -> None:
+    d = Path(path)
+    d.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {}
+    groups = []
+    for grp in g.groups.values():
+        for k, v in grp.params.items():
+            arrays[f"group/{grp.name}/param/{k}"] = np.ascontiguousarray(v, dtype=np.int64)
+        for k, v in grp.tables.items():
+            arrays[f"group/{grp.name}/table/{k}"] = np.ascontiguousarray(v, dtype=np.int64)
+        groups.append(dict(name=grp.name, size=grp.size, ports=grp.ports, output=grp.output,
+                           out_bits=grp.out_bits, stage=grp.stage, registers=grp.registers, send=grp.send,
+                           meta=grp.meta, params=sorted(grp.params), tables=sorted(grp.tables),
+                           program=[[i.op, i.out, list(i.args), dict(i.imm)] for i in grp.program]))
+    syns = []
+    for s in g.synapses.values():
+        arrays[f"syn/{s.name}/indptr"] = np.ascontiguousarray(s.indptr, dtype=np.int64)
+        arrays[f"syn/{s.name}/indices"] = np.ascontiguousarray(s.indices, dtype=np.int32)
+        arrays[f"syn/{s.name}/values"] = np.ascontiguousarray(s.values, dtype=np.int8)
+        syns.append(dict(name=s.name, src=s.src, dst=s.dst, port=s.port, shape=list(s.shape),
+                         weight_exp=s.weight_exp, delay=s.delay, acc_bits=s.acc_bits, meta=s.meta))
+    for k, v in g.host_tensors.items():
+        arrays[f"host/{k}"] = np.ascontiguousarray(v)
+    head = dict(format=FORMAT, version=VERSION, groups=groups, synapses=syns,
+                inputs=[vars(i) for i in g.inputs], outputs=[vars(o) for o in g.outputs],
+                host_tensors=sorted(g.host_tensors), state={k: list(v) for k, v in g.state.items()}, meta=g.meta)
+    (d / "graph.json").write_text(json.dumps(head, indent=1) + "\n")
+    save_file(arrays, str(d / "graph.safetensors"))
+
+
+def load_graph(path: str | Path) -> Graph:
+    d = Path(path)
+    jf, af = d / "graph.json", d / "graph.safetensors"
+    for f in (jf, af):
+        if not f.is_file():
+            raise MflcError(f"{f}: IR file not found (expected graph.json + graph.safetensors from `mflc compile`)")
+    try:
+        head = json.loads(jf.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MflcError(f"{jf}: not valid JSON ({e})") from None
+    if head.get("format") != FORMAT:
+        raise MflcError(f"{jf}: field 'format' is {head.get('format')!r}, expected {FORMAT!r}")
+    if head.get("version") != VERSION:
+        raise MflcError(f"{jf}: IR version {head.get('version')!r} not supported (this mflc reads {VERSION})")
+    try:
+        arrays = load_file(str(af))
+    except Exception as e:
+        raise MflcError(f"{af}: cannot read arrays ({e})") from None
+
+    def arr(key):
+        if key not in arrays:
+            raise MflcError(f"{af}: array {key!r} is missing")
+        return arrays[key]
+
+    g = Graph(meta=head.get("meta", {}))
+    for gd in head["groups"]:
+        g.add_group(NeuronGroup(
+            name=gd["name"], size=gd["size"], ports=list(gd["ports"]),
+            program=[Instr(op, out, tuple(args), tuple(sorted(imm.items()))) for op, out, args, imm in gd["program"]],
+            output=gd["output"], out_bits=gd["out_bits"], stage=gd["stage"], registers=dict(gd["registers"]),
+            params={k: arr(f"group/{gd['name']}/param/{k}") for k in gd["params"]},
+            tables={k: arr(f"group/{gd['name']}/table/{k}") for k in gd["tables"]},
+            send=gd["send"], meta=gd.get("meta", {})))
+    for sd in head["synapses"]:
+        n = sd["name"]
+        g.add_synapse(SynapseGroup(n, sd["src"], sd["dst"], sd["port"], tuple(sd["shape"]), arr(f"syn/{n}/indptr"),
+                                   arr(f"syn/{n}/indices"), arr(f"syn/{n}/values"), sd["weight_exp"], sd["delay"],
+                                   sd["acc_bits"], sd.get("meta", {})))
+    g.inputs = [GraphInput(**i) for i in head["inputs"]]
+    g.outputs = [GraphOutput(**o) for o in head["outputs"]]
+    g.host_tensors = {k: arr(f"host/{k}") for k in head["host_tensors"]}
+    g.state = {k: tuple(v) for k, v in head["state"].items()}
+    return g
+
+
+def graphs_equal(a: Graph, b: Graph) -> bool:
+    """Structural and bit-exact equality of two graphs (used by round-trip tests)."""
+    if set(a.groups) != set(b.groups) or set(a.synapses) != set(b.synapses):
+        return False
+    for n, x in a.groups.items():
+        y = b.groups[n]
+        if (x.size, x.ports, x.program, x.output, x.out_bits, x.stage, x.registers, x.send, x.meta) != \
+           (y.size, y.ports, y.program, y.output, y.out_bits, y.stage, y.registers, y.send, y.meta):
+            return False
+        for dx, dy in ((x.params, y.params), (x.tables, y.tables)):
+            if set(dx) != set(dy) or any(not np.array_equal(dx[k], dy[k]) for k in dx):
+                return False
+    for n, s in a.synapses.items():
+        t = b.synapses[n]
+        if (s.src, s.dst, s.port, tuple(s.shape), s.weight_exp, s.delay, s.acc_bits, s.meta) != \
+           (t.src, t.dst, t.port, tuple(t.shape), t.weight_exp, t.delay, t.acc_bits, t.meta):
+            return False
+        if not (np.array_equal(s.indptr, t.indptr) and np.array_equal(s.indices, t.indices)
+                and np.array_equal(s.values, t.values)):
+            return False
+    if [vars(i) for i in a.inputs] != [vars(i) for i in b.inputs] or [vars(o) for o in a.outputs] != [vars(o) for o in b.outputs]:
+        return False
+    if set(a.host_tensors) != set(b.host_tensors) or any(not np.array_equal(a.host_tensors[k], b.host_tensors[k]) for k in a.host_tensors):
+        return False
+    return a.state == b.state and a.meta == b.meta

@@ -1,0 +1,215 @@
+"""IR validation: every rule is a small function that yields problems; all are reported at once.
+
+A new rule is one function added to ``RULES``. Problems name the group or synapse, the figure and the
+limit, so a user can see what to change.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from . import fixedpoint as fp
+from .errors import IRValidationError
+from .graph import Graph
+from .ops import OPS, Range, bits_range, range_bits
+
+# Loihi 2 synaptic delay: programmable per synapse; the largest value is not published for the chip.
+# Lava's DelayDense has no stated cap; we assume 62 steps (6-bit field). Confidence: low. Overridable.
+SYNAPSE_DELAY_MAX = 62
+
+
+def _rule_references(g: Graph, **_) -> Iterator[str]:
+    for s in g.synapses.values():
+        if s.src not in g.groups:
+            yield f"synapse {s.name}: source group {s.src!r} does not exist"
+        if s.dst not in g.groups:
+            yield f"synapse {s.name}: destination group {s.dst!r} does not exist"
+        elif s.port not in g.groups[s.dst].ports:
+            yield f"synapse {s.name}: port {s.port!r} does not exist on group {s.dst} (ports: {', '.join(g.groups[s.dst].ports)})"
+    fed = {(s.dst, s.port) for s in g.synapses.values()} | {(i.group, i.port) for i in g.inputs}
+    for grp in g.groups.values():
+        for p in grp.ports:
+            if (grp.name, p) not in fed:
+                yield f"group {grp.name}: port {p!r} is dangling (no synapse or host input feeds it)"
+    for i in g.inputs:
+        if i.group not in g.groups:
+            yield f"input {i.name}: group {i.group!r} does not exist"
+        elif i.port not in g.groups[i.group].ports:
+            yield f"input {i.name}: port {i.port!r} does not exist on group {i.group}"
+        if i.table not in g.host_tensors:
+            yield f"input {i.name}: host table {i.table!r} does not exist"
+        elif i.group in g.groups and g.host_tensors[i.table].shape[1:] != (g.groups[i.group].size,):
+            yield (f"input {i.name}: host table {i.table} has shape {g.host_tensors[i.table].shape}, "
+                   f"expected [*, {g.groups[i.group].size}] for group {i.group}")
+    for o in g.outputs:
+        if o.group not in g.groups:
+            yield f"output {o.name}: group {o.group!r} does not exist"
+    for name, (grp, reg) in g.state.items():
+        if grp not in g.groups or reg not in g.groups[grp].registers:
+            yield f"state {name}: register {reg!r} of group {grp!r} does not exist"
+
+
+def _rule_shapes(g: Graph, **_) -> Iterator[str]:
+    for s in g.synapses.values():
+        if s.src in g.groups and s.dst in g.groups:
+            want = (g.groups[s.dst].size, g.groups[s.src].size)
+            if tuple(s.shape) != want:
+                yield f"synapse {s.name}: weight shape {tuple(s.shape)} does not match (dst {s.dst} size, src {s.src} size) = {want}"
+        if s.indptr.shape != (s.shape[0] + 1,) or (s.indptr.size and (s.indptr[0] != 0 or s.indptr[-1] != s.values.size)):
+            yield f"synapse {s.name}: CSR row pointer is inconsistent with {s.values.size} stored weights"
+        elif np.any(np.diff(s.indptr) < 0):
+            yield f"synapse {s.name}: CSR row pointer decreases"
+        if s.indices.size != s.values.size:
+            yield f"synapse {s.name}: {s.indices.size} indices but {s.values.size} weights"
+        elif s.indices.size and (s.indices.min() < 0 or s.indices.max() >= s.shape[1]):
+            yield f"synapse {s.name}: source index out of range [0, {s.shape[1]})"
+        lim = 1 << (fp.WEIGHT_BITS_MAX - 1)
+        if s.values.size and (int(s.values.min()) < -lim or int(s.values.max()) > lim - 1):
+            yield f"synapse {s.name}: weight outside the {fp.WEIGHT_BITS_MAX}-bit range"
+    for grp in g.groups.values():
+        if grp.size < 1:
+            yield f"group {grp.name}: size {grp.size} must be >= 1"
+        for p, v in grp.params.items():
+            if v.shape != (grp.size,):
+                yield f"group {grp.name}: parameter {p!r} has shape {v.shape}, expected ({grp.size},)"
+
+
+def _rule_programs(g: Graph, **_) -> Iterator[str]:
+    for grp in g.groups.values():
+        known = set(grp.registers) | set(grp.ports) | set(grp.params)
+        for k, ins in enumerate(grp.program):
+            where = f"group {grp.name}: instruction {k} ({ins.op} -> {ins.out})"
+            spec = OPS.get(ins.op)
+            if spec is None:
+                yield f"{where}: unknown op {ins.op!r}"
+                known.add(ins.out)
+                continue
+            if len(ins.args) != spec.n_args:
+                yield f"{where}: takes {spec.n_args} argument(s), got {len(ins.args)}"
+            imm = ins.imm_dict
+            for key in spec.imm:
+                if key not in imm:
+                    yield f"{where}: missing immediate {key!r}"
+            if "table" in imm and imm["table"] not in grp.tables:
+                yield f"{where}: table {imm['table']!r} does not exist"
+            for a in ins.args:
+                if a not in known:
+                    yield f"{where}: argument {a!r} is not a register, port, parameter or earlier result"
+            known.add(ins.out)
+        if grp.output not in known:
+            yield f"group {grp.name}: output {grp.output!r} is never computed"
+        if grp.send not in ("every", "delta"):
+            yield f"group {grp.name}: send mode {grp.send!r} must be 'every' or 'delta'"
+
+
+def _port_range(g: Graph, grp_name: str, port: str, out_range: dict[str, Range]) -> Range:
+    """Worst-case interval of a port's accumulated value over all its incoming synapses (and host input)."""
+    lo = hi = 0
+    for s in g.synapses.values():
+        if s.dst == grp_name and s.port == port and s.src in out_range:
+            slo, shi = out_range[s.src]
+            rows = np.repeat(np.arange(s.shape[0]), s.row_counts())
+            w = s.values.astype(np.int64)
+            top = np.where(w > 0, w * shi, w * slo)
+            bot = np.where(w > 0, w * slo, w * shi)
+            row_hi, row_lo = np.zeros(s.shape[0], np.int64), np.zeros(s.shape[0], np.int64)
+            np.add.at(row_hi, rows, top)
+            np.add.at(row_lo, rows, bot)
+            shift = s.weight_exp
+            lo += int(fp.shr_floor(int(row_lo.min()), -shift)) if row_lo.size else 0
+            hi += int(fp.shr_floor(int(row_hi.max()), -shift)) if row_hi.size else 0
+    for i in g.inputs:
+        if i.group == grp_name and i.port == port and i.table in g.host_tensors:
+            t = g.host_tensors[i.table]
+            if t.size:
+                lo, hi = lo + int(min(t.min(), 0)), hi + int(max(t.max(), 0))
+    return lo, hi
+
+
+def _accumulator_range(g: Graph, s, out_range: dict[str, Range]) -> int:
+    """Largest |partial sum| one synapse group can produce before its shift (for the accumulator check)."""
+    slo, shi = out_range[s.src]
+    peak = max(abs(slo), abs(shi))
+    rows = np.repeat(np.arange(s.shape[0]), s.row_counts())
+    row_abs = np.zeros(s.shape[0], np.int64)
+    np.add.at(row_abs, rows, np.abs(s.values.astype(np.int64)))
+    return int(row_abs.max()) * peak if row_abs.size else 0
+
+
+def _rule_widths(g: Graph, **_) -> Iterator[str]:
+    out_range = {n: bits_range(grp.out_bits) for n, grp in g.groups.items()}
+    for grp in g.groups.values():
+        if not 1 <= grp.out_bits <= fp.MSG_BITS_MAX:
+            yield f"group {grp.name}: message width {grp.out_bits} bits exceeds the graded-spike limit of {fp.MSG_BITS_MAX}"
+        for r, b in grp.registers.items():
+            if not 1 <= b <= fp.STATE_BITS_MAX:
+                yield f"group {grp.name}: register {r!r} is {b} bits, above the neuron-state limit of {fp.STATE_BITS_MAX}"
+        for p, v in list(grp.params.items()) + list(grp.tables.items()):
+            if v.size and int(np.max(np.abs(v))) > fp.smax(fp.STATE_BITS_MAX):
+                yield f"group {grp.name}: constant {p!r} needs more than {fp.STATE_BITS_MAX} bits"
+        rng: dict[str, Range] = {r: bits_range(b) for r, b in grp.registers.items()}
+        for p in grp.ports:
+            rng[p] = _port_range(g, grp.name, p, out_range)
+        for p, v in grp.params.items():
+            rng[p] = (int(v.min()), int(v.max())) if v.size else (0, 0)
+        for k, ins in enumerate(grp.program):
+            spec = OPS.get(ins.op)
+            imm = ins.imm_dict
+            if (spec is None or any(a not in rng for a in ins.args) or any(key not in imm for key in spec.imm)
+                    or ("table" in imm and imm["table"] not in grp.tables)):
+                rng[ins.out] = bits_range(fp.MSG_BITS_MAX)
+                continue
+            r = spec.range([rng[a] for a in ins.args], imm, grp.tables)
+            w = range_bits(r)
+            if ins.op == "lut":
+                a = rng[ins.args[0]]
+                if a[0] < fp.smin(imm["in_bits"]) or a[1] > fp.smax(imm["in_bits"]):
+                    yield (f"group {grp.name}: instruction {k} (lut) input {ins.args[0]!r} may span {a}, "
+                           f"outside the table's {imm['in_bits']}-bit domain")
+            if w > fp.STATE_BITS_MAX:
+                yield f"group {grp.name}: instruction {k} ({ins.op} -> {ins.out}) result may need {w} bits, above {fp.STATE_BITS_MAX}"
+            if ins.out in grp.registers and w > grp.registers[ins.out]:
+                yield f"group {grp.name}: register {ins.out!r} is {grp.registers[ins.out]} bits but {ins.op} may write {w}"
+            rng[ins.out] = r
+        if grp.output in rng and range_bits(rng[grp.output]) > grp.out_bits:
+            yield (f"group {grp.name}: output {grp.output!r} may need {range_bits(rng[grp.output])} bits, "
+                   f"more than its {grp.out_bits}-bit messages")
+    for s in g.synapses.values():
+        if s.dst in g.groups and s.src in g.groups:
+            peak = _accumulator_range(g, s, out_range)
+            if peak > fp.smax(s.acc_bits):
+                yield (f"synapse {s.name}: worst-case accumulation {peak} into {s.dst}.{s.port} overflows the "
+                       f"{s.acc_bits}-bit accumulator")
+
+
+def _rule_timing(g: Graph, max_delay: int = SYNAPSE_DELAY_MAX, **_) -> Iterator[str]:
+    for s in g.synapses.values():
+        if s.src not in g.groups or s.dst not in g.groups:
+            continue
+        want = g.groups[s.dst].stage - g.groups[s.src].stage - 1
+        if s.delay != want:
+            yield (f"synapse {s.name}: delay {s.delay} but stages {s.src}={g.groups[s.src].stage} -> "
+                   f"{s.dst}={g.groups[s.dst].stage} need {want}")
+        if s.delay < 0:
+            yield f"synapse {s.name}: negative delay {s.delay} (destination runs before its source)"
+        if s.delay > max_delay:
+            yield f"synapse {s.name}: delay {s.delay} exceeds the limit of {max_delay} steps"
+        if g.groups[s.src].send == "delta" and s.weight_exp != 0:
+            yield f"synapse {s.name}: delta sender {s.src} needs weight_exp 0 for exact reconstruction, has {s.weight_exp}"
+
+
+RULES = [_rule_references, _rule_shapes, _rule_programs, _rule_widths, _rule_timing]
+
+
+def problems(g: Graph, **limits) -> list[str]:
+    out: list[str] = []
+    for rule in RULES:
+        out.extend(rule(g, **limits))
+    return out
+
+
+def validate(g: Graph, **limits) -> None:
+    found = problems(g, **limits)
+    if found:
+        raise IRValidationError(found)

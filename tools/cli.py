@@ -1,0 +1,85 @@
+"""The ``mflc`` command line: readable tables by default, ``--json`` for machines, exit 1 on bad input."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mflc.ir.errors import MflcError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="mflc: compile MatMul-free LMs to Loihi 2 layouts and verify them bit for bit.")
+out = Console()
+err = Console(stderr=True)
+
+
+def guarded(fn):
+    """Turn user-caused errors into one clear message and exit status 1 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        try:
+            return fn(*a, **k)
+        except MflcError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+            raise typer.Exit(1)
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+def emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+def kv_table(title: str, rows: list[tuple[str, object]]) -> Table:
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column("what", style="bold")
+    t.add_column("value", justify="right")
+    for k, v in rows:
+        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    return t
+
+
+def progress_bar(total: int, label: str):
+    """A rich progress bar on stderr; returns (context manager, advance-to callback)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    prog = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err, transient=True)
+    task = prog.add_task(label, total=total)
+    return prog, (lambda n: prog.update(task, completed=n))
+
+
+# The commands live in their own modules; importing them registers them on ``app``.
+from mflc import cli_model  # noqa: E402,F401
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
