@@ -23,6 +23,21 @@ from .quantize import QuantizedModel
 I = Instr.make
 
 
+class VirtualTernary:
+    """Stands in for a ternary matrix when only its shape and density are known (estimates from a preset)."""
+
+    def __init__(self, shape, density: float):
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.density = float(density)
+
+    def __getitem__(self, rows: slice) -> "VirtualTernary":
+        n = len(range(*rows.indices(self.shape[0])))
+        return VirtualTernary((n, self.shape[1]), self.density)
+
+    def row_counts(self) -> np.ndarray:
+        return np.full(self.shape[0], int(round(self.density * self.shape[1])), dtype=np.int64)
+
+
 class _Builder:
     def __init__(self, qm: QuantizedModel):
         self.qm = qm
@@ -50,6 +65,11 @@ class _Builder:
                                              self.g.groups[src].size, delay=self._delay(src, dst), meta=dict(kind=kind)))
 
     def dense(self, src, dst, port, w, layer):
+        if isinstance(w, VirtualTernary):
+            self.g.add_synapse(SynapseGroup.from_row_counts(
+                f"{src}->{dst}.{port}", src, dst, port, w.shape, w.row_counts(), delay=self._delay(src, dst),
+                meta=dict(kind="ternary", layer=layer)))
+            return
         self.g.add_synapse(SynapseGroup.from_dense(f"{src}->{dst}.{port}", src, dst, port, w,
                                                    delay=self._delay(src, dst), meta=dict(kind="ternary", layer=layer)))
 
@@ -175,7 +195,8 @@ def _lower_head(b: _Builder, x: str) -> str:
     xn = b.norm("final.norm", x, "final.x", "final.norm", "final.norm", "head")
     vh = b.norm("head.in", xn, "final.norm", "head.in", "head.in", "head") if inner else xn
     w = qm.t("W.head")
-    acc_bits = (int(np.max(np.sum(np.abs(w.astype(np.int64)), axis=1))) << (b.g.groups[vh].out_bits - 1)).bit_length() + 1
+    fan = w.row_counts().max() if isinstance(w, VirtualTernary) else int(np.max(np.sum(np.abs(w.astype(np.int64)), axis=1)))
+    acc_bits = (int(fan) << (b.g.groups[vh].out_bits - 1)).bit_length() + 1
     head = b.group("head", qm.cfg.vocab_size, ["x"], [I("copy", "logits", "x")], "logits", acc_bits,
                    b.stage(vh) + 1, meta=dict(layer="head", role="logits"))
     b.dense(vh, head, "x", w, "head")

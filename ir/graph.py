@@ -71,8 +71,8 @@ class SynapseGroup:
     port: str
     shape: tuple[int, int]                        # (dst size, src size)
     indptr: np.ndarray                            # int64 [n_dst + 1]
-    indices: np.ndarray                           # int32 [nnz] source neuron
-    values: np.ndarray                            # int8 [nnz]
+    indices: np.ndarray | None                    # int32 [nnz] source neuron (None: virtual)
+    values: np.ndarray | None                     # int8 [nnz] (None: virtual)
     weight_exp: int = 0
     delay: int = 0
     acc_bits: int = 32
@@ -80,7 +80,12 @@ class SynapseGroup:
 
     @property
     def nnz(self) -> int:
-        return int(self.values.size)
+        return int(self.indptr[-1]) if self.indptr.size else 0
+
+    @property
+    def virtual(self) -> bool:
+        """A skeleton synapse group (for estimates): row counts are known, weights are not stored."""
+        return self.values is None
 
     @property
     def density(self) -> float:
@@ -104,6 +109,12 @@ class SynapseGroup:
         np.add.at(indptr, rows + 1, 1)
         return cls(name, src, dst, port, (int(w.shape[0]), int(w.shape[1])), np.cumsum(indptr),
                    cols.astype(np.int32), w[rows, cols].astype(np.int8), **kw)
+
+    @classmethod
+    def from_row_counts(cls, name, src, dst, port, shape, row_counts: np.ndarray, **kw) -> "SynapseGroup":
+        """A virtual synapse group: how many non-zero weights each destination row has, nothing more."""
+        indptr = np.concatenate([[0], np.cumsum(np.asarray(row_counts, dtype=np.int64))])
+        return cls(name, src, dst, port, (int(shape[0]), int(shape[1])), indptr, None, None, **kw)
 
     @classmethod
     def identity(cls, name, src, dst, port, n: int, **kw) -> "SynapseGroup":

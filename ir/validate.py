@@ -103,11 +103,18 @@ def _rule_programs(g: Graph, **_) -> Iterator[str]:
             yield f"group {grp.name}: send mode {grp.send!r} must be 'every' or 'delta'"
 
 
+def _csr_ok(s) -> bool:
+    """Structurally sound CSR (checked by _rule_shapes); other rules skip unsound synapses."""
+    return (s.indptr.shape == (s.shape[0] + 1,) and s.indices.size == s.values.size
+            and (s.indptr.size == 0 or (s.indptr[0] == 0 and s.indptr[-1] == s.values.size))
+            and bool(np.all(np.diff(s.indptr) >= 0)))
+
+
 def _port_range(g: Graph, grp_name: str, port: str, out_range: dict[str, Range]) -> Range:
     """Worst-case interval of a port's accumulated value over all its incoming synapses (and host input)."""
     lo = hi = 0
     for s in g.synapses.values():
-        if s.dst == grp_name and s.port == port and s.src in out_range:
+        if s.dst == grp_name and s.port == port and s.src in out_range and _csr_ok(s):
             slo, shi = out_range[s.src]
             rows = np.repeat(np.arange(s.shape[0]), s.row_counts())
             w = s.values.astype(np.int64)
@@ -176,7 +183,7 @@ def _rule_widths(g: Graph, **_) -> Iterator[str]:
             yield (f"group {grp.name}: output {grp.output!r} may need {range_bits(rng[grp.output])} bits, "
                    f"more than its {grp.out_bits}-bit messages")
     for s in g.synapses.values():
-        if s.dst in g.groups and s.src in g.groups:
+        if s.dst in g.groups and s.src in g.groups and _csr_ok(s):
             peak = _accumulator_range(g, s, out_range)
             if peak > fp.smax(s.acc_bits):
                 yield (f"synapse {s.name}: worst-case accumulation {peak} into {s.dst}.{s.port} overflows the "

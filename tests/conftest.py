@@ -1,0 +1,20 @@
+import numpy as np
+import pytest
+
+from mflc.compiler.config import preset
+from mflc.compiler.quantize import quantize
+
+from util import random_weights
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    cfg = preset("tiny")
+    return cfg, random_weights(cfg, 0)
+
+
+@pytest.fixture(scope="session")
+def tiny_qm(tiny_model):
+    cfg, w = tiny_model
+    rng = np.random.default_rng(0)
+    return quantize(cfg, w, [rng.integers(0, cfg.vocab_size, 128)])

@@ -1,0 +1,103 @@
+"""Build commands: compile (model -> quantized model + IR), ir (summary of a build)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from mflc.cli import app, emit_json, guarded, kv_table, out
+from mflc.cli_model import ActBits, NoPow2, RemoveInner, SiteBits, StateBits, quant_options, read_text_tokens
+from mflc.ir.errors import MflcError
+
+
+def build_paths(build: Path) -> dict[str, Path]:
+    return dict(quant=build / "quant", ir=build / "ir", layout=build / "layout.json")
+
+
+def load_build_graph(build: Path):
+    from mflc.ir.serialize import load_graph
+
+    p = build_paths(build)["ir"]
+    if not p.is_dir():
+        raise MflcError(f"{build}: not a build directory (no ir/ inside; make one with `mflc compile MODEL --out {build}`)")
+    return load_graph(p)
+
+
+@app.command("compile")
+@guarded
+def compile_cmd(model: Path = typer.Argument(..., help="Checkpoint or quantized-model directory"),
+                out_dir: Path = typer.Option(..., "--out", help="Build directory to write"),
+                calib: Optional[Path] = typer.Option(None, help="Calibration text (default: random tokens)"),
+                calib_tokens: int = typer.Option(256),
+                act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
+                no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner,
+                json_out: bool = typer.Option(False, "--json")):
+    """Quantize (unless already quantized), lower to IR, validate, and write the build directory."""
+    from mflc.compiler.config import ModelConfig
+    from mflc.compiler.loading import calibration_tokens, is_quantized_dir, load_float
+    from mflc.compiler.lower import lower
+    from mflc.compiler.quantize import QuantizedModel, quantize
+    from mflc.compiler.summary import ir_summary
+    from mflc.ir.serialize import save_graph
+
+    paths = build_paths(out_dir)
+    if is_quantized_dir(model):
+        qm = QuantizedModel.load(model)
+    else:
+        cfg, w = load_float(model)
+        toks = read_text_tokens(calib, cfg.vocab_size, model, calib_tokens) if calib else None
+        qm = quantize(cfg, w, calibration_tokens(cfg, toks, n=calib_tokens),
+                      quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm))
+    g = lower(qm)
+    qm.save(paths["quant"])
+    save_graph(g, paths["ir"])
+    s = ir_summary(g)
+    if json_out:
+        emit_json(dict(build=str(out_dir), ir=s))
+        return
+    t = s["totals"]
+    out.print(f"compiled {model} -> {out_dir}: {t['groups']} neuron groups, {t['neurons']:,} neurons, "
+              f"{t['synapses']:,} synapses, pipeline depth {t['depth']} steps")
+
+
+@app.command("ir")
+@guarded
+def ir_cmd(build: Path = typer.Argument(..., help="Build directory from `mflc compile`"),
+           json_out: bool = typer.Option(False, "--json")):
+    """Summarise a compiled IR: groups, neurons, synapses, weight density, bit widths."""
+    from mflc.compiler.summary import ir_summary
+    from mflc.ir.validate import problems
+
+    g = load_build_graph(build)
+    s = ir_summary(g)
+    s["problems"] = problems(g)
+    if json_out:
+        emit_json(s)
+        return
+    t = s["totals"]
+    out.print(kv_table(f"IR {build}", [
+        ("neuron groups", t["groups"]), ("neurons", f"{t['neurons']:,}"),
+        ("synapse groups", t["synapse_groups"]), ("synapses (non-zero)", f"{t['synapses']:,}"),
+        ("ternary weight density", f"{s['ternary_density']:.3f}" if s["ternary_density"] is not None else "-"),
+        ("pipeline depth (steps/token)", t["depth"]), ("widest message (bits)", s["max_message_bits"]),
+        ("widest register (bits)", s["max_register_bits"]), ("recurrent state", ", ".join(s["state"])),
+        ("validation", "ok" if not s["problems"] else f"{len(s['problems'])} problem(s)"),
+    ]))
+    rt = Table(title="neuron groups by role", title_justify="left")
+    for c in ("role", "groups", "neurons", "max msg bits", "max reg bits"):
+        rt.add_column(c, justify="left" if c == "role" else "right")
+    for role, r in sorted(s["roles"].items()):
+        rt.add_row(role, str(r["groups"]), f"{r['neurons']:,}", str(r["max_out_bits"]), str(r["max_register_bits"]))
+    out.print(rt)
+    st = Table(title="synapse groups by kind", title_justify="left")
+    for c in ("kind", "groups", "synapses", "density", "max delay"):
+        st.add_column(c, justify="left" if c == "kind" else "right")
+    for kind, k in sorted(s["synapse_kinds"].items()):
+        st.add_row(kind, str(k["groups"]), f"{k['synapses']:,}", f"{k['density']:.3f}", str(k["max_delay"]))
+    out.print(st)
+    for p in s["problems"]:
+        out.print(f"[red]problem:[/] {p}")
+    if s["problems"]:
+        raise typer.Exit(1)
