@@ -1,0 +1,225 @@
+"""The Numba engine: executes a placed IR step by step, core slice by core slice, and counts activity.
+
+Timestep contract as in the reference executor (and the IR docs): a group runs at step τ + stage for the
+token injected at τ; its messages pass through each outgoing synapse group, slice by slice on the cores
+that hold the destination rows, and are delivered at t + 1 + delay. Synaptic accumulation runs in Numba
+kernels (the bulk of the work); neuron programs run through the op library, the single definition of
+every integer op, on each core's slice. Counters are kept per core.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mflc.ir.graph import Graph, SynapseGroup
+from mflc.ir.validate import validate
+
+from . import kernels as K
+from .coremap import CoreMap
+from .program import run_program
+from .reference import RunResult, injection_steps
+
+PARALLEL_MIN_SYNAPSES = 200_000   # below this a slice runs single-threaded (thread start-up dominates)
+
+
+@dataclass
+class _Syn:
+    s: SynapseGroup
+    ternary: bool
+    arrays: tuple
+    row_slices: list[tuple[int, int, int]]          # (lo, hi, core)
+    slice_nnz: list[int]
+
+
+@dataclass
+class Counters:
+    """Activity per core, summed over a run; per-step totals over all cores."""
+
+    synops: np.ndarray
+    neuron_updates: np.ndarray
+    msgs_on_core: np.ndarray
+    msgs_on_chip: np.ndarray
+    msgs_between_chips: np.ndarray
+    payload_bits: np.ndarray
+    per_step: dict = field(default_factory=dict)    # name -> list per step
+
+    @classmethod
+    def zeros(cls, n_cores: int) -> "Counters":
+        z = lambda: np.zeros(n_cores, np.int64)  # noqa: E731
+        return cls(z(), z(), z(), z(), z(), z(), {k: [] for k in ("synops", "neuron_updates", "messages")})
+
+    def totals(self) -> dict:
+        return dict(synops=int(self.synops.sum()), neuron_updates=int(self.neuron_updates.sum()),
+                    msgs_on_core=int(self.msgs_on_core.sum()), msgs_on_chip=int(self.msgs_on_chip.sum()),
+                    msgs_between_chips=int(self.msgs_between_chips.sum()), payload_bits=int(self.payload_bits.sum()))
+
+
+def _prepare_synapse(s: SynapseGroup, slices) -> _Syn:
+    vals = s.values.astype(np.int64)
+    ternary = bool(np.all((vals == 1) | (vals == -1)))
+    rows = np.repeat(np.arange(s.shape[0]), s.row_counts())
+    if ternary:
+        arrays = []
+        for sign in (1, -1):
+            sel = vals == sign
+            ptr = np.zeros(s.shape[0] + 1, np.int64)
+            np.add.at(ptr, rows[sel] + 1, 1)
+            arrays += [np.cumsum(ptr), s.indices[sel].astype(np.int32)]
+        arrays = tuple(arrays)
+    else:
+        arrays = (s.indptr.astype(np.int64), s.indices.astype(np.int32), s.values.astype(np.int64))
+    row_slices = sorted(slices)
+    return _Syn(s, ternary, arrays, row_slices, [int(s.indptr[b] - s.indptr[a]) for a, b, _ in row_slices])
+
+
+class Engine:
+    def __init__(self, graph: Graph, core_map: CoreMap | None = None, check: bool = True, parallel: bool = True):
+        if check:
+            validate(graph)
+        self.g = graph
+        self.cm = core_map or CoreMap.one_core_per_group(graph)
+        self.parallel = parallel
+        self.syn_out: dict[str, list[_Syn]] = {n: [] for n in graph.groups}
+        for s in graph.synapses.values():
+            if s.virtual:
+                raise ValueError(f"synapse {s.name} is virtual (a skeleton graph); it cannot be executed")
+            self.syn_out[s.src].append(_prepare_synapse(s, self.cm.slices[s.dst]))
+        self.core_of = {n: self.cm.core_of_neurons(n, grp.size) for n, grp in graph.groups.items()}
+        self._reach = {n: self._reach_pairs(n) for n in graph.groups}
+        self.by_stage: dict[int, list[str]] = {}
+        for n, grp in graph.groups.items():
+            self.by_stage.setdefault(grp.stage, []).append(n)
+        self.host = {i.group: i for i in graph.inputs}
+        self.reset()
+
+    def _reach_pairs(self, name: str):
+        """(source neuron, destination core) pairs: where one message of each neuron must be delivered."""
+        pairs = []
+        for sy in self.syn_out[name]:
+            s = sy.s
+            for (lo, hi, core) in sy.row_slices:
+                cols = np.unique(s.indices[s.indptr[lo]:s.indptr[hi]])
+                pairs.append(np.stack([cols.astype(np.int64), np.full(cols.size, core, np.int64)], axis=1))
+        if not pairs:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        p = np.unique(np.concatenate(pairs), axis=0)
+        return p[:, 0], p[:, 1]
+
+    def reset(self) -> None:
+        g = self.g
+        self.regs = {n: {r: np.zeros(grp.size, np.int64) for r in grp.registers} for n, grp in g.groups.items()}
+        self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == "delta"}
+        self.delta_acc = {s.name: np.zeros(s.shape[0], np.int64) for s in g.synapses.values()
+                          if g.groups[s.src].send == "delta"}
+        self.params = {n: grp.params for n, grp in g.groups.items()}
+        self.delta_in: dict[str, list[SynapseGroup]] = {}
+        for s in g.synapses.values():
+            if s.name in self.delta_acc:
+                self.delta_in.setdefault(s.dst, []).append(s)
+
+    # ---- one group firing ----
+    def _deliver(self, sy: _Syn, msg: np.ndarray, counters: Counters | None) -> np.ndarray:
+        s = sy.s
+        out = np.zeros(s.shape[0], np.int64)
+        for (lo, hi, core), nnz in zip(sy.row_slices, sy.slice_nnz):
+            if sy.ternary:
+                fn = K.ternary_rows_parallel if (self.parallel and nnz >= PARALLEL_MIN_SYNAPSES) else K.ternary_rows
+                ops = fn(*sy.arrays, msg, out, lo, hi)
+            else:
+                ops = K.csr_rows(*sy.arrays, msg, out, lo, hi)
+            if counters is not None:
+                counters.synops[core] += ops
+        if s.weight_exp != 0:
+            K.shift_floor_inplace(out, s.weight_exp)
+        return out
+
+    def _count_messages(self, name: str, msg: np.ndarray, c: Counters) -> None:
+        src, dst = self._reach[name]
+        if src.size == 0:
+            return
+        live = msg[src] != 0
+        sc, dc = self.core_of[name][src[live]], dst[live]
+        chip = self.cm.chip_of_core
+        same_core = sc == dc
+        same_chip = (chip[sc] == chip[dc]) & ~same_core
+        other = ~(same_core | same_chip)
+        np.add.at(c.msgs_on_core, sc[same_core], 1)
+        np.add.at(c.msgs_on_chip, sc[same_chip], 1)
+        np.add.at(c.msgs_between_chips, sc[other], 1)
+        np.add.at(c.payload_bits, sc, self.g.groups[name].out_bits)
+
+    def run(self, tokens, schedule: str = "sequential", counters: Counters | None = None) -> RunResult:
+        """Run tokens from the current state; pass a ``Counters`` to accumulate activity into it."""
+        g = self.g
+        tokens = [int(t) for t in tokens]
+        inject = injection_steps(len(tokens), g.depth, schedule)
+        last = (inject[-1] + g.depth) if tokens else 0
+        pending: dict[tuple[int, str, str], np.ndarray] = {}
+        delta_pending: dict[tuple[int, str], np.ndarray] = {}
+        outs = {o.name: [None] * len(tokens) for o in g.outputs}
+        out_groups = {o.group: o.name for o in g.outputs}
+        states = {k: [None] * len(tokens) for k in g.state}
+        state_of = {}
+        for k, (grp, reg) in g.state.items():
+            state_of.setdefault(grp, []).append((k, reg))
+        out_steps = [0] * len(tokens)
+        sent: dict[str, int] = {}
+        for t in range(last):
+            for key in [k for k in delta_pending if k[0] == t]:
+                self.delta_acc[key[1]] += delta_pending.pop(key)
+            step_syn = step_upd = step_msg = 0
+            if counters is not None:
+                syn0, msg0 = counters.synops.sum(), counters.msgs_on_core.sum() + counters.msgs_on_chip.sum() + counters.msgs_between_chips.sum()
+            # tokens in flight at step t, each at the stage t - (its injection step)
+            for k in [k for k, s0 in enumerate(inject) if s0 <= t < s0 + g.depth]:
+                for name in self.by_stage.get(t - inject[k], ()):
+                    grp = g.groups[name]
+                    ports = {p: pending.pop((t, name, p), None) for p in grp.ports}
+                    ports = {p: (v if v is not None else np.zeros(grp.size, np.int64)) for p, v in ports.items()}
+                    for s in self.delta_in.get(name, ()):
+                        ports[s.port] = ports[s.port] + self.delta_acc[s.name]
+                    if name in self.host:
+                        inp = self.host[name]
+                        table = g.host_tensors[inp.table]
+                        if not 0 <= tokens[k] < table.shape[0]:
+                            raise ValueError(f"token {tokens[k]} outside the input table {inp.table} [0, {table.shape[0]})")
+                        ports[inp.port] = ports[inp.port] + table[tokens[k]].astype(np.int64)
+                    out = run_program(grp, ports, self.regs[name], self.params[name])
+                    if counters is not None:
+                        for a, b, core in self.cm.slices[name]:
+                            counters.neuron_updates[core] += b - a
+                        step_upd += grp.size
+                    if name in out_groups:
+                        outs[out_groups[name]][k] = out.copy()
+                        out_steps[k] = t
+                    for sk, reg in state_of.get(name, ()):
+                        states[sk][k] = self.regs[name][reg].copy()
+                    if grp.send == "delta":
+                        msg = out - self.last_sent[name]
+                        self.last_sent[name] = out.copy()
+                    else:
+                        msg = out
+                    sent[name] = sent.get(name, 0) + int(np.count_nonzero(msg))
+                    if counters is not None:
+                        self._count_messages(name, msg, counters)
+                    if not np.any(msg):
+                        continue   # event-driven: nothing sent, nothing accumulated (zeros add nothing)
+                    for sy in self.syn_out[name]:
+                        contrib = self._deliver(sy, msg, counters)
+                        arrive = t + 1 + sy.s.delay
+                        if sy.s.name in self.delta_acc:
+                            key = (arrive, sy.s.name)
+                            delta_pending[key] = delta_pending.get(key, 0) + contrib
+                        else:
+                            key = (arrive, sy.s.dst, sy.s.port)
+                            prev = pending.get(key)
+                            pending[key] = contrib if prev is None else prev + contrib
+            if counters is not None:
+                counters.per_step["synops"].append(int(counters.synops.sum() - syn0))
+                counters.per_step["neuron_updates"].append(step_upd)
+                counters.per_step["messages"].append(int(counters.msgs_on_core.sum() + counters.msgs_on_chip.sum()
+                                                         + counters.msgs_between_chips.sum() - msg0))
+        return RunResult({k: np.stack(v) if v else np.zeros((0,)) for k, v in outs.items()},
+                         {k: np.stack(v) if v else np.zeros((0,)) for k, v in states.items()},
+                         out_steps, last, sent)
