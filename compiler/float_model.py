@@ -61,6 +61,11 @@ class BitLinear:
     eps: float
     act_quant: bool = True
 
+    def __post_init__(self):
+        # float32 transpose, made once: with quantized (integer-valued, |x| <= 128) activations every
+        # product and sum is an integer below 2^24, so float32 computes it exactly.
+        self.wt_t = np.ascontiguousarray(self.wt.T, dtype=np.float32)
+
     @classmethod
     def from_weights(cls, name, weights, eps, use_norm=True, act_quant=True) -> "BitLinear":
         wt, absmean = ternarize(weights[f"{name}.weight"])
@@ -73,8 +78,9 @@ class BitLinear:
             observe(f"{self.name}.in", xn)
         if self.act_quant:
             s = ACT_QMAX / np.maximum(np.max(np.abs(xn), axis=-1, keepdims=True), EPS_CLAMP)
-            xn = np.clip(np.round(xn * s), -128, 127) / s
-        return (xn @ self.wt.T.astype(np.float64)) * self.absmean
+            xq = np.clip(np.round(xn * s), -128, 127).astype(np.float32)
+            return (xq @ self.wt_t).astype(np.float64) / s * self.absmean
+        return (xn.astype(np.float32) @ self.wt_t).astype(np.float64) * self.absmean
 
 
 class FloatModel:

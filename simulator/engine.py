@@ -149,7 +149,7 @@ class Engine:
         np.add.at(c.msgs_between_chips, sc[other], 1)
         np.add.at(c.payload_bits, sc, self.g.groups[name].out_bits)
 
-    def run(self, tokens, schedule: str = "sequential", counters: Counters | None = None) -> RunResult:
+    def run(self, tokens, schedule: str = "sequential", counters: Counters | None = None, trace=None) -> RunResult:
         """Run tokens from the current state; pass a ``Counters`` to accumulate activity into it."""
         g = self.g
         tokens = [int(t) for t in tokens]
@@ -186,6 +186,8 @@ class Engine:
                             raise ValueError(f"token {tokens[k]} outside the input table {inp.table} [0, {table.shape[0]})")
                         ports[inp.port] = ports[inp.port] + table[tokens[k]].astype(np.int64)
                     out = run_program(grp, ports, self.regs[name], self.params[name])
+                    if trace is not None:
+                        trace(t, k, name, out)
                     if counters is not None:
                         for a, b, core in self.cm.slices[name]:
                             counters.neuron_updates[core] += b - a

@@ -60,7 +60,7 @@ class ReferenceExecutor:
         self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == "delta"}
         self.delta_acc = {s.name: np.zeros(s.shape[0], np.int64) for s in g.synapses.values() if g.groups[s.src].send == "delta"}
 
-    def run(self, tokens, schedule: str = "sequential") -> RunResult:
+    def run(self, tokens, schedule: str = "sequential", trace=None) -> RunResult:
         """Run a token sequence from the current state (call ``reset`` for a fresh one)."""
         g = self.g
         tokens = [int(t) for t in tokens]
@@ -94,6 +94,8 @@ class ReferenceExecutor:
                         raise ValueError(f"token {tokens[k]} outside the input table {inp.table} [0, {table.shape[0]})")
                     ports[inp.port] = ports[inp.port] + table[tokens[k]].astype(np.int64)
                 out = run_program(grp, ports, self.regs[name])
+                if trace is not None:
+                    trace(t, k, name, out)
                 for o in g.outputs:
                     if o.group == name:
                         outs[o.name][k] = out.copy()

@@ -74,7 +74,7 @@ def progress_bar(total: int, label: str):
 
 
 # The commands live in their own modules; importing them registers them on ``app``.
-from mflc import cli_build, cli_model  # noqa: E402,F401
+from mflc import cli_build, cli_model, cli_sim  # noqa: E402,F401
 
 
 def main() -> None:

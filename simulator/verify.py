@@ -1,0 +1,119 @@
+"""Side-by-side verification: the engine against the integer reference model, exactly.
+
+The integer reference model gives the expected logits and recurrent states of every token. If the engine
+differs, the IR reference executor (which equals the integer model on a correct build) is run with the same
+tokens and the first neuron-group output that differs locates the divergence: token, step, core, group,
+neuron, expected and got.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mflc.ir.graph import Graph
+
+from .coremap import CoreMap
+from .engine import Counters, Engine
+from .reference import ReferenceExecutor
+
+
+@dataclass
+class Divergence:
+    token: int
+    step: int | None
+    core: tuple[int, int] | None
+    group: str
+    neuron: int
+    expected: int
+    got: int
+    what: str
+
+    def describe(self) -> str:
+        where = f"step {self.step}, chip {self.core[0]} core {self.core[1]}, " if self.core else ""
+        return (f"first divergence at token {self.token}, {where}group {self.group}, neuron {self.neuron} "
+                f"({self.what}): expected {self.expected}, got {self.got}")
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    tokens: int
+    compared_values: int
+    divergence: Divergence | None
+    counters: dict
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["divergence"] = asdict(self.divergence) if self.divergence else None
+        return d
+
+
+def _first_diff(a: np.ndarray, b: np.ndarray):
+    idx = np.argwhere(a != b)
+    return tuple(int(i) for i in idx[0]) if idx.size else None
+
+
+def verify(int_model, graph: Graph, tokens, core_map: CoreMap | None = None, progress=None,
+           reference_graph: Graph | None = None) -> VerifyResult:
+    """``reference_graph``: an independent lowering of the same quantized model, used only to locate a divergence."""
+    tokens = [int(t) for t in tokens]
+    eng = Engine(graph, core_map)
+    counters = Counters.zeros(eng.cm.n_cores)
+    st = int_model.init_state()
+    want_logits, want_states = [], []
+    for k, t in enumerate(tokens):
+        lg, st = int_model.step(t, st)
+        want_logits.append(lg)
+        want_states.append(st.copy())
+        if progress:
+            progress(k + 1)
+    fired: dict[tuple[int, str], tuple[int, np.ndarray]] = {}
+    res = eng.run(tokens, "sequential", counters, trace=lambda t, k, name, out: fired.__setitem__((k, name), (t, out.copy())))
+    got_logits = res.outputs["logits"]
+    compared = 0
+    div = None
+    out_group = graph.outputs[0].group
+    for k in range(len(tokens)):
+        for i in range(int_model.cfg.L):
+            reg_group, _ = graph.state[f"L{i}.h"]
+            d = _first_diff(want_states[k][i], res.states[f"L{i}.h"][k])
+            compared += want_states[k][i].size
+            if d is not None and div is None:
+                div = Divergence(k, None, None, reg_group, d[0], int(want_states[k][i][d]), int(res.states[f"L{i}.h"][k][d]), f"state L{i}.h")
+        d = _first_diff(want_logits[k], got_logits[k])
+        compared += want_logits[k].size
+        if d is not None and div is None:
+            div = Divergence(k, None, None, out_group, d[0], int(want_logits[k][d]), int(got_logits[k][d]), "logit")
+        if div is not None:
+            break
+    if div is not None:
+        div = _locate(reference_graph or graph, tokens, fired, eng.cm) or div
+        if div.core is None and div.group in eng.core_of:
+            c = int(eng.core_of[div.group][div.neuron])
+            div.core = eng.cm.labels[c]
+    return VerifyResult(div is None, len(tokens), compared, div, counters.totals())
+
+
+def _locate(graph: Graph, tokens, fired, cm: CoreMap) -> Divergence | None:
+    """The earliest group firing (by step of the reference) whose output differs from the engine's."""
+    first = None
+
+    def check(t, k, name, out):
+        nonlocal first
+        if first is not None or (k, name) not in fired or fired[(k, name)][1].shape != out.shape:
+            return
+        _, got = fired[(k, name)]
+        d = _first_diff(out, got)
+        if d is not None:
+            first = (t, k, name, d[0], int(out[d]), int(got[d]))
+
+    ReferenceExecutor(graph, check=False).run(tokens, "sequential", trace=check)
+    if first is None:
+        return None
+    t, k, name, n, exp, got = first
+    core = None
+    for a, b, c in cm.slices.get(name, []):
+        if a <= n < b:
+            core = cm.labels[c]
+    return Divergence(k, t, core, name, n, exp, got, "group output")

@@ -1,0 +1,130 @@
+"""Simulator speed benchmark (run it directly: python -m mflc.bench_sim; not a test).
+
+One run prints, on a random-weight preset (370M by default):
+  * engine tokens/s in generation (one token waits for the previous: sequential schedule),
+  * the numpy float reference's tokens/s (token by token),
+  * the bound set by memory bandwidth: bytes of synaptic arrays the engine reads per token over a
+    bandwidth this script measures (large-array copy), and the engine's fraction of it,
+and on the tiny preset: engine vs IR reference executor. Peak resident memory is reported at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import numpy as np
+
+
+def measure_bandwidth(gib: float = 1.0, repeats: int = 3) -> float:
+    """Bytes/s of a large copy (read + write counted), best of a few: a STREAM-copy style figure."""
+    n = int(gib * 2**30) // 8
+    a = np.ones(n, dtype=np.int64)
+    b = np.empty_like(a)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * a.nbytes / best
+
+
+def engine_bytes_per_token(engine) -> int:
+    """Bytes of synaptic arrays one token's accumulation reads (index lists, row pointers, values)."""
+    total = 0
+    for syns in engine.syn_out.values():
+        for sy in syns:
+            total += sum(a.nbytes for a in sy.arrays)
+    return total
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def build(preset_name: str, seed: int = 0, calib: int = 32):
+    from mflc.compiler.checkpoint import init_weights
+    from mflc.compiler.config import preset
+    from mflc.compiler.lower import lower
+    from mflc.compiler.quantize import quantize
+
+    cfg = preset(preset_name)
+    w = init_weights(cfg, seed)
+    rng = np.random.default_rng(seed)
+    qm = quantize(cfg, w, [rng.integers(0, cfg.vocab_size, calib).tolist()])
+    return cfg, w, qm, lower(qm)
+
+
+def time_tokens(fn, n: int) -> float:
+    t0 = time.perf_counter()
+    for k in range(n):
+        fn(k)
+    return n / (time.perf_counter() - t0)
+
+
+def main(argv=None) -> dict:
+    from mflc.compiler.float_model import FloatModel
+    from mflc.simulator.engine import Engine
+    from mflc.simulator.reference import ReferenceExecutor
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="370M")
+    ap.add_argument("--tokens", type=int, default=8)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    res: dict = {"preset": args.preset}
+
+    # tiny: engine vs IR reference executor
+    _, _, _, g_tiny = build("tiny")
+    toks = np.random.default_rng(1).integers(0, 256, 32).tolist()
+    Engine(g_tiny).run(toks[:2])            # JIT warm-up
+    t0 = time.perf_counter(); ReferenceExecutor(g_tiny).run(toks); t_ref = time.perf_counter() - t0
+    t0 = time.perf_counter(); Engine(g_tiny).run(toks); t_eng = time.perf_counter() - t0
+    res["tiny"] = dict(reference_tokens_per_s=len(toks) / t_ref, engine_tokens_per_s=len(toks) / t_eng,
+                       engine_over_reference=t_ref / t_eng)
+
+    print(f"building {args.preset} (random weights) ...", flush=True)
+    t0 = time.perf_counter()
+    cfg, w, qm, g = build(args.preset)
+    res["build_seconds"] = time.perf_counter() - t0
+    weight_bytes = sum(v.nbytes for v in w.values())
+    fm = FloatModel(cfg, w)
+    del w
+    eng = Engine(g, check=False)
+    res["synapses"] = int(sum(s.nnz for s in g.synapses.values()))
+    rng = np.random.default_rng(2)
+    toks = rng.integers(0, cfg.vocab_size, args.tokens + 1).tolist()
+    eng.run(toks[:1])                        # warm-up (JIT, caches)
+    res["engine_tokens_per_s"] = time_tokens(lambda k: eng.run([toks[k + 1]], "sequential"), args.tokens)
+    st = fm.init_state()
+
+    def fstep(k):
+        nonlocal st
+        _, st = fm.step(toks[k], st)
+
+    fstep(0)
+    res["float_tokens_per_s"] = time_tokens(fstep, args.tokens)
+    bw = measure_bandwidth()
+    bpt = engine_bytes_per_token(eng)
+    res.update(bandwidth_gb_s=bw / 1e9, engine_bytes_per_token=bpt, bound_tokens_per_s=bw / bpt,
+               fraction_of_bound=res["engine_tokens_per_s"] / (bw / bpt),
+               engine_over_float=res["engine_tokens_per_s"] / res["float_tokens_per_s"],
+               float_weight_bytes=weight_bytes, peak_rss_gib=peak_rss_gib(),
+               peak_rss_over_weights=peak_rss_gib() * 2**30 / weight_bytes)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"tiny: engine {res['tiny']['engine_tokens_per_s']:.1f} tok/s, IR reference "
+              f"{res['tiny']['reference_tokens_per_s']:.1f} tok/s, ratio {res['tiny']['engine_over_reference']:.2f}x")
+        print(f"{args.preset}: {res['synapses']:,} synapses, built in {res['build_seconds']:.1f} s")
+        print(f"  engine (generation)     {res['engine_tokens_per_s']:8.3f} tok/s")
+        print(f"  float numpy reference   {res['float_tokens_per_s']:8.3f} tok/s   (engine/float {res['engine_over_float']:.2f}x)")
+        print(f"  bandwidth bound         {res['bound_tokens_per_s']:8.3f} tok/s   ({bpt / 1e9:.2f} GB/token at {bw / 1e9:.1f} GB/s)")
+        print(f"  engine / bound          {res['fraction_of_bound']:8.2f}")
+        print(f"  peak RSS {res['peak_rss_gib']:.2f} GiB = {res['peak_rss_over_weights']:.1f}x the float32 weights")
+    return res
+
+
+if __name__ == "__main__":
+    main()

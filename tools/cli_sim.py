@@ -1,0 +1,126 @@
+"""Simulation commands: verify (engine vs integer reference, exactly) and generate (text from the simulated chip)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+from mflc.cli import app, emit_json, err, guarded, kv_table, out, progress_bar
+from mflc.ir.errors import MflcError
+
+
+def load_for_simulation(path: Path, calib_tokens: int = 256):
+    """(quantized model, engine graph, core map, reference graph) from a build dir or a model dir."""
+    from mflc.compiler.loading import calibration_tokens, is_quantized_dir, load_float
+    from mflc.compiler.lower import lower
+    from mflc.compiler.quantize import QuantizedModel, quantize
+    from mflc.ir.serialize import load_graph
+    from mflc.simulator.coremap import CoreMap
+
+    if not path.exists():
+        raise MflcError(f"{path}: no such model or build directory")
+    if (path / "ir").is_dir() and (path / "quant").is_dir():
+        qm = QuantizedModel.load(path / "quant")
+        placed = path / "placed_ir"
+        graph = load_graph(placed if placed.is_dir() else path / "ir")
+        cm = None
+        if (path / "layout.json").is_file() and placed.is_dir():
+            from mflc.compiler.layout import load_layout
+
+            cm = CoreMap.from_layout(load_layout(path / "layout.json"))
+        return qm, graph, cm, lower(qm)
+    if is_quantized_dir(path):
+        qm = QuantizedModel.load(path)
+    else:
+        cfg, w = load_float(path)
+        qm = quantize(cfg, w, calibration_tokens(cfg, None, n=calib_tokens))
+    g = lower(qm)
+    return qm, g, None, g
+
+
+@app.command("verify")
+@guarded
+def verify_cmd(model: Path = typer.Argument(..., help="Build directory (from compile) or model directory"),
+               tokens: int = typer.Option(16, help="Number of random tokens to run"),
+               seed: int = typer.Option(0, help="Seed of the random tokens"),
+               backend: str = typer.Option("engine", help="engine (Numba) or lava"),
+               json_out: bool = typer.Option(False, "--json")):
+    """Run the integer reference model and the simulator side by side; exit 0 only if every logit and state is equal."""
+    from mflc.compiler.int_model import IntModel
+    from mflc.simulator.verify import verify
+
+    if backend not in ("engine", "lava"):
+        raise MflcError(f"--backend {backend!r}: choose engine or lava")
+    if backend == "lava":
+        raise MflcError("--backend lava: the Lava back-end is not built yet (issue 6); use --backend engine")
+    if tokens < 1:
+        raise MflcError(f"--tokens must be >= 1, got {tokens}")
+    qm, graph, cm, ref = load_for_simulation(model)
+    toks = np.random.default_rng(seed).integers(0, qm.cfg.vocab_size, tokens).tolist()
+    prog, adv = progress_bar(tokens, "integer reference")
+    t0 = time.perf_counter()
+    with prog:
+        res = verify(IntModel(qm), graph, toks, cm, progress=adv, reference_graph=ref)
+    dt = time.perf_counter() - t0
+    if json_out:
+        d = res.to_dict()
+        d.update(seed=seed, seconds=dt, backend=backend)
+        emit_json(d)
+    else:
+        rows = [("tokens", res.tokens), ("values compared (logits + states)", f"{res.compared_values:,}"),
+                ("result", "[green]bit-exact[/]" if res.ok else "[red]MISMATCH[/]"),
+                ("synaptic ops", f"{res.counters['synops']:,}"), ("neuron updates", f"{res.counters['neuron_updates']:,}"),
+                ("seconds", round(dt, 2))]
+        out.print(kv_table(f"verify {model} (seed {seed})", rows))
+        if res.divergence:
+            err.print(f"[red]{res.divergence.describe()}[/]")
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+@app.command("generate")
+@guarded
+def generate_cmd(model: Path = typer.Argument(..., help="Build directory or model directory"),
+                 prompt: str = typer.Option("", help="Prompt text"),
+                 max_new_tokens: int = typer.Option(64, help="Tokens to generate"),
+                 temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples from the softmax of the logits"),
+                 seed: int = typer.Option(0),
+                 json_out: bool = typer.Option(False, "--json")):
+    """Generate text token by token from the simulated chip (byte-level models)."""
+    from mflc.compiler.tokenizer import tokenizer_for
+    from mflc.simulator.engine import Engine
+
+    qm, graph, cm, _ = load_for_simulation(model)
+    tok = tokenizer_for(model if not (model / "ir").is_dir() else None, qm.cfg.vocab_size)
+    ids = tok.encode(prompt) or [ord("\n")]
+    eng = Engine(graph, cm)
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    res = eng.run(ids, "pipelined")          # prefill: prompt tokens pipelined, one per step
+    t_prefill = time.perf_counter() - t0
+    logits = res.outputs["logits"][-1]
+    new: list[int] = []
+    t1 = time.perf_counter()
+    for _ in range(max_new_tokens):
+        if temperature > 0:
+            z = logits.astype(np.float64) * qm.meta["logit_scale"] / temperature
+            p = np.exp(z - z.max())
+            nxt = int(rng.choice(len(p), p=p / p.sum()))
+        else:
+            nxt = int(np.argmax(logits))
+        new.append(nxt)
+        logits = eng.run([nxt], "sequential").outputs["logits"][-1]
+    t_gen = time.perf_counter() - t1
+    text = tok.decode(new)
+    stats = dict(prompt_tokens=len(ids), new_tokens=len(new), steps_per_token=graph.depth,
+                 prefill_steps=len(ids) + graph.depth - 1, prefill_seconds=t_prefill,
+                 generation_tokens_per_second=len(new) / t_gen if t_gen > 0 else None)
+    if json_out:
+        emit_json(dict(text=text, tokens=new, **stats))
+        return
+    out.print(prompt + text, highlight=False, markup=False)
+    err.print(f"[dim]{len(new)} tokens, {stats['generation_tokens_per_second'] or 0:.1f} tokens/s simulated; "
+              f"{graph.depth} chip steps per token; prefill of {len(ids)} tokens in {stats['prefill_steps']} steps[/]")
