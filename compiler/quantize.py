@@ -324,8 +324,8 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
 def _check_ranges(tensors, scalars) -> None:
     """Every stored integer must fit the hardware word it will live in."""
     for name, arr in tensors.items():
-        if arr.size and int(np.max(np.abs(arr))) > fp.smax(fp.MSG_BITS_MAX):
-            raise ConfigError(f"quantized tensor {name}: value {int(np.max(np.abs(arr)))} exceeds 24 bits")
+        if arr.size and (int(arr.min()) < fp.smin(fp.MSG_BITS_MAX) or int(arr.max()) > fp.smax(fp.MSG_BITS_MAX)):
+            raise ConfigError(f"quantized tensor {name}: values [{int(arr.min())}, {int(arr.max())}] exceed 24 bits")
     for name, v in scalars.items():
         if name.startswith("M.") and not 0 <= v <= fp.smax(fp.MSG_BITS_MAX):
             raise ConfigError(f"quantized multiplier {name} = {v} is outside [0, 2^23)")

@@ -153,7 +153,7 @@ def _rule_widths(g: Graph, **_) -> Iterator[str]:
             if not 1 <= b <= fp.STATE_BITS_MAX:
                 yield f"group {grp.name}: register {r!r} is {b} bits, above the neuron-state limit of {fp.STATE_BITS_MAX}"
         for p, v in list(grp.params.items()) + list(grp.tables.items()):
-            if v.size and int(np.max(np.abs(v))) > fp.smax(fp.STATE_BITS_MAX):
+            if v.size and (int(v.min()) < fp.smin(fp.STATE_BITS_MAX) or int(v.max()) > fp.smax(fp.STATE_BITS_MAX)):
                 yield f"group {grp.name}: constant {p!r} needs more than {fp.STATE_BITS_MAX} bits"
         rng: dict[str, Range] = {r: bits_range(b) for r, b in grp.registers.items()}
         for p in grp.ports:
