@@ -63,7 +63,7 @@ class ModelConfig:
     def n_params(self) -> int:
         d, e, m, V, L = self.d, self.d_attn, self.m, self.vocab_size, self.L
         per_layer = 3 * e * d + e * d + 2 * m * d + m * d + (2 * d + e) + (3 * d + e + d + m)
-        head = 0 if self.tie_word_embeddings else V * d + d
+        head = (0 if self.tie_word_embeddings else V * d) + d  # lm_head.norm exists even when tied
         lb = L * d if self.use_lower_bound else 0
         return V * d + L * per_layer + d + head + lb
 

@@ -1,0 +1,425 @@
+"""HGRN-Bit checkpoints in the Hugging Face layout: tensor names, random init, safetensors save/load.
+
+A checkpoint directory holds ``config.json`` plus either ``model.safetensors`` or HF-style shards
+listed in ``model.safetensors.index.json``. The safetensors reader and writer are our own (the format
+is an 8-byte little-endian header length, a JSON header and raw little-endian data) so that every
+defect -- truncation, odd dtype, bad offsets, a config that contradicts the tensors -- becomes one
+``CheckpointError`` naming the file and tensor, and so that BF16 loads without torch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from mflc.ir.errors import CheckpointError
+
+from .config import ModelConfig
+
+CONFIG_FILE = "config.json"
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+_SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+
+# safetensors dtype -> little-endian numpy dtype of its raw bytes (BF16 is read as uint16 and widened).
+_FLOAT_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "BF16": "<u2"}
+
+# ---- layout ----------------------------------------------------------------------------------
+# Shapes are written with symbols so that a misshaped tensor can be blamed on the config field
+# behind the offending dimension: V vocab, d hidden, e = d*expand_ratio, m intermediate, L layers.
+
+_BITLINEARS = [  # (name inside a layer, out dim, in dim)
+    ("attn.i_proj", "e", "d"),
+    ("attn.f_proj", "e", "d"),
+    ("attn.g_proj", "e", "d"),
+    ("attn.o_proj", "d", "e"),
+    ("mlp.gate_proj", "2m", "d"),
+    ("mlp.down_proj", "d", "m"),
+]
+
+
+def _layer_layout(i: int) -> list[tuple[str, tuple[str, ...]]]:
+    p = f"model.layers.{i}."
+    proj = {name: (out, inp) for name, out, inp in _BITLINEARS}
+
+    def bitlinear(name: str) -> list[tuple[str, tuple[str, ...]]]:
+        out, inp = proj[name]
+        return [(p + name + ".weight", (out, inp)), (p + name + ".norm.weight", (inp,))]
+
+    return ([(p + "attn_norm.weight", ("d",))]
+            + bitlinear("attn.i_proj") + bitlinear("attn.f_proj") + bitlinear("attn.g_proj")
+            + [(p + "attn.g_norm.weight", ("e",))]
+            + bitlinear("attn.o_proj")
+            + [(p + "mlp_norm.weight", ("d",))]
+            + bitlinear("mlp.gate_proj") + bitlinear("mlp.down_proj"))
+
+
+def _layout(cfg: ModelConfig) -> list[tuple[str, tuple[str, ...]]]:
+    """Every tensor with symbolic dims, in a stable order (embeddings, bounds, layers, final norm, head)."""
+    out = [("model.embeddings.weight", ("V", "d"))]
+    if cfg.use_lower_bound:
+        out.append(("model.lower_bounds", ("L", "d")))
+    for i in range(cfg.L):
+        out += _layer_layout(i)
+    out.append(("model.norm.weight", ("d",)))
+    if not cfg.tie_word_embeddings:
+        out.append(("lm_head.weight", ("V", "d")))
+    # Kept when tied: tying shares only the matrix, lm_head stays a BitLinear with its own norm.
+    out.append(("lm_head.norm.weight", ("d",)))
+    return out
+
+
+def _dim_sizes(cfg: ModelConfig) -> dict[str, int]:
+    return {"V": cfg.vocab_size, "d": cfg.d, "e": cfg.d_attn, "m": cfg.m, "2m": 2 * cfg.m, "L": cfg.L}
+
+
+def _explain_dim(cfg: ModelConfig, sym: str) -> str:
+    """Which config field(s) a symbolic dimension comes from, with their values."""
+    if sym == "V":
+        return f"config field 'vocab_size' = {cfg.vocab_size}"
+    if sym == "d":
+        return f"config field 'hidden_size' = {cfg.d}"
+    if sym == "e":
+        return (f"config fields 'hidden_size' * 'expand_ratio' = {cfg.d} * {cfg.expand_ratio}"
+                f" = {cfg.d_attn}")
+    if sym == "L":
+        return f"config field 'num_hidden_layers' = {cfg.L}"
+    if cfg.intermediate_size is not None:
+        m_text = f"config field 'intermediate_size' = {cfg.m}"
+    else:
+        m_text = (f"config field 'intermediate_size' = null, so {cfg.m} from 'hidden_size' = {cfg.d}"
+                  f" and 'hidden_ratio' = {cfg.hidden_ratio}")
+    return m_text if sym == "m" else f"2 * {m_text}"
+
+
+def tensor_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of a released HGRN-Bit checkpoint for ``cfg``, in a stable order."""
+    size = _dim_sizes(cfg)
+    return {name: tuple(size[s] for s in dims) for name, dims in _layout(cfg)}
+
+
+# ---- random init -----------------------------------------------------------------------------
+
+def init_weights(cfg: ModelConfig, seed: int) -> dict[str, np.ndarray]:
+    """Float32 weights drawn the way the released training code initialises a fresh model.
+
+    Followed ridgerchu/matmulfreellm (mmfreelm/models/hgrn_bit/modeling_hgrn_bit.py, _init_weights,
+    and mmfreelm/layers/hgrn_bit.py, HGRNBitAttention._initialize_weights):
+    * embeddings, mlp.gate_proj and lm_head: Normal(0, initializer_range); the pad_token_id row of the
+      embeddings (if the config names one) is zero;
+    * mlp.down_proj: Normal(0, initializer_range / sqrt(2 * num_hidden_layers)), the GPT-2 residual
+      rescale the original applies to "down_proj.weight" / "o_proj.weight";
+    * attn.i/f/g/o_proj: xavier_uniform with gain 2**-2.5, done by the attention layer itself, which
+      marks its modules initialised so that HF's post_init (normal + rescale) skips them -- hence no
+      residual rescale of o_proj;
+    * every norm weight 1 (RMSNorm's own init), lower_bounds 0 (the original's torch.zeros).
+    Tensors are drawn one by one from one generator in ``tensor_shapes`` order, so a seed fixes all.
+    """
+    rng = np.random.default_rng(seed)
+    std = cfg.initializer_range
+    out: dict[str, np.ndarray] = {}
+    for name, shape in tensor_shapes(cfg).items():
+        if name.endswith("norm.weight"):
+            out[name] = np.ones(shape, np.float32)
+        elif name == "model.lower_bounds":
+            out[name] = np.zeros(shape, np.float32)
+        elif name.startswith("model.layers.") and ".attn." in name:
+            fan_out, fan_in = shape
+            bound = 2 ** -2.5 * math.sqrt(6.0 / (fan_in + fan_out))
+            out[name] = _scaled(rng.random(shape, dtype=np.float32), 2 * bound, -bound)
+        elif name.endswith("down_proj.weight"):
+            out[name] = _scaled(rng.standard_normal(shape, dtype=np.float32), std / math.sqrt(2 * cfg.L))
+        else:
+            out[name] = _scaled(rng.standard_normal(shape, dtype=np.float32), std)
+    pad = cfg.extra.get("pad_token_id")
+    if isinstance(pad, int) and not isinstance(pad, bool) and 0 <= pad < cfg.vocab_size:
+        out["model.embeddings.weight"][pad] = 0.0
+    return out
+
+
+def _scaled(a: np.ndarray, scale: float, shift: float = 0.0) -> np.ndarray:
+    """a * scale + shift in place, staying float32 (no float64 temporaries for the large tensors)."""
+    a *= np.float32(scale)
+    if shift:
+        a += np.float32(shift)
+    return a
+
+
+# ---- validation ------------------------------------------------------------------------------
+
+def validate_weights(cfg: ModelConfig, weights: dict[str, np.ndarray], source: str) -> None:
+    """Raise one CheckpointError for the first problem (and count the rest): missing, extra,
+    non-float, misshaped or non-finite tensors. ``source`` names where the weights came from."""
+    problems = _weight_problems(cfg, weights)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise CheckpointError(f"{source}: {problems[0]}{more}")
+
+
+def _weight_problems(cfg: ModelConfig, weights: dict[str, np.ndarray]) -> list[str]:
+    layout = _layout(cfg)
+    size = _dim_sizes(cfg)
+    problems = []
+    for name, dims in layout:
+        if name not in weights:
+            problems.append(f"tensor {name!r} is missing{_missing_hint(cfg, name, weights)}")
+            continue
+        problem = _tensor_problem(cfg, name, dims, size, weights[name])
+        if problem:
+            problems.append(problem)
+    expected = {name for name, _ in layout}
+    for name in weights:
+        if name not in expected:
+            problems.append(f"unexpected tensor {name!r}{_extra_hint(cfg, name)}")
+    return problems
+
+
+def _tensor_problem(cfg, name, dims, size, arr) -> str | None:
+    if not isinstance(arr, np.ndarray):
+        return f"tensor {name!r} is a {type(arr).__name__}, expected a numpy array"
+    if arr.dtype.kind != "f":
+        return f"tensor {name!r} has dtype {arr.dtype}, expected a float dtype (float16/32/64)"
+    want = tuple(size[s] for s in dims)
+    if arr.shape != want:
+        return f"tensor {name!r} has shape {arr.shape}, expected {want}: {_shape_reason(cfg, dims, want, arr.shape)}"
+    n_bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+    if n_bad:
+        n_nan = int(np.count_nonzero(np.isnan(arr)))
+        return (f"tensor {name!r} has {n_bad} non-finite value(s) of {arr.size} "
+                f"({n_nan} NaN, {n_bad - n_nan} inf)")
+    return None
+
+
+def _shape_reason(cfg, dims, want, got) -> str:
+    if len(got) != len(want):
+        return (f"{len(got)} dimension(s) instead of {len(want)}; the expected sizes are "
+                + ", ".join(_explain_dim(cfg, s) for s in dims))
+    wrong = [f"dimension {k} is {g} but {_explain_dim(cfg, s)}"
+             for k, (s, w, g) in enumerate(zip(dims, want, got)) if w != g]
+    return "; ".join(wrong)
+
+
+def _layer_of(name: str) -> int | None:
+    m = re.match(r"model\.layers\.(\d+)\.", name)
+    return int(m.group(1)) if m else None
+
+
+def _missing_hint(cfg: ModelConfig, name: str, weights) -> str:
+    if name == "model.lower_bounds":
+        return " (config field 'use_lower_bound' is true)"
+    if name == "lm_head.weight":
+        return " (config field 'tie_word_embeddings' is false, so lm_head has its own matrix)"
+    i = _layer_of(name)
+    if i is not None and not any(k.startswith(f"model.layers.{i}.") for k in weights):
+        return f" (config field 'num_hidden_layers' = {cfg.L}, but the tensors have no layer {i})"
+    return ""
+
+
+def _extra_hint(cfg: ModelConfig, name: str) -> str:
+    if name == "model.lower_bounds":
+        return " (config field 'use_lower_bound' is false)"
+    if name == "lm_head.weight":
+        return " (config field 'tie_word_embeddings' is true, so lm_head reuses model.embeddings.weight)"
+    i = _layer_of(name)
+    if i is not None and i >= cfg.L:
+        return f" (config field 'num_hidden_layers' = {cfg.L}, so layers are 0..{cfg.L - 1})"
+    return ""
+
+
+# ---- safetensors files -----------------------------------------------------------------------
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """All tensors of one safetensors file as float32; truncation and bad headers name the file."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if size < 8:
+            raise CheckpointError(f"{path}: truncated: {size} byte(s), too short for the 8-byte header length")
+        (hlen,) = struct.unpack("<Q", f.read(8))
+        if hlen > size - 8:
+            raise CheckpointError(f"{path}: truncated inside its header: the header should be {hlen} bytes "
+                                  f"but only {size - 8} follow the length field")
+        header = _parse_header(path, f.read(hlen))
+        data_start = 8 + hlen
+        data_len = size - data_start
+        entries = [(name, _check_entry(path, name, info, data_len))
+                   for name, info in header.items() if name != "__metadata__"]
+        return {name: _read_tensor(f, data_start, *entry) for name, entry in entries}
+
+
+def _parse_header(path: Path, raw: bytes) -> dict:
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not a safetensors file: its header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: not a safetensors file: its header is not a JSON object")
+    return header
+
+
+def _check_entry(path: Path, name: str, info, data_len: int) -> tuple[str, tuple[int, ...], int, int]:
+    """(numpy dtype, shape, begin, end) of one header entry, or a CheckpointError saying what is wrong."""
+    where = f"{path}: tensor {name!r}"
+    if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+        raise CheckpointError(f"{where}: header entry needs 'dtype', 'shape' and 'data_offsets', got {info!r}")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if dtype not in _FLOAT_DTYPES:
+        raise CheckpointError(f"{where} has dtype {dtype}; expected a float dtype ({', '.join(_FLOAT_DTYPES)})")
+    if not (isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        raise CheckpointError(f"{where}: shape {shape!r} is not a list of non-negative integers")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]):
+        raise CheckpointError(f"{where}: data_offsets {offsets!r} is not a pair [begin, end] with 0 <= begin <= end")
+    begin, end = offsets
+    np_dtype = _FLOAT_DTYPES[dtype]
+    need = math.prod(shape) * np.dtype(np_dtype).itemsize
+    if end - begin != need:
+        raise CheckpointError(f"{where}: data_offsets span {end - begin} bytes but shape {tuple(shape)} of "
+                              f"{dtype} needs {need}")
+    if end > data_len:
+        raise CheckpointError(f"{path}: truncated: tensor {name!r} needs bytes {begin}..{end} of the data "
+                              f"section but the file holds only {data_len}")
+    return np_dtype, tuple(shape), begin, end
+
+
+def _read_tensor(f, data_start: int, np_dtype: str, shape: tuple[int, ...], begin: int, end: int) -> np.ndarray:
+    f.seek(data_start + begin)
+    raw = np.fromfile(f, dtype=np_dtype, count=math.prod(shape))
+    if np_dtype == "<u2":  # BF16: the top half of a float32's bits
+        return (raw.astype(np.uint32) << 16).view(np.float32).reshape(shape)
+    return raw.astype(np.float32, copy=False).reshape(shape)
+
+
+def _write_safetensors(path: Path, names: list[str], weights: dict[str, np.ndarray]) -> None:
+    """Write ``names`` as F32, tensor by tensor, via a temporary file so a crash leaves no half file."""
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name in names:
+        nbytes = weights[name].size * 4
+        header[name] = {"dtype": "F32", "shape": list(weights[name].shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned, as the reference writer does
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for name in names:
+            np.ascontiguousarray(weights[name], dtype="<f4").tofile(f)
+    os.replace(tmp, path)
+
+
+# ---- checkpoint directories -------------------------------------------------------------------
+
+def save_checkpoint(path, cfg: ModelConfig, weights: dict[str, np.ndarray], max_shard_bytes: int | None = None) -> None:
+    """Write config.json and the tensors (as F32): one model.safetensors, or HF-style shards of at most
+    ``max_shard_bytes`` each (a single larger tensor gets a shard of its own) plus the index."""
+    p = Path(path)
+    cfg.validate(f"config for {p}")
+    validate_weights(cfg, weights, f"weights to save to {p}")
+    if max_shard_bytes is not None and max_shard_bytes < 1:
+        raise CheckpointError(f"{p}: max_shard_bytes must be >= 1, got {max_shard_bytes}")
+    if p.exists() and not p.is_dir():
+        raise CheckpointError(f"{p}: exists and is not a directory")
+    p.mkdir(parents=True, exist_ok=True)
+    _remove_old_tensor_files(p)
+    cfg.save(p / CONFIG_FILE)
+    names = list(tensor_shapes(cfg))
+    nbytes = {n: weights[n].size * 4 for n in names}
+    total = sum(nbytes.values())
+    if max_shard_bytes is None or total <= max_shard_bytes:
+        _write_safetensors(p / SINGLE_FILE, names, weights)
+        return
+    shards = _plan_shards(names, nbytes, max_shard_bytes)
+    weight_map = {}
+    for k, shard in enumerate(shards, 1):
+        fname = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
+        _write_safetensors(p / fname, shard, weights)
+        weight_map.update({n: fname for n in shard})
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (p / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+
+
+def _remove_old_tensor_files(p: Path) -> None:
+    """Drop tensor files of an earlier save, so a sharded save never sits beside a stale single file."""
+    for f in p.iterdir():
+        if f.name in (SINGLE_FILE, INDEX_FILE) or _SHARD_NAME.fullmatch(f.name):
+            f.unlink()
+
+
+def _plan_shards(names: list[str], nbytes: dict[str, int], limit: int) -> list[list[str]]:
+    shards: list[list[str]] = [[]]
+    used = 0
+    for n in names:
+        if shards[-1] and used + nbytes[n] > limit:
+            shards.append([])
+            used = 0
+        shards[-1].append(n)
+        used += nbytes[n]
+    return shards
+
+
+def load_checkpoint(path) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+    """Config and float32 tensors of a checkpoint directory, checked against each other."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: checkpoint directory not found")
+    if not p.is_dir():
+        raise CheckpointError(f"{p}: not a directory; expected a checkpoint directory with {CONFIG_FILE} and {SINGLE_FILE}")
+    if not (p / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{p}: no {CONFIG_FILE} in the checkpoint directory")
+    cfg = ModelConfig.load(p / CONFIG_FILE)
+    if (p / SINGLE_FILE).is_file():
+        source, weights = p / SINGLE_FILE, _read_safetensors(p / SINGLE_FILE)
+    elif (p / INDEX_FILE).is_file():
+        source, weights = p / INDEX_FILE, _read_sharded(p)
+    else:
+        raise CheckpointError(f"{p}: no {SINGLE_FILE} (nor a sharded {INDEX_FILE}) in the checkpoint directory"
+                              + _other_format_hint(p))
+    validate_weights(cfg, weights, f"{source} (with {CONFIG_FILE})")
+    return cfg, weights
+
+
+def _other_format_hint(p: Path) -> str:
+    others = sorted(f.name for f in p.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".gguf"))
+    return f"; found {', '.join(others)}, but only safetensors is supported" if others else ""
+
+
+def _read_index(p: Path) -> dict[str, str]:
+    index_path = p / INDEX_FILE
+    try:
+        index = json.loads(index_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{index_path}: not valid JSON ({e})") from None
+    wmap = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(wmap, dict) or not all(isinstance(v, str) for v in wmap.values()):
+        raise CheckpointError(f"{index_path}: expected an object with a 'weight_map' of tensor name -> shard file")
+    for fname in set(wmap.values()):
+        if Path(fname).name != fname:
+            raise CheckpointError(f"{index_path}: shard {fname!r} is not a plain file name in the checkpoint directory")
+    return wmap
+
+
+def _read_sharded(p: Path) -> dict[str, np.ndarray]:
+    """Tensors of all shards named by the index; every tensor must sit where the index says."""
+    index_path = p / INDEX_FILE
+    wmap = _read_index(p)
+    shards = sorted(set(wmap.values()))
+    for fname in shards:
+        if not (p / fname).is_file():
+            raise CheckpointError(f"{index_path}: names shard {fname!r}, which is missing from {p}")
+    weights: dict[str, np.ndarray] = {}
+    for fname in shards:
+        for name, arr in _read_safetensors(p / fname).items():
+            if wmap.get(name) != fname:
+                where = f"maps it to {wmap[name]!r}" if name in wmap else "does not list it"
+                raise CheckpointError(f"{p / fname}: holds tensor {name!r}, but {index_path} {where}")
+            weights[name] = arr
+    for name, fname in wmap.items():
+        if name not in weights:
+            raise CheckpointError(f"{index_path}: maps tensor {name!r} to {fname!r}, which does not hold it")
+    return weights
