@@ -8,6 +8,8 @@ from typing import Optional
 import numpy as np
 import typer
 
+from rich.markup import escape
+
 from mflc.cli import app, emit_json, err, guarded, kv_table, out, progress_bar
 from mflc.ir.errors import MflcError
 
@@ -76,7 +78,7 @@ def verify_cmd(model: Path = typer.Argument(..., help="Build directory (from com
                 ("seconds", round(dt, 2))]
         out.print(kv_table(f"verify {model} (seed {seed})", rows))
         if res.divergence:
-            err.print(f"[red]{res.divergence.describe()}[/]")
+            err.print(f"[red]{escape(res.divergence.describe())}[/]", soft_wrap=True)
     if not res.ok:
         raise typer.Exit(1)
 

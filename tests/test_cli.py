@@ -1,0 +1,125 @@
+"""The command line end to end on the tiny preset, and its answers to bad input (message + exit 1)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+from typer.testing import CliRunner
+
+from mflc.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def run(*args, ok=True):
+    r = runner.invoke(app, [str(a) for a in args])
+    if ok:
+        assert r.exit_code == 0, (r.output, r.exception)
+    return r
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    run("init", "--preset", "tiny", "--out", d / "m", "--seed", "3")
+    run("compile", d / "m", "--out", d / "b")
+    return d
+
+
+def test_help():
+    r = run("--help")
+    for cmd in ("init", "eval", "compile", "ir", "verify", "generate"):
+        assert cmd in r.output
+
+
+def test_compile_writes_build(build):
+    assert (build / "b" / "ir" / "graph.json").is_file()
+    assert (build / "b" / "quant" / "quant.json").is_file()
+
+
+def test_ir_summary_and_json(build):
+    r = run("ir", build / "b")
+    assert "pipeline depth" in r.output and "validation" in r.output
+    js = json.loads(run("ir", build / "b", "--json").output)
+    assert js["totals"]["groups"] > 10 and js["problems"] == [] and 0 < js["ternary_density"] < 1
+
+
+def test_eval_prints_both_numbers(build):
+    r = run("eval", build / "m", "--text", ROOT / "README.md", "--max-tokens", "300")
+    assert "float bits/byte" in r.output and "fixed-point bits/byte" in r.output
+    js = json.loads(run("eval", build / "m", "--text", ROOT / "README.md", "--max-tokens", "200", "--json").output)
+    assert js["tokens"] == 199 and js["float_bits_per_token"] > 0 and 0 <= js["top1_agreement"] <= 1
+
+
+def test_verify_build_is_bit_exact(build):
+    r = run("verify", build / "b", "--tokens", "4", "--seed", "1")
+    assert "bit-exact" in r.output
+    js = json.loads(run("verify", build / "b", "--tokens", "3", "--json").output)
+    assert js["ok"] is True and js["divergence"] is None and js["counters"]["synops"] > 0
+
+
+def test_verify_fails_on_a_corrupted_weight(build, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(build / "b", bad)
+    graph_dir = bad / ("placed_ir" if (bad / "placed_ir").is_dir() else "ir")
+    arrays = load_file(str(graph_dir / "graph.safetensors"))
+    key = next(k for k in sorted(arrays) if k.startswith("syn/L0.i_in->L0.mlgru") and k.endswith("/values"))
+    arrays[key] = arrays[key].copy()
+    arrays[key][:8] = -arrays[key][:8]
+    save_file(arrays, str(graph_dir / "graph.safetensors"))
+    r = run("verify", bad, "--tokens", "4", ok=False)
+    assert r.exit_code == 1
+    assert "first divergence at token" in r.output and "L0.mlgru" in r.output
+    js = json.loads(run("verify", bad, "--tokens", "4", "--json", ok=False).output)
+    assert js["ok"] is False and js["divergence"]["group"] == "L0.mlgru"
+
+
+def test_generate(build):
+    js = json.loads(run("generate", build / "b", "--prompt", "def ", "--max-new-tokens", "3", "--json").output)
+    assert len(js["tokens"]) == 3 and js["steps_per_token"] > 10
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["init", "--preset", "huge", "--out", "/tmp/x"], "unknown preset 'huge'"),
+    (["eval", "/nonexistent/model", "--text", "README.md"], "/nonexistent/model"),
+    (["compile", "/nonexistent/model", "--out", "/tmp/x"], "/nonexistent/model"),
+    (["ir", "/tmp"], "not a build directory"),
+    (["verify", "/nonexistent/build"], "no such model or build directory"),
+])
+def test_bad_input_gives_message_and_exit_1(args, fragment):
+    r = run(*args, ok=False)
+    assert r.exit_code == 1 and fragment in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+def test_eval_missing_text_file(build):
+    r = run("eval", build / "m", "--text", build / "nope.txt", ok=False)
+    assert r.exit_code == 1 and "nope.txt" in r.output and "not found" in r.output
+
+
+def test_bad_site_bits(build, tmp_path):
+    r = run("quantize", build / "m", "--out", tmp_path / "q", "--site-bits", "r12", ok=False)
+    assert r.exit_code == 1 and "SITE=BITS" in r.output
+    r = run("quantize", build / "m", "--out", tmp_path / "q", "--act-bits", "40", ok=False)
+    assert r.exit_code == 1 and "act_bits" in r.output
+
+
+def test_compile_on_truncated_checkpoint(build, tmp_path):
+    import shutil
+
+    m = tmp_path / "m"
+    shutil.copytree(build / "m", m)
+    data = (m / "model.safetensors").read_bytes()
+    (m / "model.safetensors").write_bytes(data[: len(data) // 3])
+    r = run("compile", m, "--out", tmp_path / "b", ok=False)
+    assert r.exit_code == 1 and "model.safetensors" in r.output
+
+
+def test_error_text_with_brackets_is_printed_verbatim(build, tmp_path):
+    """Messages carry ranges like [0, 256); they must not be eaten as terminal markup."""
+    r = run("quantize", build / "m", "--out", tmp_path / "q", "--state-bits", "40", ok=False)
+    assert r.exit_code == 1 and "[8, 24]" in r.output
