@@ -43,11 +43,30 @@ class Counters:
     msgs_between_chips: np.ndarray
     payload_bits: np.ndarray
     per_step: dict = field(default_factory=dict)    # name -> list per step
+    # (core, stage) -> [synops, neuron_updates, msgs_on_core, msgs_on_chip, msgs_between_chips, payload_bits]:
+    # the work each core does at each step offset of a token's pipeline (what the cost model needs)
+    by_core_stage: dict = field(default_factory=dict)
+    tokens: int = 0
+
+    FIELDS = ("synops", "neuron_updates", "msgs_on_core", "msgs_on_chip", "msgs_between_chips", "payload_bits")
+
+    def add(self, core: int, stage: int, field_index: int, value: int) -> None:
+        key = (int(core), int(stage))
+        row = self.by_core_stage.get(key)
+        if row is None:
+            row = self.by_core_stage[key] = np.zeros(len(self.FIELDS), np.int64)
+        row[field_index] += value
+
+    def per_token_profile(self) -> list[dict]:
+        """Mean activity per token for every (core, stage) that did any work."""
+        n = max(self.tokens, 1)
+        return [dict(core=c, stage=st, **{f: float(v) / n for f, v in zip(self.FIELDS, row)})
+                for (c, st), row in sorted(self.by_core_stage.items())]
 
     @classmethod
     def zeros(cls, n_cores: int) -> "Counters":
         z = lambda: np.zeros(n_cores, np.int64)  # noqa: E731
-        return cls(z(), z(), z(), z(), z(), z(), {k: [] for k in ("synops", "neuron_updates", "messages")})
+        return cls(z(), z(), z(), z(), z(), z(), {k: [] for k in ("synops", "neuron_updates", "messages")}, {})
 
     def totals(self) -> dict:
         return dict(synops=int(self.synops.sum()), neuron_updates=int(self.neuron_updates.sum()),
@@ -119,7 +138,7 @@ class Engine:
                 self.delta_in.setdefault(s.dst, []).append(s)
 
     # ---- one group firing ----
-    def _deliver(self, sy: _Syn, msg: np.ndarray, counters: Counters | None) -> np.ndarray:
+    def _deliver(self, sy: _Syn, msg: np.ndarray, counters: Counters | None, stage: int = 0) -> np.ndarray:
         s = sy.s
         out = np.zeros(s.shape[0], np.int64)
         for (lo, hi, core), nnz in zip(sy.row_slices, sy.slice_nnz):
@@ -130,6 +149,7 @@ class Engine:
                 ops = K.csr_rows(*sy.arrays, msg, out, lo, hi)
             if counters is not None:
                 counters.synops[core] += ops
+                counters.add(core, stage, 0, ops)
         if s.weight_exp != 0:
             K.shift_floor_inplace(out, s.weight_exp)
         return out
@@ -138,6 +158,7 @@ class Engine:
         src, dst = self._reach[name]
         if src.size == 0:
             return
+        stage = self.g.groups[name].stage
         live = msg[src] != 0
         sc, dc = self.core_of[name][src[live]], dst[live]
         chip = self.cm.chip_of_core
@@ -148,6 +169,13 @@ class Engine:
         np.add.at(c.msgs_on_chip, sc[same_chip], 1)
         np.add.at(c.msgs_between_chips, sc[other], 1)
         np.add.at(c.payload_bits, sc, self.g.groups[name].out_bits)
+        bits = self.g.groups[name].out_bits
+        for fi, sel in ((2, same_core), (3, same_chip), (4, other)):
+            if np.any(sel):
+                cores, counts = np.unique(sc[sel], return_counts=True)
+                for core, n in zip(cores, counts):
+                    c.add(core, stage, fi, int(n))
+                    c.add(core, stage, 5, int(n) * bits)
 
     def run(self, tokens, schedule: str = "sequential", counters: Counters | None = None, trace=None) -> RunResult:
         """Run tokens from the current state; pass a ``Counters`` to accumulate activity into it."""
@@ -191,6 +219,7 @@ class Engine:
                     if counters is not None:
                         for a, b, core in self.cm.slices[name]:
                             counters.neuron_updates[core] += b - a
+                            counters.add(core, grp.stage, 1, b - a)
                         step_upd += grp.size
                     if name in out_groups:
                         outs[out_groups[name]][k] = out.copy()
@@ -208,7 +237,7 @@ class Engine:
                     if not np.any(msg):
                         continue   # event-driven: nothing sent, nothing accumulated (zeros add nothing)
                     for sy in self.syn_out[name]:
-                        contrib = self._deliver(sy, msg, counters)
+                        contrib = self._deliver(sy, msg, counters, grp.stage)
                         arrive = t + 1 + sy.s.delay
                         if sy.s.name in self.delta_acc:
                             key = (arrive, sy.s.name)
@@ -222,6 +251,8 @@ class Engine:
                 counters.per_step["neuron_updates"].append(step_upd)
                 counters.per_step["messages"].append(int(counters.msgs_on_core.sum() + counters.msgs_on_chip.sum()
                                                          + counters.msgs_between_chips.sum() - msg0))
+        if counters is not None:
+            counters.tokens += len(tokens)
         return RunResult({k: np.stack(v) if v else np.zeros((0,)) for k, v in outs.items()},
                          {k: np.stack(v) if v else np.zeros((0,)) for k, v in states.items()},
                          out_steps, last, sent)

@@ -90,3 +90,17 @@ def test_virtual_graph_cannot_run():
 
     with pytest.raises(ValueError, match="virtual"):
         Engine(skeleton_graph(preset("tiny")), check=False)
+
+
+def test_per_core_stage_profile_adds_up(tiny_qm):
+    g = lower(tiny_qm)
+    cm = random_core_map(g, np.random.default_rng(7))
+    c = Counters.zeros(cm.n_cores)
+    Engine(g, cm).run([1, 2, 3], counters=c)
+    prof = c.per_token_profile()
+    assert c.tokens == 3
+    for i, f in enumerate(Counters.FIELDS):
+        total = sum(r[f] for r in prof) * 3
+        assert total == pytest.approx(float(getattr(c, f).sum())), f
+    stages = {grp.stage for grp in g.groups.values()}
+    assert {r["stage"] for r in prof} <= stages

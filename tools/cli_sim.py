@@ -75,7 +75,7 @@ def verify_cmd(model: Path = typer.Argument(..., help="Build directory (from com
         rows = [("tokens", res.tokens), ("values compared (logits + states)", f"{res.compared_values:,}"),
                 ("result", "[green]bit-exact[/]" if res.ok else "[red]MISMATCH[/]"),
                 ("synaptic ops", f"{res.counters['synops']:,}"), ("neuron updates", f"{res.counters['neuron_updates']:,}"),
-                ("seconds", round(dt, 2))]
+                ("seconds", f"{dt:.2f}")]
         out.print(kv_table(f"verify {model} (seed {seed})", rows))
         if res.divergence:
             err.print(f"[red]{escape(res.divergence.describe())}[/]", soft_wrap=True)
