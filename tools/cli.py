@@ -37,6 +37,19 @@ def guarded(fn):
     return wrapper
 
 
+DEFAULT_MODEL = Path(__file__).resolve().parent / "data" / "default"
+
+
+def resolve_model(model: Optional[Path]) -> Path:
+    """The given model or build directory, or the embedded default model when none is given."""
+    if model is not None:
+        return model
+    if not (DEFAULT_MODEL / "config.json").is_file():
+        raise MflcError(f"no MODEL given and the embedded default model is missing ({DEFAULT_MODEL}); "
+                        "pass a model directory, e.g. one made by `mflc init --preset tiny --out DIR`")
+    return DEFAULT_MODEL
+
+
 def emit_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mflc.cli import app, emit_json, guarded, kv_table, out
+from mflc.cli import resolve_model, app, emit_json, guarded, kv_table, out
 from mflc.cli_model import ActBits, NoPow2, RemoveInner, SiteBits, StateBits, quant_options, read_text_tokens
 from mflc.ir.errors import MflcError
 
@@ -27,7 +27,7 @@ def load_build_graph(build: Path):
 
 @app.command("compile")
 @guarded
-def compile_cmd(model: Path = typer.Argument(..., help="Checkpoint or quantized-model directory"),
+def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or quantized-model directory (default: the embedded default model)"),
                 out_dir: Path = typer.Option(..., "--out", help="Build directory to write"),
                 calib: Optional[Path] = typer.Option(None, help="Calibration text (default: random tokens)"),
                 calib_tokens: int = typer.Option(256),
@@ -35,6 +35,7 @@ def compile_cmd(model: Path = typer.Argument(..., help="Checkpoint or quantized-
                 no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner,
                 json_out: bool = typer.Option(False, "--json")):
     """Quantize (unless already quantized), lower to IR, validate, and write the build directory."""
+    model = resolve_model(model)
     from mflc.compiler.config import ModelConfig
     from mflc.compiler.loading import calibration_tokens, is_quantized_dir, load_float
     from mflc.compiler.lower import lower

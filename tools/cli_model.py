@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from mflc.cli import app, emit_json, guarded, kv_table, out, progress_bar
+from mflc.cli import resolve_model, app, emit_json, guarded, kv_table, out, progress_bar
 from mflc.ir.errors import ConfigError
 
 
@@ -64,7 +64,7 @@ def init(preset: str = typer.Option(..., help="tiny, 370M, 1.3B or 2.7B"),
 
 @app.command("quantize")
 @guarded
-def quantize_cmd(model: Path = typer.Argument(..., help="Checkpoint directory"),
+def quantize_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint directory (default: the embedded default model)"),
                  out_dir: Path = typer.Option(..., "--out"),
                  calib: Optional[Path] = typer.Option(None, help="Text file for calibration (default: random tokens)"),
                  calib_tokens: int = typer.Option(256, help="Calibration tokens"),
@@ -72,6 +72,7 @@ def quantize_cmd(model: Path = typer.Argument(..., help="Checkpoint directory"),
                  no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner,
                  json_out: bool = typer.Option(False, "--json")):
     """Quantize a checkpoint to the fixed-point model and save it (its scales and widths included)."""
+    model = resolve_model(model)
     from mflc.compiler.loading import calibration_tokens, load_float
     from mflc.compiler.quantize import quantize
 
@@ -88,7 +89,7 @@ def quantize_cmd(model: Path = typer.Argument(..., help="Checkpoint directory"),
 
 @app.command("eval")
 @guarded
-def eval_cmd(model: Path = typer.Argument(..., help="Checkpoint directory"),
+def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint directory (default: the embedded default model)"),
              text: Path = typer.Option(..., help="Text file to evaluate on (byte-level)"),
              max_tokens: int = typer.Option(2048, help="Evaluate at most this many tokens"),
              calib: Optional[Path] = typer.Option(None, help="Calibration text (default: the first tokens of --text)"),
@@ -97,6 +98,7 @@ def eval_cmd(model: Path = typer.Argument(..., help="Checkpoint directory"),
              no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner,
              json_out: bool = typer.Option(False, "--json")):
     """Float vs fixed-point bits per byte and top-1 agreement of next-token predictions."""
+    model = resolve_model(model)
     from mflc.compiler.evaluate import evaluate
     from mflc.compiler.float_model import FloatModel
     from mflc.compiler.int_model import IntModel

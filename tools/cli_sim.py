@@ -10,7 +10,7 @@ import typer
 
 from rich.markup import escape
 
-from mflc.cli import app, emit_json, err, guarded, kv_table, out, progress_bar
+from mflc.cli import resolve_model, app, emit_json, err, guarded, kv_table, out, progress_bar
 from mflc.ir.errors import MflcError
 
 
@@ -45,12 +45,13 @@ def load_for_simulation(path: Path, calib_tokens: int = 256):
 
 @app.command("verify")
 @guarded
-def verify_cmd(model: Path = typer.Argument(..., help="Build directory (from compile) or model directory"),
+def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build directory (from compile) or model directory (default: the embedded default model)"),
                tokens: int = typer.Option(16, help="Number of random tokens to run"),
                seed: int = typer.Option(0, help="Seed of the random tokens"),
                backend: str = typer.Option("engine", help="engine (Numba) or lava"),
                json_out: bool = typer.Option(False, "--json")):
     """Run the integer reference model and the simulator side by side; exit 0 only if every logit and state is equal."""
+    model = resolve_model(model)
     from mflc.compiler.int_model import IntModel
     from mflc.simulator.verify import verify
 
@@ -85,13 +86,14 @@ def verify_cmd(model: Path = typer.Argument(..., help="Build directory (from com
 
 @app.command("generate")
 @guarded
-def generate_cmd(model: Path = typer.Argument(..., help="Build directory or model directory"),
+def generate_cmd(model: Optional[Path] = typer.Argument(None, help="Build directory or model directory (default: the embedded default model)"),
                  prompt: str = typer.Option("", help="Prompt text"),
                  max_new_tokens: int = typer.Option(64, help="Tokens to generate"),
                  temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples from the softmax of the logits"),
                  seed: int = typer.Option(0),
                  json_out: bool = typer.Option(False, "--json")):
     """Generate text token by token from the simulated chip (byte-level models)."""
+    model = resolve_model(model)
     from mflc.compiler.tokenizer import tokenizer_for
     from mflc.simulator.engine import Engine
 
