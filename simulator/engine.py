@@ -17,19 +17,21 @@ from mflc.ir.validate import validate
 
 from . import kernels as K
 from .coremap import CoreMap
-from .program import run_program
+from .nbprogram import encode
 from .reference import RunResult, injection_steps
 
 PARALLEL_MIN_SYNAPSES = 200_000   # below this a slice runs single-threaded (thread start-up dominates)
+DENSE_MIN_DENSITY = 0.25          # at or above this a synapse group is stored as a dense int8 block
 
 
 @dataclass
 class _Syn:
     s: SynapseGroup
-    ternary: bool
+    mode: str                                       # "dense16"/"dense32" (message width), "ternary" (±1 lists), "csr"
     arrays: tuple
     row_slices: list[tuple[int, int, int]]          # (lo, hi, core)
     slice_nnz: list[int]
+    col_counts: list[np.ndarray]                    # per slice: stored synapses per source neuron
 
 
 @dataclass
@@ -74,22 +76,33 @@ class Counters:
                     msgs_between_chips=int(self.msgs_between_chips.sum()), payload_bits=int(self.payload_bits.sum()))
 
 
-def _prepare_synapse(s: SynapseGroup, slices) -> _Syn:
-    vals = s.values.astype(np.int64)
-    ternary = bool(np.all((vals == 1) | (vals == -1)))
+def _prepare_synapse(s: SynapseGroup, slices, msg_bits: int = 24) -> _Syn:
+    """Pick the cheapest exact representation: a dense int8 block for dense-ish matrices (ternary
+    projections are ~2/3 non-zero: one byte per weight reads less memory than CSR's index per synapse),
+    ±1 index lists for sparse ternary, CSR otherwise. All give the same integers."""
     rows = np.repeat(np.arange(s.shape[0]), s.row_counts())
-    if ternary:
+    row_slices = sorted(slices)
+    col_counts = []
+    for lo, hi, _ in row_slices:
+        a, b = int(s.indptr[lo]), int(s.indptr[hi])
+        col_counts.append(np.bincount(s.indices[a:b], minlength=s.shape[1]).astype(np.int64))
+    slice_nnz = [int(s.indptr[b] - s.indptr[a]) for a, b, _ in row_slices]
+    vals = s.values.astype(np.int64)
+    density = s.nnz / max(1, s.shape[0] * s.shape[1])
+    if density >= DENSE_MIN_DENSITY and s.shape[1] > 1:
+        dense = np.zeros(s.shape, np.int8)
+        dense[rows, s.indices] = s.values
+        return _Syn(s, "dense16" if msg_bits <= 16 else "dense32", (dense,), row_slices, slice_nnz, col_counts)
+    if bool(np.all((vals == 1) | (vals == -1))):
         arrays = []
         for sign in (1, -1):
             sel = vals == sign
             ptr = np.zeros(s.shape[0] + 1, np.int64)
             np.add.at(ptr, rows[sel] + 1, 1)
             arrays += [np.cumsum(ptr), s.indices[sel].astype(np.int32)]
-        arrays = tuple(arrays)
-    else:
-        arrays = (s.indptr.astype(np.int64), s.indices.astype(np.int32), s.values.astype(np.int64))
-    row_slices = sorted(slices)
-    return _Syn(s, ternary, arrays, row_slices, [int(s.indptr[b] - s.indptr[a]) for a, b, _ in row_slices])
+        return _Syn(s, "ternary", tuple(arrays), row_slices, slice_nnz, col_counts)
+    arrays = (s.indptr.astype(np.int64), s.indices.astype(np.int32), s.values.astype(np.int64))
+    return _Syn(s, "csr", arrays, row_slices, slice_nnz, col_counts)
 
 
 class Engine:
@@ -103,7 +116,7 @@ class Engine:
         for s in graph.synapses.values():
             if s.virtual:
                 raise ValueError(f"synapse {s.name} is virtual (a skeleton graph); it cannot be executed")
-            self.syn_out[s.src].append(_prepare_synapse(s, self.cm.slices[s.dst]))
+            self.syn_out[s.src].append(_prepare_synapse(s, self.cm.slices[s.dst], graph.groups[s.src].out_bits))
         self.core_of = {n: self.cm.core_of_neurons(n, grp.size) for n, grp in graph.groups.items()}
         self._reach = {n: self._reach_pairs(n) for n in graph.groups}
         self.by_stage: dict[int, list[str]] = {}
@@ -127,11 +140,10 @@ class Engine:
 
     def reset(self) -> None:
         g = self.g
-        self.regs = {n: {r: np.zeros(grp.size, np.int64) for r in grp.registers} for n, grp in g.groups.items()}
+        self.progs = {n: encode(grp) for n, grp in g.groups.items()}
         self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == "delta"}
         self.delta_acc = {s.name: np.zeros(s.shape[0], np.int64) for s in g.synapses.values()
                           if g.groups[s.src].send == "delta"}
-        self.params = {n: grp.params for n, grp in g.groups.items()}
         self.delta_in: dict[str, list[SynapseGroup]] = {}
         for s in g.synapses.values():
             if s.name in self.delta_acc:
@@ -140,16 +152,29 @@ class Engine:
     # ---- one group firing ----
     def _deliver(self, sy: _Syn, msg: np.ndarray, counters: Counters | None, stage: int = 0) -> np.ndarray:
         s = sy.s
-        out = np.zeros(s.shape[0], np.int64)
-        for (lo, hi, core), nnz in zip(sy.row_slices, sy.slice_nnz):
-            if sy.ternary:
-                fn = K.ternary_rows_parallel if (self.parallel and nnz >= PARALLEL_MIN_SYNAPSES) else K.ternary_rows
-                ops = fn(*sy.arrays, msg, out, lo, hi)
+        dense = sy.mode.startswith("dense")
+        if dense:
+            out32 = np.zeros(s.shape[0], np.int32)
+            m32 = msg.astype(np.int16 if sy.mode == "dense16" else np.int32)
+        else:
+            out = np.zeros(s.shape[0], np.int64)
+        live = msg != 0 if counters is not None else None
+        for (lo, hi, core), nnz, cc in zip(sy.row_slices, sy.slice_nnz, sy.col_counts):
+            big = self.parallel and nnz >= PARALLEL_MIN_SYNAPSES
+            if sy.mode == "dense16":
+                (K.dense_rows16_parallel if big else K.dense_rows16)(sy.arrays[0], m32, out32, lo, hi)
+            elif sy.mode == "dense32":
+                (K.dense_rows32_parallel if big else K.dense_rows32)(sy.arrays[0], m32, out32, lo, hi)
+            elif sy.mode == "ternary":
+                (K.ternary_rows_parallel if big else K.ternary_rows)(*sy.arrays, msg, out, lo, hi)
             else:
-                ops = K.csr_rows(*sy.arrays, msg, out, lo, hi)
+                K.csr_rows(*sy.arrays, msg, out, lo, hi)
             if counters is not None:
+                ops = int(cc[live].sum())          # one synaptic op per stored synapse with a live input
                 counters.synops[core] += ops
                 counters.add(core, stage, 0, ops)
+        if dense:
+            out = out32.astype(np.int64)
         if s.weight_exp != 0:
             K.shift_floor_inplace(out, s.weight_exp)
         return out
@@ -181,8 +206,9 @@ class Engine:
         """Run tokens from the current state; pass a ``Counters`` to accumulate activity into it."""
         g = self.g
         tokens = [int(t) for t in tokens]
-        inject = injection_steps(len(tokens), g.depth, schedule)
-        last = (inject[-1] + g.depth) if tokens else 0
+        depth = g.depth
+        inject = injection_steps(len(tokens), depth, schedule)
+        last = (inject[-1] + depth) if tokens else 0
         pending: dict[tuple[int, str, str], np.ndarray] = {}
         delta_pending: dict[tuple[int, str], np.ndarray] = {}
         outs = {o.name: [None] * len(tokens) for o in g.outputs}
@@ -200,7 +226,7 @@ class Engine:
             if counters is not None:
                 syn0, msg0 = counters.synops.sum(), counters.msgs_on_core.sum() + counters.msgs_on_chip.sum() + counters.msgs_between_chips.sum()
             # tokens in flight at step t, each at the stage t - (its injection step)
-            for k in [k for k, s0 in enumerate(inject) if s0 <= t < s0 + g.depth]:
+            for k in [k for k, s0 in enumerate(inject) if s0 <= t < s0 + depth]:
                 for name in self.by_stage.get(t - inject[k], ()):
                     grp = g.groups[name]
                     ports = {p: pending.pop((t, name, p), None) for p in grp.ports}
@@ -213,7 +239,13 @@ class Engine:
                         if not 0 <= tokens[k] < table.shape[0]:
                             raise ValueError(f"token {tokens[k]} outside the input table {inp.table} [0, {table.shape[0]})")
                         ports[inp.port] = ports[inp.port] + table[tokens[k]].astype(np.int64)
-                    out = run_program(grp, ports, self.regs[name], self.params[name])
+                    prog = self.progs[name]
+                    for a, b, _core in self.cm.slices[name]:      # each core runs its own slice
+                        prog.run(ports, a, b, name)
+                    out = prog.env[prog.output].copy()
+                    lim = 1 << (grp.out_bits - 1)
+                    if out.size and (out.min() < -lim or out.max() >= lim):
+                        raise OverflowError(f"group {name}: output outside its {grp.out_bits}-bit message width")
                     if trace is not None:
                         trace(t, k, name, out)
                     if counters is not None:
@@ -225,7 +257,7 @@ class Engine:
                         outs[out_groups[name]][k] = out.copy()
                         out_steps[k] = t
                     for sk, reg in state_of.get(name, ()):
-                        states[sk][k] = self.regs[name][reg].copy()
+                        states[sk][k] = prog.env[prog.slot[reg]].copy()
                     if grp.send == "delta":
                         msg = out - self.last_sent[name]
                         self.last_sent[name] = out.copy()

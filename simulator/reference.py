@@ -64,9 +64,10 @@ class ReferenceExecutor:
         """Run a token sequence from the current state (call ``reset`` for a fresh one)."""
         g = self.g
         tokens = [int(t) for t in tokens]
-        inject = injection_steps(len(tokens), g.depth, schedule)
+        depth = g.depth
+        inject = injection_steps(len(tokens), depth, schedule)
         token_at = {s: k for k, s in enumerate(inject)}
-        last = (inject[-1] + g.depth) if tokens else 0
+        last = (inject[-1] + depth) if tokens else 0
         pending: dict[tuple[int, str, str], np.ndarray] = {}
         delta_pending: dict[tuple[int, str], np.ndarray] = {}
         outs = {o.name: [None] * len(tokens) for o in g.outputs}

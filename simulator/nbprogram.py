@@ -1,0 +1,151 @@
+"""Neuron programs compiled for Numba: an interpreter over an encoded instruction array.
+
+The scalar ops below are the Numba transcription of ``mflc.ir.fixedpoint`` (the single definition of every
+integer op); tests/test_nbprogram.py checks each one equal to it, exhaustively over 8-bit inputs and by
+hypothesis over wide ones, and the engine's property tests check whole programs equal to the reference
+executor, which runs the definitions themselves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+from mflc.ir import fixedpoint as fp
+from mflc.ir.graph import NeuronGroup
+
+OPCODES = {name: k for k, name in enumerate(
+    ["copy", "rescale", "mul_shr", "add_sat", "square", "lut", "rms_factor", "rms_apply",
+     "forget_gate", "mlgru_candidate", "mlgru_update"])}
+# immediates in instruction columns 5..8, by op
+_IMM = {"rescale": ("mult", "shift", "bits"), "mul_shr": ("shift", "bits"), "add_sat": ("bits",),
+        "lut": ("table", "in_bits"), "rms_factor": ("eps",), "rms_apply": ("gain_shift", "bits"),
+        "mlgru_candidate": ("bits",), "mlgru_update": ("bits",)}
+
+_RT = fp.RSQRT_TABLE.astype(np.int64)
+_RT_BASE = int(fp._RSQRT_TABLE_BASE)
+
+
+@nb.njit(cache=True, inline="always")
+def sat(x, bits):
+    lo = -(np.int64(1) << (bits - 1))
+    hi = (np.int64(1) << (bits - 1)) - 1
+    return lo if x < lo else (hi if x > hi else x)
+
+
+@nb.njit(cache=True, inline="always")
+def shr_round(x, n):
+    if n <= 0:
+        return x << (-n)
+    mag = (abs(x) + (np.int64(1) << (n - 1))) >> n
+    return -mag if x < 0 else mag
+
+
+@nb.njit(cache=True)
+def rsqrt_packed(t, table):
+    k = 0
+    v = t
+    while v > 0:
+        v >>= 1
+        k += 1
+    j = (k - 16 + 1) >> 1
+    u = t >> (2 * j) if j >= 0 else t << (-2 * j)
+    r = table[(u >> 10) - _RT_BASE]
+    for _ in range(2):
+        y = (u * ((r * r) >> 16)) >> (2 * 23 - 16 - 23)
+        r = (r * ((np.int64(3) << 23) - y)) >> 24
+    return (r << 6) | (j + 32)
+
+
+@nb.njit(cache=True)
+def run_encoded(code, env, tables, rsqrt_table, lo, hi):
+    """Run the program ``code`` [n_instr, 9] on neurons lo..hi of ``env`` [n_slots, size] in place.
+
+    Columns: opcode, out, a0, a1, a2, imm0..imm3 (slots index rows of env). Returns 0, or 1 if a table
+    input was out of its domain (the caller raises).
+    """
+    for i in range(lo, hi):
+        for p in range(code.shape[0]):
+            op = code[p, 0]
+            a = env[code[p, 2], i]
+            if op == 0:
+                v = a
+            elif op == 1:
+                v = sat(shr_round(a * code[p, 5], code[p, 6]), code[p, 7])
+            elif op == 2:
+                v = sat(shr_round(a * env[code[p, 3], i], code[p, 5]), code[p, 6])
+            elif op == 3:
+                v = sat(a + env[code[p, 3], i], code[p, 5])
+            elif op == 4:
+                v = a * a
+            elif op == 5:
+                half = np.int64(1) << (code[p, 6] - 1)
+                if a < -half or a >= half:
+                    return 1
+                v = tables[code[p, 5] + a + half]
+            elif op == 6:
+                v = rsqrt_packed(a + code[p, 5], rsqrt_table)
+            elif op == 7:
+                packed = env[code[p, 3], i]
+                r = packed >> 6
+                j = (packed & 63) - 32
+                v = sat(shr_round(a * env[code[p, 4], i] * r, 23 + j + code[p, 5]), code[p, 6])
+            elif op == 8:
+                beta = env[code[p, 3], i]
+                v = beta + shr_round(((np.int64(1) << 15) - beta) * a, 15)
+            elif op == 9:
+                v = sat(shr_round(a * ((np.int64(1) << 15) - env[code[p, 3], i]), 15), code[p, 5])
+            else:
+                v = sat(shr_round(env[code[p, 3], i] * a, 15) + env[code[p, 4], i], code[p, 5])
+            env[code[p, 1], i] = v
+    return 0
+
+
+@dataclass
+class EncodedProgram:
+    """A group's program encoded for ``run_encoded`` plus its persistent slot matrix."""
+
+    code: np.ndarray
+    env: np.ndarray                 # [n_slots, size]: registers, params, ports, temporaries
+    tables: np.ndarray
+    slot: dict                      # name -> row
+    output: int
+
+    def run(self, ports: dict[str, np.ndarray], lo: int, hi: int, group: str) -> None:
+        for name, v in ports.items():
+            self.env[self.slot[name], lo:hi] = v[lo:hi]
+        if run_encoded(self.code, self.env, self.tables, _RT, lo, hi):
+            raise ValueError(f"group {group}: a lut input is outside its table's domain")
+
+
+def encode(grp: NeuronGroup) -> EncodedProgram:
+    slot: dict[str, int] = {}
+    for name in [*grp.registers, *grp.params, *grp.ports]:
+        slot.setdefault(name, len(slot))
+    for ins in grp.program:
+        slot.setdefault(ins.out, len(slot))
+    tables, offsets, off = [], {}, 0
+    for name, t in grp.tables.items():
+        offsets[name] = off
+        tables.append(np.asarray(t, np.int64))
+        off += t.size
+    code = np.zeros((len(grp.program), 9), np.int64)
+    # the op library uses ``arg`` order (x, packed, gain) for rms_apply; (sig, beta) for forget_gate;
+    # (silu_i, f) for mlgru_candidate; (h, f, c) for mlgru_update: a0 is the first argument throughout.
+    for p, ins in enumerate(grp.program):
+        args = list(ins.args)
+        if ins.op == "mlgru_update":          # kernel expects a0 = f, a1 = h, a2 = c
+            args = [args[1], args[0], args[2]]
+        code[p, 0] = OPCODES[ins.op]
+        code[p, 1] = slot[ins.out]
+        for k, a in enumerate(args):
+            code[p, 2 + k] = slot[a]
+        imm = ins.imm_dict
+        for k, key in enumerate(_IMM.get(ins.op, ())):
+            code[p, 5 + k] = offsets[imm[key]] if key == "table" else int(imm[key])
+    env = np.zeros((max(len(slot), 1), grp.size), np.int64)
+    for name, v in grp.params.items():
+        env[slot[name]] = v
+    return EncodedProgram(code, env, np.concatenate(tables) if tables else np.zeros(1, np.int64), slot,
+                          slot[grp.output])
