@@ -104,3 +104,19 @@ def test_per_core_stage_profile_adds_up(tiny_qm):
         assert total == pytest.approx(float(getattr(c, f).sum())), f
     stages = {grp.stage for grp in g.groups.values()}
     assert {r["stage"] for r in prof} <= stages
+
+
+def test_wide_messages_use_the_int32_kernels_exactly(tiny_model):
+    """Projection inputs wider than 16 bits take the dense32 path; results stay exact."""
+    from mflc.compiler.quantize import QuantOptions, quantize
+
+    cfg, w = tiny_model
+    qm = quantize(cfg, w, [list(range(0, 256, 3))],
+                  QuantOptions(site_bits={"i_in": 20, "f_in": 20, "g_in": 18, "gate_in": 17}))
+    g = lower(qm)
+    eng = Engine(g)
+    modes = {sy.s.name: sy.mode for syns in eng.syn_out.values() for sy in syns}
+    assert modes["L0.i_in->L0.mlgru.pi"] == "dense32" and modes["L0.o_in->L0.res1.ao"] == "dense16"
+    toks = [7, 70, 200, 1]
+    want, _ = IntModel(qm).forward(toks)
+    assert np.array_equal(eng.run(toks).outputs["logits"], want)
