@@ -97,15 +97,27 @@ def generate_cmd(model: Optional[Path] = typer.Argument(None, help="Build direct
     from mflc.compiler.tokenizer import tokenizer_for
     from mflc.simulator.engine import Engine
 
+    from mflc.simulator.fastpath import FastEngine
+
     qm, graph, cm, _ = load_for_simulation(model)
     tok = tokenizer_for(model if not (model / "ir").is_dir() else None, qm.cfg.vocab_size)
     ids = tok.encode(prompt) or [ord("\n")]
-    eng = Engine(graph, cm)
+    if max_new_tokens < 0:
+        raise MflcError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
     rng = np.random.default_rng(seed)
-    t0 = time.perf_counter()
-    res = eng.run(ids, "pipelined")          # prefill: prompt tokens pipelined, one per step
-    t_prefill = time.perf_counter() - t0
-    logits = res.outputs["logits"][-1]
+    try:                                      # whole-token Numba driver; same integers as Engine
+        fast = FastEngine(graph, cm)
+        step = lambda t: fast.step(t)["logits"]  # noqa: E731
+        t0 = time.perf_counter()
+        for t in ids:
+            logits = step(t)
+        t_prefill = time.perf_counter() - t0
+    except NotImplementedError:
+        eng = Engine(graph, cm)
+        step = lambda t: eng.run([t], "sequential").outputs["logits"][-1]  # noqa: E731
+        t0 = time.perf_counter()
+        logits = eng.run(ids, "pipelined").outputs["logits"][-1]   # prefill: prompt tokens pipelined
+        t_prefill = time.perf_counter() - t0
     new: list[int] = []
     t1 = time.perf_counter()
     for _ in range(max_new_tokens):
@@ -116,7 +128,7 @@ def generate_cmd(model: Optional[Path] = typer.Argument(None, help="Build direct
         else:
             nxt = int(np.argmax(logits))
         new.append(nxt)
-        logits = eng.run([nxt], "sequential").outputs["logits"][-1]
+        logits = step(nxt)
     t_gen = time.perf_counter() - t1
     text = tok.decode(new)
     stats = dict(prompt_tokens=len(ids), new_tokens=len(new), steps_per_token=graph.depth,

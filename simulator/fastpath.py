@@ -1,0 +1,211 @@
+"""Whole-token Numba driver for generation (sequential schedule, 'every' messages, no counters).
+
+With one token in flight and the IR's delay contract, every port receives all its messages before its
+group runs, so a token is: for each group in stage order, run its program slice by slice, then push its
+output through each outgoing synapse group, row slice by row slice, into the destination ports. The whole
+token is one compiled call, without the per-group Python dispatch of ``Engine``; the integers are the
+same (tests/test_fastpath.py checks it against ``Engine`` and the reference executor).
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from mflc.ir.graph import Graph
+
+from . import kernels as K
+from .coremap import CoreMap
+from .nbprogram import _RT, encode, rsqrt_packed, sat, shr_round
+
+
+
+@nb.njit(cache=True)
+def _run_program(code, c0, c1, env, tables, t0, rt, lo, hi):
+    for i in range(lo, hi):
+        for p in range(c0, c1):
+            op = code[p, 0]
+            a = env[code[p, 2] + i]
+            if op == 0:
+                v = a
+            elif op == 1:
+                v = sat(shr_round(a * code[p, 5], code[p, 6]), code[p, 7])
+            elif op == 2:
+                v = sat(shr_round(a * env[code[p, 3] + i], code[p, 5]), code[p, 6])
+            elif op == 3:
+                v = sat(a + env[code[p, 3] + i], code[p, 5])
+            elif op == 4:
+                v = a * a
+            elif op == 5:
+                half = np.int64(1) << (code[p, 6] - 1)
+                if a < -half or a >= half:
+                    return 1
+                v = tables[t0 + code[p, 5] + a + half]
+            elif op == 6:
+                v = rsqrt_packed(a + code[p, 5], rt)
+            elif op == 7:
+                packed = env[code[p, 3] + i]
+                v = sat(shr_round(a * env[code[p, 4] + i] * (packed >> 6), 23 + (packed & 63) - 32 + code[p, 5]), code[p, 6])
+            elif op == 8:
+                beta = env[code[p, 3] + i]
+                v = beta + shr_round(((np.int64(1) << 15) - beta) * a, 15)
+            elif op == 9:
+                v = sat(shr_round(a * ((np.int64(1) << 15) - env[code[p, 3] + i]), 15), code[p, 5])
+            else:
+                v = sat(shr_round(env[code[p, 3] + i] * a, 15) + env[code[p, 4] + i], code[p, 5])
+            env[code[p, 1] + i] = v
+    return 0
+
+
+@nb.njit  # not cached: Numba's cache of a function calling a parallel kernel can crash on reload
+def _token(order, g_code, g_out, g_size, g_tab, g_ports, g_slices, slices, code, env, tables, rt,
+           g_syn, syn, w8, ptr, ind, val, msg16, outbuf, acc32):
+    """One token through every group in stage order. Returns -1, or the group index of a table-domain error."""
+    for gi in range(order.size):
+        g = order[gi]
+        for s in range(g_slices[g, 0], g_slices[g, 1]):
+            if _run_program(code, g_code[g, 0], g_code[g, 1], env, tables, g_tab[g], rt, slices[s, 0], slices[s, 1]):
+                return g
+        out0, n = g_out[g], g_size[g]
+        for k in range(n):
+            outbuf[k] = env[out0 + k]
+        for q in range(g_ports[g, 0], g_ports[g, 1]):     # ports consumed: clear them for the next token
+            env[q] = 0
+        for si in range(g_syn[g, 0], g_syn[g, 1]):        # one entry per (synapse group, core row slice)
+            dst, r_lo, r_hi = syn[si, 1], syn[si, 4], syn[si, 5]
+            if syn[si, 0] == 0:
+                ncols, nrows = syn[si, 3], syn[si, 7]
+                for k in range(ncols):
+                    msg16[k] = outbuf[k]
+                # a 2-D view of this synapse's block: the kernel's inner loop vectorises on it
+                blk = w8[syn[si, 2]:syn[si, 2] + nrows * ncols].reshape((nrows, ncols))
+                for r in range(r_lo, r_hi):
+                    acc32[r] = 0
+                K.dense_rows16_parallel(blk, msg16[:ncols], acc32, r_lo, r_hi)
+                for r in range(r_lo, r_hi):
+                    env[dst + r] += acc32[r]
+            else:
+                p0 = syn[si, 6]
+                for r in range(r_lo, r_hi):
+                    acc = np.int64(0)
+                    for q in range(ptr[p0 + r], ptr[p0 + r + 1]):
+                        acc += val[q] * outbuf[ind[q]]
+                    env[dst + r] += acc
+    return -1
+
+
+class FastEngine:
+    """Generation-speed executor of a placed IR; same integers as ``Engine`` (sequential schedule only)."""
+
+    def __init__(self, graph: Graph, core_map: CoreMap | None = None):
+        unsupported = [s.name for s in graph.synapses.values() if s.weight_exp != 0 or s.virtual]
+        unsupported += [n for n, grp in graph.groups.items() if grp.send != "every"]
+        if unsupported:
+            raise NotImplementedError(f"fast path needs weight_exp 0 and 'every' messages; not: {', '.join(unsupported[:5])}")
+        self.g = graph
+        cm = core_map or CoreMap.one_core_per_group(graph)
+        names = sorted(graph.groups, key=lambda n: graph.groups[n].stage)
+        self.index = {n: k for k, n in enumerate(names)}
+        G = len(names)
+        self.order = np.arange(G, dtype=np.int64)
+        g_code, g_ports, g_slices = np.zeros((G, 2), np.int64), np.zeros((G, 2), np.int64), np.zeros((G, 2), np.int64)
+        g_out, g_size, g_tab = np.zeros(G, np.int64), np.zeros(G, np.int64), np.zeros(G, np.int64)
+        codes, envs, tabs, slices = [], [], [], []
+        self.base, self.slot = {}, {}
+        env_off = code_off = tab_off = 0
+        for k, n in enumerate(names):
+            grp = graph.groups[n]
+            ep = encode(grp)
+            c = ep.code.copy()
+            for col in (1, 2, 3, 4):                       # slot -> absolute row base in the flat env
+                c[:, col] = env_off + c[:, col] * grp.size
+            # unused argument columns were slot 0: harmless, they are never read by those ops
+            codes.append(c)
+            g_code[k] = (code_off, code_off + len(c))
+            code_off += len(c)
+            envs.append(ep.env.ravel())
+            self.base[n], self.slot[n] = env_off, ep.slot
+            port_slots = [ep.slot[p] for p in grp.ports]
+            g_ports[k] = (env_off + min(port_slots) * grp.size, env_off + (max(port_slots) + 1) * grp.size) if port_slots else (0, 0)
+            assert not port_slots or max(port_slots) - min(port_slots) + 1 == len(port_slots)
+            g_out[k], g_size[k] = env_off + ep.output * grp.size, grp.size
+            g_tab[k] = tab_off
+            tabs.append(ep.tables)
+            tab_off += ep.tables.size
+            g_slices[k, 0] = len(slices)
+            slices += [(a, b) for a, b, _ in sorted(cm.slices[n])]
+            g_slices[k, 1] = len(slices)
+            env_off += ep.env.size
+        self.code = np.concatenate(codes) if codes else np.zeros((0, 9), np.int64)
+        self.env0 = np.concatenate(envs)
+        self.tables = np.concatenate(tabs)
+        self.slices = np.asarray(slices, np.int64).reshape(-1, 2)
+        self.g_code, self.g_ports, self.g_slices, self.g_out, self.g_size, self.g_tab = g_code, g_ports, g_slices, g_out, g_size, g_tab
+        # synapses, grouped by source in stage order, one row per destination core slice
+        rows, w8, ptrs, inds, vals = [], [], [np.zeros(1, np.int64)], [], []
+        g_syn = np.zeros((G, 2), np.int64)
+        w_off = ptr_off = nnz_off = 0
+        by_src = {n: [] for n in names}
+        for s in graph.synapses.values():
+            by_src[s.src].append(s)
+        for k, n in enumerate(names):
+            g_syn[k, 0] = len(rows)
+            for s in by_src[n]:
+                dst_base = self.base[s.dst] + self.slot[s.dst][s.port] * graph.groups[s.dst].size
+                dense = (s.nnz >= 0.25 * s.shape[0] * s.shape[1] and s.shape[1] > 1
+                         and graph.groups[s.src].out_bits <= 16)
+                if dense:
+                    blk = np.zeros(s.shape, np.int8)
+                    blk[np.repeat(np.arange(s.shape[0]), s.row_counts()), s.indices] = s.values
+                    w8.append(blk.ravel())
+                    entry = (0, dst_base, w_off, s.shape[1])
+                    w_off += blk.size
+                    p0 = 0
+                else:
+                    ptrs.append(s.indptr[1:].astype(np.int64) + nnz_off)   # ptr[p0 + r] .. ptr[p0 + r + 1]
+                    p0 = ptr_off
+                    ptr_off += s.shape[0]
+                    inds.append(s.indices.astype(np.int64))
+                    vals.append(s.values.astype(np.int64))
+                    entry = (1, dst_base, 0, s.shape[1])
+                for lo, hi, _ in sorted(cm.slices[s.dst]):
+                    rows.append((*entry, lo, hi, p0, s.shape[0]))
+                if not dense:
+                    nnz_off += s.nnz
+            g_syn[k, 1] = len(rows)
+        # CSR pointers: ptrs[0] is the leading 0; each synapse appended its row ends shifted by nnz_off,
+        # so entry p0 + r is the start of row r and p0 + r + 1 its end (the previous synapse's last end
+        # equals this synapse's start).
+        self.ptr = np.concatenate(ptrs)
+        self.ind = np.concatenate(inds) if inds else np.zeros(1, np.int64)
+        self.val = np.concatenate(vals) if vals else np.zeros(1, np.int64)
+        self.w8 = np.concatenate(w8) if w8 else np.zeros(1, np.int8)
+        self.syn = np.asarray(rows, np.int64).reshape(-1, 8)
+        self.g_syn = g_syn
+        maxn = max(grp.size for grp in graph.groups.values())
+        self.msg16, self.outbuf = np.zeros(maxn, np.int16), np.zeros(maxn, np.int64)
+        self.acc32 = np.zeros(maxn, np.int32)
+        self.host = [(graph.host_tensors[i.table], self.base[i.group] + self.slot[i.group][i.port] * graph.groups[i.group].size,
+                      graph.groups[i.group].size) for i in graph.inputs]
+        self.out_name = {o.name: o.group for o in graph.outputs}
+        self.reset()
+
+    def reset(self) -> None:
+        self.env = self.env0.copy()
+
+    def read(self, group: str, name: str) -> np.ndarray:
+        grp = self.g.groups[group]
+        b = self.base[group] + self.slot[group][name] * grp.size
+        return self.env[b:b + grp.size].copy()
+
+    def step(self, token: int) -> dict[str, np.ndarray]:
+        """Run one token; returns the graph outputs (e.g. {'logits': ...})."""
+        for table, b, n in self.host:
+            if not 0 <= token < table.shape[0]:
+                raise ValueError(f"token {token} outside the input table [0, {table.shape[0]})")
+            self.env[b:b + n] += table[token]
+        bad = _token(self.order, self.g_code, self.g_out, self.g_size, self.g_tab, self.g_ports, self.g_slices,
+                     self.slices, self.code, self.env, self.tables, _RT, self.g_syn, self.syn, self.w8, self.ptr,
+                     self.ind, self.val, self.msg16, self.outbuf, self.acc32)
+        if bad >= 0:
+            raise ValueError(f"group {list(self.index)[bad]}: a lut input is outside its table's domain")
+        return {name: self.read(grp, self.g.groups[grp].output) for name, grp in self.out_name.items()}
