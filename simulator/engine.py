@@ -20,7 +20,7 @@ from .coremap import CoreMap
 from .nbprogram import encode
 from .reference import RunResult, injection_steps
 
-PARALLEL_MIN_SYNAPSES = 200_000   # below this a slice runs single-threaded (thread start-up dominates)
+PARALLEL_MIN_SYNAPSES = 1 << 20   # below this a slice runs single-threaded (a thread wake-up can cost ms)
 DENSE_MIN_DENSITY = 0.25          # at or above this a synapse group is stored as a dense int8 block
 
 

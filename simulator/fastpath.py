@@ -14,6 +14,10 @@ import numpy as np
 from mflc.ir.graph import Graph
 
 from . import kernels as K
+
+# A parallel region costs a thread wake-up, which on a busy or virtualised machine can take milliseconds:
+# only blocks large enough to repay it run on all cores.
+PARALLEL_MIN_WEIGHTS = 1 << 20
 from .coremap import CoreMap
 from .nbprogram import _RT, encode, rsqrt_packed, sat, shr_round
 
@@ -80,7 +84,10 @@ def _token(order, g_code, g_out, g_size, g_tab, g_ports, g_slices, slices, code,
                 blk = w8[syn[si, 2]:syn[si, 2] + nrows * ncols].reshape((nrows, ncols))
                 for r in range(r_lo, r_hi):
                     acc32[r] = 0
-                K.dense_rows16_parallel(blk, msg16[:ncols], acc32, r_lo, r_hi)
+                if (r_hi - r_lo) * ncols >= PARALLEL_MIN_WEIGHTS:
+                    K.dense_rows16_parallel(blk, msg16[:ncols], acc32, r_lo, r_hi)
+                else:
+                    K.dense_rows16(blk, msg16[:ncols], acc32, r_lo, r_hi)
                 for r in range(r_lo, r_hi):
                     env[dst + r] += acc32[r]
             else:
