@@ -49,6 +49,7 @@ class QuantOptions:
     lut_out_bits: int = 16
     gain_bits: int = 16
     mult_bits: int = 16
+    rms_eps: float | None = None                    # the fork's eps override (None: the checkpoint's)
 
     def bits(self, kind: str) -> int:
         if kind in self.site_bits:
@@ -59,6 +60,8 @@ class QuantOptions:
         for name, b in [("act_bits", self.act_bits), *[(f"site_bits[{k}]", v) for k, v in self.site_bits.items()]]:
             if not 2 <= int(b) <= fp.MSG_BITS_MAX:
                 raise ConfigError(f"quantization option {name} = {b}: must be in [2, {fp.MSG_BITS_MAX}] (graded-spike width)")
+        if self.rms_eps is not None and not 0.0 <= self.rms_eps < 1.0:
+            raise ConfigError(f"quantization option rms_eps = {self.rms_eps}: must be in [0, 1)")
         if not 8 <= self.state_bits <= fp.STATE_BITS_MAX:
             raise ConfigError(f"quantization option state_bits = {self.state_bits}: must be in [8, {fp.STATE_BITS_MAX}] (neuron state width)")
         for k in self.site_bits:
@@ -241,7 +244,7 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
         g, gexp = _gain(w, n, s_out, opts.gain_bits)
         tensors[f"G.{key}"] = g
         scalars[f"gexp.{key}"] = gexp
-        scalars[f"E.{reduction_key}"] = _eps_int(cfg.rms_norm_eps, n, s_in)
+        scalars[f"E.{reduction_key}"] = _eps_int(cfg.rms_norm_eps if opts.rms_eps is None else opts.rms_eps, n, s_in)
 
     def bitlinear(key, wname, in_site, layer_prefix=""):
         w = weights[wname] if wname in weights else weights["model.embeddings.weight"]

@@ -128,3 +128,14 @@ def test_token_outside_vocabulary(tiny_qm):
 def test_lower_bound_with_expansion_is_rejected():
     with pytest.raises(ConfigError, match="expand_ratio"):
         ModelConfig.from_dict(dict(vocab_size=4, hidden_size=4, num_hidden_layers=1, expand_ratio=2))
+
+
+def test_rms_eps_override_changes_only_the_integer_eps(tiny_model):
+    cfg, w = tiny_model
+    toks = [[1, 2, 3, 4, 5]]
+    a = quantize(cfg, w, toks)
+    b = quantize(cfg, w, toks, QuantOptions(rms_eps=1e-2))
+    diff = [k for k in a.scalars if a.scalars[k] != b.scalars[k]]
+    assert diff and all(k.startswith("E.") for k in diff)
+    with pytest.raises(ConfigError, match="rms_eps"):
+        quantize(cfg, w, toks, QuantOptions(rms_eps=2.0))

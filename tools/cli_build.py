@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from mflc.cli import resolve_model, app, emit_json, guarded, kv_table, out
-from mflc.cli_model import ActBits, NoPow2, RemoveInner, SiteBits, StateBits, quant_options, read_text_tokens
+from mflc.cli_model import ActBits, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits, quant_options, read_text_tokens
 from mflc.ir.errors import MflcError
 
 
@@ -32,7 +32,7 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
                 calib: Optional[Path] = typer.Option(None, help="Calibration text (default: random tokens)"),
                 calib_tokens: int = typer.Option(256),
                 act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
-                no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner,
+                no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
                 json_out: bool = typer.Option(False, "--json")):
     """Quantize (unless already quantized), lower to IR, validate, and write the build directory."""
     model = resolve_model(model)
@@ -50,7 +50,7 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
         cfg, w = load_float(model)
         toks = read_text_tokens(calib, cfg.vocab_size, model, calib_tokens) if calib else None
         qm = quantize(cfg, w, calibration_tokens(cfg, toks, n=calib_tokens),
-                      quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm))
+                      quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps))
     g = lower(qm)
     qm.save(paths["quant"])
     save_graph(g, paths["ir"])

@@ -23,11 +23,12 @@ def parse_site_bits(specs: list[str]) -> dict:
     return bits
 
 
-def quant_options(act_bits: int, state_bits: int, site_bits: list[str], no_pow2: bool, remove_inner_norm: bool):
+def quant_options(act_bits: int, state_bits: int, site_bits: list[str], no_pow2: bool, remove_inner_norm: bool,
+                  rms_eps: float | None = None):
     from mflc.compiler.quantize import QuantOptions
 
     return QuantOptions(act_bits=act_bits, state_bits=state_bits, site_bits=parse_site_bits(site_bits),
-                        pow2=not no_pow2, remove_inner_norm=remove_inner_norm)
+                        pow2=not no_pow2, remove_inner_norm=remove_inner_norm, rms_eps=rms_eps)
 
 
 def read_text_tokens(path: Path, vocab_size: int, model_dir: Path | None, max_tokens: int | None) -> list[int]:
@@ -44,6 +45,7 @@ StateBits = typer.Option(24, help="Bits of the recurrent state h (<= 24).")
 SiteBits = typer.Option(None, "--site-bits", help="Per-site override, e.g. --site-bits r=12 (repeatable).")
 NoPow2 = typer.Option(False, "--no-pow2", help="Allow arbitrary (non power-of-two) site scales.")
 RemoveInner = typer.Option(False, "--remove-inner-norm", help="Drop each BitLinear's own RMSNorm (changes the model).")
+RmsEps = typer.Option(None, "--rms-eps", help="Override RMSNorm's eps in the fixed-point model (the fork's option).")
 
 
 @app.command()
@@ -69,7 +71,7 @@ def quantize_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint d
                  calib: Optional[Path] = typer.Option(None, help="Text file for calibration (default: random tokens)"),
                  calib_tokens: int = typer.Option(256, help="Calibration tokens"),
                  act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
-                 no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner,
+                 no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
                  json_out: bool = typer.Option(False, "--json")):
     """Quantize a checkpoint to the fixed-point model and save it (its scales and widths included)."""
     model = resolve_model(model)
@@ -79,7 +81,7 @@ def quantize_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint d
     cfg, w = load_float(model)
     toks = read_text_tokens(calib, cfg.vocab_size, model, calib_tokens) if calib else None
     qm = quantize(cfg, w, calibration_tokens(cfg, toks, n=calib_tokens),
-                  quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm))
+                  quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps))
     qm.save(out_dir)
     if json_out:
         emit_json({"out": str(out_dir), "sites": qm.sites})
@@ -95,7 +97,7 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint direc
              calib: Optional[Path] = typer.Option(None, help="Calibration text (default: the first tokens of --text)"),
              calib_tokens: int = typer.Option(256),
              act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
-             no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner,
+             no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
              json_out: bool = typer.Option(False, "--json")):
     """Float vs fixed-point bits per byte and top-1 agreement of next-token predictions."""
     model = resolve_model(model)
@@ -110,7 +112,7 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint direc
     if len(toks) < 2:
         raise ConfigError(f"{text}: needs at least 2 bytes of text, has {len(toks)}")
     ctoks = read_text_tokens(calib, cfg.vocab_size, model, calib_tokens) if calib else toks[:calib_tokens]
-    opts = quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm)
+    opts = quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps)
     qm = quantize(cfg, w, calibration_tokens(cfg, ctoks, n=calib_tokens), opts)
     fm = FloatModel(cfg, w, remove_inner_norm=remove_inner_norm)
     prog, adv = progress_bar(len(toks), "fixed-point model")
