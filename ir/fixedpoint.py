@@ -22,12 +22,14 @@ WEIGHT_BITS_MAX = 8   # synaptic weight mantissa (Lava Dense num_weight_bits <= 
 ACC_BITS = 32         # synaptic accumulator (Lava Dense accumulates in int32); the compiler proves no overflow
 
 # ---- fixed formats of the op library -----------------------------------------------------------------
-RSQRT_FRAC = 23       # rsqrt mantissa r ≈ 2^23/sqrt(u), u normalised to [2^14, 2^16): r in (2^15, 2^16]
+RSQRT_FRAC = 23       # rsqrt mantissa r ≈ 2^23/sqrt(u), u normalised to [2^14, 2^16): r in [2^15, 2^16 - 1]
 RSQRT_U_BITS = 16     # width of the normalised argument u
 RSQRT_TABLE_SHIFT = 10  # first guess indexed by u >> 10: 48 entries for u in [2^14, 2^16)
 RSQRT_NEWTON_STEPS = 2
 RSQRT_EXP_BIAS = 32   # packed exponent field: j + 32 in 6 bits
 RSQRT_EXP_BITS = 6
+SHIFT_MAX = 62        # right shifts are clamped here: every operand is < 2^61, so any larger shift rounds
+                      # to 0 exactly as this does, and 1 << 63 would overflow int64
 GATE_FRAC = 15        # forget gate f and (1 - f) are fractions with 15 fractional bits: 2^15 == 1.0
 
 
@@ -56,12 +58,12 @@ def shr_round(x, n):
     """
     x = _i64(x)
     if np.ndim(n) == 0:
-        n = int(n)
+        n = min(int(n), SHIFT_MAX)
         if n <= 0:
             return x << (-n)
         mag = (np.abs(x) + (np.int64(1) << (n - 1))) >> n
         return np.where(x < 0, -mag, mag)
-    n = _i64(n)
+    n = np.minimum(_i64(n), SHIFT_MAX)
     pos = np.maximum(n, 0)
     half = np.where(n > 0, np.int64(1) << np.maximum(n - 1, 0), 0)
     mag = (np.abs(x) + half) >> pos

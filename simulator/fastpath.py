@@ -19,45 +19,8 @@ from . import kernels as K
 # only blocks large enough to repay it run on all cores.
 PARALLEL_MIN_WEIGHTS = 1 << 20
 from .coremap import CoreMap
-from .nbprogram import _RT, encode, rsqrt_packed, sat, shr_round
+from .nbprogram import _RT, encode, run_program_flat
 
-
-
-@nb.njit(cache=True)
-def _run_program(code, c0, c1, env, tables, t0, rt, lo, hi):
-    for i in range(lo, hi):
-        for p in range(c0, c1):
-            op = code[p, 0]
-            a = env[code[p, 2] + i]
-            if op == 0:
-                v = a
-            elif op == 1:
-                v = sat(shr_round(a * code[p, 5], code[p, 6]), code[p, 7])
-            elif op == 2:
-                v = sat(shr_round(a * env[code[p, 3] + i], code[p, 5]), code[p, 6])
-            elif op == 3:
-                v = sat(a + env[code[p, 3] + i], code[p, 5])
-            elif op == 4:
-                v = a * a
-            elif op == 5:
-                half = np.int64(1) << (code[p, 6] - 1)
-                if a < -half or a >= half:
-                    return 1
-                v = tables[t0 + code[p, 5] + a + half]
-            elif op == 6:
-                v = rsqrt_packed(a + code[p, 5], rt)
-            elif op == 7:
-                packed = env[code[p, 3] + i]
-                v = sat(shr_round(a * env[code[p, 4] + i] * (packed >> 6), 23 + (packed & 63) - 32 + code[p, 5]), code[p, 6])
-            elif op == 8:
-                beta = env[code[p, 3] + i]
-                v = beta + shr_round(((np.int64(1) << 15) - beta) * a, 15)
-            elif op == 9:
-                v = sat(shr_round(a * ((np.int64(1) << 15) - env[code[p, 3] + i]), 15), code[p, 5])
-            else:
-                v = sat(shr_round(env[code[p, 3] + i] * a, 15) + env[code[p, 4] + i], code[p, 5])
-            env[code[p, 1] + i] = v
-    return 0
 
 
 @nb.njit  # not cached: Numba's cache of a function calling a parallel kernel can crash on reload
@@ -67,7 +30,7 @@ def _token(order, g_code, g_out, g_size, g_tab, g_ports, g_slices, slices, code,
     for gi in range(order.size):
         g = order[gi]
         for s in range(g_slices[g, 0], g_slices[g, 1]):
-            if _run_program(code, g_code[g, 0], g_code[g, 1], env, tables, g_tab[g], rt, slices[s, 0], slices[s, 1]):
+            if run_program_flat(code, g_code[g, 0], g_code[g, 1], env, tables, g_tab[g], rt, slices[s, 0], slices[s, 1]):
                 return g
         out0, n = g_out[g], g_size[g]
         for k in range(n):
@@ -122,10 +85,7 @@ class FastEngine:
         for k, n in enumerate(names):
             grp = graph.groups[n]
             ep = encode(grp)
-            c = ep.code.copy()
-            for col in (1, 2, 3, 4):                       # slot -> absolute row base in the flat env
-                c[:, col] = env_off + c[:, col] * grp.size
-            # unused argument columns were slot 0: harmless, they are never read by those ops
+            c = ep.flat_code(env_off)                      # unused argument columns are never read
             codes.append(c)
             g_code[k] = (code_off, code_off + len(c))
             code_off += len(c)

@@ -36,6 +36,8 @@ def sat(x, bits):
 
 @nb.njit(cache=True, inline="always")
 def shr_round(x, n):
+    if n > 62:                 # fp.SHIFT_MAX: same clamp as the definition
+        n = 62
     if n <= 0:
         return x << (-n)
     mag = (abs(x) + (np.int64(1) << (n - 1))) >> n
@@ -59,63 +61,71 @@ def rsqrt_packed(t, table):
 
 
 @nb.njit(cache=True)
-def run_encoded(code, env, tables, rsqrt_table, lo, hi):
-    """Run the program ``code`` [n_instr, 9] on neurons lo..hi of ``env`` [n_slots, size] in place.
+def run_program_flat(code, c0, c1, env, tables, t0, rt, lo, hi):
+    """Run instructions c0..c1 of ``code`` on neurons lo..hi, in place on the flat ``env``.
 
-    Columns: opcode, out, a0, a1, a2, imm0..imm3 (slots index rows of env). Returns 0, or 1 if a table
-    input was out of its domain (the caller raises).
+    Columns of code: opcode, out, a0, a1, a2, imm0..imm3; out and a* are the flat offsets of the rows
+    (row base + neuron index addresses a value). Table immediates are offsets from ``t0`` into
+    ``tables``. Returns 0, or 1 if a table input was outside its domain (the caller raises).
     """
     for i in range(lo, hi):
-        for p in range(code.shape[0]):
+        for p in range(c0, c1):
             op = code[p, 0]
-            a = env[code[p, 2], i]
+            a = env[code[p, 2] + i]
             if op == 0:
                 v = a
             elif op == 1:
                 v = sat(shr_round(a * code[p, 5], code[p, 6]), code[p, 7])
             elif op == 2:
-                v = sat(shr_round(a * env[code[p, 3], i], code[p, 5]), code[p, 6])
+                v = sat(shr_round(a * env[code[p, 3] + i], code[p, 5]), code[p, 6])
             elif op == 3:
-                v = sat(a + env[code[p, 3], i], code[p, 5])
+                v = sat(a + env[code[p, 3] + i], code[p, 5])
             elif op == 4:
                 v = a * a
             elif op == 5:
                 half = np.int64(1) << (code[p, 6] - 1)
                 if a < -half or a >= half:
                     return 1
-                v = tables[code[p, 5] + a + half]
+                v = tables[t0 + code[p, 5] + a + half]
             elif op == 6:
-                v = rsqrt_packed(a + code[p, 5], rsqrt_table)
+                v = rsqrt_packed(a + code[p, 5], rt)
             elif op == 7:
-                packed = env[code[p, 3], i]
-                r = packed >> 6
-                j = (packed & 63) - 32
-                v = sat(shr_round(a * env[code[p, 4], i] * r, 23 + j + code[p, 5]), code[p, 6])
+                packed = env[code[p, 3] + i]
+                v = sat(shr_round(a * env[code[p, 4] + i] * (packed >> 6), 23 + (packed & 63) - 32 + code[p, 5]), code[p, 6])
             elif op == 8:
-                beta = env[code[p, 3], i]
+                beta = env[code[p, 3] + i]
                 v = beta + shr_round(((np.int64(1) << 15) - beta) * a, 15)
             elif op == 9:
-                v = sat(shr_round(a * ((np.int64(1) << 15) - env[code[p, 3], i]), 15), code[p, 5])
+                v = sat(shr_round(a * ((np.int64(1) << 15) - env[code[p, 3] + i]), 15), code[p, 5])
             else:
-                v = sat(shr_round(env[code[p, 3], i] * a, 15) + env[code[p, 4], i], code[p, 5])
-            env[code[p, 1], i] = v
+                v = sat(shr_round(env[code[p, 3] + i] * a, 15) + env[code[p, 4] + i], code[p, 5])
+            env[code[p, 1] + i] = v
     return 0
 
 
 @dataclass
 class EncodedProgram:
-    """A group's program encoded for ``run_encoded`` plus its persistent slot matrix."""
+    """A group's program encoded for ``run_program_flat`` plus its persistent slot matrix."""
 
-    code: np.ndarray
+    code: np.ndarray                # slots as row numbers (flat offsets are made per use)
     env: np.ndarray                 # [n_slots, size]: registers, params, ports, temporaries
     tables: np.ndarray
     slot: dict                      # name -> row
     output: int
+    _flat: np.ndarray | None = None
+
+    def flat_code(self, base: int = 0) -> np.ndarray:
+        """The code with every slot turned into the flat offset base + slot · size."""
+        c = self.code.copy()
+        c[:, 1:5] = base + c[:, 1:5] * self.env.shape[1]
+        return c
 
     def run(self, ports: dict[str, np.ndarray], lo: int, hi: int, group: str) -> None:
         for name, v in ports.items():
             self.env[self.slot[name], lo:hi] = v[lo:hi]
-        if run_encoded(self.code, self.env, self.tables, _RT, lo, hi):
+        if self._flat is None:
+            self._flat = self.flat_code()
+        if run_program_flat(self._flat, 0, len(self._flat), self.env.reshape(-1), self.tables, 0, _RT, lo, hi):
             raise ValueError(f"group {group}: a lut input is outside its table's domain")
 
 

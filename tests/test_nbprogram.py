@@ -84,3 +84,12 @@ def test_wide_rms_apply(xs, t, gain, gshift, bits):
 def test_lut_domain_error():
     with pytest.raises(ValueError, match="outside its table"):
         run_one("lut", [np.array([300])], tables={"t": np.zeros(256, np.int64)}, table="t", in_bits=8)
+
+
+@pytest.mark.parametrize("n", [61, 62, 63, 64, 65, 100])
+def test_huge_right_shifts_round_to_zero_in_both(n):
+    """Regression: 1 << 63 overflowed int64 for n == 64 (shr_round(5, 64) was -1)."""
+    xs = np.array([5, -5, (1 << 57) - 1, -(1 << 57)], np.int64)
+    assert np.array_equal(fp.shr_round(xs, n), np.zeros(4, np.int64))
+    assert [shr_round(int(x), n) for x in xs] == [0, 0, 0, 0]
+    assert np.array_equal(fp.shr_round(xs, np.full(4, n)), np.zeros(4, np.int64))
