@@ -90,7 +90,8 @@ def mul_shr(a, b, n: int, out_bits: int):
 def rescale(x, mult: int, shift: int, out_bits: int):
     """Move a value between two quantization scales: saturate(round(x · mult / 2^shift)).
 
-    With power-of-two scales ``mult`` is 1 (or a power of two) and this is a rounded shift.
+    With power-of-two scales ``mult`` is 1 (or a power of two) and this is a rounded shift. Domain:
+    x ≤ 24 bits and 0 ≤ mult < 2^23 (the quantizer refuses larger multipliers), so x · mult is exact.
     """
     return mul_shr(x, mult, shift, out_bits)
 

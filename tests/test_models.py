@@ -139,3 +139,12 @@ def test_rms_eps_override_changes_only_the_integer_eps(tiny_model):
     assert diff and all(k.startswith("E.") for k in diff)
     with pytest.raises(ConfigError, match="rms_eps"):
         quantize(cfg, w, toks, QuantOptions(rms_eps=2.0))
+
+
+def test_quantizer_refuses_multipliers_beyond_24_bits():
+    """A scale jump that would need a multiplier of 2^30 is a clear error, never an int64 wrap."""
+    from mflc.compiler.quantize import _check_ranges
+
+    _check_ranges({}, {"M.L0.res_r": (1 << 23) - 1})
+    with pytest.raises(ConfigError, match="M.L0.res_r"):
+        _check_ranges({}, {"M.L0.res_r": 1 << 30})
