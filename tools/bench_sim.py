@@ -88,6 +88,10 @@ def main(argv=None) -> dict:
     res["tiny"] = dict(reference_tokens_per_s=len(toks) / t_ref, engine_tokens_per_s=len(toks) / t_eng,
                        fast_tokens_per_s=len(toks) / t_fast, engine_over_reference=t_ref / t_eng,
                        fast_over_reference=t_ref / t_fast)
+    from mflc.simulator.lava_backend import lava_available
+
+    if lava_available():                     # issue 6: the same tiny network under Lava's CPU simulation
+        res["tiny_lava"] = lava_vs_engine_tiny()
 
     print(f"building {args.preset} (random weights) ...", flush=True)
     t0 = time.perf_counter()
@@ -127,6 +131,13 @@ def main(argv=None) -> dict:
         t = res["tiny"]
         print(f"tiny: fast path {t['fast_tokens_per_s']:.0f} tok/s ({t['fast_over_reference']:.1f}x), engine "
               f"{t['engine_tokens_per_s']:.1f} tok/s ({t['engine_over_reference']:.2f}x), IR reference {t['reference_tokens_per_s']:.1f} tok/s")
+        if "tiny_lava" in res:
+            lv = res["tiny_lava"]
+            print(f"tiny under Lava (Loihi2SimCfg fixed_pt, {lv['processes']} processes, sequential): "
+                  f"{lv['lava_seconds_per_token']:.2f} s/token + {lv['lava_startup_seconds']:.1f} s start-up; engine "
+                  f"{lv['engine_seconds_per_token'] * 1e3:.1f} ms/token: engine {lv['engine_over_lava']:.0f}x faster "
+                  f"({lv['engine_over_lava_with_startup']:.0f}x with Lava's start-up), fast path {lv['fast_over_lava']:.0f}x; "
+                  f"bit-exact: {lv['bit_exact']}")
         print(f"{args.preset}: {res['synapses']:,} synapses, built in {res['build_seconds']:.1f} s")
         print(f"  fast path (generation)  {res['fast_tokens_per_s']:8.3f} tok/s   (fast/float {res['fast_over_float']:.2f}x)")
         print(f"  engine (generation)     {res['engine_tokens_per_s']:8.3f} tok/s   (per-group dispatch, counters capable)")
@@ -135,6 +146,51 @@ def main(argv=None) -> dict:
         print(f"  fast path / bound       {res['fraction_of_bound']:8.2f}")
         print(f"  peak RSS {res['peak_rss_gib']:.2f} GiB = {res['peak_rss_over_weights']:.1f}x the float32 weights")
     return res
+
+
+def lava_vs_engine_tiny(n_tokens: int = 3, seed: int = 1) -> dict:
+    """The tiny preset under Lava's CPU simulation (lava-nc, Loihi2SimCfg fixed_pt) vs the Numba engine.
+
+    Sequential schedule (depth steps per token). Lava is run for 1 and for ``n_tokens`` tokens; the
+    difference gives its time per token without the fixed cost of compiling and starting ~160 OS
+    processes. The engine is timed warm on the same tokens. Also checks the two agree exactly.
+    """
+    from mflc.simulator.engine import Engine
+    from mflc.simulator.lava_backend import run_lava
+
+    _, _, _, g = build("tiny")
+    toks = np.random.default_rng(seed).integers(0, 256, n_tokens).tolist()
+    Engine(g).run(toks[:1])                  # JIT warm-up
+    eng = Engine(g)
+    t0 = time.perf_counter()
+    want = eng.run(toks)
+    t_eng = time.perf_counter() - t0
+    from mflc.simulator.fastpath import FastEngine
+
+    fast = FastEngine(g)
+    fast.step(toks[0])                       # JIT warm-up
+    fast = FastEngine(g)
+    t0 = time.perf_counter()
+    for t in toks:
+        fast.step(t)
+    t_fast = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run_lava(g, toks[:1])
+    t_one = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    got = run_lava(g, toks)
+    t_all = time.perf_counter() - t0
+    per_token = (t_all - t_one) / max(n_tokens - 1, 1)
+    eng_per_token = t_eng / n_tokens
+    exact = bool(np.array_equal(got.outputs["logits"], want.outputs["logits"])
+                 and all(np.array_equal(got.states[k], want.states[k]) for k in want.states))
+    return dict(tokens=n_tokens, steps_per_token=g.depth, processes=got.lava["processes"],
+                lava_seconds=t_all, lava_seconds_one_token=t_one, lava_seconds_per_token=per_token,
+                lava_startup_seconds=max(t_one - per_token, 0.0), lava_seconds_per_step=per_token / g.depth,
+                engine_seconds=t_eng, engine_seconds_per_token=eng_per_token,
+                engine_over_lava=per_token / eng_per_token, engine_over_lava_with_startup=t_all / t_eng,
+                fast_seconds_per_token=t_fast / n_tokens, fast_over_lava=per_token / (t_fast / n_tokens),
+                bit_exact=exact)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,9 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
     if backend not in ("engine", "lava"):
         raise MflcError(f"--backend {backend!r}: choose engine or lava")
     if backend == "lava":
-        raise MflcError("--backend lava: the Lava back-end is not built yet (issue 6); use --backend engine")
+        from mflc.cli_lava import verify_lava_cmd
+
+        return verify_lava_cmd(model, tokens, seed, json_out)
     if tokens < 1:
         raise MflcError(f"--tokens must be >= 1, got {tokens}")
     qm, graph, cm, ref = load_for_simulation(model)
