@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from mflc.cli import resolve_model, app, emit_json, guarded, kv_table, out
+from mflc.cli_layout import HardwareOpt, PlotOpt, SystemOpt, layout_build
 from mflc.cli_model import ActBits, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits, quant_options, read_text_tokens
 from mflc.ir.errors import MflcError
 
@@ -33,13 +34,15 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
                 calib_tokens: int = typer.Option(256),
                 act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
                 no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
+                hardware: Optional[str] = HardwareOpt, system: Optional[str] = SystemOpt, plot: Optional[Path] = PlotOpt,
                 json_out: bool = typer.Option(False, "--json")):
-    """Quantize (unless already quantized), lower to IR, validate, and write the build directory."""
+    """Quantize (unless already quantized), lower to IR, validate, lay out on Loihi 2, and write the build directory."""
     model = resolve_model(model)
     from mflc.compiler.config import ModelConfig
     from mflc.compiler.loading import calibration_tokens, is_quantized_dir, load_float
     from mflc.compiler.lower import lower
     from mflc.compiler.quantize import QuantizedModel, quantize
+    from mflc.compiler.report import render_report
     from mflc.compiler.summary import ir_summary
     from mflc.ir.serialize import save_graph
 
@@ -54,13 +57,15 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
     g = lower(qm)
     qm.save(paths["quant"])
     save_graph(g, paths["ir"])
+    rep = layout_build(out_dir, g, hardware, system, plot)
     s = ir_summary(g)
     if json_out:
-        emit_json(dict(build=str(out_dir), ir=s))
+        emit_json(dict(build=str(out_dir), ir=s, layout=rep))
         return
     t = s["totals"]
     out.print(f"compiled {model} -> {out_dir}: {t['groups']} neuron groups, {t['neurons']:,} neurons, "
               f"{t['synapses']:,} synapses, pipeline depth {t['depth']} steps")
+    render_report(rep, out, title=f"layout {out_dir}")
 
 
 @app.command("ir")

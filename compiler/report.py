@@ -1,0 +1,251 @@
+"""The layout report: per-group resources (in the spirit of the closed compiler's 'per core distribution'),
+utilization by kind, chips needed and the smallest system that fits, traffic; rich tables and a picture.
+
+``build_report`` returns plain data (what ``--json`` prints); ``render_report`` draws the same data as
+tables; ``plot_layout`` draws chips and cores coloured by layer, shaded by fill.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import numpy as np
+
+from mflc.ir.graph import Graph
+
+from .hardware import KINDS, LIMIT_OF, SYSTEMS, Costs, HardwareProfile, limits, smallest_system
+from .layout import Layout
+
+
+SHORT = {"neurons": "neurons", "neuron_bits": "neuron state memory (bits)", "synapse_bits": "synaptic memory (bits)",
+         "axons_in": "input axons", "axons_out": "output routing entries", "program_instr": "microcode instructions"}
+
+
+def _layer_key(layer) -> str:
+    return "-" if layer is None else str(layer)
+
+
+def layer_of(graph: Graph | None, group: str):
+    """A group's layer: from the graph's metadata, else from its name (L<i>., embed, head/final)."""
+    if graph is not None and group in graph.groups:
+        return graph.groups[group].meta.get("layer")
+    m = re.match(r"L(\d+)\.", group)
+    if m:
+        return int(m.group(1))
+    if group.startswith("embed"):
+        return "embed"
+    if group.startswith(("head", "final")):
+        return "head"
+    return None
+
+
+def _layer_rank(layer) -> tuple:
+    if layer == "embed":
+        return (0, 0)
+    if isinstance(layer, int):
+        return (1, layer)
+    if layer == "head":
+        return (2, 0)
+    return (3, str(layer))
+
+
+def build_report(graph: Graph, layout: Layout, hw: HardwareProfile | None = None, source: dict | None = None) -> dict:
+    hw = hw or layout.hardware
+    lim = limits(hw)
+    costs = Costs(graph, hw)
+    rows: dict[str, dict] = {}
+    for name, grp in graph.groups.items():
+        rows[name] = dict(group=name, layer=grp.meta.get("layer"), role=grp.meta.get("role"), neurons=grp.size,
+                          axons_in=0, synapses=0, synapse_bits=0, neuron_bits=0, cores=0)
+    cores_of = defaultdict(set)
+    for ci, c in enumerate(layout.cores):
+        for ns in c.neurons:
+            if ns.group not in rows:
+                continue
+            inc = [(s.name, ns.start, ns.stop) for s in costs.incoming[ns.group]]
+            u = costs.core([(ns.group, ns.start, ns.stop)], inc)
+            r = rows[ns.group]
+            r["axons_in"] += u["axons_in"]
+            r["synapses"] += u["synapses"]
+            r["synapse_bits"] += u["synapse_bits"]
+            r["neuron_bits"] += u["neuron_bits"]
+            cores_of[ns.group].add(ci)
+    for name, r in rows.items():
+        r["cores"] = len(cores_of[name])
+    n = len(layout.cores)
+    util = {}
+    for k in KINDS:
+        used = np.array([c.usage.get(k, 0) for c in layout.cores], np.float64)
+        util[k] = dict(label=SHORT[k], used=int(used.sum()), per_core_limit=lim[k], limit_name=LIMIT_OF[k],
+                       capacity=int(lim[k] * n), mean_fill=float(used.sum() / (lim[k] * n)) if n else 0.0,
+                       max_fill=float(used.max() / lim[k]) if n else 0.0)
+    fills = np.array([max(c.usage.get(k, 0) / lim[k] for k in KINDS) for c in layout.cores]) if n else np.zeros(0)
+    binding = defaultdict(int)
+    for c in layout.cores:
+        binding[max(KINDS, key=lambda k: c.usage.get(k, 0) / lim[k])] += 1
+    chips = layout.n_chips
+    best = smallest_system(chips)
+    totals = graph.totals()
+    rep = dict(
+        source=source or {},
+        hardware=dict(name=hw.name, cores_per_chip=hw.cores_per_chip, figures=hw.figures()),
+        graph=dict(totals, fan_in_splits=len(graph.meta.get("fan_in_splits", [])),
+                   partial_sum_groups=sum(1 for g in graph.groups.values() if g.meta.get("role") == "partial_sum")),
+        steps_per_token=graph.depth,
+        groups=list(rows.values()),
+        utilization=util,
+        core_fill=dict(mean=float(fills.mean()) if n else 0.0, min=float(fills.min()) if n else 0.0,
+                       binding_limit={k: int(v) for k, v in sorted(binding.items(), key=lambda kv: -kv[1])}),
+        cores=n, chips=chips, cores_per_chip=hw.cores_per_chip,
+        system=layout.system,
+        smallest_system=best.name if best else None,
+        systems=[dict(name=s.name, chips=s.chips, fits=chips <= s.chips) for s in SYSTEMS.values()],
+        traffic=dict(layout.traffic),
+    )
+    return rep
+
+
+def _kib(bits) -> str:
+    return f"{bits / 8192:,.1f}"
+
+
+def _n(x) -> str:
+    """Compact count: 1,234 / 12.3k / 4.56M / 7.89G."""
+    x = float(x)
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if abs(x) >= div:
+            return f"{x / (div if suf != 'k' else 1e3):.3g}{suf}" if suf != "k" else f"{x / 1e3:.1f}k"
+    return f"{int(x):,}"
+
+
+def _mem(bits) -> str:
+    """Bits as bytes, KiB, MiB or GiB with three significant digits."""
+    x = bits / 8
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if x < 1000 or unit == "GiB":
+            return f"{x:.3g} {unit}" if x < 100 else f"{x:,.0f} {unit}"
+        x /= 1024
+    return ""
+
+
+def aggregate_rows(rows: list[dict], by: str) -> list[dict]:
+    """Rows summed per ``by`` ('role' or 'layer'), in first-seen order; 'groups' counts the groups."""
+    out: dict = {}
+    for r in rows:
+        k = _layer_key(r.get(by))
+        a = out.setdefault(k, dict(group=k, layer=r.get("layer") if by == "layer" else "", role=r.get("role") if by == "role" else "",
+                                   groups=0, neurons=0, axons_in=0, synapses=0, synapse_bits=0, neuron_bits=0, cores=0))
+        a["groups"] += 1
+        for f in ("neurons", "axons_in", "synapses", "synapse_bits", "neuron_bits", "cores"):
+            a[f] += r[f]
+    return list(out.values())
+
+
+def render_report(rep: dict, console, detail: bool = False, title: str = "layout") -> None:
+    from rich.table import Table
+
+    rows = rep["groups"]
+    by_group = detail or len(rows) <= 40
+    shown = rows if by_group else aggregate_rows(rows, "role")
+    t = Table(title=f"{title}: resources per {'group' if by_group else 'role (--detail for every group)'}",
+              title_justify="left")
+    first = "group" if by_group else "role"
+    cols = [first] + (["layer"] if by_group else ["groups"]) + ["neurons", "axons in", "synapses", "syn. memory",
+                                                                "cores"]
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("group", "role", "layer") else "right", no_wrap=True)
+    for r in shown:
+        t.add_row(str(r["group"]), str(_layer_key(r["layer"])) if by_group else str(r["groups"]), _n(r["neurons"]),
+                  _n(r["axons_in"]), _n(r["synapses"]), _mem(r["synapse_bits"]),
+                  f"{r['cores']:,}")
+    console.print(t)
+    u = Table(title="utilization of the cores in use", title_justify="left")
+    for c in ("resource", "used", "per-core limit", "mean fill", "fullest core"):
+        u.add_column(c, justify="left" if c == "resource" else "right")
+    for k, v in rep["utilization"].items():
+        u.add_row(v["label"], _n(v["used"]), f"{v['per_core_limit']:,}", f"{100 * v['mean_fill']:.1f} %",
+                  f"{100 * v['max_fill']:.1f} %")
+    console.print(u)
+    s = Table(title="summary", show_header=False, title_justify="left")
+    s.add_column("what", style="bold")
+    s.add_column("value", justify="right")
+    tr = rep["traffic"]
+    fits = ", ".join(f"{x['name']} ({x['chips']:,}): {'yes' if x['fits'] else 'no'}" for x in rep["systems"])
+    for k, v in [("hardware profile", rep["hardware"]["name"]),
+                 ("neuron groups / neurons", f"{rep['graph']['groups']:,} / {rep['graph']['neurons']:,}"),
+                 ("synapses", f"{rep['graph']['synapses']:,}"),
+                 ("fan-in splits (partial-sum groups)", f"{rep['graph']['fan_in_splits']} ({rep['graph']['partial_sum_groups']})"),
+                 ("cores", f"{rep['cores']:,}"),
+                 ("mean core fill (largest kind)", f"{100 * rep['core_fill']['mean']:.1f} %"),
+                 ("chips needed", f"{rep['chips']:,} at {rep['cores_per_chip']} cores per chip"),
+                 ("smallest system that fits", rep["smallest_system"] or "none listed"),
+                 ("systems", fits),
+                 ("pipeline steps per token", f"{rep['steps_per_token']:,}"),
+                 ("messages per token between cores (same chip)", f"{tr.get('messages_between_cores', 0):,}"),
+                 ("messages per token between chips", f"{tr.get('messages_between_chips', 0):,}"),
+                 ("busiest chip, messages out per token", f"{tr.get('busiest_chip_out', 0):,}")]:
+        s.add_row(k, str(v))
+    for k, v in (rep.get("source") or {}).items():
+        s.add_row(k, str(v))
+    for k, v in (rep.get("files") or {}).items():
+        s.add_row(f"{k} written", str(v))
+    console.print(s)
+
+
+def plot_layout(layout: Layout, path, graph: Graph | None = None, title: str | None = None) -> None:
+    """Chips as tiles of cores; each core coloured by the layer of its first group, shaded by its fill."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.cm import ScalarMappable
+
+    hw = layout.hardware
+    lim = limits(hw)
+    cpc = hw.cores_per_chip
+    ccols = int(np.ceil(np.sqrt(cpc * 2)))            # a chip is about twice as wide as tall (8 x 16 cores)
+    crows = int(np.ceil(cpc / ccols))
+    n_chips = max(1, layout.n_chips)
+    gcols = int(np.ceil(np.sqrt(n_chips * crows / ccols * 1.6)))
+    gcols = max(1, min(n_chips, gcols))
+    grows = int(np.ceil(n_chips / gcols))
+    H, W = grows * (crows + 1) + 1, gcols * (ccols + 1) + 1
+    img = np.ones((H, W, 3))
+    layers = sorted({_layer_key(layer_of(graph, c.neurons[0].group)) for c in layout.cores if c.neurons},
+                    key=lambda k: _layer_rank(int(k) if k.isdigit() else k))
+    idx = {k: i for i, k in enumerate(layers)}
+    base = plt.get_cmap("turbo")(np.linspace(0.05, 0.95, max(1, len(layers))))[:, :3]
+    for chip in range(n_chips):
+        r0, c0 = 1 + (chip // gcols) * (crows + 1), 1 + (chip % gcols) * (ccols + 1)
+        img[r0:r0 + crows, c0:c0 + ccols] = 0.9
+    for c in layout.cores:
+        if not c.neurons:
+            continue
+        f = min(1.0, max(c.usage.get(k, 0) / lim[k] for k in KINDS))
+        col = base[idx[_layer_key(layer_of(graph, c.neurons[0].group))]]
+        shade = 0.25 + 0.75 * f
+        r = 1 + (c.chip // gcols) * (crows + 1) + c.core // ccols
+        q = 1 + (c.chip % gcols) * (ccols + 1) + c.core % ccols
+        img[r, q] = (1 - shade) * 1.0 + shade * col
+    fig_w = min(18.0, max(6.0, W / 12))
+    fig, ax = plt.subplots(figsize=(fig_w, max(3.0, fig_w * H / W + 1.2)))
+    ax.imshow(img, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    tot = layout.totals()
+    ax.set_title(title or f"{tot['cores']:,} cores on {tot['chips']:,} chips ({hw.name}); colour = layer, "
+                          "shade = fill of the fullest resource")
+    sm = ScalarMappable(cmap=ListedColormap(base))
+    sm.set_array(np.arange(len(layers)))
+    cb = fig.colorbar(sm, ax=ax, fraction=0.03, pad=0.01)
+    step = max(1, len(layers) // 12)
+    ticks = list(range(0, len(layers), step))
+    if layers and ticks[-1] != len(layers) - 1:
+        ticks.append(len(layers) - 1)
+    cb.set_ticks([(t + 0.5) * (len(layers) - 1) / max(1, len(layers)) for t in ticks])
+    cb.set_ticklabels([layers[t] for t in ticks])
+    cb.set_label("layer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)

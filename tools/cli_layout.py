@@ -1,0 +1,156 @@
+"""Layout commands: estimate (the Loihi 2 layout of a configuration, without weights) and the layout step
+of ``compile`` (``layout_build``)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mflc.cli import app, emit_json, err, guarded, out
+from mflc.ir.errors import ConfigError, MflcError
+
+HardwareOpt = typer.Option(None, "--hardware", help="Hardware profile: loihi2 (default), loihi2_120, or a JSON file "
+                                                     "overriding any figure (see docs/layout.md)")
+SystemOpt = typer.Option(None, "--system", help="Target system: oheo_gulch (1 chip), kapoho_point (8), hala_point (1152); "
+                                                "fail if the model needs more chips. Default: report the smallest that fits")
+PlotOpt = typer.Option(None, "--plot", help="Write a picture of the layout (PNG) here")
+
+
+def _bitlinear_names(w: dict) -> list[str]:
+    names = sorted(k for k in w if k.endswith("_proj.weight"))
+    names.append("lm_head.weight" if "lm_head.weight" in w else "model.embeddings.weight")
+    return names
+
+
+def measured_density(model: Path):
+    """(config, fraction of non-zero ternarized weights over every BitLinear matrix, quant options or None)."""
+    from mflc.compiler.loading import is_quantized_dir, load_float
+
+    if is_quantized_dir(model):
+        from mflc.compiler.quantize import QuantizedModel
+
+        qm = QuantizedModel.load(model)
+        ws = [v for k, v in qm.tensors.items() if k.startswith("W.")]
+        nz, tot = sum(int((v != 0).sum()) for v in ws), sum(int(v.size) for v in ws)
+        return qm.cfg, (nz / tot if tot else 0.0), qm.options
+    from mflc.compiler.float_model import ternarize
+
+    cfg, w = load_float(model)
+    nz = tot = 0
+    for k in _bitlinear_names(w):
+        wt, _ = ternarize(w[k])
+        nz += int(wt.astype(bool).sum())
+        tot += int(wt.size)
+    return cfg, (nz / tot if tot else 0.0), None
+
+
+def _peak_rss_mb() -> float:
+    import resource
+    import sys
+
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+
+
+def layout_build(build_dir: Path, graph, hw, system=None, plot: Optional[Path] = None) -> dict:
+    """The layout step of ``compile``: split fan-ins, partition, place; write build/placed_ir (the split graph)
+    and build/layout.json, check the layout independently, optionally draw it; returns the report."""
+    from mflc.compiler.hardware import resolve_profile
+    from mflc.compiler.layout import check_layout, save_layout
+    from mflc.compiler.place import layout_graph
+    from mflc.compiler.report import build_report, plot_layout
+    from mflc.ir.errors import FitError
+    from mflc.ir.serialize import save_graph
+
+    hw = resolve_profile(hw)
+    build_dir = Path(build_dir)
+    g2, lay = layout_graph(graph, hw, system)
+    save_graph(g2, build_dir / "placed_ir")
+    save_layout(lay, build_dir / "layout.json")
+    problems = check_layout(lay, g2, hw)
+    if problems:
+        raise FitError([f"layout check: {p}" for p in problems])
+    rep = build_report(g2, lay, hw, source=dict(build=str(build_dir)))
+    rep["files"] = dict(layout=str(build_dir / "layout.json"), placed_ir=str(build_dir / "placed_ir"))
+    rep["check"] = "ok"
+    if plot is not None:
+        plot_layout(lay, plot, g2)
+        rep["files"]["plot"] = str(plot)
+    return rep
+
+
+@app.command("estimate")
+@guarded
+def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model directory (checkpoint or quantized model); "
+                                                                    "or give --preset"),
+                 preset: Optional[str] = typer.Option(None, "--preset", help="370M, 1.3B, 2.7B or tiny"),
+                 density: Optional[float] = typer.Option(None, "--density", help="Fraction of non-zero ternary weights "
+                                                         "(default: measured from MODEL's weights, else the stated default)"),
+                 hardware: Optional[str] = HardwareOpt, system: Optional[str] = SystemOpt,
+                 plot: Optional[Path] = PlotOpt,
+                 remove_inner_norm: bool = typer.Option(False, "--remove-inner-norm",
+                                                        help="Estimate the model without each BitLinear's own RMSNorm"),
+                 detail: bool = typer.Option(False, "--detail", help="One table row per neuron group"),
+                 json_out: bool = typer.Option(False, "--json")):
+    """Partition and place a model on Loihi 2 from its configuration alone; report cores, chips and traffic."""
+    from mflc.compiler.config import ModelConfig, preset as get_preset
+    from mflc.compiler.hardware import resolve_profile
+    from mflc.compiler.layout import check_layout
+    from mflc.compiler.place import layout_graph
+    from mflc.compiler.quantize import QuantOptions
+    from mflc.compiler.report import build_report, plot_layout, render_report
+    from mflc.compiler.skeleton import DEFAULT_TERNARY_DENSITY, skeleton_graph
+
+    t0 = time.perf_counter()
+    if (model is None) == (preset is None):
+        raise ConfigError("give either --preset NAME (370M, 1.3B, 2.7B, tiny) or a MODEL directory, not both or neither")
+    hw = resolve_profile(hardware)
+    options = QuantOptions(remove_inner_norm=remove_inner_norm)
+    if preset is not None:
+        cfg = get_preset(preset)
+        what = f"preset {preset}"
+        dens, dens_src = (density, "given (--density)") if density is not None else (
+            DEFAULT_TERNARY_DENSITY, "default (assumed; set with --density)")
+    else:
+        if not model.exists():
+            raise MflcError(f"{model}: no such model directory")
+        what = str(model)
+        if density is not None:
+            from mflc.compiler.loading import is_quantized_dir
+
+            cfg = (ModelConfig.load(model / "config.json") if (model / "config.json").is_file() else
+                   measured_density(model)[0] if is_quantized_dir(model) else None)
+            if cfg is None:
+                raise MflcError(f"{model}: no config.json or quantized model inside")
+            dens, dens_src = density, "given (--density)"
+        else:
+            cfg, dens, qopts = measured_density(model)
+            dens_src = "measured from the weights"
+            if qopts is not None:
+                options = qopts
+        if dens <= 0:
+            raise ConfigError(f"{model}: every ternarized weight is zero; give --density")
+    g = skeleton_graph(cfg, dens, options)
+    t1 = time.perf_counter()
+    g2, lay = layout_graph(g, hw, system)
+    problems = check_layout(lay, g2, hw)
+    if problems:
+        from mflc.ir.errors import FitError
+
+        raise FitError([f"layout check: {p}" for p in problems])
+    rep = build_report(g2, lay, hw, source={"model": what, "weight density": f"{dens:.4f} ({dens_src})"})
+    if plot is not None:
+        plot_layout(lay, plot, g2, title=f"{what}: {lay.totals()['cores']:,} cores on {lay.n_chips:,} chips ({hw.name})")
+    rep["density"] = dict(value=dens, source=dens_src)
+    rep["seconds"] = round(time.perf_counter() - t0, 3)
+    rep["seconds_layout"] = round(time.perf_counter() - t1, 3)
+    rep["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    if json_out:
+        emit_json(rep)
+        return
+    render_report(rep, out, detail=detail, title=f"estimate {what}")
+    if plot is not None:
+        out.print(f"layout picture: {plot}")
+    err.print(f"[dim]{rep['seconds']:.1f} s, peak memory {rep['peak_rss_mb']:,.0f} MB[/]")
