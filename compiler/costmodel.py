@@ -331,6 +331,17 @@ LOIHI2_CORES_PER_CHIP = 128             # INTEL_BRIEF
 LOIHI1_FANOUT_PER_CORE = 4096          # DAVIES_2018 constraint 3 (Loihi 1); Loihi 2's limit is not public
 
 
+def core_map_from_layout(layout) -> SimpleCoreMap:
+    """The cost model's view of a compiler Layout: which core holds which neurons, and on which chip."""
+    slices: dict = {}
+    chips = []
+    for cid, core in enumerate(layout.cores):
+        chips.append(core.chip)
+        for ns in core.neurons:
+            slices.setdefault(ns.group, []).append((ns.start, ns.stop, cid))
+    return SimpleCoreMap(slices, np.asarray(chips, np.int64))
+
+
 def _fanout_per_neuron(g: Graph, max_neurons: int, max_synapses: int) -> dict[str, int]:
     """Destination cores each neuron's message must reach, from an estimate of how many cores each
     destination group will take (its neurons and incoming synapses against a core's limits)."""

@@ -123,3 +123,16 @@ def test_error_text_with_brackets_is_printed_verbatim(build, tmp_path):
     """Messages carry ranges like [0, 256); they must not be eaten as terminal markup."""
     r = run("quantize", build / "m", "--out", tmp_path / "q", "--state-bits", "40", ok=False)
     assert r.exit_code == 1 and "[8, 24]" in r.output
+
+
+def test_estimate_includes_cost_figures(tmp_path):
+    js = json.loads(run("estimate", "--preset", "tiny", "--prompt-len", "10", "--gen-len", "5", "--json").output)
+    c = js["cost"]
+    assert js["summary"]["cores"] > 0 if "summary" in js else True
+    gen = c["throughput"]
+    assert any(v > 0 for k, v in gen.items() if k.endswith("tokens_per_s") and isinstance(v, (int, float)))
+    assert "params" in c and c["latency"]
+    r = run("estimate", "--preset", "tiny", "--prompt-len", "0", ok=False)
+    assert r.exit_code == 1 and "prompt length" in r.output
+    r = run("estimate", "--preset", "tiny", "--cost-params", tmp_path / "none.json", ok=False)
+    assert r.exit_code == 1 and "none.json" in r.output

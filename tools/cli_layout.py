@@ -93,8 +93,13 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
                  remove_inner_norm: bool = typer.Option(False, "--remove-inner-norm",
                                                         help="Estimate the model without each BitLinear's own RMSNorm"),
                  detail: bool = typer.Option(False, "--detail", help="One table row per neuron group"),
+                 prompt_len: int = typer.Option(500, "--prompt-len", help="Prompt length for time to first token"),
+                 gen_len: int = typer.Option(100, "--gen-len", help="Tokens generated after the prompt"),
+                 cost_params: Optional[Path] = typer.Option(None, "--cost-params",
+                                                           help="JSON file overriding cost-model constants"),
                  json_out: bool = typer.Option(False, "--json")):
-    """Partition and place a model on Loihi 2 from its configuration alone; report cores, chips and traffic."""
+    """Partition and place a model on Loihi 2 from its configuration alone; report cores, chips, traffic,
+    and the estimated throughput, latency and energy (with a GPU baseline)."""
     from mflc.compiler.config import ModelConfig, preset as get_preset
     from mflc.compiler.hardware import resolve_profile
     from mflc.compiler.layout import check_layout
@@ -141,8 +146,17 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
 
         raise FitError([f"layout check: {p}" for p in problems])
     rep = build_report(g2, lay, hw, source={"model": what, "weight density": f"{dens:.4f} ({dens_src})"})
+    from mflc.compiler.costmodel import (CostParams, core_map_from_layout, cost_report, format_report,
+                                         load_cost_params, plot_scaling)
+
+    params = load_cost_params(cost_params) if cost_params is not None else CostParams()
+    cost = cost_report(g2, core_map_from_layout(lay), None, params, prompt_len, gen_len)
+    rep["cost"] = cost
+    scaling_plot = None
     if plot is not None:
         plot_layout(lay, plot, g2, title=f"{what}: {lay.totals()['cores']:,} cores on {lay.n_chips:,} chips ({hw.name})")
+        scaling_plot = plot.with_name(plot.stem + "_scaling.png")
+        plot_scaling(cost, scaling_plot)
     rep["density"] = dict(value=dens, source=dens_src)
     rep["seconds"] = round(time.perf_counter() - t0, 3)
     rep["seconds_layout"] = round(time.perf_counter() - t1, 3)
@@ -151,6 +165,7 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
         emit_json(rep)
         return
     render_report(rep, out, detail=detail, title=f"estimate {what}")
+    out.print(format_report(cost), highlight=False, markup=False)
     if plot is not None:
-        out.print(f"layout picture: {plot}")
+        out.print(f"layout picture: {plot}; time and energy against sequence length: {scaling_plot}")
     err.print(f"[dim]{rep['seconds']:.1f} s, peak memory {rep['peak_rss_mb']:,.0f} MB[/]")
