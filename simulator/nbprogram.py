@@ -68,38 +68,51 @@ def run_program_flat(code, c0, c1, env, tables, t0, rt, lo, hi):
     (row base + neuron index addresses a value). Table immediates are offsets from ``t0`` into
     ``tables``. Returns 0, or 1 if a table input was outside its domain (the caller raises).
     """
-    for i in range(lo, hi):
-        for p in range(c0, c1):
-            op = code[p, 0]
-            a = env[code[p, 2] + i]
-            if op == 0:
-                v = a
-            elif op == 1:
-                v = sat(shr_round(a * code[p, 5], code[p, 6]), code[p, 7])
-            elif op == 2:
-                v = sat(shr_round(a * env[code[p, 3] + i], code[p, 5]), code[p, 6])
-            elif op == 3:
-                v = sat(a + env[code[p, 3] + i], code[p, 5])
-            elif op == 4:
-                v = a * a
-            elif op == 5:
-                half = np.int64(1) << (code[p, 6] - 1)
+    # instruction-outer, neuron-inner: the opcode branch is taken once per instruction and each inner
+    # loop is one op over contiguous rows, which LLVM can vectorise
+    for p in range(c0, c1):
+        op = code[p, 0]
+        o, x, y, z = code[p, 1], code[p, 2], code[p, 3], code[p, 4]
+        i0, i1, i2, i3 = code[p, 5], code[p, 6], code[p, 7], code[p, 8]
+        if op == 0:
+            for i in range(lo, hi):
+                env[o + i] = env[x + i]
+        elif op == 1:
+            for i in range(lo, hi):
+                env[o + i] = sat(shr_round(env[x + i] * i0, i1), i2)
+        elif op == 2:
+            for i in range(lo, hi):
+                env[o + i] = sat(shr_round(env[x + i] * env[y + i], i0), i1)
+        elif op == 3:
+            for i in range(lo, hi):
+                env[o + i] = sat(env[x + i] + env[y + i], i0)
+        elif op == 4:
+            for i in range(lo, hi):
+                env[o + i] = env[x + i] * env[x + i]
+        elif op == 5:
+            half = np.int64(1) << (i1 - 1)
+            for i in range(lo, hi):
+                a = env[x + i]
                 if a < -half or a >= half:
                     return 1
-                v = tables[t0 + code[p, 5] + a + half]
-            elif op == 6:
-                v = rsqrt_packed(a + code[p, 5], rt)
-            elif op == 7:
-                packed = env[code[p, 3] + i]
-                v = sat(shr_round(a * env[code[p, 4] + i] * (packed >> 6), 23 + (packed & 63) - 32 + code[p, 5]), code[p, 6])
-            elif op == 8:
-                beta = env[code[p, 3] + i]
-                v = beta + shr_round(((np.int64(1) << 15) - beta) * a, 15)
-            elif op == 9:
-                v = sat(shr_round(a * ((np.int64(1) << 15) - env[code[p, 3] + i]), 15), code[p, 5])
-            else:
-                v = sat(shr_round(env[code[p, 3] + i] * a, 15) + env[code[p, 4] + i], code[p, 5])
-            env[code[p, 1] + i] = v
+                env[o + i] = tables[t0 + i0 + a + half]
+        elif op == 6:
+            for i in range(lo, hi):
+                env[o + i] = rsqrt_packed(env[x + i] + i0, rt)
+        elif op == 7:
+            for i in range(lo, hi):
+                packed = env[y + i]
+                env[o + i] = sat(shr_round(env[x + i] * env[z + i] * (packed >> 6), 23 + (packed & 63) - 32 + i0), i1)
+        elif op == 8:
+            for i in range(lo, hi):
+                beta = env[y + i]
+                env[o + i] = beta + shr_round(((np.int64(1) << 15) - beta) * env[x + i], 15)
+        elif op == 9:
+            for i in range(lo, hi):
+                env[o + i] = sat(shr_round(env[x + i] * ((np.int64(1) << 15) - env[y + i]), 15), i0)
+        else:
+            for i in range(lo, hi):
+                env[o + i] = sat(shr_round(env[y + i] * env[x + i], 15) + env[z + i], i0)
     return 0
 
 
