@@ -176,3 +176,14 @@ class FastEngine:
         if bad >= 0:
             raise ValueError(f"group {list(self.index)[bad]}: a lut input is outside its table's domain")
         return {name: self.read(grp, self.g.groups[grp].output) for name, grp in self.out_name.items()}
+
+
+def run_tokens(graph: Graph, tokens, output: str = "logits", progress=None) -> np.ndarray:
+    """One output of the graph for every token of a sequence, from a fresh state: shape [len, size]."""
+    fe = FastEngine(graph)
+    rows = []
+    for t, tok in enumerate(tokens):
+        rows.append(fe.step(int(tok))[output])
+        if progress:
+            progress(t + 1)
+    return np.stack(rows).astype(np.int64)

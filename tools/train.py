@@ -36,7 +36,6 @@ Output: ``config.json`` + ``model.safetensors`` (F32, the released tensor names)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -51,30 +50,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # ---- corpus ----------------------------------------------------------------------------------------
-EXCLUDED_DIRS = {"test", "tests", "idle_test", "idlelib", "turtledemo", "site-packages", "dist-packages",
-                 "__pycache__"}
-EXCLUDED_TOP = {"encodings", "pydoc_data"}  # generated data modules (codec tables, documentation text)
-HELDOUT_MOD = 20
-
-
-def split_of(rel: str) -> str:
-    """'heldout' for about one file in 20, chosen by a hash of the relative path; else 'train'."""
-    return "heldout" if int(hashlib.sha256(rel.encode()).hexdigest(), 16) % HELDOUT_MOD == 0 else "train"
-
-
-def corpus_files(stdlib: Path | None = None) -> list[tuple[str, Path]]:
-    """(relative path, path) of every corpus file of the stdlib, sorted by relative path."""
-    root = Path(stdlib or sysconfig.get_paths()["stdlib"])
-    out = []
-    for p in sorted(root.rglob("*.py")):
-        rel = p.relative_to(root).as_posix()
-        parts = rel.split("/")
-        if any(d in EXCLUDED_DIRS or d.startswith("config-") for d in parts[:-1]):
-            continue
-        if parts[0] in EXCLUDED_TOP:
-            continue
-        out.append((rel, p))
-    return out
+try:  # run as a script (tools/ is sys.path[0]) or as mflc.train
+    from corpus import corpus_files, split_of
+except ImportError:  # pragma: no cover
+    from mflc.corpus import corpus_files, split_of
 
 
 def load_corpus(stdlib: Path | None = None) -> dict:
