@@ -63,7 +63,21 @@ def evaluate(fm: FloatModel, im: IntModel, tokens, progress=None, int_logits: np
         tokens=int(len(tgt)),
         float_bits_per_token=float(-lpf[idx, tgt].mean() / ln2),
         fixed_bits_per_token=float(-lpi[idx, tgt].mean() / ln2),
-        top1_agreement=float(np.mean(lf.argmax(-1) == li.argmax(-1))),
+        top1_agreement=float(np.mean(lf[:-1].argmax(-1) == li[:-1].argmax(-1))),
         float_top1_accuracy=float(np.mean(lf[:-1].argmax(-1) == tgt)),
         fixed_top1_accuracy=float(np.mean(li[:-1].argmax(-1) == tgt)),
     )
+
+
+def combine(results: list[EvalResult]) -> EvalResult:
+    """Results of several sequences as one, weighted by predictions (bits per byte over all bytes)."""
+    n = sum(r.tokens for r in results)
+    if n == 0:
+        raise ValueError("no predictions to combine")
+
+    def avg(field: str) -> float:
+        return float(sum(getattr(r, field) * r.tokens for r in results) / n)
+
+    return EvalResult(tokens=n, float_bits_per_token=avg("float_bits_per_token"),
+                      fixed_bits_per_token=avg("fixed_bits_per_token"), top1_agreement=avg("top1_agreement"),
+                      float_top1_accuracy=avg("float_top1_accuracy"), fixed_top1_accuracy=avg("fixed_top1_accuracy"))

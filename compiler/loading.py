@@ -15,6 +15,39 @@ def is_quantized_dir(path: Path) -> bool:
     return (Path(path) / "quant.json").is_file()
 
 
+# A model directory may carry its own calibration text (the default model does): representative input
+# from the model's training distribution, so that static scales fit what the model will see.
+CALIBRATION_FILE = "calibration.txt"
+RANDOM_CALIBRATION_TOKENS = 256
+
+
+def resolve_calibration(cfg: ModelConfig, model_dir: Path | None, calib_file: Path | None = None,
+                        n: int | None = None, text_tokens: list[int] | None = None) -> tuple[list[list[int]], str]:
+    """Calibration sequences and where they came from, in order of preference: an explicit text file,
+    the model's own ``calibration.txt``, the first tokens of the text being evaluated, random tokens.
+    ``n`` caps the tokens taken (default: a whole file, else 256)."""
+    from .tokenizer import tokenizer_for
+
+    def from_file(f: Path, what: str):
+        if not Path(f).is_file():
+            raise CheckpointError(f"{f}: calibration text not found")
+        toks = tokenizer_for(model_dir, cfg.vocab_size).encode(Path(f).read_bytes())
+        toks = toks[:n] if n else toks
+        if len(toks) < 2:
+            raise CheckpointError(f"{f}: calibration text has {len(toks)} token(s); needs at least 2")
+        return [toks], f"{what} {f} ({len(toks)} tokens)"
+
+    if calib_file is not None:
+        return from_file(calib_file, "text file")
+    own = Path(model_dir) / CALIBRATION_FILE if model_dir is not None else None
+    if own is not None and own.is_file():
+        return from_file(own, "the model's own")
+    k = n or RANDOM_CALIBRATION_TOKENS
+    if text_tokens:
+        return [list(text_tokens[:k])], f"first {min(k, len(text_tokens))} tokens of the evaluated text"
+    return calibration_tokens(cfg, None, n=k), f"{k} random tokens (seed 0): a trained model deserves real text (--calib)"
+
+
 def calibration_tokens(cfg: ModelConfig, text_tokens: list[int] | None, seed: int = 0, n: int = 256) -> list[list[int]]:
     """Calibration sequences: the given tokens (first n), else n random tokens drawn with ``seed``."""
     if text_tokens:
@@ -40,4 +73,10 @@ def load_quantized(path, calib: list[list[int]] | None = None, options: QuantOpt
     if is_quantized_dir(p):
         return QuantizedModel.load(p)
     cfg, w = load_float(p)
-    return quantize(cfg, w, calib or calibration_tokens(cfg, None), options)
+    if calib is None:
+        calib, source = resolve_calibration(cfg, p)
+    else:
+        source = "given sequences"
+    qm = quantize(cfg, w, calib, options)
+    qm.meta["calibration"] = source
+    return qm

@@ -48,9 +48,53 @@ def test_ir_summary_and_json(build):
 
 def test_eval_prints_both_numbers(build):
     r = run("eval", build / "m", "--text", ROOT / "README.md", "--max-tokens", "300")
-    assert "float bits/byte" in r.output and "fixed-point bits/byte" in r.output
+    assert "bits per byte, float vs fixed point" in r.output and "top-1 agree" in r.output and "README.md" in r.output
     js = json.loads(run("eval", build / "m", "--text", ROOT / "README.md", "--max-tokens", "200", "--json").output)
-    assert js["tokens"] == 199 and js["float_bits_per_token"] > 0 and 0 <= js["top1_agreement"] <= 1
+    tot = js["total"]
+    assert tot["tokens"] == 199 and tot["float_bits_per_token"] > 0 and 0 <= tot["top1_agreement"] <= 1
+    assert js["calibration"].startswith("first 200 tokens of the evaluated text")
+
+
+def test_eval_engines_give_identical_figures(build):
+    """The fast engine's logits are the reference model's integers, so every figure is equal."""
+    args = ["eval", build / "m", "--text", ROOT / "README.md", "--text", ROOT / "pyproject.toml",
+            "--max-tokens", "120", "--json"]
+    fast = json.loads(run(*args, "--engine", "fast").output)
+    ref = json.loads(run(*args, "--engine", "reference").output)
+    assert fast["files"] == ref["files"] and fast["total"] == ref["total"]
+    assert len(fast["files"]) == 2 and fast["total"]["tokens"] == 2 * 119
+
+
+def test_eval_heldout_uses_the_corpus_split(build, tmp_path):
+    """--heldout picks exactly the files the training split holds out, from the given stdlib."""
+    from mflc.corpus import split_of
+
+    names = [f"mod{i}.py" for i in range(60)] + ["test/held.py", "encodings/x.py"]
+    for n in names:
+        (tmp_path / n).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / n).write_text(f"def f_{n.replace('/', '_')[:-3]}(x):\n    return x + 1\n")
+    want = sorted(n for n in names[:60] if split_of(n) == "heldout")
+    assert 0 < len(want) < 60
+    js = json.loads(run("eval", build / "m", "--heldout", "--stdlib", tmp_path, "--max-tokens", "40", "--json").output)
+    assert [f["file"] for f in js["files"]] == want
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "either --text FILE"),
+    (["--text", "README.md", "--heldout"], "either --text FILE"),
+    (["--text", "README.md", "--engine", "gpu"], "--engine 'gpu'"),
+    (["--text", "README.md", "--max-tokens", "1"], "--max-tokens 1"),
+    (["--text", "no/such.txt"], "no/such.txt: text file not found"),
+    (["--text", "README.md", "--calib", "no/calib.txt"], "no/calib.txt: calibration text not found"),
+])
+def test_eval_bad_arguments(build, args, message):
+    r = runner.invoke(app, ["eval", str(build / "m"), *[str(ROOT / a) if a.endswith((".md", ".txt")) and "no/" not in a else a for a in args]])
+    assert r.exit_code == 1 and message in r.output, r.output
+
+
+def test_eval_heldout_empty_stdlib_is_an_error(build, tmp_path):
+    r = runner.invoke(app, ["eval", str(build / "m"), "--heldout", "--stdlib", str(tmp_path)])
+    assert r.exit_code == 1 and "no held-out .py files" in r.output
 
 
 def test_verify_build_is_bit_exact(build):

@@ -9,7 +9,8 @@ from rich.table import Table
 
 from mflc.cli import resolve_model, app, emit_json, guarded, kv_table, out
 from mflc.cli_layout import HardwareOpt, PlotOpt, SystemOpt, layout_build
-from mflc.cli_model import ActBits, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits, quant_options, read_text_tokens
+from mflc.cli_model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
+                            quant_options, quantize_with_calibration)
 from mflc.ir.errors import MflcError
 
 
@@ -30,8 +31,7 @@ def load_build_graph(build: Path):
 @guarded
 def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or quantized-model directory (default: the embedded default model)"),
                 out_dir: Path = typer.Option(..., "--out", help="Build directory to write"),
-                calib: Optional[Path] = typer.Option(None, help="Calibration text (default: random tokens)"),
-                calib_tokens: int = typer.Option(256),
+                calib: Optional[Path] = CalibOpt, calib_tokens: Optional[int] = CalibTokensOpt,
                 act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
                 no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
                 hardware: Optional[str] = HardwareOpt, system: Optional[str] = SystemOpt, plot: Optional[Path] = PlotOpt,
@@ -39,9 +39,9 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
     """Quantize (unless already quantized), lower to IR, validate, lay out on Loihi 2, and write the build directory."""
     model = resolve_model(model)
     from mflc.compiler.config import ModelConfig
-    from mflc.compiler.loading import calibration_tokens, is_quantized_dir, load_float
+    from mflc.compiler.loading import is_quantized_dir, load_float
     from mflc.compiler.lower import lower
-    from mflc.compiler.quantize import QuantizedModel, quantize
+    from mflc.compiler.quantize import QuantizedModel
     from mflc.compiler.report import render_report
     from mflc.compiler.summary import ir_summary
     from mflc.ir.serialize import save_graph
@@ -51,9 +51,8 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
         qm = QuantizedModel.load(model)
     else:
         cfg, w = load_float(model)
-        toks = read_text_tokens(calib, cfg.vocab_size, model, calib_tokens) if calib else None
-        qm = quantize(cfg, w, calibration_tokens(cfg, toks, n=calib_tokens),
-                      quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps))
+        qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens,
+                                       quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps))
     g = lower(qm)
     qm.save(paths["quant"])
     save_graph(g, paths["ir"])

@@ -40,6 +40,21 @@ def read_text_tokens(path: Path, vocab_size: int, model_dir: Path | None, max_to
     return toks[:max_tokens] if max_tokens else toks
 
 
+def quantize_with_calibration(model: Path, cfg, w, calib: Path | None, calib_tokens: int | None, opts,
+                              text_tokens: list[int] | None = None):
+    """Quantize with the calibration ``resolve_calibration`` picks, recording its source in the model."""
+    from mflc.compiler.loading import resolve_calibration
+    from mflc.compiler.quantize import quantize
+
+    seqs, source = resolve_calibration(cfg, model, calib, calib_tokens, text_tokens)
+    qm = quantize(cfg, w, seqs, opts)
+    qm.meta["calibration"] = source
+    return qm
+
+
+CalibOpt = typer.Option(None, "--calib", help="Calibration text file (default: the model's calibration.txt, "
+                        "else the evaluated text's first 256 tokens (eval), else random tokens).")
+CalibTokensOpt = typer.Option(None, "--calib-tokens", help="Use at most this many calibration tokens (default: all of a file, 256 otherwise).")
 ActBits = typer.Option(8, help="Bits of every activation quantization site.")
 StateBits = typer.Option(24, help="Bits of the recurrent state h (<= 24).")
 SiteBits = typer.Option(None, "--site-bits", help="Per-site override, e.g. --site-bits r=12 (repeatable).")
@@ -68,20 +83,17 @@ def init(preset: str = typer.Option(..., help="tiny, 370M, 1.3B or 2.7B"),
 @guarded
 def quantize_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint directory (default: the embedded default model)"),
                  out_dir: Path = typer.Option(..., "--out"),
-                 calib: Optional[Path] = typer.Option(None, help="Text file for calibration (default: random tokens)"),
-                 calib_tokens: int = typer.Option(256, help="Calibration tokens"),
+                 calib: Optional[Path] = CalibOpt, calib_tokens: Optional[int] = CalibTokensOpt,
                  act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
                  no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
                  json_out: bool = typer.Option(False, "--json")):
     """Quantize a checkpoint to the fixed-point model and save it (its scales and widths included)."""
     model = resolve_model(model)
-    from mflc.compiler.loading import calibration_tokens, load_float
-    from mflc.compiler.quantize import quantize
+    from mflc.compiler.loading import load_float
 
     cfg, w = load_float(model)
-    toks = read_text_tokens(calib, cfg.vocab_size, model, calib_tokens) if calib else None
-    qm = quantize(cfg, w, calibration_tokens(cfg, toks, n=calib_tokens),
-                  quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps))
+    qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens,
+                                   quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps))
     qm.save(out_dir)
     if json_out:
         emit_json({"out": str(out_dir), "sites": qm.sites})
@@ -92,44 +104,87 @@ def quantize_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint d
 @app.command("eval")
 @guarded
 def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint directory (default: the embedded default model)"),
-             text: Path = typer.Option(..., help="Text file to evaluate on (byte-level)"),
-             max_tokens: int = typer.Option(2048, help="Evaluate at most this many tokens"),
-             calib: Optional[Path] = typer.Option(None, help="Calibration text (default: the first tokens of --text)"),
-             calib_tokens: int = typer.Option(256),
+             text: list[Path] = typer.Option(None, "--text", help="Text file to evaluate on, byte-level (repeatable)"),
+             heldout: bool = typer.Option(False, "--heldout", help="Evaluate on the held-out split of this Python's standard "
+                                          "library (the default model's split; see tools/corpus.py)"),
+             stdlib: Optional[Path] = typer.Option(None, help="Standard-library directory for --heldout (default: this interpreter's)"),
+             max_tokens: int = typer.Option(2048, help="Evaluate at most this many tokens of each file"),
+             max_files: Optional[int] = typer.Option(None, help="Evaluate at most this many files"),
+             engine: str = typer.Option("fast", help="fast: fixed-point logits from the Numba simulator of the compiled IR "
+                                        "(proven equal to the reference); reference: the numpy integer model (~40x slower)"),
+             calib: Optional[Path] = CalibOpt, calib_tokens: Optional[int] = CalibTokensOpt,
              act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
              no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
              json_out: bool = typer.Option(False, "--json")):
-    """Float vs fixed-point bits per byte and top-1 agreement of next-token predictions."""
+    """Float vs fixed-point bits per byte and top-1 agreement of next-token predictions, file by file."""
     model = resolve_model(model)
-    from mflc.compiler.evaluate import evaluate
+    from mflc.compiler.evaluate import combine, evaluate
     from mflc.compiler.float_model import FloatModel
     from mflc.compiler.int_model import IntModel
-    from mflc.compiler.loading import calibration_tokens, load_float
-    from mflc.compiler.quantize import quantize
+    from mflc.compiler.loading import load_float
 
+    if engine not in ("fast", "reference"):
+        raise ConfigError(f"--engine {engine!r}: choose fast or reference")
+    if bool(text) == heldout:
+        raise ConfigError("give either --text FILE (repeatable) or --heldout")
+    if max_tokens < 2:
+        raise ConfigError(f"--max-tokens {max_tokens}: needs at least 2")
     cfg, w = load_float(model)
-    toks = read_text_tokens(text, cfg.vocab_size, model, max_tokens)
-    if len(toks) < 2:
-        raise ConfigError(f"{text}: needs at least 2 bytes of text, has {len(toks)}")
-    ctoks = read_text_tokens(calib, cfg.vocab_size, model, calib_tokens) if calib else toks[:calib_tokens]
+    if heldout:
+        from mflc.corpus import heldout_files, stdlib_dir
+
+        root = stdlib or stdlib_dir()
+        if not Path(root).is_dir():
+            raise ConfigError(f"--stdlib {root}: not a directory")
+        files = [(rel, p) for rel, p in heldout_files(root)]
+        if not files:
+            raise ConfigError(f"{root}: no held-out .py files found (is this a Python standard library?)")
+    else:
+        files = [(str(p), p) for p in text]
+    files = files[:max_files] if max_files else files
+    seqs = []
+    for name, p in files:
+        toks = read_text_tokens(Path(p), cfg.vocab_size, model, max_tokens)
+        if len(toks) < 2:
+            raise ConfigError(f"{p}: needs at least 2 bytes of text, has {len(toks)}")
+        seqs.append((name, toks))
     opts = quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps)
-    qm = quantize(cfg, w, calibration_tokens(cfg, ctoks, n=calib_tokens), opts)
+    qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens, opts, text_tokens=seqs[0][1])
     fm = FloatModel(cfg, w, remove_inner_norm=remove_inner_norm)
-    prog, adv = progress_bar(len(toks), "fixed-point model")
+    im = IntModel(qm)
+    graph = None
+    if engine == "fast":
+        from mflc.compiler.lower import lower
+        from mflc.simulator.fastpath import run_tokens
+
+        graph = lower(qm)
+    results = []
+    prog, adv = progress_bar(sum(len(t) for _, t in seqs), "fixed-point model")
+    done = 0
     with prog:
-        res = evaluate(fm, IntModel(qm), toks, progress=adv)
-    d = res.to_dict()
-    d.update(text=str(text), calibration=str(calib or f"first {min(calib_tokens, len(toks))} tokens of --text"),
-             unit="bits per byte")
+        for name, toks in seqs:
+            def step(n, base=done):
+                adv(base + n)
+            li = run_tokens(graph, toks, progress=step) if graph is not None else None
+            results.append((name, evaluate(fm, im, toks, progress=step, int_logits=li)))
+            done += len(toks)
+    total = combine([r for _, r in results])
+    d = dict(total=total.to_dict(), files=[dict(file=n, **r.to_dict()) for n, r in results],
+             calibration=qm.meta["calibration"], engine=engine, unit="bits per byte",
+             max_tokens_per_file=max_tokens, quantization=qm.options.__dict__)
     if json_out:
         emit_json(d)
         return
-    out.print(kv_table(f"accuracy on {text} ({res.tokens} predictions)", [
-        ("float bits/byte", res.float_bits_per_token),
-        ("fixed-point bits/byte", res.fixed_bits_per_token),
-        ("relative gap", f"{100 * res.relative_gap:+.2f} %"),
-        ("top-1 agreement (float vs fixed)", res.top1_agreement),
-        ("float top-1 accuracy", res.float_top1_accuracy),
-        ("fixed-point top-1 accuracy", res.fixed_top1_accuracy),
-        ("calibration", d["calibration"]),
-    ]))
+    from rich.table import Table
+
+    t = Table(title=f"bits per byte, float vs fixed point ({len(results)} file(s), at most {max_tokens} bytes each)",
+              title_justify="left")
+    t.add_column("file", overflow="fold")
+    for col in ("bytes", "float", "fixed point", "gap", "top-1 agree"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for n, r in results + [("all", total)]:
+        t.add_row(n, f"{r.tokens:,}", f"{r.float_bits_per_token:.4f}", f"{r.fixed_bits_per_token:.4f}",
+                  f"{100 * r.relative_gap:+.2f} %", f"{r.top1_agreement:.3f}", end_section=n == results[-1][0])
+    out.print(t)
+    out.print(f"float top-1 accuracy {total.float_top1_accuracy:.3f}, fixed point {total.fixed_top1_accuracy:.3f}; "
+              f"calibration: {qm.meta['calibration']}")

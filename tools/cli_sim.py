@@ -14,11 +14,11 @@ from mflc.cli import resolve_model, app, emit_json, err, guarded, kv_table, out,
 from mflc.ir.errors import MflcError
 
 
-def load_for_simulation(path: Path, calib_tokens: int = 256):
+def load_for_simulation(path: Path):
     """(quantized model, engine graph, core map, reference graph) from a build dir or a model dir."""
-    from mflc.compiler.loading import calibration_tokens, is_quantized_dir, load_float
+    from mflc.compiler.loading import load_quantized
     from mflc.compiler.lower import lower
-    from mflc.compiler.quantize import QuantizedModel, quantize
+    from mflc.compiler.quantize import QuantizedModel
     from mflc.ir.serialize import load_graph
     from mflc.simulator.coremap import CoreMap
 
@@ -34,11 +34,7 @@ def load_for_simulation(path: Path, calib_tokens: int = 256):
 
             cm = CoreMap.from_layout(load_layout(path / "layout.json"))
         return qm, graph, cm, lower(qm)
-    if is_quantized_dir(path):
-        qm = QuantizedModel.load(path)
-    else:
-        cfg, w = load_float(path)
-        qm = quantize(cfg, w, calibration_tokens(cfg, None, n=calib_tokens))
+    qm = load_quantized(path)
     g = lower(qm)
     return qm, g, None, g
 
