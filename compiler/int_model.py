@@ -34,7 +34,7 @@ class IntModel:
     # -- building blocks, each a direct use of the op library --
     def _norm(self, x, red_key, apply_key, out_site):
         qm = self.qm
-        packed = fp.rms_factor(np.sum(fp.square(x)), qm.s(f"E.{red_key}"))
+        packed = fp.rms_factor(np.sum(fp.square_shr(x, qm.scalars.get(f"sq.{red_key}", 0))), qm.s(f"E.{red_key}"))
         return fp.rms_apply(x, packed, qm.t(f"G.{apply_key}"), qm.s(f"gexp.{apply_key}"), qm.bits(out_site))
 
     def _requant(self, acc, key, out_site):

@@ -77,7 +77,9 @@ class _Builder:
     def norm_reduction(self, src: str, red_key: str, tag: str, layer) -> str:
         """Square and sum groups for the mean square of ``src``'s messages; returns the sum group."""
         s0, n, b = self.stage(src), self.g.groups[src].size, self.g.groups[src].out_bits
-        sq = self.group(f"{tag}.sq", n, ["x"], [I("square", "y", "x")], "y", 2 * b, s0 + 1,
+        k = self.qm.scalars.get(f"sq.{red_key}", 0)
+        ins = I("square_shr", "y", "x", shift=k) if k else I("square", "y", "x")
+        sq = self.group(f"{tag}.sq", n, ["x"], [ins], "y", 2 * b - k, s0 + 1,
                         meta=dict(layer=layer, role="norm.square"))
         self.identity(src, sq, "x")
         sm = self.group(f"{tag}.sum", 1, ["x"], [I("rms_factor", "y", "x", eps=self.qm.s(f"E.{red_key}"))], "y",

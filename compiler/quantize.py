@@ -38,11 +38,22 @@ _BITLINEAR_IN = {"i_in": "attn.i_proj", "f_in": "attn.f_proj", "g_in": "attn.g_p
                  "o_in": "attn.o_proj", "gate_in": "mlp.gate_proj", "down_in": "mlp.down_proj"}
 
 
+DEFAULT_MIN_SITE_BITS = {"o": 12}
+SCALE_METHODS = ("max", "mse")
+MSE_SAMPLE = 1 << 16        # values kept per site for the "mse" search (a deterministic stride subsample)
+MSE_MAX_CLIP_OCTAVES = 3    # the "mse" search tries scales up to 2^3 finer than the max-based one
+
+
 @dataclass
 class QuantOptions:
     act_bits: int = 8
     state_bits: int = 24
     site_bits: dict = field(default_factory=dict)   # per site kind, e.g. {"r": 12, "x": 12}
+    # Sites that keep at least this many bits whatever act_bits says (explicit site_bits still win).
+    # o = RMSNorm(g)·SiLU(h), a product with heavy tails, is where 8 bits cost the trained default model
+    # most of its accuracy (docs/accuracy.md: +1.25 % bits/byte with o at 8, +0.6 % with o at 12, and
+    # no other single site matters); 12 bits is still well inside a 24-bit graded spike.
+    min_site_bits: dict = field(default_factory=lambda: dict(DEFAULT_MIN_SITE_BITS))
     pow2: bool = True
     remove_inner_norm: bool = False                 # the fork's option; changes what the model computes
     state_headroom_bits: int = 1                    # spare bits above the calibrated max of h
@@ -50,21 +61,33 @@ class QuantOptions:
     gain_bits: int = 16
     mult_bits: int = 16
     rms_eps: float | None = None                    # the fork's eps override (None: the checkpoint's)
+    # How a site's scale is chosen from calibration: "max" maps the largest |value| seen to the top of the
+    # range (the fork's min/max observers); "mse" picks, among the scales that clip at most the top few
+    # octaves, the one with the least squared quantization error over the calibration values. The
+    # recurrent state h always uses "max": clipping it would feed back through every later token.
+    scale_method: str = "max"
 
     def bits(self, kind: str) -> int:
         if kind in self.site_bits:
             return int(self.site_bits[kind])
-        return self.state_bits if kind == "h" else self.act_bits
+        if kind == "h":
+            return self.state_bits
+        return max(self.act_bits, int(self.min_site_bits.get(kind, 0)))
 
     def validate(self) -> None:
         for name, b in [("act_bits", self.act_bits), *[(f"site_bits[{k}]", v) for k, v in self.site_bits.items()]]:
             if not 2 <= int(b) <= fp.MSG_BITS_MAX:
                 raise ConfigError(f"quantization option {name} = {b}: must be in [2, {fp.MSG_BITS_MAX}] (graded-spike width)")
+        if self.scale_method not in SCALE_METHODS:
+            raise ConfigError(f"quantization option scale_method = {self.scale_method!r}: choose one of {', '.join(SCALE_METHODS)}")
         if self.rms_eps is not None and not 0.0 <= self.rms_eps < 1.0:
             raise ConfigError(f"quantization option rms_eps = {self.rms_eps}: must be in [0, 1)")
         if not 8 <= self.state_bits <= fp.STATE_BITS_MAX:
             raise ConfigError(f"quantization option state_bits = {self.state_bits}: must be in [8, {fp.STATE_BITS_MAX}] (neuron state width)")
-        for k in self.site_bits:
+        for k, b in self.min_site_bits.items():
+            if not 2 <= int(b) <= fp.MSG_BITS_MAX:
+                raise ConfigError(f"quantization option min_site_bits[{k}] = {b}: must be in [2, {fp.MSG_BITS_MAX}] (graded-spike width)")
+        for k in [*self.site_bits, *self.min_site_bits]:
             if k not in LAYER_SITES and k not in ("final.x", "final.norm", "head.in"):
                 raise ConfigError(f"quantization option site_bits: unknown site {k!r}; known: {', '.join(LAYER_SITES)}")
 
@@ -74,9 +97,11 @@ def site_kind(site: str) -> str:
 
 
 # ---- calibration -------------------------------------------------------------------------------------
-def calibrate(fm: FloatModel, token_seqs: Iterable[Iterable[int]]) -> dict[str, float]:
-    """max |value| per site over the given token sequences, run through the float model."""
+def calibrate(fm: FloatModel, token_seqs: Iterable[Iterable[int]], keep_values: bool = False):
+    """max |value| per site over the given token sequences, run through the float model; with
+    ``keep_values`` also a subsample (at most MSE_SAMPLE, evenly strided) of each site's values."""
     amax: dict[str, float] = {}
+    vals: dict[str, list[np.ndarray]] = {}
 
     def obs(name: str, v: np.ndarray) -> None:
         if name.endswith(".in") and name.startswith("model.layers."):
@@ -88,13 +113,49 @@ def calibrate(fm: FloatModel, token_seqs: Iterable[Iterable[int]]) -> dict[str, 
         elif name == "lm_head.in":
             name = "head.in"
         amax[name] = max(amax.get(name, 0.0), float(np.max(np.abs(v))) if v.size else 0.0)
+        if keep_values:
+            vals.setdefault(name, []).append(np.asarray(v, np.float64).ravel())
 
     for seq in token_seqs:
         fm.forward(list(seq), observe=obs)
     L = fm.cfg.L
     for i in range(L):
         amax[f"L{i}.hq"] = amax[f"L{i}.h"]
-    return amax
+        if keep_values:
+            vals[f"L{i}.hq"] = vals[f"L{i}.h"]
+    if not keep_values:
+        return amax
+    sample = {}
+    for k, parts in vals.items():
+        v = np.concatenate(parts)
+        stride = max(1, -(-v.size // MSE_SAMPLE))
+        sample[k] = v[::stride]
+    return amax, sample
+
+
+def _mse_frac(v: np.ndarray, bits: int, frac0: int) -> int:
+    """The power-of-two scale 2^-f, f in [frac0, frac0 + MSE_MAX_CLIP_OCTAVES], with the least mean
+    squared error of saturating round-to-nearest quantization over the values v (ties: the coarser)."""
+    lo, hi = fp.smin(bits), fp.smax(bits)
+    best, best_err = frac0, np.inf
+    for f in range(frac0, frac0 + MSE_MAX_CLIP_OCTAVES + 1):
+        q = np.clip(np.round(v * 2.0 ** f), lo, hi) * 2.0 ** -f
+        err = float(np.mean((q - v) ** 2))
+        if err < best_err * (1 - 1e-9):
+            best, best_err = f, err
+    return best
+
+
+def _mse_scale(v: np.ndarray, bits: int, amax: float) -> float:
+    """A free scale in [amax/8, amax]/qmax with the least mean squared quantization error over v."""
+    lo, hi = fp.smin(bits), fp.smax(bits)
+    best, best_err = amax / hi, np.inf
+    for a in amax * 2.0 ** -np.linspace(0, MSE_MAX_CLIP_OCTAVES, 4 * MSE_MAX_CLIP_OCTAVES + 1):
+        s = max(a, 1e-8) / hi
+        err = float(np.mean((np.clip(np.round(v / s), lo, hi) * s - v) ** 2))
+        if err < best_err * (1 - 1e-9):
+            best, best_err = s, err
+    return best
 
 
 def _site_scale(amax: float, bits: int, pow2: bool, headroom: int = 0) -> tuple[float, int | None]:
@@ -163,7 +224,9 @@ class QuantizedModel:
         if missing:
             raise CheckpointError(f"{tf}: missing tensor(s) {', '.join(missing[:5])}")
         cfg = ModelConfig.from_dict(head["config"], source=str(jf))
-        opts = QuantOptions(**head["options"])
+        options = dict(head["options"])
+        options.setdefault("min_site_bits", {})   # written before the option existed: uniform widths
+        opts = QuantOptions(**options)
         return cls(cfg, opts, head["sites"], {k: tensors[k] for k in want}, head["scalars"], head["meta"])
 
 
@@ -202,7 +265,19 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
     opts = options or QuantOptions()
     opts.validate()
     fm = FloatModel(cfg, weights, remove_inner_norm=opts.remove_inner_norm)
-    amax = calibrate(fm, calib_tokens)
+    mse = opts.scale_method == "mse"
+    cal = calibrate(fm, calib_tokens, keep_values=mse)
+    amax, samples = cal if mse else (cal, {})
+
+    def site_scale(name: str, kind: str, b: int, head: int = 0):
+        s, frac = _site_scale(amax[name], b, opts.pow2, head)
+        if mse and kind != "h" and samples.get(name) is not None and samples[name].size:
+            if opts.pow2:
+                frac = _mse_frac(samples[name], b, frac)
+                s = 2.0 ** -frac
+            else:
+                s = _mse_scale(samples[name], b, amax[name])
+        return s, frac
     inner = not opts.remove_inner_norm
 
     sites: dict = {}
@@ -213,13 +288,13 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
             name = f"L{i}.{k}"
             b = opts.bits(k)
             head = opts.state_headroom_bits if k == "h" else 0
-            s, frac = _site_scale(amax[name], b, opts.pow2, head)
+            s, frac = site_scale(name, k, b, head)
             sites[name] = dict(bits=b, scale=s, frac=frac, amax=amax[name])
     for k in FINAL_SITES:
         if not inner and k == "head.in":
             continue
         b = opts.bits(k)
-        s, frac = _site_scale(amax[k], b, opts.pow2)
+        s, frac = site_scale(k, k, b)
         sites[k] = dict(bits=b, scale=s, frac=frac, amax=amax[k])
 
     def sc(name):
@@ -240,11 +315,17 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
     scalars: dict = {}
     meta: dict = {"absmean": {}}
 
-    def norm_params(key, w, n, s_in, s_out, reduction_key):
+    def norm_params(key, w, n, s_in, s_out, reduction_key, in_bits):
+        # wide inputs square into x²/2^k (fp.norm_square_shift); the rsqrt of the k-scaled sum is then
+        # 2^(k/2) too large, which the apply step's shift takes back: gexp grows by k/2
+        k = fp.norm_square_shift(in_bits, n)
         g, gexp = _gain(w, n, s_out, opts.gain_bits)
         tensors[f"G.{key}"] = g
-        scalars[f"gexp.{key}"] = gexp
-        scalars[f"E.{reduction_key}"] = _eps_int(cfg.rms_norm_eps if opts.rms_eps is None else opts.rms_eps, n, s_in)
+        scalars[f"gexp.{key}"] = gexp + k // 2
+        if k:
+            scalars[f"sq.{reduction_key}"] = k
+        eps = cfg.rms_norm_eps if opts.rms_eps is None else opts.rms_eps
+        scalars[f"E.{reduction_key}"] = _eps_int(eps, n, s_in * 2.0 ** (k / 2))
 
     def bitlinear(key, wname, in_site, layer_prefix=""):
         w = weights[wname] if wname in weights else weights["model.embeddings.weight"]
@@ -268,11 +349,11 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
             return L + name
 
         # attn_norm over x, then each projection's own norm over u (one shared reduction)
-        norm_params(k("attn_norm"), weights[P + "attn_norm.weight"], d, sc(k("x")), sc(k("attn_norm")), k("x"))
+        norm_params(k("attn_norm"), weights[P + "attn_norm.weight"], d, sc(k("x")), sc(k("attn_norm")), k("x"), sites[k("x")]["bits"])
         proj_in = {}
         for p, proj in (("i", "i_proj"), ("f", "f_proj"), ("g", "g_proj")):
             if inner:
-                norm_params(k(f"{p}_in"), weights[P + f"attn.{proj}.norm.weight"], d, sc(k("attn_norm")), sc(k(f"{p}_in")), k("u"))
+                norm_params(k(f"{p}_in"), weights[P + f"attn.{proj}.norm.weight"], d, sc(k("attn_norm")), sc(k(f"{p}_in")), k("u"), sites[k("attn_norm")]["bits"])
                 proj_in[p] = k(f"{p}_in")
             else:
                 proj_in[p] = k("attn_norm")
@@ -285,11 +366,11 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
         tensors[k("lut.silu_i")] = fp.build_lut(silu, sites[k("i")]["bits"], sc(k("i")), sc(k("h")), sb)
         # output gate: o = gnorm(g) ⊙ SiLU(h)
         rescale_params(k("hq"), sc(k("h")), sc(k("hq")))
-        norm_params(k("gn"), weights[P + "attn.g_norm.weight"], e, sc(k("g")), sc(k("gn")), k("g"))
+        norm_params(k("gn"), weights[P + "attn.g_norm.weight"], e, sc(k("g")), sc(k("gn")), k("g"), sites[k("g")]["bits"])
         tab, n = _lut_with_product_shift(silu, sites[k("hq")]["bits"], sc(k("hq")), sc(k("gn")) / sc(k("o")), opts.lut_out_bits)
         tensors[k("lut.silu_h")], scalars[k("n.o")] = tab, n
         if inner:
-            norm_params(k("o_in"), weights[P + "attn.o_proj.norm.weight"], e, sc(k("o")), sc(k("o_in")), k("o"))
+            norm_params(k("o_in"), weights[P + "attn.o_proj.norm.weight"], e, sc(k("o")), sc(k("o_in")), k("o"), sites[k("o")]["bits"])
         o_in = k("o_in") if inner else k("o")
         am = bitlinear(k("o"), P + "attn.o_proj.weight", o_in)
         acc_params(k("attn_out"), am, sc(o_in), sc(k("attn_out")))
@@ -297,9 +378,9 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
         rescale_params(k("res_x"), sc(k("x")), sc(k("r")))
         rescale_params(k("res_ao"), sc(k("attn_out")), sc(k("r")))
         # GLU channel mixer
-        norm_params(k("mlp_norm"), weights[P + "mlp_norm.weight"], d, sc(k("r")), sc(k("mlp_norm")), k("r"))
+        norm_params(k("mlp_norm"), weights[P + "mlp_norm.weight"], d, sc(k("r")), sc(k("mlp_norm")), k("r"), sites[k("r")]["bits"])
         if inner:
-            norm_params(k("gate_in"), weights[P + "mlp.gate_proj.norm.weight"], d, sc(k("mlp_norm")), sc(k("gate_in")), k("v"))
+            norm_params(k("gate_in"), weights[P + "mlp.gate_proj.norm.weight"], d, sc(k("mlp_norm")), sc(k("gate_in")), k("v"), sites[k("mlp_norm")]["bits"])
         gate_in = k("gate_in") if inner else k("mlp_norm")
         am = bitlinear(k("gate"), P + "mlp.gate_proj.weight", gate_in)
         acc_params(k("a"), am, sc(gate_in), sc(k("a")))
@@ -307,16 +388,16 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
         tab, n = _lut_with_product_shift(silu, sites[k("a")]["bits"], sc(k("a")), sc(k("b")) / sc(k("z")), opts.lut_out_bits)
         tensors[k("lut.silu_a")], scalars[k("n.z")] = tab, n
         if inner:
-            norm_params(k("down_in"), weights[P + "mlp.down_proj.norm.weight"], m, sc(k("z")), sc(k("down_in")), k("z"))
+            norm_params(k("down_in"), weights[P + "mlp.down_proj.norm.weight"], m, sc(k("z")), sc(k("down_in")), k("z"), sites[k("z")]["bits"])
         down_in = k("down_in") if inner else k("z")
         am = bitlinear(k("down"), P + "mlp.down_proj.weight", down_in)
         acc_params(k("mlp_out"), am, sc(down_in), sc(k("mlp_out")))
         rescale_params(k("res_r"), sc(k("r")), sc(nxt))
         rescale_params(k("res_mo"), sc(k("mlp_out")), sc(nxt))
 
-    norm_params("final.norm", weights["model.norm.weight"], d, sc("final.x"), sc("final.norm"), "final.x")
+    norm_params("final.norm", weights["model.norm.weight"], d, sc("final.x"), sc("final.norm"), "final.x", sites["final.x"]["bits"])
     if inner:
-        norm_params("head.in", weights["lm_head.norm.weight"], d, sc("final.norm"), sc("head.in"), "final.norm")
+        norm_params("head.in", weights["lm_head.norm.weight"], d, sc("final.norm"), sc("head.in"), "final.norm", sites["final.norm"]["bits"])
     head_in = "head.in" if inner else "final.norm"
     am = bitlinear("head", "lm_head.weight", head_in)
     meta["logit_scale"] = am * sc(head_in)

@@ -107,6 +107,30 @@ def square(x):
     return x * x
 
 
+def square_shr(x, shift: int):
+    """round(x² / 2^shift), half away from zero (``shr_round``): RMSNorm's square for wide inputs, whose
+    exact squares would not fit a graded spike or whose sum would overflow the 32-bit dendrite
+    accumulator (``norm_square_shift`` picks the shift). ``shift`` is even so that the norm can undo it
+    exactly as a shift of shift/2 after the square root."""
+    return shr_round(square(x), shift)
+
+
+ACC_BITS = 32   # synaptic (dendritic) accumulator of a reduction: Lava Dense's 32-bit int
+
+
+def norm_square_shift(in_bits: int, n: int) -> int:
+    """The smallest even shift k such that n squares of a signed ``in_bits`` value, each rounded to
+    x²/2^k, fit a graded spike (< 2^(MSG_BITS_MAX-1)) and their sum fits the 32-bit accumulator.
+    0 for every 8-bit site of any model with fewer than 2^17 elements per norm."""
+    top = 1 << (2 * in_bits - 2)                      # (-2^(b-1))², the largest square
+    k = 0
+    while True:
+        q = (top + ((1 << k) >> 1)) >> k              # round(top / 2^k)
+        if q <= smax(MSG_BITS_MAX) and n * q <= smax(ACC_BITS):
+            return k
+        k += 2
+
+
 def lut(x, table: np.ndarray, in_bits: int):
     """Table lookup of a signed ``in_bits`` input: table[x + 2^(in_bits-1)].
 

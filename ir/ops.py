@@ -78,6 +78,8 @@ _op("mul_shr", 2, ("shift", "bits"), lambda a, i, t: fp.mul_shr(a[0], a[1], i["s
     lambda r, i, t: bits_range(i["bits"]))
 _op("add_sat", 2, ("bits",), lambda a, i, t: fp.add_sat(a[0], a[1], i["bits"]), lambda r, i, t: bits_range(i["bits"]))
 _op("square", 1, (), lambda a, i, t: fp.square(a[0]), lambda r, i, t: _square_range(r[0]))
+_op("square_shr", 1, ("shift",), lambda a, i, t: fp.square_shr(a[0], i["shift"]),
+    lambda r, i, t: tuple(int(fp.shr_round(v, i["shift"])) for v in _square_range(r[0])))
 _op("lut", 1, ("table", "in_bits"), lambda a, i, t: fp.lut(a[0], t[i["table"]], i["in_bits"]),
     lambda r, i, t: _table_range(t[i["table"]]))
 _op("rms_factor", 1, ("eps",), lambda a, i, t: fp.rms_factor(a[0], i["eps"]), lambda r, i, t: (0, _PACK_MAX))

@@ -17,11 +17,11 @@ from mflc.ir.graph import NeuronGroup
 
 OPCODES = {name: k for k, name in enumerate(
     ["copy", "rescale", "mul_shr", "add_sat", "square", "lut", "rms_factor", "rms_apply",
-     "forget_gate", "mlgru_candidate", "mlgru_update"])}
+     "forget_gate", "mlgru_candidate", "mlgru_update", "square_shr"])}
 # immediates in instruction columns 5..8, by op
 _IMM = {"rescale": ("mult", "shift", "bits"), "mul_shr": ("shift", "bits"), "add_sat": ("bits",),
         "lut": ("table", "in_bits"), "rms_factor": ("eps",), "rms_apply": ("gain_shift", "bits"),
-        "mlgru_candidate": ("bits",), "mlgru_update": ("bits",)}
+        "mlgru_candidate": ("bits",), "mlgru_update": ("bits",), "square_shr": ("shift",)}
 
 _RT = fp.RSQRT_TABLE.astype(np.int64)
 _RT_BASE = int(fp._RSQRT_TABLE_BASE)
@@ -110,9 +110,12 @@ def run_program_flat(code, c0, c1, env, tables, t0, rt, lo, hi):
         elif op == 9:
             for i in range(lo, hi):
                 env[o + i] = sat(shr_round(env[x + i] * ((np.int64(1) << 15) - env[y + i]), 15), i0)
-        else:
+        elif op == 10:
             for i in range(lo, hi):
                 env[o + i] = sat(shr_round(env[y + i] * env[x + i], 15) + env[z + i], i0)
+        else:
+            for i in range(lo, hi):
+                env[o + i] = shr_round(env[x + i] * env[x + i], i0)
     return 0
 
 

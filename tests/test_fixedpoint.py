@@ -483,3 +483,21 @@ def test_runtime_ops_return_int64():
             fp.forget_gate(x + 10, 3), fp.mlgru_candidate(x, 100, 24), fp.mlgru_update(x, 100, x, 24)]
     for o in outs:
         assert np.asarray(o).dtype == np.int64
+
+
+def test_norm_square_shift_is_the_smallest_even_shift_that_fits():
+    for bits in range(2, 25):
+        for n in (1, 7, 128, 384, 1024, 2816, 1 << 17):
+            k = fp.norm_square_shift(bits, n)
+            top = int(fp.square_shr(np.int64(fp.smin(bits)), k))
+            assert k % 2 == 0 and top <= fp.smax(fp.MSG_BITS_MAX) and n * top <= fp.smax(fp.ACC_BITS), (bits, n, k)
+            if k:
+                prev = int(fp.square_shr(np.int64(fp.smin(bits)), k - 2))
+                assert prev > fp.smax(fp.MSG_BITS_MAX) or n * prev > fp.smax(fp.ACC_BITS)
+    assert fp.norm_square_shift(8, 1 << 16) == 0          # every 8-bit norm of a real model: exact squares
+
+
+def test_square_shr_rounds_half_away_from_zero():
+    x = np.arange(-300, 301)
+    for k in (0, 2, 4):
+        assert np.array_equal(fp.square_shr(x, k), np.floor(x.astype(np.float64) ** 2 / 2 ** k + 0.5).astype(np.int64))

@@ -42,6 +42,8 @@ def test_elementwise_ops_exhaustive_over_8bit_pairs():
     assert np.array_equal(run_one("mul_shr", [a, b], shift=5, bits=8), fp.mul_shr(a, b, 5, 8))
     assert np.array_equal(run_one("add_sat", [a, b], bits=8), fp.add_sat(a, b, 8))
     assert np.array_equal(run_one("square", [a]), fp.square(a))
+    for k in (0, 2, 4, 8):
+        assert np.array_equal(run_one("square_shr", [a], shift=k), fp.square_shr(a, k))
     assert np.array_equal(run_one("rescale", [a], mult=23457, shift=17, bits=8), fp.rescale(a, 23457, 17, 8))
     table = np.random.default_rng(1).integers(-(1 << 20), 1 << 20, 256)
     assert np.array_equal(run_one("lut", [a], tables={"t": table}, table="t", in_bits=8), fp.lut(a, table, 8))

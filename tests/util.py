@@ -47,8 +47,12 @@ def quantized_models(draw, **kw):
     ws = draw(st.sampled_from([1e-3, 1.0, 30.0]))
     es = draw(st.sampled_from([1e-2, 1.0, 50.0]))
     w = random_weights(cfg, seed, ws, es)
-    opts = QuantOptions(act_bits=draw(st.integers(4, 10)), state_bits=draw(st.integers(12, 24)),
-                        pow2=draw(st.booleans()), remove_inner_norm=draw(st.booleans()))
+    # a few sites wider than the rest (as the default model's o), up to 16 bits: norms over them square
+    # with a shift (fp.norm_square_shift) once x² no longer fits a graded spike
+    wide = draw(st.dictionaries(st.sampled_from(["o", "x", "r", "z", "g"]), st.integers(8, 16), max_size=2))
+    opts = QuantOptions(act_bits=draw(st.integers(4, 10)), state_bits=draw(st.integers(12, 24)), site_bits=wide,
+                        pow2=draw(st.booleans()), remove_inner_norm=draw(st.booleans()),
+                        scale_method=draw(st.sampled_from(["max", "mse"])))
     rng = np.random.default_rng(seed)
     qm = quantize(cfg, w, [rng.integers(0, cfg.vocab_size, 24)], opts)
     tokens = draw(st.lists(st.integers(0, cfg.vocab_size - 1), min_size=1, max_size=6))

@@ -24,11 +24,12 @@ def parse_site_bits(specs: list[str]) -> dict:
 
 
 def quant_options(act_bits: int, state_bits: int, site_bits: list[str], no_pow2: bool, remove_inner_norm: bool,
-                  rms_eps: float | None = None):
+                  rms_eps: float | None = None, scale_method: str = "max"):
     from mflc.compiler.quantize import QuantOptions
 
     return QuantOptions(act_bits=act_bits, state_bits=state_bits, site_bits=parse_site_bits(site_bits),
-                        pow2=not no_pow2, remove_inner_norm=remove_inner_norm, rms_eps=rms_eps)
+                        pow2=not no_pow2, remove_inner_norm=remove_inner_norm, rms_eps=rms_eps,
+                        scale_method=scale_method)
 
 
 def read_text_tokens(path: Path, vocab_size: int, model_dir: Path | None, max_tokens: int | None) -> list[int]:
@@ -57,7 +58,8 @@ CalibOpt = typer.Option(None, "--calib", help="Calibration text file (default: t
 CalibTokensOpt = typer.Option(None, "--calib-tokens", help="Use at most this many calibration tokens (default: all of a file, 256 otherwise).")
 ActBits = typer.Option(8, help="Bits of every activation quantization site.")
 StateBits = typer.Option(24, help="Bits of the recurrent state h (<= 24).")
-SiteBits = typer.Option(None, "--site-bits", help="Per-site override, e.g. --site-bits r=12 (repeatable).")
+SiteBits = typer.Option(None, "--site-bits", help="Per-site override, e.g. --site-bits r=12 (repeatable). The site o "
+                        "defaults to 12 bits (docs/accuracy.md); --site-bits o=8 gives the paper's uniform 8.")
 NoPow2 = typer.Option(False, "--no-pow2", help="Allow arbitrary (non power-of-two) site scales.")
 RemoveInner = typer.Option(False, "--remove-inner-norm", help="Drop each BitLinear's own RMSNorm (changes the model).")
 RmsEps = typer.Option(None, "--rms-eps", help="Override RMSNorm's eps in the fixed-point model (the fork's option).")
