@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from mflc.cli import app, emit_json, err, guarded, out
+from mflc.cli import app, emit_json, err, guarded, out, resolve_model
 from mflc.ir.errors import ConfigError, MflcError
 
 HardwareOpt = typer.Option(None, "--hardware", help="Hardware profile: loihi2 (default), loihi2_120, or a JSON file "
@@ -83,8 +83,8 @@ def layout_build(build_dir: Path, graph, hw, system=None, plot: Optional[Path] =
 
 @app.command("estimate")
 @guarded
-def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model directory (checkpoint or quantized model); "
-                                                                    "or give --preset"),
+def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model directory (checkpoint or quantized model; "
+                                                                    "default: the embedded default model); or give --preset"),
                  preset: Optional[str] = typer.Option(None, "--preset", help="370M, 1.3B, 2.7B or tiny"),
                  density: Optional[float] = typer.Option(None, "--density", help="Fraction of non-zero ternary weights "
                                                          "(default: measured from MODEL's weights, else the stated default)"),
@@ -109,8 +109,10 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
     from mflc.compiler.skeleton import DEFAULT_TERNARY_DENSITY, skeleton_graph
 
     t0 = time.perf_counter()
-    if (model is None) == (preset is None):
-        raise ConfigError("give either --preset NAME (370M, 1.3B, 2.7B, tiny) or a MODEL directory, not both or neither")
+    if model is not None and preset is not None:
+        raise ConfigError("give either --preset NAME (370M, 1.3B, 2.7B, tiny) or a MODEL directory, not both")
+    if preset is None:
+        model = resolve_model(model)           # neither: the embedded default model
     hw = resolve_profile(hardware)
     options = QuantOptions(remove_inner_norm=remove_inner_norm)
     if preset is not None:

@@ -44,6 +44,7 @@ def load_for_simulation(path: Path):
 def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build directory (from compile) or model directory (default: the embedded default model)"),
                tokens: int = typer.Option(16, help="Number of random tokens to run"),
                seed: int = typer.Option(0, help="Seed of the random tokens"),
+               text: Optional[Path] = typer.Option(None, "--text", help="Run the first --tokens bytes of this text file instead of random tokens"),
                backend: str = typer.Option("engine", help="engine (Numba) or lava"),
                json_out: bool = typer.Option(False, "--json")):
     """Run the integer reference model and the simulator side by side; exit 0 only if every logit and state is equal."""
@@ -60,7 +61,15 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
     if tokens < 1:
         raise MflcError(f"--tokens must be >= 1, got {tokens}")
     qm, graph, cm, ref = load_for_simulation(model)
-    toks = np.random.default_rng(seed).integers(0, qm.cfg.vocab_size, tokens).tolist()
+    if text is not None:
+        from mflc.cli_model import read_text_tokens
+
+        toks = read_text_tokens(text, qm.cfg.vocab_size, None, tokens)
+        if not toks:
+            raise MflcError(f"{text}: empty text file")
+        tokens = len(toks)
+    else:
+        toks = np.random.default_rng(seed).integers(0, qm.cfg.vocab_size, tokens).tolist()
     prog, adv = progress_bar(tokens, "integer reference")
     t0 = time.perf_counter()
     with prog:
@@ -68,14 +77,14 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
     dt = time.perf_counter() - t0
     if json_out:
         d = res.to_dict()
-        d.update(seed=seed, seconds=dt, backend=backend)
+        d.update(seed=seed, text=str(text) if text else None, seconds=dt, backend=backend)
         emit_json(d)
     else:
         rows = [("tokens", res.tokens), ("values compared (logits + states)", f"{res.compared_values:,}"),
                 ("result", "[green]bit-exact[/]" if res.ok else "[red]MISMATCH[/]"),
                 ("synaptic ops", f"{res.counters['synops']:,}"), ("neuron updates", f"{res.counters['neuron_updates']:,}"),
                 ("seconds", f"{dt:.2f}")]
-        out.print(kv_table(f"verify {model} (seed {seed})", rows))
+        out.print(kv_table(f"verify {model} ({text or f'random tokens, seed {seed}'})", rows))
         if res.divergence:
             err.print(f"[red]{escape(res.divergence.describe())}[/]", soft_wrap=True)
     if not res.ok:
