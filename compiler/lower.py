@@ -79,7 +79,7 @@ class _Builder:
         s0, n, b = self.stage(src), self.g.groups[src].size, self.g.groups[src].out_bits
         k = self.qm.scalars.get(f"sq.{red_key}", 0)
         ins = I("square_shr", "y", "x", shift=k) if k else I("square", "y", "x")
-        sq = self.group(f"{tag}.sq", n, ["x"], [ins], "y", 2 * b - k, s0 + 1,
+        sq = self.group(f"{tag}.sq", n, ["x"], [ins], "y", fp.square_bits(b, k), s0 + 1,
                         meta=dict(layer=layer, role="norm.square"))
         self.identity(src, sq, "x")
         sm = self.group(f"{tag}.sum", 1, ["x"], [I("rms_factor", "y", "x", eps=self.qm.s(f"E.{red_key}"))], "y",

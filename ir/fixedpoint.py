@@ -118,15 +118,20 @@ def square_shr(x, shift: int):
 ACC_BITS = 32   # synaptic (dendritic) accumulator of a reduction: Lava Dense's 32-bit int
 
 
+def square_bits(in_bits: int, shift: int) -> int:
+    """Signed width of square_shr over a signed ``in_bits`` input: (-2^(b-1))² rounded by 2^shift, plus sign."""
+    top = 1 << (2 * in_bits - 2)
+    return ((top + ((1 << shift) >> 1)) >> shift).bit_length() + 1
+
+
 def norm_square_shift(in_bits: int, n: int) -> int:
-    """The smallest even shift k such that n squares of a signed ``in_bits`` value, each rounded to
-    x²/2^k, fit a graded spike (< 2^(MSG_BITS_MAX-1)) and their sum fits the 32-bit accumulator.
-    0 for every 8-bit site of any model with fewer than 2^17 elements per norm."""
-    top = 1 << (2 * in_bits - 2)                      # (-2^(b-1))², the largest square
+    """The smallest even shift k such that the squares of a signed ``in_bits`` value, rounded to x²/2^k,
+    travel in a graded spike and n of them at their declared width cannot overflow the 32-bit
+    accumulator (the check the IR validator makes). 0 for 8-bit inputs up to n = 2^16."""
     k = 0
     while True:
-        q = (top + ((1 << k) >> 1)) >> k              # round(top / 2^k)
-        if q <= smax(MSG_BITS_MAX) and n * q <= smax(ACC_BITS):
+        w = square_bits(in_bits, k)
+        if w <= MSG_BITS_MAX and n * smax(w) <= smax(ACC_BITS):
             return k
         k += 2
 

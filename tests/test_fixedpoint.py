@@ -487,14 +487,19 @@ def test_runtime_ops_return_int64():
 
 def test_norm_square_shift_is_the_smallest_even_shift_that_fits():
     for bits in range(2, 25):
+        w0 = fp.square_bits(bits, 0)
+        assert fp.smin(w0) <= 0 and int(fp.square(np.int64(fp.smin(bits)))) <= fp.smax(w0)   # the width holds it
+        assert int(fp.square(np.int64(fp.smin(bits)))) > fp.smax(w0 - 1)                  # and is tight
         for n in (1, 7, 128, 384, 1024, 2816, 1 << 17):
             k = fp.norm_square_shift(bits, n)
-            top = int(fp.square_shr(np.int64(fp.smin(bits)), k))
-            assert k % 2 == 0 and top <= fp.smax(fp.MSG_BITS_MAX) and n * top <= fp.smax(fp.ACC_BITS), (bits, n, k)
+            w = fp.square_bits(bits, k)
+            assert int(fp.square_shr(np.int64(fp.smin(bits)), k)) <= fp.smax(w)
+            assert k % 2 == 0 and w <= fp.MSG_BITS_MAX and n * fp.smax(w) <= fp.smax(fp.ACC_BITS), (bits, n, k)
             if k:
-                prev = int(fp.square_shr(np.int64(fp.smin(bits)), k - 2))
-                assert prev > fp.smax(fp.MSG_BITS_MAX) or n * prev > fp.smax(fp.ACC_BITS)
+                wp = fp.square_bits(bits, k - 2)
+                assert wp > fp.MSG_BITS_MAX or n * fp.smax(wp) > fp.smax(fp.ACC_BITS)
     assert fp.norm_square_shift(8, 1 << 16) == 0          # every 8-bit norm of a real model: exact squares
+    assert fp.norm_square_shift(12, 384) == 2 and fp.norm_square_shift(12, 128) == 0
 
 
 def test_square_shr_rounds_half_away_from_zero():
