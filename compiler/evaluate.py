@@ -33,16 +33,18 @@ class EvalResult:
         return d
 
 
-def evaluate(fm: FloatModel, im: IntModel, tokens, progress=None, int_logits: np.ndarray | None = None) -> EvalResult:
+def evaluate(fm: FloatModel, im: IntModel, tokens, progress=None, int_logits: np.ndarray | None = None,
+             float_logits: np.ndarray | None = None) -> EvalResult:
     """Next-token cross-entropy (bits) of both models on one sequence; the integer logits are read at
     the quantizer's logit scale, which is measurement only, never part of the integer path.
 
     ``int_logits`` lets a caller supply the fixed-point logits from an executor proven equal to ``im``
-    (the Numba simulator is ~40x faster than the numpy reference model); else ``im`` computes them."""
+    (the Numba simulator is ~40x faster than the numpy reference model); else ``im`` computes them.
+    ``float_logits`` likewise saves recomputing the float model when many quantizations are compared."""
     tokens = np.asarray(tokens, dtype=np.int64)
     if len(tokens) < 2:
         raise ValueError("evaluation needs at least 2 tokens")
-    lf, _ = fm.forward(tokens)
+    lf = fm.forward(tokens)[0] if float_logits is None else np.asarray(float_logits, dtype=np.float64)
     if int_logits is not None:
         li = np.asarray(int_logits, dtype=np.int64)
         if li.shape != (len(tokens), im.cfg.vocab_size):

@@ -180,3 +180,22 @@ def test_estimate_includes_cost_figures(tmp_path):
     assert r.exit_code == 1 and "prompt length" in r.output
     r = run("estimate", "--preset", "tiny", "--cost-params", tmp_path / "none.json", ok=False)
     assert r.exit_code == 1 and "none.json" in r.output
+
+
+def test_ablate_rows_and_json(build):
+    """One row per variant, the paper's scheme first; each row's figures are those `eval` gives for it."""
+    args = ["ablate", build / "m", "--text", ROOT / "README.md", "--max-tokens", "60", "--json"]
+    js = json.loads(run(*args).output)
+    rows = {r["config"]: r for r in js["rows"]}
+    assert js["rows"][0]["config"].startswith("paper") and js["rows"][0]["gain_vs_paper"] == 0
+    assert "o at 12 bits" in rows and "h at 12 bits" not in rows and len(js["rows"]) == 8 + 24
+    ev = json.loads(run("eval", build / "m", "--text", ROOT / "README.md", "--max-tokens", "60",
+                        "--site-bits", "o=8", "--json").output)
+    assert ev["total"]["fixed_bits_per_token"] == js["rows"][0]["fixed_bits_per_token"]
+    ev12 = json.loads(run("eval", build / "m", "--text", ROOT / "README.md", "--max-tokens", "60", "--json").output)
+    assert ev12["total"]["fixed_bits_per_token"] == rows["mflc default (o 12 bits)"]["fixed_bits_per_token"]
+
+
+def test_ablate_rejects_bad_width(build):
+    r = runner.invoke(app, ["ablate", str(build / "m"), "--text", str(ROOT / "README.md"), "--wide", "30"])
+    assert r.exit_code == 1 and "--wide 30" in r.output

@@ -88,7 +88,7 @@ def progress_bar(total: int, label: str):
 
 
 # The commands live in their own modules; importing them registers them on ``app``.
-from mflc import cli_build, cli_layout, cli_model, cli_sim, cli_lava  # noqa: E402,F401
+from mflc import cli_accuracy, cli_build, cli_layout, cli_model, cli_sim, cli_lava  # noqa: E402,F401
 
 
 def main() -> None:

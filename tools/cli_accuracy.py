@@ -1,0 +1,200 @@
+"""Accuracy commands: eval (float vs fixed point on text) and ablate (which quantization site costs what)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mflc.cli import app, emit_json, guarded, out, progress_bar, resolve_model
+from mflc.cli_model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
+                            quant_options, quantize_with_calibration, read_text_tokens)
+from mflc.ir.errors import ConfigError
+
+TextOpt = typer.Option(None, "--text", help="Text file to evaluate on, byte-level (repeatable)")
+HeldoutOpt = typer.Option(False, "--heldout", help="Evaluate on the held-out split of this Python's standard library "
+                          "(the default model's split; see tools/corpus.py)")
+StdlibOpt = typer.Option(None, help="Standard-library directory for --heldout (default: this interpreter's)")
+MaxTokensOpt = typer.Option(2048, help="Evaluate at most this many tokens of each file")
+MaxFilesOpt = typer.Option(None, help="Evaluate at most this many files")
+EngineOpt = typer.Option("fast", help="fast: fixed-point logits from the Numba simulator of the compiled IR (proven "
+                         "equal to the reference); reference: the numpy integer model (~40x slower)")
+
+
+def evaluation_texts(model: Path, vocab_size: int, text: list[Path] | None, heldout: bool, stdlib: Path | None,
+                     max_tokens: int, max_files: int | None) -> list[tuple[str, list[int]]]:
+    """(name, tokens) of every text to evaluate on: the given files, or the stdlib's held-out split."""
+    if bool(text) == heldout:
+        raise ConfigError("give either --text FILE (repeatable) or --heldout")
+    if max_tokens < 2:
+        raise ConfigError(f"--max-tokens {max_tokens}: needs at least 2")
+    if max_files is not None and max_files < 1:
+        raise ConfigError(f"--max-files {max_files}: needs at least 1")
+    if heldout:
+        from mflc.corpus import heldout_files, stdlib_dir
+
+        root = stdlib or stdlib_dir()
+        if not Path(root).is_dir():
+            raise ConfigError(f"--stdlib {root}: not a directory")
+        files = heldout_files(root)
+        if not files:
+            raise ConfigError(f"{root}: no held-out .py files found (is this a Python standard library?)")
+    else:
+        files = [(str(p), p) for p in text]
+    seqs = []
+    for name, p in files[:max_files] if max_files else files:
+        toks = read_text_tokens(Path(p), vocab_size, model, max_tokens)
+        if len(toks) < 2:
+            raise ConfigError(f"{p}: needs at least 2 bytes of text, has {len(toks)}")
+        seqs.append((name, toks))
+    return seqs
+
+
+def fixed_point_results(fm, qm, seqs, engine: str, float_logits: dict | None = None, progress=None):
+    """EvalResult per sequence for one quantized model; fixed-point logits from the chosen engine."""
+    from mflc.compiler.evaluate import evaluate
+    from mflc.compiler.int_model import IntModel
+
+    if engine not in ("fast", "reference"):
+        raise ConfigError(f"--engine {engine!r}: choose fast or reference")
+    im = IntModel(qm)
+    graph = None
+    if engine == "fast":
+        from mflc.compiler.lower import lower
+
+        graph = lower(qm)
+    results, done = [], 0
+    for name, toks in seqs:
+        def step(n, base=done):
+            if progress:
+                progress(base + n)
+        li = None
+        if graph is not None:
+            from mflc.simulator.fastpath import run_tokens
+
+            li = run_tokens(graph, toks, progress=step)
+        lf = float_logits.get(name) if float_logits is not None else None
+        results.append((name, evaluate(fm, im, toks, progress=step, int_logits=li, float_logits=lf)))
+        done += len(toks)
+    return results
+
+
+@app.command("eval")
+@guarded
+def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint directory (default: the embedded default model)"),
+             text: list[Path] = TextOpt, heldout: bool = HeldoutOpt, stdlib: Optional[Path] = StdlibOpt,
+             max_tokens: int = MaxTokensOpt, max_files: Optional[int] = MaxFilesOpt, engine: str = EngineOpt,
+             calib: Optional[Path] = CalibOpt, calib_tokens: Optional[int] = CalibTokensOpt,
+             act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
+             no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
+             scale_method: str = typer.Option("max", help="max (calibrated max |x|) or mse (least squared error)"),
+             json_out: bool = typer.Option(False, "--json")):
+    """Float vs fixed-point bits per byte and top-1 agreement of next-token predictions, file by file."""
+    model = resolve_model(model)
+    from mflc.compiler.evaluate import combine
+    from mflc.compiler.float_model import FloatModel
+    from mflc.compiler.loading import load_float
+
+    if engine not in ("fast", "reference"):
+        raise ConfigError(f"--engine {engine!r}: choose fast or reference")
+    cfg, w = load_float(model)
+    seqs = evaluation_texts(model, cfg.vocab_size, text, heldout, stdlib, max_tokens, max_files)
+    opts = quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps, scale_method)
+    qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens, opts, text_tokens=seqs[0][1])
+    fm = FloatModel(cfg, w, remove_inner_norm=remove_inner_norm)
+    prog, adv = progress_bar(sum(len(t) for _, t in seqs), "fixed-point model")
+    with prog:
+        results = fixed_point_results(fm, qm, seqs, engine, progress=adv)
+    total = combine([r for _, r in results])
+    d = dict(total=total.to_dict(), files=[dict(file=n, **r.to_dict()) for n, r in results],
+             calibration=qm.meta["calibration"], engine=engine, unit="bits per byte",
+             max_tokens_per_file=max_tokens, quantization=qm.options.__dict__)
+    if json_out:
+        emit_json(d)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"bits per byte, float vs fixed point ({len(results)} file(s), at most {max_tokens} bytes each)",
+              title_justify="left")
+    t.add_column("file", overflow="fold")
+    for col in ("bytes", "float", "fixed point", "gap", "top-1 agree"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for n, r in results + [("all", total)]:
+        t.add_row(n, f"{r.tokens:,}", f"{r.float_bits_per_token:.4f}", f"{r.fixed_bits_per_token:.4f}",
+                  f"{100 * r.relative_gap:+.2f} %", f"{r.top1_agreement:.3f}", end_section=n == results[-1][0])
+    out.print(t)
+    out.print(f"float top-1 accuracy {total.float_top1_accuracy:.3f}, fixed point {total.fixed_top1_accuracy:.3f}; "
+              f"calibration: {qm.meta['calibration']}")
+
+
+def ablation_configs(wide: int, sites: list[str]) -> list[tuple[str, dict]]:
+    """(label, QuantOptions fields) of each variant, all relative to the paper's uniform scheme."""
+    paper = dict(act_bits=8, site_bits={}, min_site_bits={}, pow2=True, scale_method="max")
+    rows = [("paper: every site 8 bits, power-of-two, max", paper),
+            ("mflc default (o 12 bits)", dict(paper, min_site_bits={"o": 12})),
+            ("mflc default, free scales", dict(paper, min_site_bits={"o": 12}, pow2=False)),
+            ("mflc default, mse scales", dict(paper, min_site_bits={"o": 12}, scale_method="mse")),
+            ("free (non power-of-two) scales", dict(paper, pow2=False)),
+            ("mse scales", dict(paper, scale_method="mse")),
+            (f"every site {wide} bits", dict(paper, act_bits=wide)),
+            ("state h 16 bits (instead of 24)", dict(paper, state_bits=16))]
+    rows += [(f"{k} at {wide} bits", dict(paper, site_bits={k: wide})) for k in sites]
+    return rows
+
+
+@app.command("ablate")
+@guarded
+def ablate_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint directory (default: the embedded default model)"),
+               text: list[Path] = TextOpt, heldout: bool = HeldoutOpt, stdlib: Optional[Path] = StdlibOpt,
+               max_tokens: int = MaxTokensOpt, max_files: Optional[int] = MaxFilesOpt,
+               wide: int = typer.Option(12, help="Width given to one site at a time"),
+               calib: Optional[Path] = CalibOpt, calib_tokens: Optional[int] = CalibTokensOpt,
+               json_out: bool = typer.Option(False, "--json")):
+    """Which quantization site costs the accuracy: widen one site at a time (and try other scale rules)
+    against the paper's uniform 8-bit scheme; bits per byte over the same texts and calibration."""
+    model = resolve_model(model)
+    from mflc.compiler.evaluate import combine
+    from mflc.compiler.float_model import FloatModel
+    from mflc.compiler.loading import load_float
+    from mflc.compiler.quantize import FINAL_SITES, LAYER_SITES, QuantOptions
+    from mflc.ir import fixedpoint as fp
+
+    if not 9 <= wide <= fp.MSG_BITS_MAX:
+        raise ConfigError(f"--wide {wide}: must be in [9, {fp.MSG_BITS_MAX}]")
+    cfg, w = load_float(model)
+    seqs = evaluation_texts(model, cfg.vocab_size, text, heldout, stdlib, max_tokens, max_files)
+    fm = FloatModel(cfg, w)
+    sites = [k for k in (*LAYER_SITES, *FINAL_SITES) if k != "h"]
+    configs = ablation_configs(wide, sites)
+    prog, adv = progress_bar(len(configs) + 1, "configurations")
+    rows = []
+    with prog:
+        float_logits = {name: fm.forward(toks)[0] for name, toks in seqs}
+        adv(1)
+        for k, (label, fields) in enumerate(configs):
+            qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens, replace(QuantOptions(), **fields),
+                                           text_tokens=seqs[0][1])
+            res = combine([r for _, r in fixed_point_results(fm, qm, seqs, "fast", float_logits)])
+            rows.append(dict(config=label, options=fields, **res.to_dict()))
+            adv(k + 2)
+    base = rows[0]["fixed_bits_per_token"]
+    for r in rows:
+        r["gain_vs_paper"] = base - r["fixed_bits_per_token"]
+    d = dict(rows=rows, texts=[n for n, _ in seqs], bytes=rows[0]["tokens"], calibration=qm.meta["calibration"],
+             float_bits_per_byte=rows[0]["float_bits_per_token"], wide=wide)
+    if json_out:
+        emit_json(d)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"ablation: fixed-point bits per byte on {len(seqs)} text(s), {d['bytes']:,} bytes "
+                    f"(float {d['float_bits_per_byte']:.4f})", title_justify="left")
+    t.add_column("configuration", overflow="fold")
+    for col in ("fixed", "gap", "gain vs paper", "top-1 agree"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        t.add_row(r["config"], f"{r['fixed_bits_per_token']:.4f}", f"{100 * r['relative_gap']:+.2f} %",
+                  f"{r['gain_vs_paper']:+.4f}", f"{r['top1_agreement']:.3f}", end_section=r is rows[7])
+    out.print(t)
+    out.print(f"calibration: {d['calibration']}")
