@@ -201,6 +201,22 @@ def _fits(bits: np.ndarray, axons: np.ndarray, lim: dict) -> bool:
     return int(bits.max()) <= lim["synapse_bits"] and int(axons.max()) <= lim["axons_in"]
 
 
+def _narrow_parts_reason(plans: dict, cands: list, graph: Graph, hw: HardwareProfile) -> str:
+    """Why splitting did not help, when the cause is the message width: parts of a single source column
+    because any two columns' partial sum would not fit a graded spike (wide inputs such as squares)."""
+    for s in cands:
+        p = plans.get(s.name)
+        if p is None or p.k < 2 or int(np.diff(p.bounds).max()) > 1:
+            continue
+        c0, c1 = src_span(s)
+        pair = np.array([c0, c0 + 2, c1])             # the first block holds two columns
+        need = _block_bits(s, pair, _block_counts(s, pair), graph.groups[s.src].out_bits)[0]
+        return (f"; {s.name} can only be split into single source columns, because a partial sum of two of its "
+                f"{graph.groups[s.src].out_bits}-bit inputs needs {need} bits, more than the {hw.max_msg_bits}-bit "
+                "message limit (max_msg_bits): narrower inputs or a larger max_axons_in are needed")
+    return ""
+
+
 def split_fan_in(graph: Graph, hw: HardwareProfile) -> Graph:
     """The graph with every fan-in too large for one core split into exact partial sums (see the module
     docstring); the input graph itself when nothing needs splitting. Raises FitError listing every group
@@ -244,10 +260,12 @@ def split_fan_in(graph: Graph, hw: HardwareProfile) -> Graph:
             if _fits(bits, axons, lim):
                 break
         if not failed and not _fits(bits, axons, lim):
+            why = _narrow_parts_reason(plans, cands, graph, hw)
             violations.append(
                 f"group {name}: one neuron's fan-in needs {first[0]:,} bits of synaptic memory and {first[1]:,} input "
                 f"axons ({int(bits.max()):,} / {int(axons.max()):,} after splitting every splittable synapse group), "
-                f"more than a core's {lim['synapse_bits']:,} (synaptic_memory_bits) / {lim['axons_in']:,} (max_axons_in)")
+                f"more than a core's {lim['synapse_bits']:,} (synaptic_memory_bits) / {lim['axons_in']:,} (max_axons_in)"
+                + why)
     if violations:
         raise FitError(violations)
     if not plans:

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -5,6 +7,10 @@ from mflc.compiler.config import preset
 from mflc.compiler.quantize import quantize
 
 from util import random_weights
+
+# Tables in CLI tests must not depend on the width of whatever terminal (or none) runs pytest: rich reads
+# COLUMNS when mflc.cli creates its consoles, which happens after this file is imported.
+os.environ["COLUMNS"] = "200"
 
 
 @pytest.fixture(scope="session")

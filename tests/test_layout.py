@@ -22,7 +22,7 @@ from mflc.compiler.layout import (Core, NeuronSlice, check_layout, layout_from_d
 from mflc.compiler.lower import lower
 from mflc.compiler.partition import partition, split_fan_in
 from mflc.compiler.place import layout_graph, place
-from mflc.compiler.quantize import quantize
+from mflc.compiler.quantize import QuantOptions, quantize
 from mflc.compiler.report import build_report, plot_layout, render_report
 from mflc.ir.errors import ConfigError, FitError, MflcError
 from mflc.ir.graph import Graph, Instr, NeuronGroup, SynapseGroup
@@ -148,9 +148,12 @@ SMALL = ModelConfig.from_dict(dict(vocab_size=48, hidden_size=16, num_hidden_lay
        neurons=st.integers(2, 40), cpc=st.integers(2, 16))
 def test_fan_in_splits_are_bit_exact(seed, syn, axons, neurons, cpc):
     """Under tight random limits the split graph still validates, computes exactly the same logits as the
-    unsplit one, and its layout (many cores, many chips) passes the independent checker."""
+    unsplit one, and its layout (many cores, many chips) passes the independent checker. Every site is 8
+    bits here: these limits split even the 16-wide norm reductions, and the squares of a 12-bit site are too
+    wide for two of them to share a partial sum (test_wide_squares_cannot_be_split_and_say_why)."""
     rng = np.random.default_rng(seed)
-    qm = quantize(SMALL, random_weights(SMALL, seed), [rng.integers(0, SMALL.vocab_size, 24)])
+    qm = quantize(SMALL, random_weights(SMALL, seed), [rng.integers(0, SMALL.vocab_size, 24)],
+                  QuantOptions(min_site_bits={}))
     g = lower(qm)
     hw = replace(HardwareProfile(), synaptic_memory_bits=syn, max_axons_in=axons, neurons_per_core=neurons,
                  cores_per_chip=cpc)
@@ -161,6 +164,23 @@ def test_fan_in_splits_are_bit_exact(seed, syn, axons, neurons, cpc):
     a = ReferenceExecutor(g).run(toks).outputs["logits"]
     b = ReferenceExecutor(g2).run(toks).outputs["logits"]       # validates g2 first
     assert np.array_equal(a, b)
+
+
+def test_wide_squares_cannot_be_split_and_say_why():
+    """With o at 12 bits (the default) its squares are 24 bits wide, so the norm's sum cannot be cut into
+    partial sums of two columns; with fewer input axons than d the layout fails and names the message limit."""
+    rng = np.random.default_rng(0)
+    g = lower(quantize(SMALL, random_weights(SMALL, 0), [rng.integers(0, SMALL.vocab_size, 24)]))
+    assert g.groups["L0.o_in.sq"].out_bits == 24
+    hw = replace(HardwareProfile(), synaptic_memory_bits=1500, max_axons_in=8, neurons_per_core=40, cores_per_chip=16)
+    with pytest.raises(FitError) as e:
+        layout_graph(g, hw)
+    msg = str(e.value)
+    assert "group L0.o_in.sum" in msg and "single source columns" in msg and "25 bits" in msg
+    assert "24-bit message limit (max_msg_bits)" in msg
+    hw = replace(hw, max_axons_in=16)                  # the whole reduction on one core: fits
+    g2, lay = layout_graph(g, hw)
+    assert check_layout(lay, g2, hw) == []
 
 
 # ---- the independent checker on random graphs ------------------------------------------------------------------
@@ -396,8 +416,10 @@ def test_estimate_errors_exit_1(tmp_path):
     assert r.exit_code == 1 and "more than oheo_gulch's 1" in r.output
     r = runner.invoke(app, ["estimate", "--preset", "tiny", "--system", "pohoiki"])
     assert r.exit_code == 1 and "unknown system 'pohoiki'" in r.output
-    r = runner.invoke(app, ["estimate"])
-    assert r.exit_code == 1 and "--preset" in r.output
+    r = runner.invoke(app, ["estimate", str(tmp_path), "--preset", "tiny"])
+    assert r.exit_code == 1 and "not both" in r.output
+    r = runner.invoke(app, ["estimate", str(tmp_path / "absent")])
+    assert r.exit_code == 1 and "no such model directory" in r.output
 
 
 def test_estimate_measures_density_from_weights_and_compile_writes_the_layout(tmp_path):
