@@ -97,9 +97,10 @@ def site_kind(site: str) -> str:
 
 
 # ---- calibration -------------------------------------------------------------------------------------
-def calibrate(fm: FloatModel, token_seqs: Iterable[Iterable[int]], keep_values: bool = False):
+def calibrate(fm: FloatModel, token_seqs: Iterable[Iterable[int]], keep_values: bool = False,
+              sample: int | None = MSE_SAMPLE):
     """max |value| per site over the given token sequences, run through the float model; with
-    ``keep_values`` also a subsample (at most MSE_SAMPLE, evenly strided) of each site's values."""
+    ``keep_values`` also each site's values (an evenly strided subsample of at most ``sample``; None: all)."""
     amax: dict[str, float] = {}
     vals: dict[str, list[np.ndarray]] = {}
 
@@ -125,12 +126,11 @@ def calibrate(fm: FloatModel, token_seqs: Iterable[Iterable[int]], keep_values: 
             vals[f"L{i}.hq"] = vals[f"L{i}.h"]
     if not keep_values:
         return amax
-    sample = {}
+    kept = {}
     for k, parts in vals.items():
         v = np.concatenate(parts)
-        stride = max(1, -(-v.size // MSE_SAMPLE))
-        sample[k] = v[::stride]
-    return amax, sample
+        kept[k] = v if sample is None else v[::max(1, -(-v.size // sample))]
+    return amax, kept
 
 
 def _mse_frac(v: np.ndarray, bits: int, frac0: int) -> int:

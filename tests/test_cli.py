@@ -199,3 +199,15 @@ def test_ablate_rows_and_json(build):
 def test_ablate_rejects_bad_width(build):
     r = runner.invoke(app, ["ablate", str(build / "m"), "--text", str(ROOT / "README.md"), "--wide", "30"])
     assert r.exit_code == 1 and "--wide 30" in r.output
+
+
+def test_sites_table_and_json(build):
+    r = run("sites", build / "m", "--text", ROOT / "README.md", "--max-tokens", "200")
+    assert "SQNR dB" in r.output and "crest" in r.output
+    js = json.loads(run("sites", build / "m", "--text", ROOT / "README.md", "--max-tokens", "200", "--per-layer",
+                        "--json").output)
+    sq = [row["sqnr_db"] for row in js["rows"]]
+    assert sq == sorted(sq) and {row["site"] for row in js["rows"]} >= {"L0.o", "L0.x", "head.in"}
+    assert all(row["values"] > 0 and row["crest"] >= 1 for row in js["rows"])
+    r = run("sites", build / "m", ok=False)
+    assert r.exit_code == 1 and "--text FILE" in r.output

@@ -198,3 +198,49 @@ def ablate_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint dir
                   f"{r['gain_vs_paper']:+.4f}", f"{r['top1_agreement']:.3f}", end_section=r is rows[7])
     out.print(t)
     out.print(f"calibration: {d['calibration']}")
+
+
+@app.command("sites")
+@guarded
+def sites_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint directory (default: the embedded default model)"),
+              text: list[Path] = TextOpt, heldout: bool = HeldoutOpt, stdlib: Optional[Path] = StdlibOpt,
+              max_tokens: int = MaxTokensOpt, max_files: Optional[int] = typer.Option(4, help="Use at most this many files"),
+              per_layer: bool = typer.Option(False, "--per-layer", help="One row per site instead of per site kind"),
+              calib: Optional[Path] = CalibOpt, calib_tokens: Optional[int] = CalibTokensOpt,
+              act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
+              no_pow2: bool = NoPow2, scale_method: str = typer.Option("max", help="max or mse"),
+              json_out: bool = typer.Option(False, "--json")):
+    """Why a site costs accuracy: how heavy-tailed its float values are (crest factor, kurtosis) and the
+    signal-to-noise ratio of rounding them, in isolation, to the site's fixed-point grid; worst first."""
+    model = resolve_model(model)
+    from mflc.compiler.float_model import FloatModel
+    from mflc.compiler.loading import load_float
+    from mflc.compiler.site_stats import by_kind, site_statistics
+
+    cfg, w = load_float(model)
+    seqs = evaluation_texts(model, cfg.vocab_size, text, heldout, stdlib, max_tokens, max_files)
+    opts = quant_options(act_bits, state_bits, site_bits, no_pow2, False, None, scale_method)
+    qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens, opts, text_tokens=seqs[0][1])
+    stats = site_statistics(FloatModel(cfg, w), qm, [t for _, t in seqs])
+    rows = [r.to_dict() for r in stats] if per_layer else by_kind(stats)
+    rows.sort(key=lambda r: r["sqnr_db"])
+    d = dict(rows=rows, texts=[n for n, _ in seqs], bytes=sum(len(t) for _, t in seqs),
+             calibration=qm.meta["calibration"], quantization=qm.options.__dict__)
+    if json_out:
+        emit_json(d)
+        return
+    from rich.table import Table
+
+    key = "site" if per_layer else "kind"
+    t = Table(title=f"quantization sites on {len(seqs)} text(s), {d['bytes']:,} bytes, lowest SQNR first"
+                    + ("" if per_layer else " (per kind: mean crest and kurtosis, worst SQNR over layers)"),
+              title_justify="left")
+    t.add_column(key)
+    for col in ("bits", "crest", "kurtosis", "clipped", "SQNR dB"):
+        t.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        bits = r["bits"] if per_layer else ",".join(map(str, r["bits"]))
+        t.add_row(r[key], str(bits), f"{r['crest']:.1f}", f"{r['kurtosis']:.1f}", f"{100 * r['clipped']:.2f} %",
+                  f"{r['sqnr_db']:.1f}")
+    out.print(t)
+    out.print(f"calibration: {d['calibration']}; crest = max|x|/rms (a Gaussian's is ~4 on a few thousand values)")
