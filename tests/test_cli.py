@@ -190,10 +190,12 @@ def test_ablate_rows_and_json(build):
     assert js["rows"][0]["config"].startswith("paper") and js["rows"][0]["gain_vs_paper"] == 0
     assert "o at 12 bits" in rows and "h at 12 bits" not in rows and len(js["rows"]) == 8 + 24
     ev = json.loads(run("eval", build / "m", "--text", ROOT / "README.md", "--max-tokens", "60",
-                        "--site-bits", "o=8", "--json").output)
+                        "--uniform", "--json").output)
     assert ev["total"]["fixed_bits_per_token"] == js["rows"][0]["fixed_bits_per_token"]
+    assert ev["quantization"]["min_site_bits"] == {}
     ev12 = json.loads(run("eval", build / "m", "--text", ROOT / "README.md", "--max-tokens", "60", "--json").output)
-    assert ev12["total"]["fixed_bits_per_token"] == rows["mflc default (o 12 bits)"]["fixed_bits_per_token"]
+    assert ev12["total"]["fixed_bits_per_token"] == rows["mflc default (o 12, z 12 bits)"]["fixed_bits_per_token"]
+    assert ev12["quantization"]["min_site_bits"] == {"o": 12, "z": 12}
 
 
 def test_ablate_rejects_bad_width(build):

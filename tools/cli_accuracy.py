@@ -9,7 +9,7 @@ import typer
 
 from mflc.cli import app, emit_json, guarded, out, progress_bar, resolve_model
 from mflc.cli_model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
-                            quant_options, quantize_with_calibration, read_text_tokens)
+                            Uniform, quant_options, quantize_with_calibration, read_text_tokens)
 from mflc.ir.errors import ConfigError
 
 TextOpt = typer.Option(None, "--text", help="Text file to evaluate on, byte-level (repeatable)")
@@ -87,6 +87,7 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint direc
              max_tokens: int = MaxTokensOpt, max_files: Optional[int] = MaxFilesOpt, engine: str = EngineOpt,
              calib: Optional[Path] = CalibOpt, calib_tokens: Optional[int] = CalibTokensOpt,
              act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
+             uniform: bool = Uniform,
              no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
              scale_method: str = typer.Option("max", help="max (calibrated max |x|) or mse (least squared error)"),
              json_out: bool = typer.Option(False, "--json")):
@@ -100,7 +101,7 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint direc
         raise ConfigError(f"--engine {engine!r}: choose fast or reference")
     cfg, w = load_float(model)
     seqs = evaluation_texts(model, cfg.vocab_size, text, heldout, stdlib, max_tokens, max_files)
-    opts = quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps, scale_method)
+    opts = quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps, scale_method, uniform)
     qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens, opts, text_tokens=seqs[0][1])
     fm = FloatModel(cfg, w, remove_inner_norm=remove_inner_norm)
     prog, adv = progress_bar(sum(len(t) for _, t in seqs), "fixed-point model")
@@ -130,11 +131,15 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint direc
 
 def ablation_configs(wide: int, sites: list[str]) -> list[tuple[str, dict]]:
     """(label, QuantOptions fields) of each variant, all relative to the paper's uniform scheme."""
+    from mflc.compiler.quantize import DEFAULT_MIN_SITE_BITS
+
     paper = dict(act_bits=8, site_bits={}, min_site_bits={}, pow2=True, scale_method="max")
+    wide_default = ", ".join(f"{k} {b}" for k, b in DEFAULT_MIN_SITE_BITS.items())
+    default = dict(paper, min_site_bits=dict(DEFAULT_MIN_SITE_BITS))
     rows = [("paper: every site 8 bits, power-of-two, max", paper),
-            ("mflc default (o 12 bits)", dict(paper, min_site_bits={"o": 12})),
-            ("mflc default, free scales", dict(paper, min_site_bits={"o": 12}, pow2=False)),
-            ("mflc default, mse scales", dict(paper, min_site_bits={"o": 12}, scale_method="mse")),
+            (f"mflc default ({wide_default} bits)", default),
+            ("mflc default, free scales", dict(default, pow2=False)),
+            ("mflc default, mse scales", dict(default, scale_method="mse")),
             ("free (non power-of-two) scales", dict(paper, pow2=False)),
             ("mse scales", dict(paper, scale_method="mse")),
             (f"every site {wide} bits", dict(paper, act_bits=wide)),
@@ -208,6 +213,7 @@ def sites_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint dire
               per_layer: bool = typer.Option(False, "--per-layer", help="One row per site instead of per site kind"),
               calib: Optional[Path] = CalibOpt, calib_tokens: Optional[int] = CalibTokensOpt,
               act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
+              uniform: bool = Uniform,
               no_pow2: bool = NoPow2, scale_method: str = typer.Option("max", help="max or mse"),
               json_out: bool = typer.Option(False, "--json")):
     """Why a site costs accuracy: how heavy-tailed its float values are (crest factor, kurtosis) and the
@@ -219,7 +225,7 @@ def sites_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint dire
 
     cfg, w = load_float(model)
     seqs = evaluation_texts(model, cfg.vocab_size, text, heldout, stdlib, max_tokens, max_files)
-    opts = quant_options(act_bits, state_bits, site_bits, no_pow2, False, None, scale_method)
+    opts = quant_options(act_bits, state_bits, site_bits, no_pow2, False, None, scale_method, uniform)
     qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens, opts, text_tokens=seqs[0][1])
     stats = site_statistics(FloatModel(cfg, w), qm, [t for _, t in seqs])
     rows = [r.to_dict() for r in stats] if per_layer else by_kind(stats)

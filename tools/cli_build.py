@@ -10,7 +10,7 @@ from rich.table import Table
 from mflc.cli import resolve_model, app, emit_json, guarded, kv_table, out
 from mflc.cli_layout import HardwareOpt, PlotOpt, SystemOpt, layout_build
 from mflc.cli_model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
-                            quant_options, quantize_with_calibration)
+                            Uniform, quant_options, quantize_with_calibration)
 from mflc.ir.errors import MflcError
 
 
@@ -33,6 +33,7 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
                 out_dir: Path = typer.Option(..., "--out", help="Build directory to write"),
                 calib: Optional[Path] = CalibOpt, calib_tokens: Optional[int] = CalibTokensOpt,
                 act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
+                uniform: bool = Uniform,
                 no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
                 hardware: Optional[str] = HardwareOpt, system: Optional[str] = SystemOpt, plot: Optional[Path] = PlotOpt,
                 json_out: bool = typer.Option(False, "--json")):
@@ -52,7 +53,8 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
     else:
         cfg, w = load_float(model)
         qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens,
-                                       quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps))
+                                       quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps,
+                                                     uniform=uniform))
     g = lower(qm)
     qm.save(paths["quant"])
     save_graph(g, paths["ir"])

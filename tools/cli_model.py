@@ -24,10 +24,11 @@ def parse_site_bits(specs: list[str]) -> dict:
 
 
 def quant_options(act_bits: int, state_bits: int, site_bits: list[str], no_pow2: bool, remove_inner_norm: bool,
-                  rms_eps: float | None = None, scale_method: str = "max"):
-    from mflc.compiler.quantize import QuantOptions
+                  rms_eps: float | None = None, scale_method: str = "max", uniform: bool = False):
+    from mflc.compiler.quantize import DEFAULT_MIN_SITE_BITS, QuantOptions
 
     return QuantOptions(act_bits=act_bits, state_bits=state_bits, site_bits=parse_site_bits(site_bits),
+                        min_site_bits={} if uniform else dict(DEFAULT_MIN_SITE_BITS),
                         pow2=not no_pow2, remove_inner_norm=remove_inner_norm, rms_eps=rms_eps,
                         scale_method=scale_method)
 
@@ -58,8 +59,10 @@ CalibOpt = typer.Option(None, "--calib", help="Calibration text file (default: t
 CalibTokensOpt = typer.Option(None, "--calib-tokens", help="Use at most this many calibration tokens (default: all of a file, 256 otherwise).")
 ActBits = typer.Option(8, help="Bits of every activation quantization site.")
 StateBits = typer.Option(24, help="Bits of the recurrent state h (<= 24).")
-SiteBits = typer.Option(None, "--site-bits", help="Per-site override, e.g. --site-bits r=12 (repeatable). The site o "
-                        "defaults to 12 bits (docs/accuracy.md); --site-bits o=8 gives the paper's uniform 8.")
+SiteBits = typer.Option(None, "--site-bits", help="Per-site override, e.g. --site-bits r=12 (repeatable). The product "
+                        "sites o and z default to 12 bits (docs/accuracy.md); see --uniform.")
+Uniform = typer.Option(False, "--uniform", help="The paper's scheme: every site --act-bits wide, o and z included "
+                       "(--site-bits still applies).")
 NoPow2 = typer.Option(False, "--no-pow2", help="Allow arbitrary (non power-of-two) site scales.")
 RemoveInner = typer.Option(False, "--remove-inner-norm", help="Drop each BitLinear's own RMSNorm (changes the model).")
 RmsEps = typer.Option(None, "--rms-eps", help="Override RMSNorm's eps in the fixed-point model (the fork's option).")
@@ -87,6 +90,7 @@ def quantize_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint d
                  out_dir: Path = typer.Option(..., "--out"),
                  calib: Optional[Path] = CalibOpt, calib_tokens: Optional[int] = CalibTokensOpt,
                  act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
+                 uniform: bool = Uniform,
                  no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
                  json_out: bool = typer.Option(False, "--json")):
     """Quantize a checkpoint to the fixed-point model and save it (its scales and widths included)."""
@@ -95,7 +99,8 @@ def quantize_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint d
 
     cfg, w = load_float(model)
     qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens,
-                                   quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps))
+                                   quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps,
+                                                     uniform=uniform))
     qm.save(out_dir)
     if json_out:
         emit_json({"out": str(out_dir), "sites": qm.sites})
