@@ -167,18 +167,24 @@ def test_fan_in_splits_are_bit_exact(seed, syn, axons, neurons, cpc):
 
 
 def test_wide_squares_cannot_be_split_and_say_why():
-    """With o at 12 bits (the default) its squares are 24 bits wide, so the norm's sum cannot be cut into
-    partial sums of two columns; with fewer input axons than d the layout fails and names the message limit."""
+    """With o and z at 12 bits (the default) their squares are 24 bits wide, so the norms' sums cannot be cut
+    into partial sums of two columns; with fewer input axons than the reduction's fan-in (d for o_in, m for
+    down_in) the layout fails, naming every such group and the message limit."""
     rng = np.random.default_rng(0)
     g = lower(quantize(SMALL, random_weights(SMALL, 0), [rng.integers(0, SMALL.vocab_size, 24)]))
-    assert g.groups["L0.o_in.sq"].out_bits == 24
+    assert g.groups["L0.o_in.sq"].out_bits == 24 and g.groups["L0.down_in.sq"].out_bits == 24
     hw = replace(HardwareProfile(), synaptic_memory_bits=1500, max_axons_in=8, neurons_per_core=40, cores_per_chip=16)
     with pytest.raises(FitError) as e:
         layout_graph(g, hw)
     msg = str(e.value)
-    assert "group L0.o_in.sum" in msg and "single source columns" in msg and "25 bits" in msg
-    assert "24-bit message limit (max_msg_bits)" in msg
-    hw = replace(hw, max_axons_in=16)                  # the whole reduction on one core: fits
+    for layer in (0, 1):
+        assert f"group L{layer}.o_in.sum" in msg and f"group L{layer}.down_in.sum" in msg
+    assert "single source columns" in msg and "25 bits" in msg and "24-bit message limit (max_msg_bits)" in msg
+    hw = replace(hw, max_axons_in=16)                  # o_in's reduction (d = 16) fits one core, down_in's (m = 24) not
+    with pytest.raises(FitError) as e:
+        layout_graph(g, hw)
+    assert "group L0.down_in.sum" in str(e.value) and "o_in.sum" not in str(e.value)
+    hw = replace(hw, max_axons_in=24)                  # every reduction whole on one core: fits
     g2, lay = layout_graph(g, hw)
     assert check_layout(lay, g2, hw) == []
 
