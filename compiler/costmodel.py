@@ -1,8 +1,7 @@
 """Throughput, latency and energy of a placed IR on a Loihi 2 system: the cost model of issue 7.
 
-Inputs: a graph, a core map (which core of which chip holds which neurons: anything with ``slices``
-{group: [(start, stop, core)]} and ``chip_of_core``, e.g. ``mflc.simulator.coremap.CoreMap`` or
-``packed_core_map`` below) and an activity profile: the mean work per token that each core does at each
+Inputs: a graph, a core map (``mflc.ir.coremap.CoreMap``: which core of which chip holds which neurons, from
+the compiler's layout or from ``packed_core_map`` below) and an activity profile: the mean work per token that each core does at each
 pipeline stage, a list of dicts {core, stage, synops, neuron_updates, msgs_on_core, msgs_on_chip,
 msgs_between_chips, payload_bits}. The simulator measures it on real tokens
 (``Counters.per_token_profile()``); ``assumed_profile`` derives it from the structure and assumed
@@ -47,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mflc.ir.coremap import CoreMap
 from mflc.ir.errors import ConfigError
 from mflc.ir.graph import Graph
 
@@ -294,52 +294,12 @@ def load_cost_params(path, base: CostParams | None = None) -> CostParams:
 
 
 # ---- core maps ---------------------------------------------------------------------------------------
-@dataclass
-class SimpleCoreMap:
-    """The attributes of ``mflc.simulator.coremap.CoreMap`` the cost model and the engine use."""
-
-    slices: dict
-    chip_of_core: np.ndarray
-
-    @property
-    def n_cores(self) -> int:
-        return int(self.chip_of_core.size)
-
-    @property
-    def labels(self) -> list[tuple[int, int]]:
-        seen: dict[int, int] = defaultdict(int)
-        out = []
-        for ch in self.chip_of_core.tolist():
-            out.append((ch, seen[ch]))
-            seen[ch] += 1
-        return out
-
-    def core_of_neurons(self, group: str, size: int) -> np.ndarray:
-        out = np.full(size, -1, dtype=np.int64)
-        for a, b, c in self.slices[group]:
-            out[a:b] = c
-        if np.any(out < 0):
-            raise ValueError(f"core map leaves neurons of group {group} unplaced")
-        return out
-
-
 LOIHI2_NEURONS_PER_CORE = 8192          # INTEL_BRIEF
 LOIHI2_SYNAPSE_BYTES_PER_CORE = 128 * 1024   # INTEL_BRIEF ("up to 128 KB synaptic memory")
 LOIHI2_CORES_PER_CHIP = 128             # INTEL_BRIEF
 
 
 LOIHI1_FANOUT_PER_CORE = 4096          # DAVIES_2018 constraint 3 (Loihi 1); Loihi 2's limit is not public
-
-
-def core_map_from_layout(layout) -> SimpleCoreMap:
-    """The cost model's view of a compiler Layout: which core holds which neurons, and on which chip."""
-    slices: dict = {}
-    chips = []
-    for cid, core in enumerate(layout.cores):
-        chips.append(core.chip)
-        for ns in core.neurons:
-            slices.setdefault(ns.group, []).append((ns.start, ns.stop, cid))
-    return SimpleCoreMap(slices, np.asarray(chips, np.int64))
 
 
 def _fanout_per_neuron(g: Graph, max_neurons: int, max_synapses: int) -> dict[str, int]:
@@ -359,7 +319,7 @@ def _fanout_per_neuron(g: Graph, max_neurons: int, max_synapses: int) -> dict[st
 
 def packed_core_map(g: Graph, max_neurons: int = LOIHI2_NEURONS_PER_CORE,
                     max_synapses: int = LOIHI2_SYNAPSE_BYTES_PER_CORE, cores_per_chip: int = LOIHI2_CORES_PER_CHIP,
-                    max_fanout: int = LOIHI1_FANOUT_PER_CORE) -> SimpleCoreMap:
+                    max_fanout: int = LOIHI1_FANOUT_PER_CORE) -> CoreMap:
     """A stand-in placement for estimates (not the compiler's layout): groups in graph order, cut into row
     slices and packed first-fit onto cores, a core holding at most ``max_neurons`` neurons,
     ``max_synapses`` incoming synapses (default: 128 KB of 8-bit weights) and ``max_fanout`` outgoing
@@ -393,7 +353,7 @@ def packed_core_map(g: Graph, max_neurons: int = LOIHI2_NEURONS_PER_CORE,
             s_used += int(cum[start + k - 1] - base)
             f_used += k * f
             start += k
-    return SimpleCoreMap(slices, np.arange(core + 1, dtype=np.int64) // cores_per_chip)
+    return CoreMap(slices, np.arange(core + 1, dtype=np.int64) // cores_per_chip)
 
 
 # ---- activity ----------------------------------------------------------------------------------------
@@ -427,15 +387,6 @@ class RateMeter:
 
 def _slices(core_map, name):
     return sorted(core_map.slices[name])
-
-
-def _core_of(core_map, name: str, size: int) -> np.ndarray:
-    out = np.full(size, -1, dtype=np.int64)
-    for a, b, c in core_map.slices[name]:
-        out[a:b] = c
-    if np.any(out < 0):
-        raise ConfigError(f"core map leaves neurons of group {name} unplaced")
-    return out
 
 
 def _reach(g: Graph, core_map, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -489,7 +440,7 @@ def assumed_profile(g: Graph, core_map, rates=None) -> list[dict]:
         src, dst = _reach(g, core_map, name)
         if src.size == 0:
             continue
-        sc = _core_of(core_map, name, grp.size)[src]
+        sc = core_map.core_of_neurons(name, grp.size)[src]
         cls = np.where(sc == dst, 2, np.where(chip[sc] == chip[dst], 3, 4))
         for fi in (2, 3, 4):
             sel = cls == fi

@@ -16,7 +16,7 @@ from mflc.ir.graph import Graph, SynapseGroup
 from mflc.ir.validate import validate
 
 from . import kernels as K
-from .coremap import CoreMap
+from mflc.ir.coremap import CoreMap
 from .nbprogram import encode
 from .reference import RunResult, injection_steps
 

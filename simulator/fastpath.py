@@ -18,7 +18,7 @@ from . import kernels as K
 # A parallel region costs a thread wake-up, which on a busy or virtualised machine can take milliseconds:
 # only blocks large enough to repay it run on all cores.
 PARALLEL_MIN_WEIGHTS = 1 << 20
-from .coremap import CoreMap
+from mflc.ir.coremap import CoreMap
 from .nbprogram import _RT, encode, run_program_flat
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from mflc.ir.graph import Graph
 
-from .coremap import CoreMap
+from mflc.ir.coremap import CoreMap
 from .engine import Counters, Engine
 from .reference import ReferenceExecutor
 

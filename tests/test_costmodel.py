@@ -11,6 +11,7 @@ from mflc.compiler import gpu_baseline as gb
 from mflc.compiler.config import preset
 from mflc.compiler.lower import lower
 from mflc.compiler.skeleton import skeleton_graph
+from mflc.ir.coremap import CoreMap
 from mflc.ir.errors import ConfigError
 from mflc.ir.graph import Graph, NeuronGroup, SynapseGroup
 
@@ -32,8 +33,8 @@ def two_core_graph() -> Graph:
     return g
 
 
-def two_core_map(chip_of_b: int) -> cm.SimpleCoreMap:
-    return cm.SimpleCoreMap({"A": [(0, 4, 0)], "B": [(0, 2, 1)]}, np.array([0, chip_of_b]))
+def two_core_map(chip_of_b: int) -> CoreMap:
+    return CoreMap({"A": [(0, 4, 0)], "B": [(0, 2, 1)]}, np.array([0, chip_of_b]))
 
 
 def hand_params(**extra) -> cm.CostParams:

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from mflc.compiler.int_model import IntModel
 from mflc.compiler.lower import lower
-from mflc.simulator.coremap import CoreMap
+from mflc.ir.coremap import CoreMap
 from mflc.simulator.engine import Counters, Engine
 from mflc.simulator.reference import ReferenceExecutor
 from mflc.simulator.verify import verify

@@ -148,11 +148,11 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
 
         raise FitError([f"layout check: {p}" for p in problems])
     rep = build_report(g2, lay, hw, source={"model": what, "weight density": f"{dens:.4f} ({dens_src})"})
-    from mflc.compiler.costmodel import (CostParams, core_map_from_layout, cost_report, format_report,
-                                         load_cost_params, plot_scaling)
+    from mflc.compiler.costmodel import CostParams, cost_report, format_report, load_cost_params, plot_scaling
+    from mflc.ir.coremap import CoreMap
 
     params = load_cost_params(cost_params) if cost_params is not None else CostParams()
-    cost = cost_report(g2, core_map_from_layout(lay), None, params, prompt_len, gen_len)
+    cost = cost_report(g2, CoreMap.from_layout(lay), None, params, prompt_len, gen_len)
     rep["cost"] = cost
     scaling_plot = None
     if plot is not None:

@@ -20,7 +20,7 @@ def load_for_simulation(path: Path):
     from mflc.compiler.lower import lower
     from mflc.compiler.quantize import QuantizedModel
     from mflc.ir.serialize import load_graph
-    from mflc.simulator.coremap import CoreMap
+    from mflc.ir.coremap import CoreMap
 
     if not path.exists():
         raise MflcError(f"{path}: no such model or build directory")
