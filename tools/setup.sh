@@ -2,10 +2,22 @@
 # Sets up .venv with mflc and its test dependencies. Prefers Python 3.10 so that the `lava` extra
 # (lava-nc 0.10.0 imports only on 3.10, with numpy<2) can be installed; otherwise installs the core
 # without lava and says so. Candidates are run, not just found: a pyenv shim can exist and still refuse.
+#
+# --train also sets up .venv-train for tools/train.py (the `train` extra: torch 2.13.0, whose CPU build
+# lies on these machines' disk for Python 3.11 only), which tests/test_train.py uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-is_py310() { [ -n "$1" ] && "$1" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 10) else 1)' >/dev/null 2>&1; }
+TRAIN=0
+for arg in "$@"; do
+  case "$arg" in
+    --train) TRAIN=1 ;;
+    *) echo "usage: bash tools/setup.sh [--train]   (unknown argument: $arg)" >&2; exit 2 ;;
+  esac
+done
+
+is_py() { [ -n "$2" ] && "$2" -c "import sys; sys.exit(0 if sys.version_info[:2] == ($1) else 1)" >/dev/null 2>&1; }
+is_py310() { is_py "3, 10" "$1"; }
 
 PY=""
 CANDIDATES=("${MFLC_PYTHON:-}")
@@ -27,3 +39,24 @@ if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"
 echo "mflc setup: $(.venv/bin/python --version) in .venv with extras [${EXTRAS}]"
+
+if [ "$TRAIN" = 1 ]; then
+  TPY=""
+  TCANDIDATES=("${MFLC_TRAIN_PYTHON:-}")
+  if command -v pyenv >/dev/null 2>&1; then
+    for d in "$(pyenv root)"/versions/3.11.*; do TCANDIDATES+=("$d/bin/python"); done
+  fi
+  TCANDIDATES+=(python3.11 /usr/bin/python3.11 /usr/local/bin/python3.11)
+  for cand in "${TCANDIDATES[@]}"; do
+    if is_py "3, 11" "$cand"; then TPY="$cand"; break; fi
+  done
+  if [ -z "$TPY" ]; then
+    echo "mflc setup: --train needs Python 3.11 (torch 2.13.0's CPU build is for 3.11); none found" >&2
+    exit 1
+  fi
+  if [ ! -x .venv-train/bin/python ]; then "$TPY" -m venv .venv-train; fi
+  .venv-train/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
+  .venv-train/bin/python -m pip install -q -e ".[train]" 2>&1 | grep -v "is ignored: it is neither" || true
+  .venv-train/bin/python -c "import torch, mflc" || { echo "mflc setup: .venv-train has no working torch" >&2; exit 1; }
+  echo "mflc setup: $(.venv-train/bin/python --version), torch $(.venv-train/bin/python -c 'import torch; print(torch.__version__)') in .venv-train (tools/train.py)"
+fi

@@ -1,10 +1,11 @@
 """Quantization-aware training of a small byte-level HGRN-Bit (MatMul-free LM) on Python's standard library.
 
 This is the tool that produced mflc's embedded default model (``tools/data/default``). It needs torch,
-numpy and safetensors only -- not mflc -- so it can run in its own venv:
+numpy and safetensors only -- not mflc -- so it can run in its own venv, e.g. the one
+``bash tools/setup.sh --train`` makes (Python 3.11 and the ``train`` extra: torch==2.13.0, pinned because
+that CPU build is on these machines' disk and an unpinned torch pulls a CUDA build of several GB):
 
-    python -m venv /work/trainvenv && /work/trainvenv/bin/pip install torch numpy safetensors
-    /work/trainvenv/bin/python tools/train.py --out tools/data/default --seed 0
+    .venv-train/bin/python tools/train.py --out tools/data/default --seed 0
 
 (the shipped model's exact command, seed, wall time and losses are in tools/data/default/TRAINING.md).
 
