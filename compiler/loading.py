@@ -31,7 +31,7 @@ def resolve_calibration(cfg: ModelConfig, model_dir: Path | None, calib_file: Pa
     def from_file(f: Path, what: str):
         if not Path(f).is_file():
             raise CheckpointError(f"{f}: calibration text not found")
-        toks = tokenizer_for(model_dir, cfg.vocab_size).encode(Path(f).read_bytes())
+        toks = tokenizer_for(model_dir, cfg.vocab_size).encode(Path(f).read_bytes(), source=str(f))
         toks = toks[:n] if n else toks
         if len(toks) < 2:
             raise CheckpointError(f"{f}: calibration text has {len(toks)} token(s); needs at least 2")

@@ -1,28 +1,116 @@
-"""Byte-level tokenizer: token = byte value. Used for byte models (vocab_size >= 256)."""
+"""Tokenizers: bytes for byte-level models, a Hugging Face ``tokenizer.json`` for subword ones.
+
+The released MatMul-free LMs ship a Llama/Mistral-style ``tokenizer.json`` beside the checkpoint; it is
+read with the ``tokenizers`` library (offline, from the file), so that ``eval --text`` and ``generate``
+score and write real text for them. The tokenizer files travel with the model into quantized and build
+directories (``copy_tokenizer``), so a build remembers how its tokens are spelled. A checkpoint without
+``tokenizer.json`` is taken to be byte-level (token = byte value); that needs vocab_size >= 256.
+"""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from mflc.ir.errors import ConfigError
+from mflc.ir.errors import CheckpointError, ConfigError
+
+TOKENIZER_JSON = "tokenizer.json"
+# Copied with the model; only tokenizer.json is read (the others document special tokens for humans).
+TOKENIZER_FILES = (TOKENIZER_JSON, "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _as_text(text: str | bytes, source: str) -> str:
+    if isinstance(text, str):
+        return text
+    try:
+        return bytes(text).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source}: not UTF-8 text (byte {e.start}: {e.reason}); a subword tokenizer "
+                          "reads text, not raw bytes") from None
 
 
 class ByteTokenizer:
+    kind = "bytes"
+
     def __init__(self, vocab_size: int):
         if vocab_size < 256:
-            raise ConfigError(f"byte-level tokenization needs vocab_size >= 256, the model has {vocab_size}")
+            raise ConfigError(f"byte-level tokenization needs vocab_size >= 256, the model has {vocab_size} "
+                              f"(a subword model needs its {TOKENIZER_JSON} beside config.json)")
         self.vocab_size = vocab_size
 
-    def encode(self, text: str | bytes) -> list[int]:
+    def encode(self, text: str | bytes, source: str = "text") -> list[int]:
         data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
         return list(data)
 
     def decode(self, tokens) -> str:
         return bytes(int(t) for t in tokens if 0 <= int(t) < 256).decode("utf-8", errors="replace")
 
+    def start_tokens(self) -> list[int]:
+        """What an empty prompt feeds the model: a newline, the start of a fresh line of text."""
+        return [ord("\n")]
+
+
+class HFTokenizer:
+    """A ``tokenizers.Tokenizer`` from ``tokenizer.json``: its normaliser, pre-tokeniser, model and
+    post-processor (which adds BOS for the Llama family) run as the training framework ran them."""
+
+    kind = "tokenizer.json"
+
+    def __init__(self, path: Path, vocab_size: int):
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:  # pragma: no cover - a core dependency
+            raise ConfigError(f"{path}: reading a subword tokenizer needs the 'tokenizers' package "
+                              "(pip install tokenizers)") from None
+        self.path = Path(path)
+        try:
+            self.tok = Tokenizer.from_file(str(path))
+        except Exception as e:  # the library raises bare Exceptions for malformed files
+            raise CheckpointError(f"{path}: not a valid tokenizer.json ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        self.n = self.tok.get_vocab_size(with_added_tokens=True)
+        if self.n > vocab_size:
+            raise ConfigError(f"{path}: the tokenizer has {self.n:,} tokens, more than the model's vocab_size "
+                              f"{vocab_size:,} (config field 'vocab_size'): ids >= {vocab_size:,} have no embedding")
+        self.vocab_size = vocab_size
+
+    def encode(self, text: str | bytes, source: str = "text") -> list[int]:
+        return list(self.tok.encode(_as_text(text, source)).ids)
+
+    def decode(self, tokens) -> str:
+        # Ids of the model's padded vocabulary beyond the tokenizer's have no spelling: dropped.
+        return self.tok.decode([int(t) for t in tokens if 0 <= int(t) < self.n], skip_special_tokens=True)
+
+    def start_tokens(self) -> list[int]:
+        """What an empty prompt feeds the model: the post-processor's special tokens (BOS), else id 0."""
+        return self.encode("") or [0]
+
+
+def tokenizer_dir(path: Path | None) -> Path | None:
+    """Where a model's tokenizer files are: the directory itself, or a build's ``quant/``."""
+    if path is None:
+        return None
+    for d in (Path(path), Path(path) / "quant"):
+        if (d / TOKENIZER_JSON).is_file():
+            return d
+    return None
+
 
 def tokenizer_for(model_dir: Path | None, vocab_size: int):
-    """The byte tokenizer; a tokenizer.json beside the checkpoint is reported as unsupported, never ignored."""
-    if model_dir is not None and (Path(model_dir) / "tokenizer.json").is_file() and vocab_size != 256:
-        raise ConfigError(f"{Path(model_dir) / 'tokenizer.json'}: subword tokenizers are not supported yet; "
-                          "mflc handles byte-level models (vocab_size 256)")
+    """The model's ``tokenizer.json`` if it has one, else bytes."""
+    d = tokenizer_dir(model_dir)
+    if d is not None:
+        return HFTokenizer(d / TOKENIZER_JSON, vocab_size)
     return ByteTokenizer(vocab_size)
+
+
+def copy_tokenizer(src: Path | None, dst: Path) -> list[str]:
+    """Copy the tokenizer files that ``src`` (a model, quantized or build directory) has into ``dst``."""
+    d = tokenizer_dir(src)
+    if d is None or Path(d).resolve() == Path(dst).resolve():
+        return []
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (d / name).is_file():
+            shutil.copyfile(d / name, Path(dst) / name)
+            copied.append(name)
+    return copied

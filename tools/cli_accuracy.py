@@ -12,7 +12,7 @@ from mflc.cli_model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInn
                             Uniform, quant_options, quantize_with_calibration, read_text_tokens)
 from mflc.ir.errors import ConfigError
 
-TextOpt = typer.Option(None, "--text", help="Text file to evaluate on, byte-level (repeatable)")
+TextOpt = typer.Option(None, "--text", help="Text file to evaluate on, tokenized by the model (bytes, or its tokenizer.json; repeatable)")
 HeldoutOpt = typer.Option(False, "--heldout", help="Evaluate on the held-out split of this Python's standard library "
                           "(the default model's split; see tools/corpus.py)")
 StdlibOpt = typer.Option(None, help="Standard-library directory for --heldout (default: this interpreter's)")
@@ -46,7 +46,7 @@ def evaluation_texts(model: Path, vocab_size: int, text: list[Path] | None, held
     for name, p in files[:max_files] if max_files else files:
         toks = read_text_tokens(Path(p), vocab_size, model, max_tokens)
         if len(toks) < 2:
-            raise ConfigError(f"{p}: needs at least 2 bytes of text, has {len(toks)}")
+            raise ConfigError(f"{p}: needs at least 2 tokens of text, has {len(toks)}")
         seqs.append((name, toks))
     return seqs
 
@@ -99,7 +99,10 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint direc
 
     if engine not in ("fast", "reference"):
         raise ConfigError(f"--engine {engine!r}: choose fast or reference")
+    from mflc.compiler.tokenizer import tokenizer_for
+
     cfg, w = load_float(model)
+    per, tokens_col = ("byte", "bytes") if tokenizer_for(model, cfg.vocab_size).kind == "bytes" else ("token", "tokens")
     seqs = evaluation_texts(model, cfg.vocab_size, text, heldout, stdlib, max_tokens, max_files)
     opts = quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps, scale_method, uniform)
     qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens, opts, text_tokens=seqs[0][1])
@@ -109,17 +112,17 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint direc
         results = fixed_point_results(fm, qm, seqs, engine, progress=adv)
     total = combine([r for _, r in results])
     d = dict(total=total.to_dict(), files=[dict(file=n, **r.to_dict()) for n, r in results],
-             calibration=qm.meta["calibration"], engine=engine, unit="bits per byte",
+             calibration=qm.meta["calibration"], engine=engine, unit=f"bits per {per}",
              max_tokens_per_file=max_tokens, quantization=qm.options.__dict__)
     if json_out:
         emit_json(d)
         return
     from rich.table import Table
 
-    t = Table(title=f"bits per byte, float vs fixed point ({len(results)} file(s), at most {max_tokens} bytes each)",
+    t = Table(title=f"bits per {per}, float vs fixed point ({len(results)} file(s), at most {max_tokens} {tokens_col} each)",
               title_justify="left")
     t.add_column("file", overflow="fold")
-    for col in ("bytes", "float", "fixed point", "gap", "top-1 agree"):
+    for col in (tokens_col, "float", "fixed point", "gap", "top-1 agree"):
         t.add_column(col, justify="right", no_wrap=True)
     for n, r in results + [("all", total)]:
         t.add_row(n, f"{r.tokens:,}", f"{r.float_bits_per_token:.4f}", f"{r.fixed_bits_per_token:.4f}",

@@ -45,6 +45,7 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
     from mflc.compiler.quantize import QuantizedModel
     from mflc.compiler.report import render_report
     from mflc.compiler.summary import ir_summary
+    from mflc.compiler.tokenizer import copy_tokenizer
     from mflc.ir.serialize import save_graph
 
     paths = build_paths(out_dir)
@@ -57,6 +58,7 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
                                                      uniform=uniform))
     g = lower(qm)
     qm.save(paths["quant"])
+    copy_tokenizer(model, paths["quant"])
     save_graph(g, paths["ir"])
     rep = layout_build(out_dir, g, hardware, system, plot)
     s = ir_summary(g)

@@ -38,7 +38,7 @@ def read_text_tokens(path: Path, vocab_size: int, model_dir: Path | None, max_to
 
     if not path.is_file():
         raise ConfigError(f"{path}: text file not found")
-    toks = tokenizer_for(model_dir, vocab_size).encode(path.read_bytes())
+    toks = tokenizer_for(model_dir, vocab_size).encode(path.read_bytes(), source=str(path))
     return toks[:max_tokens] if max_tokens else toks
 
 
@@ -102,6 +102,9 @@ def quantize_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint d
                                    quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps,
                                                      uniform=uniform))
     qm.save(out_dir)
+    from mflc.compiler.tokenizer import copy_tokenizer
+
+    copy_tokenizer(model, out_dir)
     if json_out:
         emit_json({"out": str(out_dir), "sites": qm.sites})
     else:

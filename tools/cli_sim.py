@@ -64,7 +64,7 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
     if text is not None:
         from mflc.cli_model import read_text_tokens
 
-        toks = read_text_tokens(text, qm.cfg.vocab_size, None, tokens)
+        toks = read_text_tokens(text, qm.cfg.vocab_size, model, tokens)
         if not toks:
             raise MflcError(f"{text}: empty text file")
         tokens = len(toks)
@@ -99,7 +99,7 @@ def generate_cmd(model: Optional[Path] = typer.Argument(None, help="Build direct
                  temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples from the softmax of the logits"),
                  seed: int = typer.Option(0),
                  json_out: bool = typer.Option(False, "--json")):
-    """Generate text token by token from the simulated chip (byte-level models)."""
+    """Generate text token by token from the simulated chip (bytes, or the model's tokenizer.json)."""
     model = resolve_model(model)
     from mflc.compiler.tokenizer import tokenizer_for
     from mflc.simulator.engine import Engine
@@ -107,8 +107,8 @@ def generate_cmd(model: Optional[Path] = typer.Argument(None, help="Build direct
     from mflc.simulator.fastpath import FastEngine
 
     qm, graph, cm, _ = load_for_simulation(model)
-    tok = tokenizer_for(model if not (model / "ir").is_dir() else None, qm.cfg.vocab_size)
-    ids = tok.encode(prompt) or [ord("\n")]
+    tok = tokenizer_for(model, qm.cfg.vocab_size)
+    ids = tok.encode(prompt) or tok.start_tokens()
     if max_new_tokens < 0:
         raise MflcError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
     rng = np.random.default_rng(seed)

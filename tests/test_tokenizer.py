@@ -1,0 +1,126 @@
+"""Subword models: a checkpoint with a Hugging Face tokenizer.json beside it (as the released MatMul-free
+LMs ship) is evaluated, compiled, verified and sampled through that tokenizer, which travels into the
+build; bad tokenizers and text give one message and exit 1."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, decoders, processors, trainers
+from typer.testing import CliRunner
+
+from mflc.cli import app
+from mflc.compiler.checkpoint import save_checkpoint
+from mflc.compiler.config import ModelConfig
+from mflc.compiler.tokenizer import ByteTokenizer, HFTokenizer, tokenizer_for
+
+from util import random_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = (ROOT / "tools" / "data" / "heldout_sample.txt").read_text()
+runner = CliRunner()
+
+
+def run(*args, ok=True):
+    r = runner.invoke(app, [str(a) for a in args])
+    if ok:
+        assert r.exit_code == 0, (r.output, r.exception)
+    return r
+
+
+def make_tokenizer(vocab: int) -> Tokenizer:
+    """A byte-level BPE with Llama-style special tokens and a post-processor that prepends <s>."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([CORPUS], trainers.BpeTrainer(
+        vocab_size=vocab, special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    return tok
+
+
+@pytest.fixture(scope="module")
+def subword(tmp_path_factory):
+    d = tmp_path_factory.mktemp("subword")
+    tok = make_tokenizer(400)
+    n = tok.get_vocab_size()
+    cfg = ModelConfig.from_dict(dict(vocab_size=n + 12, hidden_size=16, num_hidden_layers=1, intermediate_size=24))
+    save_checkpoint(d / "m", cfg, random_weights(cfg, 5))
+    tok.save(str(d / "m" / "tokenizer.json"))
+    (d / "m" / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>"}))
+    (d / "text.txt").write_text(CORPUS[:3000])
+    return d, tok
+
+
+def test_tokenizer_for_reads_tokenizer_json(subword):
+    d, tok = subword
+    t = tokenizer_for(d / "m", tok.get_vocab_size() + 12)
+    assert isinstance(t, HFTokenizer)
+    ids = t.encode(b"def handler(self):\n    return 1\n")
+    assert ids[0] == tok.token_to_id("<s>") and len(ids) < 20          # BOS, then merged subwords
+    assert t.decode(ids) == "def handler(self):\n    return 1\n"
+    assert t.decode(ids + [t.n, t.n + 5]) == t.decode(ids)               # padded-vocabulary ids have no spelling
+    assert t.start_tokens() == [tok.token_to_id("<s>")]
+    assert isinstance(tokenizer_for(d, 300), ByteTokenizer)              # no tokenizer.json: bytes
+
+
+def test_eval_compile_verify_generate_use_it(subword, tmp_path):
+    d, tok = subword
+    e = json.loads(run("eval", d / "m", "--text", d / "text.txt", "--max-tokens", "200", "--json").output)
+    assert e["unit"] == "bits per token" and e["total"]["tokens"] == 199
+    assert e["calibration"].startswith("first 200 tokens")        # calibrated on the evaluated (tokenized) text
+    table = run("eval", d / "m", "--text", d / "text.txt", "--max-tokens", "200").output
+    assert "bits per token" in table and "200 tokens each" in table
+
+    b = tmp_path / "b"
+    run("compile", d / "m", "--out", b)
+    assert (b / "quant" / "tokenizer.json").read_bytes() == (d / "m" / "tokenizer.json").read_bytes()
+    assert (b / "quant" / "tokenizer_config.json").is_file()
+    v = json.loads(run("verify", b, "--text", d / "text.txt", "--tokens", "10", "--json").output)
+    assert v["ok"] and v["tokens"] == 10
+    g = json.loads(run("generate", b, "--prompt", "import ", "--max-new-tokens", "6", "--json").output)
+    assert g["prompt_tokens"] == len(tok.encode("import ").ids) and g["new_tokens"] == 6
+    assert isinstance(g["text"], str)
+
+    q = tmp_path / "q"
+    run("quantize", d / "m", "--out", q)
+    assert (q / "tokenizer.json").is_file()
+
+
+def test_tokenizer_larger_than_the_vocabulary(subword, tmp_path):
+    d, tok = subword
+    m = tmp_path / "m"
+    cfg = ModelConfig.from_dict(dict(vocab_size=300, hidden_size=8, num_hidden_layers=1, intermediate_size=8))
+    save_checkpoint(m, cfg, random_weights(cfg, 0))
+    tok.save(str(m / "tokenizer.json"))
+    r = run("eval", m, "--text", d / "text.txt", ok=False)
+    assert r.exit_code == 1 and f"{tok.get_vocab_size():,} tokens" in r.output and "'vocab_size'" in r.output
+
+
+def test_malformed_tokenizer_json(subword, tmp_path):
+    d, _ = subword
+    m = tmp_path / "m"
+    cfg = ModelConfig.from_dict(dict(vocab_size=300, hidden_size=8, num_hidden_layers=1, intermediate_size=8))
+    save_checkpoint(m, cfg, random_weights(cfg, 0))
+    (m / "tokenizer.json").write_text('{"model": "nonsense"}')
+    r = run("eval", m, "--text", d / "text.txt", ok=False)
+    assert r.exit_code == 1 and "tokenizer.json: not a valid tokenizer.json" in r.output
+
+
+def test_text_that_is_not_utf8(subword, tmp_path):
+    d, _ = subword
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"def f():\n    return '\xff\xfe'\n")
+    r = run("eval", d / "m", "--text", bad, ok=False)
+    assert r.exit_code == 1 and f"{bad}: not UTF-8 text (byte 21: invalid start byte)" in r.output
+
+
+def test_small_vocabulary_without_tokenizer_says_what_is_missing(tmp_path):
+    m = tmp_path / "m"
+    cfg = ModelConfig.from_dict(dict(vocab_size=100, hidden_size=8, num_hidden_layers=1, intermediate_size=8))
+    save_checkpoint(m, cfg, random_weights(cfg, 0))
+    (tmp_path / "t.txt").write_text("hello world")
+    r = run("eval", m, "--text", tmp_path / "t.txt", ok=False)
+    assert r.exit_code == 1 and "vocab_size >= 256" in r.output and "tokenizer.json" in r.output
