@@ -127,11 +127,13 @@ def square_bits(in_bits: int, shift: int) -> int:
 def norm_square_shift(in_bits: int, n: int) -> int:
     """The smallest even shift k such that the squares of a signed ``in_bits`` value, rounded to x²/2^k,
     travel in a graded spike and n of them at their declared width cannot overflow the 32-bit
-    accumulator (the check the IR validator makes). 0 for 8-bit inputs up to n = 2^16."""
+    accumulator. The bound is the IR validator's: a w-bit message may be as large as |-2^(w-1)| = 2^(w-1),
+    so n·2^(w-1) <= 2^31 - 1 (tests/test_fixedpoint.py checks the two agree at every boundary). 0 for
+    8-bit inputs up to n = 2^16 - 1."""
     k = 0
     while True:
         w = square_bits(in_bits, k)
-        if w <= MSG_BITS_MAX and n * smax(w) <= smax(ACC_BITS):
+        if w <= MSG_BITS_MAX and n * -smin(w) <= smax(ACC_BITS):
             return k
         k += 2
 
