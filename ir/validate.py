@@ -110,19 +110,36 @@ def _csr_ok(s) -> bool:
             and bool(np.all(np.diff(s.indptr) >= 0)))
 
 
-def _port_range(g: Graph, grp_name: str, port: str, out_range: dict[str, Range]) -> Range:
+def _incoming(g: Graph) -> dict[tuple[str, str], list]:
+    """(destination group, port) -> its synapse groups, built once per check instead of once per port."""
+    by_port: dict[tuple[str, str], list] = {}
+    for s in g.synapses.values():
+        by_port.setdefault((s.dst, s.port), []).append(s)
+    return by_port
+
+
+def _pos_neg(s, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per destination row, the sum of the positive and of the negative weights. A row's worst cases over
+    inputs in [lo, hi] are then hi·P + lo·N and lo·P + hi·N, exactly; one pass over the weights per check."""
+    if cache is not None and s.name in cache:
+        return cache[s.name]
+    v = s.values                      # integer weights; row_sums accumulates them in int64
+    pn = s.row_sums(np.maximum(v, 0)), s.row_sums(np.minimum(v, 0))
+    if cache is not None:
+        cache[s.name] = pn
+    return pn
+
+
+def _port_range(g: Graph, grp_name: str, port: str, out_range: dict[str, Range],
+                incoming: dict[tuple[str, str], list] | None = None, sums: dict | None = None) -> Range:
     """Worst-case interval of a port's accumulated value over all its incoming synapses (and host input)."""
     lo = hi = 0
-    for s in g.synapses.values():
-        if s.dst == grp_name and s.port == port and s.src in out_range and _csr_ok(s):
+    cands = (incoming if incoming is not None else _incoming(g)).get((grp_name, port), [])
+    for s in cands:
+        if s.src in out_range and _csr_ok(s):
             slo, shi = out_range[s.src]
-            rows = np.repeat(np.arange(s.shape[0]), s.row_counts())
-            w = s.values.astype(np.int64)
-            top = np.where(w > 0, w * shi, w * slo)
-            bot = np.where(w > 0, w * slo, w * shi)
-            row_hi, row_lo = np.zeros(s.shape[0], np.int64), np.zeros(s.shape[0], np.int64)
-            np.add.at(row_hi, rows, top)
-            np.add.at(row_lo, rows, bot)
+            pos, neg = _pos_neg(s, sums)
+            row_hi, row_lo = pos * shi + neg * slo, pos * slo + neg * shi
             shift = s.weight_exp
             lo += int(fp.shr_floor(int(row_lo.min()), -shift)) if row_lo.size else 0
             hi += int(fp.shr_floor(int(row_hi.max()), -shift)) if row_hi.size else 0
@@ -134,18 +151,18 @@ def _port_range(g: Graph, grp_name: str, port: str, out_range: dict[str, Range])
     return lo, hi
 
 
-def _accumulator_range(g: Graph, s, out_range: dict[str, Range]) -> int:
+def _accumulator_range(g: Graph, s, out_range: dict[str, Range], sums: dict | None = None) -> int:
     """Largest |partial sum| one synapse group can produce before its shift (for the accumulator check)."""
     slo, shi = out_range[s.src]
     peak = max(abs(slo), abs(shi))
-    rows = np.repeat(np.arange(s.shape[0]), s.row_counts())
-    row_abs = np.zeros(s.shape[0], np.int64)
-    np.add.at(row_abs, rows, np.abs(s.values.astype(np.int64)))
+    pos, neg = _pos_neg(s, sums)
+    row_abs = pos - neg
     return int(row_abs.max()) * peak if row_abs.size else 0
 
 
 def _rule_widths(g: Graph, **_) -> Iterator[str]:
     out_range = {n: bits_range(grp.out_bits) for n, grp in g.groups.items()}
+    incoming, sums = _incoming(g), {}
     for grp in g.groups.values():
         if not 1 <= grp.out_bits <= fp.MSG_BITS_MAX:
             yield f"group {grp.name}: message width {grp.out_bits} bits exceeds the graded-spike limit of {fp.MSG_BITS_MAX}"
@@ -157,7 +174,7 @@ def _rule_widths(g: Graph, **_) -> Iterator[str]:
                 yield f"group {grp.name}: constant {p!r} needs more than {fp.STATE_BITS_MAX} bits"
         rng: dict[str, Range] = {r: bits_range(b) for r, b in grp.registers.items()}
         for p in grp.ports:
-            rng[p] = _port_range(g, grp.name, p, out_range)
+            rng[p] = _port_range(g, grp.name, p, out_range, incoming, sums)
         for p, v in grp.params.items():
             rng[p] = (int(v.min()), int(v.max())) if v.size else (0, 0)
         for k, ins in enumerate(grp.program):
@@ -184,7 +201,7 @@ def _rule_widths(g: Graph, **_) -> Iterator[str]:
                    f"more than its {grp.out_bits}-bit messages")
     for s in g.synapses.values():
         if s.dst in g.groups and s.src in g.groups and _csr_ok(s):
-            peak = _accumulator_range(g, s, out_range)
+            peak = _accumulator_range(g, s, out_range, sums)
             if peak > fp.smax(s.acc_bits):
                 yield (f"synapse {s.name}: worst-case accumulation {peak} into {s.dst}.{s.port} overflows the "
                        f"{s.acc_bits}-bit accumulator")

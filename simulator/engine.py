@@ -98,8 +98,8 @@ def _prepare_synapse(s: SynapseGroup, slices, msg_bits: int = 24) -> _Syn:
         for sign in (1, -1):
             sel = vals == sign
             ptr = np.zeros(s.shape[0] + 1, np.int64)
-            np.add.at(ptr, rows[sel] + 1, 1)
-            arrays += [np.cumsum(ptr), s.indices[sel].astype(np.int32)]
+            ptr[1:] = np.cumsum(s.row_sums(sel.astype(np.int64)))
+            arrays += [ptr, s.indices[sel].astype(np.int32)]
         return _Syn(s, "ternary", tuple(arrays), row_slices, slice_nnz, col_counts)
     arrays = (s.indptr.astype(np.int64), s.indices.astype(np.int32), s.values.astype(np.int64))
     return _Syn(s, "csr", arrays, row_slices, slice_nnz, col_counts)
@@ -127,16 +127,20 @@ class Engine:
 
     def _reach_pairs(self, name: str):
         """(source neuron, destination core) pairs: where one message of each neuron must be delivered."""
-        pairs = []
+        # Each pair is coded as neuron * n_cores + core, so one 1-D unique sorts them by (neuron, core).
+        n_src, n_cores = self.g.groups[name].size, self.cm.n_cores
+        keys = []
+        seen = np.zeros(n_src, bool)
         for sy in self.syn_out[name]:
             s = sy.s
             for (lo, hi, core) in sy.row_slices:
-                cols = np.unique(s.indices[s.indptr[lo]:s.indptr[hi]])
-                pairs.append(np.stack([cols.astype(np.int64), np.full(cols.size, core, np.int64)], axis=1))
-        if not pairs:
+                seen[:] = False
+                seen[s.indices[s.indptr[lo]:s.indptr[hi]]] = True
+                keys.append(np.flatnonzero(seen).astype(np.int64) * n_cores + core)
+        if not keys:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        p = np.unique(np.concatenate(pairs), axis=0)
-        return p[:, 0], p[:, 1]
+        k = np.unique(np.concatenate(keys))
+        return k // n_cores, k % n_cores
 
     def reset(self) -> None:
         g = self.g

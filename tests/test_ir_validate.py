@@ -200,3 +200,36 @@ def test_all_problems_reported_at_once():
     msg = str(e.value)
     assert "dangling" in msg and "40 bits" in msg and "source index" in msg
     assert len(e.value.problems) >= 3
+
+
+# ---- the interval arithmetic itself, against brute force ---------------------------------------------------
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 12), cols=st.integers(1, 12),
+       lo=st.integers(-300, 0), span=st.integers(0, 600), exp=st.integers(-3, 0))
+def test_port_range_and_accumulator_peak_equal_brute_force(seed, rows, cols, lo, span, exp):
+    """Row sums by prefix sums (SynapseGroup.row_sums) and the positive/negative split give exactly what
+    enumerating every row's extreme inputs on the dense matrix gives."""
+    from mflc.ir import fixedpoint as fp
+    from mflc.ir.validate import _accumulator_range, _port_range
+
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-3, 4, (rows, cols)) * (rng.random((rows, cols)) < 0.6)
+    s = SynapseGroup.from_dense("a->b.x", "a", "b", "x", w, weight_exp=exp)
+    per = rng.integers(-50, 50, s.nnz)
+    want = np.zeros(rows, np.int64)
+    np.add.at(want, np.repeat(np.arange(rows), s.row_counts()), per)
+    assert np.array_equal(s.row_sums(per), want)
+
+    hi = lo + span
+    g = Graph()
+    g.add_group(NeuronGroup("a", cols, [], [I("copy", "y", "y")], "y", 12, 0))
+    g.add_group(NeuronGroup("b", rows, ["x"], [I("copy", "y", "x")], "y", 24, 1))
+    g.add_synapse(s)
+    top = np.where(w > 0, w * hi, w * lo).sum(axis=1)          # each row's largest sum over inputs in [lo, hi]
+    bot = np.where(w > 0, w * lo, w * hi).sum(axis=1)
+    got = _port_range(g, "b", "x", {"a": (lo, hi)})
+    assert got == (int(fp.shr_floor(int(bot.min()), -exp)), int(fp.shr_floor(int(top.max()), -exp)))
+    assert _accumulator_range(g, s, {"a": (lo, hi)}) == int(np.abs(w).sum(axis=1).max()) * max(-lo, hi)
