@@ -55,8 +55,10 @@ def _first_diff(a: np.ndarray, b: np.ndarray):
 
 
 def verify(int_model, graph: Graph, tokens, core_map: CoreMap | None = None, progress=None,
-           reference_graph: Graph | None = None) -> VerifyResult:
-    """``reference_graph``: an independent lowering of the same quantized model, used only to locate a divergence."""
+           reference_graph=None) -> VerifyResult:
+    """``reference_graph``: an independent lowering of the same quantized model (a Graph, or a function
+    that makes one, called only on a mismatch: lowering a large model costs seconds), used only to locate
+    a divergence."""
     tokens = [int(t) for t in tokens]
     eng = Engine(graph, core_map)
     counters = Counters.zeros(eng.cm.n_cores)
@@ -88,7 +90,8 @@ def verify(int_model, graph: Graph, tokens, core_map: CoreMap | None = None, pro
         if div is not None:
             break
     if div is not None:
-        div = _locate(reference_graph or graph, tokens, fired, eng.cm) or div
+        ref = reference_graph() if callable(reference_graph) else reference_graph
+        div = _locate(ref or graph, tokens, fired, eng.cm) or div
         if div.core is None and div.group in eng.core_of:
             c = int(eng.core_of[div.group][div.neuron])
             div.core = eng.cm.labels[c]

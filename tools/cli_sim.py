@@ -15,7 +15,8 @@ from mflc.ir.errors import MflcError
 
 
 def load_for_simulation(path: Path):
-    """(quantized model, engine graph, core map, reference graph) from a build dir or a model dir."""
+    """(quantized model, engine graph, core map, reference graph) from a build dir or a model dir; for a
+    build, the reference graph is a function that lowers it afresh, run only if verify needs it."""
     from mflc.compiler.loading import load_quantized
     from mflc.compiler.lower import lower
     from mflc.compiler.quantize import QuantizedModel
@@ -33,7 +34,7 @@ def load_for_simulation(path: Path):
             from mflc.compiler.layout import load_layout
 
             cm = CoreMap.from_layout(load_layout(path / "layout.json"))
-        return qm, graph, cm, lower(qm)
+        return qm, graph, cm, lambda: lower(qm)
     qm = load_quantized(path)
     g = lower(qm)
     return qm, g, None, g
