@@ -39,6 +39,16 @@ def test_compile_writes_build(build):
     assert (build / "b" / "quant" / "quant.json").is_file()
 
 
+def test_compile_reports_its_steps(build, tmp_path):
+    js = json.loads(run("compile", build / "m", "--out", tmp_path / "b", "--json").output)
+    assert [s["step"] for s in js["steps"]] == ["loading", "quantizing", "lowering to IR", "writing",
+                                                 "laying out on Loihi 2"]
+    assert all(s["seconds"] >= 0 for s in js["steps"])
+    js = json.loads(run("compile", build / "b" / "quant", "--out", tmp_path / "b2", "--json").output)
+    assert "quantizing" not in [s["step"] for s in js["steps"]]      # a quantized model is only loaded
+    assert "steps: loading" in run("compile", build / "m", "--out", tmp_path / "b3").output
+
+
 def test_ir_summary_and_json(build):
     r = run("ir", build / "b")
     assert "pipeline depth" in r.output and "validation" in r.output

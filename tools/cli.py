@@ -1,6 +1,7 @@
 """The ``mflc`` command line: readable tables by default, ``--json`` for machines, exit 1 on bad input."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -85,6 +86,26 @@ def progress_bar(total: int, label: str):
                     console=err, transient=True)
     task = prog.add_task(label, total=total)
     return prog, (lambda n: prog.update(task, completed=n))
+
+
+class Stages:
+    """Progress through the named steps of a command that has no natural count (compile: load, quantize,
+    lower, lay out): a spinner on stderr naming the step and its place, ``[2/5] quantizing``, gone when
+    done, so a terminal shows where a 370M compile is while --json output stays clean. ``timings`` keeps
+    each step's seconds for reports."""
+
+    def __init__(self, names: list[str]):
+        self.names, self.timings = list(names), {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        import time
+
+        k = self.names.index(name) + 1
+        t0 = time.perf_counter()
+        with err.status(f"[{k}/{len(self.names)}] {name}"):
+            yield
+        self.timings[name] = time.perf_counter() - t0
 
 
 # The commands live in their own modules; importing them registers them on ``app``.

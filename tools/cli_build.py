@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mflc.cli import resolve_model, app, emit_json, guarded, kv_table, out
+from mflc.cli import Stages, resolve_model, app, emit_json, guarded, kv_table, out
 from mflc.cli_layout import HardwareOpt, PlotOpt, SystemOpt, layout_build
 from mflc.cli_model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
                             Uniform, quant_options, quantize_with_calibration)
@@ -49,26 +49,36 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
     from mflc.ir.serialize import save_graph
 
     paths = build_paths(out_dir)
+    stage = Stages(["loading", "quantizing", "lowering to IR", "writing", "laying out on Loihi 2"])
     if is_quantized_dir(model):
-        qm = QuantizedModel.load(model)
+        with stage("loading"):
+            qm = QuantizedModel.load(model)
     else:
-        cfg, w = load_float(model)
-        qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens,
-                                       quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps,
-                                                     uniform=uniform))
-    g = lower(qm)
-    qm.save(paths["quant"])
-    copy_tokenizer(model, paths["quant"])
-    save_graph(g, paths["ir"])
-    rep = layout_build(out_dir, g, hardware, system, plot)
+        with stage("loading"):
+            cfg, w = load_float(model)
+        with stage("quantizing"):
+            qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens,
+                                           quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm,
+                                                         rms_eps, uniform=uniform))
+    with stage("lowering to IR"):
+        g = lower(qm)
+    with stage("writing"):
+        qm.save(paths["quant"])
+        copy_tokenizer(model, paths["quant"])
+        save_graph(g, paths["ir"])
+    with stage("laying out on Loihi 2"):
+        rep = layout_build(out_dir, g, hardware, system, plot)
+    seconds = {k: round(v, 3) for k, v in stage.timings.items()}
     s = ir_summary(g)
     if json_out:
-        emit_json(dict(build=str(out_dir), ir=s, layout=rep))
+        emit_json(dict(build=str(out_dir), ir=s, layout=rep,
+                       steps=[dict(step=k, seconds=v) for k, v in seconds.items()]))
         return
     t = s["totals"]
     out.print(f"compiled {model} -> {out_dir}: {t['groups']} neuron groups, {t['neurons']:,} neurons, "
               f"{t['synapses']:,} synapses, pipeline depth {t['depth']} steps")
     render_report(rep, out, title=f"layout {out_dir}")
+    out.print("steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), highlight=False)
 
 
 @app.command("ir")
