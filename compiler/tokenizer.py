@@ -11,6 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from mflc.ir.errors import CheckpointError, ConfigError
 
 TOKENIZER_JSON = "tokenizer.json"
@@ -44,6 +46,11 @@ class ByteTokenizer:
     def decode(self, tokens) -> str:
         return bytes(int(t) for t in tokens if 0 <= int(t) < 256).decode("utf-8", errors="replace")
 
+    def encode_spans(self, text: str | bytes, source: str = "text") -> tuple[list[int], np.ndarray]:
+        """Token ids and, per token, the UTF-8 byte offset where it ends (here simply 1, 2, 3, ...)."""
+        ids = self.encode(text, source)
+        return ids, np.arange(1, len(ids) + 1, dtype=np.int64)
+
     def start_tokens(self) -> list[int]:
         """What an empty prompt feeds the model: a newline, the start of a fresh line of text."""
         return [ord("\n")]
@@ -74,6 +81,21 @@ class HFTokenizer:
 
     def encode(self, text: str | bytes, source: str = "text") -> list[int]:
         return list(self.tok.encode(_as_text(text, source)).ids)
+
+    def encode_spans(self, text: str | bytes, source: str = "text") -> tuple[list[int], np.ndarray]:
+        """Token ids and, per token, the UTF-8 byte offset of the text where it ends: what bits per byte
+        divides by. The library's offsets count characters; a prefix sum of each character's UTF-8 length
+        turns them into bytes. Special tokens (BOS) end where the text before them does (offset 0)."""
+        s = _as_text(text, source)
+        enc = self.tok.encode(s)
+        char_bytes = np.zeros(len(s) + 1, np.int64)
+        if s:
+            # code points: < 0x80 -> 1 byte, < 0x800 -> 2, < 0x10000 -> 3, else 4
+            cp = np.frombuffer(s.encode("utf-32-le"), dtype="<u4")
+            char_bytes[1:] = np.cumsum(1 + (cp >= 0x80) + (cp >= 0x800) + (cp >= 0x10000))
+        ends = np.array([e for _, e in enc.offsets], dtype=np.int64)
+        ends = np.maximum.accumulate(ends) if ends.size else ends      # specials after text keep its end
+        return list(enc.ids), char_bytes[ends]
 
     def decode(self, tokens) -> str:
         # Ids of the model's padded vocabulary beyond the tokenizer's have no spelling: dropped.

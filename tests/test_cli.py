@@ -62,6 +62,7 @@ def test_eval_prints_both_numbers(build):
     js = json.loads(run("eval", build / "m", "--text", ROOT / "README.md", "--max-tokens", "200", "--json").output)
     tot = js["total"]
     assert tot["tokens"] == 199 and tot["float_bits_per_token"] > 0 and 0 <= tot["top1_agreement"] <= 1
+    assert tot["bytes"] == 199 and tot["fixed_bits_per_byte"] == pytest.approx(tot["fixed_bits_per_token"], rel=1e-14)
     assert js["calibration"].startswith("first 200 tokens of the evaluated text")
 
 

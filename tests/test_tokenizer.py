@@ -54,6 +54,19 @@ def subword(tmp_path_factory):
     return d, tok
 
 
+def test_byte_offsets_count_utf8_bytes(subword):
+    d, tok = subword
+    t = tokenizer_for(d / "m", tok.get_vocab_size() + 12)
+    s = "héllo €uro 😀 def x():\n"
+    ids, ends = t.encode_spans(s)
+    assert len(ids) == len(ends) and ends[0] == 0 and ends[-1] == len(s.encode("utf-8"))
+    assert all(ends[i] <= ends[i + 1] for i in range(len(ends) - 1))
+    for (a, b), e in zip(tok.encode(s).offsets, ends):
+        assert e == len(s[:b].encode("utf-8"))              # special tokens: (0, 0), so 0
+    ids_b, ends_b = ByteTokenizer(256).encode_spans(s)
+    assert ends_b.tolist() == list(range(1, len(s.encode()) + 1))
+
+
 def test_tokenizer_for_reads_tokenizer_json(subword):
     d, tok = subword
     t = tokenizer_for(d / "m", tok.get_vocab_size() + 12)
@@ -70,9 +83,16 @@ def test_eval_compile_verify_generate_use_it(subword, tmp_path):
     d, tok = subword
     e = json.loads(run("eval", d / "m", "--text", d / "text.txt", "--max-tokens", "200", "--json").output)
     assert e["unit"] == "bits per token" and e["total"]["tokens"] == 199
+    # bits per byte: all bits of the 199 predicted tokens over the bytes they cover (the text up to the
+    # end of token 200; BOS covers none)
+    enc = tok.encode(CORPUS[:3000])
+    covered = len(CORPUS[:enc.offsets[199][1]].encode("utf-8"))
+    tot = e["total"]
+    assert tot["bytes"] == covered and covered > 199
+    assert tot["fixed_bits_per_byte"] == pytest.approx(tot["fixed_bits_per_token"] * 199 / covered, rel=1e-12)
     assert e["calibration"].startswith("first 200 tokens")        # calibrated on the evaluated (tokenized) text
     table = run("eval", d / "m", "--text", d / "text.txt", "--max-tokens", "200").output
-    assert "bits per token" in table and "200 tokens each" in table
+    assert "bits per token" in table and "200 tokens each" in table and f"the {covered:,} bytes" in table
 
     b = tmp_path / "b"
     run("compile", d / "m", "--out", b)

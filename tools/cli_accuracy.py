@@ -9,7 +9,7 @@ import typer
 
 from mflc.cli import app, emit_json, guarded, out, progress_bar, resolve_model
 from mflc.cli_model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
-                            Uniform, quant_options, quantize_with_calibration, read_text_tokens)
+                            Uniform, quant_options, quantize_with_calibration, read_text)
 from mflc.ir.errors import ConfigError
 
 TextOpt = typer.Option(None, "--text", help="Text file to evaluate on, tokenized by the model (bytes, or its tokenizer.json; repeatable)")
@@ -23,8 +23,9 @@ EngineOpt = typer.Option("fast", help="fast: fixed-point logits from the Numba s
 
 
 def evaluation_texts(model: Path, vocab_size: int, text: list[Path] | None, heldout: bool, stdlib: Path | None,
-                     max_tokens: int, max_files: int | None) -> list[tuple[str, list[int]]]:
-    """(name, tokens) of every text to evaluate on: the given files, or the stdlib's held-out split."""
+                     max_tokens: int, max_files: int | None, byte_counts: dict | None = None) -> list[tuple[str, list[int]]]:
+    """(name, tokens) of every text to evaluate on: the given files, or the stdlib's held-out split.
+    ``byte_counts``, if given, receives name -> bytes of text the predicted tokens cover."""
     if bool(text) == heldout:
         raise ConfigError("give either --text FILE (repeatable) or --heldout")
     if max_tokens < 2:
@@ -44,7 +45,9 @@ def evaluation_texts(model: Path, vocab_size: int, text: list[Path] | None, held
         files = [(str(p), p) for p in text]
     seqs = []
     for name, p in files[:max_files] if max_files else files:
-        toks = read_text_tokens(Path(p), vocab_size, model, max_tokens)
+        toks, n_bytes = read_text(Path(p), vocab_size, model, max_tokens)
+        if byte_counts is not None:
+            byte_counts[name] = n_bytes
         if len(toks) < 2:
             raise ConfigError(f"{p}: needs at least 2 tokens of text, has {len(toks)}")
         seqs.append((name, toks))
@@ -103,7 +106,8 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint direc
 
     cfg, w = load_float(model)
     per, tokens_col = ("byte", "bytes") if tokenizer_for(model, cfg.vocab_size).kind == "bytes" else ("token", "tokens")
-    seqs = evaluation_texts(model, cfg.vocab_size, text, heldout, stdlib, max_tokens, max_files)
+    n_bytes: dict[str, int] = {}
+    seqs = evaluation_texts(model, cfg.vocab_size, text, heldout, stdlib, max_tokens, max_files, n_bytes)
     opts = quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps, scale_method, uniform)
     qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens, opts, text_tokens=seqs[0][1])
     fm = FloatModel(cfg, w, remove_inner_norm=remove_inner_norm)
@@ -111,7 +115,15 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint direc
     with prog:
         results = fixed_point_results(fm, qm, seqs, engine, progress=adv)
     total = combine([r for _, r in results])
-    d = dict(total=total.to_dict(), files=[dict(file=n, **r.to_dict()) for n, r in results],
+
+    def per_byte(r, nb: int) -> dict:
+        """Bits per byte of both models: the bits of every predicted token over the bytes they cover."""
+        return dict(bytes=nb, float_bits_per_byte=r.float_bits_per_token * r.tokens / nb if nb else None,
+                    fixed_bits_per_byte=r.fixed_bits_per_token * r.tokens / nb if nb else None)
+
+    total_bytes = sum(n_bytes[n] for n, _ in results)
+    d = dict(total=total.to_dict() | per_byte(total, total_bytes),
+             files=[dict(file=n, **r.to_dict(), **per_byte(r, n_bytes[n])) for n, r in results],
              calibration=qm.meta["calibration"], engine=engine, unit=f"bits per {per}",
              max_tokens_per_file=max_tokens, quantization=qm.options.__dict__)
     if json_out:
@@ -128,6 +140,10 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint direc
         t.add_row(n, f"{r.tokens:,}", f"{r.float_bits_per_token:.4f}", f"{r.fixed_bits_per_token:.4f}",
                   f"{100 * r.relative_gap:+.2f} %", f"{r.top1_agreement:.3f}", end_section=n == results[-1][0])
     out.print(t)
+    if per == "token":
+        t_pb = d["total"]
+        out.print(f"bits per byte over the {total_bytes:,} bytes those tokens cover: float {t_pb['float_bits_per_byte']:.4f}, "
+                  f"fixed point {t_pb['fixed_bits_per_byte']:.4f}")
     out.print(f"float top-1 accuracy {total.float_top1_accuracy:.3f}, fixed point {total.fixed_top1_accuracy:.3f}; "
               f"calibration: {qm.meta['calibration']}")
 
