@@ -9,15 +9,11 @@ from typer.testing import CliRunner
 
 from mflc.cli import app
 
+from util import cli_run
+
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-
-
-def run(*args, ok=True):
-    r = runner.invoke(app, [str(a) for a in args])
-    if ok:
-        assert r.exit_code == 0, (r.output, r.exception)
-    return r
+run = cli_run
 
 
 @pytest.fixture(scope="module")

@@ -8,25 +8,17 @@ from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders, processors, trainers
-from typer.testing import CliRunner
-
-from mflc.cli import app
 from mflc.compiler.checkpoint import save_checkpoint
 from mflc.compiler.config import ModelConfig
 from mflc.compiler.tokenizer import ByteTokenizer, HFTokenizer, tokenizer_for
 
-from util import random_weights
+from util import cli_run, random_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = (ROOT / "tools" / "data" / "heldout_sample.txt").read_text()
-runner = CliRunner()
 
 
-def run(*args, ok=True):
-    r = runner.invoke(app, [str(a) for a in args])
-    if ok:
-        assert r.exit_code == 0, (r.output, r.exception)
-    return r
+run = cli_run
 
 
 def make_tokenizer(vocab: int) -> Tokenizer:

@@ -57,3 +57,15 @@ def quantized_models(draw, **kw):
     qm = quantize(cfg, w, [rng.integers(0, cfg.vocab_size, 24)], opts)
     tokens = draw(st.lists(st.integers(0, cfg.vocab_size - 1), min_size=1, max_size=6))
     return cfg, w, qm, tokens
+
+
+def cli_run(*args, ok=True):
+    """Invoke the mflc CLI in-process; unless ``ok`` is False, insist that it exits 0 (showing its output)."""
+    from typer.testing import CliRunner
+
+    from mflc.cli import app
+
+    r = CliRunner().invoke(app, [str(a) for a in args])
+    if ok:
+        assert r.exit_code == 0, (r.output, r.exception)
+    return r

@@ -16,18 +16,23 @@ for arg in "$@"; do
   esac
 done
 
-is_py() { [ -n "$2" ] && "$2" -c "import sys; sys.exit(0 if sys.version_info[:2] == ($1) else 1)" >/dev/null 2>&1; }
-is_py310() { is_py "3, 10" "$1"; }
+# find_python MINOR [EXPLICIT]: the first interpreter of 3.MINOR that runs: EXPLICIT, pyenv's, then PATH's.
+find_python() {
+  local minor="$1" cand
+  local cands=("${2:-}")
+  if command -v pyenv >/dev/null 2>&1; then
+    for d in "$(pyenv root)"/versions/3."$minor".*; do cands+=("$d/bin/python"); done
+  fi
+  cands+=(python3."$minor" /usr/bin/python3."$minor" /usr/local/bin/python3."$minor")
+  for cand in "${cands[@]}"; do
+    if [ -n "$cand" ] && "$cand" -c "import sys; sys.exit(0 if sys.version_info[:2] == (3, $minor) else 1)" >/dev/null 2>&1; then
+      echo "$cand"; return 0
+    fi
+  done
+  return 1
+}
 
-PY=""
-CANDIDATES=("${MFLC_PYTHON:-}")
-if command -v pyenv >/dev/null 2>&1; then
-  for d in "$(pyenv root)"/versions/3.10.*; do CANDIDATES+=("$d/bin/python"); done
-fi
-CANDIDATES+=(python3.10 /usr/bin/python3.10 /usr/local/bin/python3.10)
-for cand in "${CANDIDATES[@]}"; do
-  if is_py310 "$cand"; then PY="$cand"; break; fi
-done
+PY="$(find_python 10 "${MFLC_PYTHON:-}" || true)"
 
 EXTRAS="dev,plot,lava"
 if [ -z "$PY" ]; then
@@ -41,15 +46,7 @@ if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 echo "mflc setup: $(.venv/bin/python --version) in .venv with extras [${EXTRAS}]"
 
 if [ "$TRAIN" = 1 ]; then
-  TPY=""
-  TCANDIDATES=("${MFLC_TRAIN_PYTHON:-}")
-  if command -v pyenv >/dev/null 2>&1; then
-    for d in "$(pyenv root)"/versions/3.11.*; do TCANDIDATES+=("$d/bin/python"); done
-  fi
-  TCANDIDATES+=(python3.11 /usr/bin/python3.11 /usr/local/bin/python3.11)
-  for cand in "${TCANDIDATES[@]}"; do
-    if is_py "3, 11" "$cand"; then TPY="$cand"; break; fi
-  done
+  TPY="$(find_python 11 "${MFLC_TRAIN_PYTHON:-}" || true)"
   if [ -z "$TPY" ]; then
     echo "mflc setup: --train needs Python 3.11 (torch 2.13.0's CPU build is for 3.11); none found" >&2
     exit 1
