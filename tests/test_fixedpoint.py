@@ -40,7 +40,7 @@ def clamp(v: int, bits: int) -> int:
 def loihi2round(v):
     """Lava's statement of Loihi 2 rounding, verbatim: fix(v + (v > 0) - 0.5)."""
     v = np.asarray(v, dtype=np.float64)
-    return np.fix(v + (v > 0) - 0.5)
+    return np.trunc(v + (v > 0) - 0.5)
 
 
 int24 = st.integers(fp.smin(24), fp.smax(24))
