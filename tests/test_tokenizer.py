@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers, decoders, processors, trainers
+from hypothesis import given, settings, strategies as st
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from mflc.compiler.checkpoint import save_checkpoint
 from mflc.compiler.config import ModelConfig
 from mflc.compiler.tokenizer import ByteTokenizer, HFTokenizer, tokenizer_for
@@ -21,22 +23,41 @@ CORPUS = (ROOT / "tools" / "data" / "heldout_sample.txt").read_text()
 run = cli_run
 
 
-def make_tokenizer(vocab: int) -> Tokenizer:
-    """A byte-level BPE with Llama-style special tokens and a post-processor that prepends <s>."""
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([CORPUS], trainers.BpeTrainer(
-        vocab_size=vocab, special_tokens=["<unk>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+def make_tokenizer(vocab: int, family: str = "byte-level") -> Tokenizer:
+    """A small BPE trained on Python text, of one of the two families released LMs use, with <unk>, <s>,
+    </s> and a post-processor that prepends <s>:
+    * "byte-level": GPT-2 style, every byte mapped to a printable character before merging;
+    * "llama": the Llama/Mistral layout (what the released MMfreeLM ships): spaces become "▁" in a
+      normaliser that also prepends one, and characters outside the vocabulary fall back to <0xNN>
+      byte tokens."""
+    if family == "byte-level":
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        tok.train_from_iterator([CORPUS], trainers.BpeTrainer(
+            vocab_size=vocab, special_tokens=["<unk>", "<s>", "</s>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    else:
+        base = Tokenizer(models.BPE())
+        base.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+        base.train_from_iterator([CORPUS], trainers.BpeTrainer(vocab_size=vocab - 259, show_progress=False))
+        js = json.loads(base.to_str())
+        ids = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"<0x{i:02X}>": 3 + i for i in range(256)}
+        for t, _ in sorted(js["model"]["vocab"].items(), key=lambda kv: kv[1]):
+            ids.setdefault(t, len(ids))
+        js["model"].update(vocab=ids, unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+        tok = Tokenizer.from_str(json.dumps(js))
+        tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+        tok.add_special_tokens(["<unk>", "<s>", "</s>"])
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
     return tok
 
 
-@pytest.fixture(scope="module")
-def subword(tmp_path_factory):
+@pytest.fixture(scope="module", params=["byte-level", "llama"])
+def subword(request, tmp_path_factory):
     d = tmp_path_factory.mktemp("subword")
-    tok = make_tokenizer(400)
+    tok = make_tokenizer(400 if request.param == "byte-level" else 700, request.param)
     n = tok.get_vocab_size()
     cfg = ModelConfig.from_dict(dict(vocab_size=n + 12, hidden_size=16, num_hidden_layers=1, intermediate_size=24))
     save_checkpoint(d / "m", cfg, random_weights(cfg, 5))
@@ -57,6 +78,29 @@ def test_byte_offsets_count_utf8_bytes(subword):
         assert e == len(s[:b].encode("utf-8"))              # special tokens: (0, 0), so 0
     ids_b, ends_b = ByteTokenizer(256).encode_spans(s)
     assert ends_b.tolist() == list(range(1, len(s.encode()) + 1))
+
+
+@pytest.mark.parametrize("family", ["byte-level", "llama"])
+@settings(max_examples=80, deadline=None)
+@given(text=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\u2581"), max_size=60))
+def test_round_trip_and_byte_offsets_on_any_text(tmp_path_factory, family, text):
+    """decode(encode(s)) == s and the byte offsets climb to len(s in UTF-8), for any text: characters
+    outside the little vocabulary take the byte fallback (llama) or byte characters (byte-level)."""
+    t = _hf(tmp_path_factory, family)
+    ids, ends = t.encode_spans(text)
+    assert t.decode(ids) == text
+    assert ends[0] == 0 and ends[-1] == len(text.encode("utf-8")) and bool(np.all(np.diff(ends) >= 0))
+
+
+_HF: dict = {}
+
+
+def _hf(tmp_path_factory, family: str) -> HFTokenizer:
+    if family not in _HF:
+        d = tmp_path_factory.mktemp(f"tok-{family}")
+        make_tokenizer(400 if family == "byte-level" else 700, family).save(str(d / "tokenizer.json"))
+        _HF[family] = HFTokenizer(d / "tokenizer.json", 1000)
+    return _HF[family]
 
 
 def test_tokenizer_for_reads_tokenizer_json(subword):
