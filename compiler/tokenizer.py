@@ -51,6 +51,9 @@ class ByteTokenizer:
         ids = self.encode(text, source)
         return ids, np.arange(1, len(ids) + 1, dtype=np.int64)
 
+    def decode_continuation(self, prompt, new) -> str:
+        return self.decode(new)
+
     def start_tokens(self) -> list[int]:
         """What an empty prompt feeds the model: a newline, the start of a fresh line of text."""
         return [ord("\n")]
@@ -100,6 +103,14 @@ class HFTokenizer:
     def decode(self, tokens) -> str:
         # Ids of the model's padded vocabulary beyond the tokenizer's have no spelling: dropped.
         return self.tok.decode([int(t) for t in tokens if 0 <= int(t) < self.n], skip_special_tokens=True)
+
+    def decode_continuation(self, prompt, new) -> str:
+        """The text ``new`` adds after ``prompt``. Decoding ``new`` alone can be wrong: a Llama decoder
+        strips the leading space of what it decodes, and a character split over byte-fallback tokens
+        needs its first bytes. So decode both and take the difference."""
+        head = self.decode(prompt)
+        whole = self.decode(list(prompt) + list(new))
+        return whole[len(head):] if whole.startswith(head) else self.decode(new)
 
     def start_tokens(self) -> list[int]:
         """What an empty prompt feeds the model: the post-processor's special tokens (BOS), else id 0."""

@@ -138,7 +138,8 @@ def test_eval_compile_verify_generate_use_it(subword, tmp_path):
     assert v["ok"] and v["tokens"] == 10
     g = json.loads(run("generate", b, "--prompt", "import ", "--max-new-tokens", "6", "--json").output)
     assert g["prompt_tokens"] == len(tok.encode("import ").ids) and g["new_tokens"] == 6
-    assert isinstance(g["text"], str)
+    ids = tok.encode("import ").ids
+    assert g["text"] == tok.decode(ids + g["tokens"], skip_special_tokens=True)[len("import "):]
 
     q = tmp_path / "q"
     run("quantize", d / "m", "--out", q)
@@ -180,3 +181,14 @@ def test_small_vocabulary_without_tokenizer_says_what_is_missing(tmp_path):
     (tmp_path / "t.txt").write_text("hello world")
     r = run("eval", m, "--text", tmp_path / "t.txt", ok=False)
     assert r.exit_code == 1 and "vocab_size >= 256" in r.output and "tokenizer.json" in r.output
+
+
+def test_continuation_keeps_its_leading_space_and_split_characters(tmp_path_factory):
+    """A Llama decoder strips the leading space of what it decodes and needs every byte of a character:
+    generate's text is the whole decode minus the prompt's, never the new tokens decoded alone."""
+    t = _hf(tmp_path_factory, "llama")
+    prompt = t.encode("def")
+    new = [t.tok.token_to_id(x) for x in ["\u2581", "f", "o", "o", "(", "<0xC3>", "<0xA9>", ")"]]
+    assert t.decode(new) != " foo(é)"                       # decoded alone: the space is gone
+    assert t.decode_continuation(prompt, new) == " foo(é)"
+    assert ByteTokenizer(256).decode_continuation([100], list(b" x")) == " x"

@@ -138,7 +138,7 @@ def generate_cmd(model: Optional[Path] = typer.Argument(None, help="Build direct
         new.append(nxt)
         logits = step(nxt)
     t_gen = time.perf_counter() - t1
-    text = tok.decode(new)
+    text = tok.decode_continuation(ids, new)
     stats = dict(prompt_tokens=len(ids), new_tokens=len(new), steps_per_token=graph.depth,
                  prefill_steps=len(ids) + graph.depth - 1, prefill_seconds=t_prefill,
                  generation_tokens_per_second=len(new) / t_gen if t_gen > 0 else None)
