@@ -216,15 +216,31 @@ def load_profile(path) -> HardwareProfile:
     return hw
 
 
-def resolve_profile(spec) -> HardwareProfile:
-    """A built-in profile by name (loihi2, loihi2_120), a JSON file, or the default when None."""
+def resolve_profile(spec, overrides: list[str] | None = None) -> HardwareProfile:
+    """A built-in profile by name (loihi2, loihi2_120), a JSON file, or the default when None; then
+    ``overrides``, "figure=value" strings (the CLI's --hw), for what-if questions without a file."""
     if spec is None:
-        return PROFILES["loihi2"]
-    if isinstance(spec, HardwareProfile):
-        return spec
-    if str(spec) in PROFILES:
-        return PROFILES[str(spec)]
-    return load_profile(spec)
+        hw = PROFILES["loihi2"]
+    elif isinstance(spec, HardwareProfile):
+        hw = spec
+    elif str(spec) in PROFILES:
+        hw = PROFILES[str(spec)]
+    else:
+        hw = load_profile(spec)
+    if not overrides:
+        return hw
+    raw: dict = {}
+    for item in overrides:
+        key, sep, val = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--hw {item!r}: expected FIGURE=VALUE, e.g. weight_bits=2")
+        try:
+            raw[key] = int(val)
+        except ValueError:
+            raise ConfigError(f"--hw {item!r}: VALUE must be an integer") from None
+    out = _profile_from_mapping(raw, "--hw", hw)
+    return replace(out, name=f"{hw.name} + " + ", ".join(f"{k}={v}" for k, v in raw.items()))
 
 
 # ---- usage kinds --------------------------------------------------------------------------------------------

@@ -442,3 +442,37 @@ def test_estimate_measures_density_from_weights_and_compile_writes_the_layout(tm
 
     lay = load_layout(tmp_path / "b" / "layout.json")
     assert check_layout(lay, load_graph(tmp_path / "b" / "placed_ir")) == []
+
+
+def test_hw_overrides_one_figure_at_a_time(tmp_path):
+    """--hw FIGURE=VALUE asks what-if questions without a profile file: it changes the layout, names itself
+    in the report, stacks on --hardware, and works for compile as for estimate."""
+    def est(*args):
+        r = runner.invoke(app, ["estimate", "--preset", "tiny", "--json", *args])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output)
+
+    base, small = est(), est("--hw", "neurons_per_core=64")
+    assert small["cores"] > base["cores"] and small["hardware"]["name"] == "loihi2 + neurons_per_core=64"
+    both = est("--hardware", "loihi2_120", "--hw", "neurons_per_core=64", "--hw", "weight_bits=2")
+    assert both["hardware"]["name"] == "loihi2_120 + neurons_per_core=64, weight_bits=2"
+    figs = {f["name"]: f for f in both["hardware"]["figures"]}
+    assert figs["weight_bits"]["value"] == 2 and figs["weight_bits"]["source"] == "hardware profile --hw"
+    assert figs["cores_per_chip"]["value"] == 120                     # from loihi2_120, untouched
+    r = runner.invoke(app, ["init", "--preset", "tiny", "--out", str(tmp_path / "m")])
+    r = runner.invoke(app, ["compile", str(tmp_path / "m"), "--out", str(tmp_path / "b"), "--hw", "neurons_per_core=64",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["layout"]["cores"] == small["cores"]
+    assert load_layout(tmp_path / "b" / "layout.json").hardware.neurons_per_core == 64
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("weight_bit=2", "--hw: unknown key 'weight_bit'"),
+    ("weight_bits=two", "--hw 'weight_bits=two': VALUE must be an integer"),
+    ("weight_bits", "--hw 'weight_bits': expected FIGURE=VALUE"),
+    ("weight_bits=0", "'weight_bits' must be an integer >= 1, got 0"),
+])
+def test_hw_override_errors_exit_1(arg, message):
+    r = runner.invoke(app, ["estimate", "--preset", "tiny", "--hw", arg])
+    assert r.exit_code == 1 and message in r.output, r.output

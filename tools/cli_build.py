@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from mflc.cli import Stages, resolve_model, app, emit_json, guarded, kv_table, out
-from mflc.cli_layout import HardwareOpt, PlotOpt, SystemOpt, layout_build
+from mflc.cli_layout import HardwareOpt, HwSetOpt, PlotOpt, SystemOpt, layout_build
 from mflc.cli_model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
                             Uniform, quant_options, quantize_with_calibration)
 from mflc.ir.errors import MflcError
@@ -35,7 +35,8 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
                 act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
                 uniform: bool = Uniform,
                 no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
-                hardware: Optional[str] = HardwareOpt, system: Optional[str] = SystemOpt, plot: Optional[Path] = PlotOpt,
+                hardware: Optional[str] = HardwareOpt, hw_set: list[str] = HwSetOpt, system: Optional[str] = SystemOpt,
+                plot: Optional[Path] = PlotOpt,
                 json_out: bool = typer.Option(False, "--json")):
     """Quantize (unless already quantized), lower to IR, validate, lay out on Loihi 2, and write the build directory."""
     model = resolve_model(model)
@@ -67,7 +68,7 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
         copy_tokenizer(model, paths["quant"])
         save_graph(g, paths["ir"])
     with stage("laying out on Loihi 2"):
-        rep = layout_build(out_dir, g, hardware, system, plot)
+        rep = layout_build(out_dir, g, hardware, system, plot, hw_set)
     seconds = {k: round(v, 3) for k, v in stage.timings.items()}
     s = ir_summary(g)
     if json_out:

@@ -13,6 +13,8 @@ from mflc.ir.errors import ConfigError, MflcError
 
 HardwareOpt = typer.Option(None, "--hardware", help="Hardware profile: loihi2 (default), loihi2_120, or a JSON file "
                                                      "overriding any figure (see docs/layout.md)")
+HwSetOpt = typer.Option(None, "--hw", help="Override one hardware figure, FIGURE=VALUE (repeatable), e.g. "
+                        "--hw weight_bits=2; applied on top of --hardware")
 SystemOpt = typer.Option(None, "--system", help="Target system: oheo_gulch (1 chip), kapoho_point (8), hala_point (1152); "
                                                 "fail if the model needs more chips. Default: report the smallest that fits")
 PlotOpt = typer.Option(None, "--plot", help="Write a picture of the layout (PNG) here")
@@ -54,7 +56,7 @@ def _peak_rss_mb() -> float:
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
 
 
-def layout_build(build_dir: Path, graph, hw, system=None, plot: Optional[Path] = None) -> dict:
+def layout_build(build_dir: Path, graph, hw, system=None, plot: Optional[Path] = None, hw_set: list[str] | None = None) -> dict:
     """The layout step of ``compile``: split fan-ins, partition, place; write build/placed_ir (the split graph)
     and build/layout.json, check the layout independently, optionally draw it; returns the report."""
     from mflc.compiler.hardware import resolve_profile
@@ -64,7 +66,7 @@ def layout_build(build_dir: Path, graph, hw, system=None, plot: Optional[Path] =
     from mflc.ir.errors import FitError
     from mflc.ir.serialize import save_graph
 
-    hw = resolve_profile(hw)
+    hw = resolve_profile(hw, hw_set)
     build_dir = Path(build_dir)
     g2, lay = layout_graph(graph, hw, system)
     save_graph(g2, build_dir / "placed_ir")
@@ -88,7 +90,7 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
                  preset: Optional[str] = typer.Option(None, "--preset", help="370M, 1.3B, 2.7B or tiny"),
                  density: Optional[float] = typer.Option(None, "--density", help="Fraction of non-zero ternary weights "
                                                          "(default: measured from MODEL's weights, else the stated default)"),
-                 hardware: Optional[str] = HardwareOpt, system: Optional[str] = SystemOpt,
+                 hardware: Optional[str] = HardwareOpt, hw_set: list[str] = HwSetOpt, system: Optional[str] = SystemOpt,
                  plot: Optional[Path] = PlotOpt,
                  remove_inner_norm: bool = typer.Option(False, "--remove-inner-norm",
                                                         help="Estimate the model without each BitLinear's own RMSNorm"),
@@ -113,7 +115,7 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
         raise ConfigError("give either --preset NAME (370M, 1.3B, 2.7B, tiny) or a MODEL directory, not both")
     if preset is None:
         model = resolve_model(model)           # neither: the embedded default model
-    hw = resolve_profile(hardware)
+    hw = resolve_profile(hardware, hw_set)
     options = QuantOptions(remove_inner_norm=remove_inner_norm)
     if preset is not None:
         cfg = get_preset(preset)
