@@ -38,7 +38,11 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def ternarize(w: np.ndarray) -> tuple[np.ndarray, float]:
     """BitLinear weight quantization: W ≈ W_t · absmean, W_t ∈ {-1, 0, 1} (int8)."""
     absmean = max(float(np.mean(np.abs(w), dtype=np.float64)), EPS_CLAMP)
-    wt = np.clip(np.round(w / absmean), -1, 1).astype(np.int8)
+    x = w / absmean
+    # = clip(round(x), -1, 1) with round half to even (±0.5 -> 0), in two comparisons instead of
+    # three float passes (tests/test_models.py checks the identity, ties included)
+    wt = (x > 0.5).astype(np.int8)
+    wt -= x < -0.5
     return wt, absmean
 
 
@@ -60,17 +64,24 @@ class BitLinear:
     norm_w: np.ndarray | None  # [in] float64, None when the inner norm is removed
     eps: float
     act_quant: bool = True
+    cache_float32: bool = True
 
     def __post_init__(self):
         # float32 transpose, made once: with quantized (integer-valued, |x| <= 128) activations every
-        # product and sum is an integer below 2^24, so float32 computes it exactly.
-        self.wt_t = np.ascontiguousarray(self.wt.T, dtype=np.float32)
+        # product and sum is an integer below 2^24, so float32 computes it exactly. Without the cache
+        # (cache_float32=False: 4 bytes a weight saved, for whole-sequence passes such as calibration)
+        # each call converts the int8 matrix for its one product.
+        self.wt_t = np.ascontiguousarray(self.wt.T, dtype=np.float32) if self.cache_float32 else None
+
+    def _weights_t(self) -> np.ndarray:
+        # the same layout as the cache, so BLAS takes the same path and float inputs round the same way
+        return self.wt_t if self.wt_t is not None else np.ascontiguousarray(self.wt.T, dtype=np.float32)
 
     @classmethod
-    def from_weights(cls, name, weights, eps, use_norm=True, act_quant=True) -> "BitLinear":
+    def from_weights(cls, name, weights, eps, use_norm=True, act_quant=True, cache_float32=True) -> "BitLinear":
         wt, absmean = ternarize(weights[f"{name}.weight"])
         nw = weights[f"{name}.norm.weight"].astype(np.float64) if use_norm else None
-        return cls(name, wt, absmean, nw, eps, act_quant)
+        return cls(name, wt, absmean, nw, eps, act_quant, cache_float32)
 
     def __call__(self, x: np.ndarray, observe: Observer | None = None) -> np.ndarray:
         xn = rms_norm(x, self.norm_w, self.eps) if self.norm_w is not None else x
@@ -79,15 +90,17 @@ class BitLinear:
         if self.act_quant:
             s = ACT_QMAX / np.maximum(np.max(np.abs(xn), axis=-1, keepdims=True), EPS_CLAMP)
             xq = np.clip(np.round(xn * s), -128, 127).astype(np.float32)
-            return (xq @ self.wt_t).astype(np.float64) / s * self.absmean
-        return (xn.astype(np.float32) @ self.wt_t).astype(np.float64) * self.absmean
+            return (xq @ self._weights_t()).astype(np.float64) / s * self.absmean
+        return (xn.astype(np.float32) @ self._weights_t()).astype(np.float64) * self.absmean
 
 
 class FloatModel:
-    """HGRN-Bit in float64. ``remove_inner_norm`` drops each BitLinear's own RMSNorm (the fork's option)."""
+    """HGRN-Bit in float64. ``remove_inner_norm`` drops each BitLinear's own RMSNorm (the fork's option);
+    ``low_memory`` keeps only the int8 ternary matrices (no float32 copies: 5x less for the weights,
+    slower token-by-token ``step``, the same numbers)."""
 
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray], *, remove_inner_norm: bool = False,
-                 act_quant: bool = True):
+                 act_quant: bool = True, low_memory: bool = False):
         self.cfg = cfg
         self.eps = cfg.rms_norm_eps
         self.remove_inner_norm = remove_inner_norm
@@ -95,7 +108,8 @@ class FloatModel:
         self.emb = f64("model.embeddings.weight")
         self.betas = (lower_bound_betas(weights["model.lower_bounds"]) if cfg.use_lower_bound
                       else np.zeros((cfg.L, cfg.d_attn)))
-        mk = lambda n: BitLinear.from_weights(n, weights, self.eps, not remove_inner_norm, act_quant)  # noqa: E731
+        mk = lambda n: BitLinear.from_weights(n, weights, self.eps, not remove_inner_norm, act_quant,  # noqa: E731
+                                              not low_memory)
         self.layers = []
         for i in range(cfg.L):
             p = f"model.layers.{i}."
@@ -109,7 +123,7 @@ class FloatModel:
         head = dict(weights)
         if cfg.tie_word_embeddings:
             head["lm_head.weight"] = weights["model.embeddings.weight"]
-        self.head = BitLinear.from_weights("lm_head", head, self.eps, not remove_inner_norm, act_quant)
+        self.head = BitLinear.from_weights("lm_head", head, self.eps, not remove_inner_norm, act_quant, not low_memory)
 
     def init_state(self) -> np.ndarray:
         """Recurrent state h of every layer, [L, d_attn]."""

@@ -18,6 +18,7 @@ from mflc.ir import fixedpoint as fp
 from mflc.ir.graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, SynapseGroup
 from mflc.ir.validate import validate
 
+from .csr import synapses_from_dense
 from .quantize import QuantizedModel
 
 I = Instr.make
@@ -70,8 +71,8 @@ class _Builder:
                 f"{src}->{dst}.{port}", src, dst, port, w.shape, w.row_counts(), delay=self._delay(src, dst),
                 meta=dict(kind="ternary", layer=layer)))
             return
-        self.g.add_synapse(SynapseGroup.from_dense(f"{src}->{dst}.{port}", src, dst, port, w,
-                                                   delay=self._delay(src, dst), meta=dict(kind="ternary", layer=layer)))
+        self.g.add_synapse(synapses_from_dense(f"{src}->{dst}.{port}", src, dst, port, w,
+                                               delay=self._delay(src, dst), meta=dict(kind="ternary", layer=layer)))
 
     # ---- RMSNorm: square -> reduce -> broadcast + apply --------------------------------------------------
     def norm_reduction(self, src: str, red_key: str, tag: str, layer) -> str:

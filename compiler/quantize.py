@@ -23,7 +23,7 @@ from mflc.ir import fixedpoint as fp
 from mflc.ir.errors import CheckpointError, ConfigError
 
 from .config import ModelConfig
-from .float_model import FloatModel, lower_bound_betas, sigmoid, silu, ternarize
+from .float_model import FloatModel, lower_bound_betas, sigmoid, silu
 
 FORMAT = "mflc-quantized"
 FORMAT_VERSION = 1
@@ -266,7 +266,8 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
     """Build the fixed-point model from float weights and calibration token sequences."""
     opts = options or QuantOptions()
     opts.validate()
-    fm = FloatModel(cfg, weights, remove_inner_norm=opts.remove_inner_norm)
+    # calibration runs whole sequences, so the float model need not keep float32 copies of the weights
+    fm = FloatModel(cfg, weights, remove_inner_norm=opts.remove_inner_norm, low_memory=True)
     mse = opts.scale_method == "mse"
     cal = calibrate(fm, calib_tokens, keep_values=mse)
     amax, samples = cal if mse else (cal, {})
@@ -329,9 +330,12 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
         eps = cfg.rms_norm_eps if opts.rms_eps is None else opts.rms_eps
         scalars[f"E.{reduction_key}"] = _eps_int(eps, n, s_in * 2.0 ** (k / 2))
 
+    # the float model ternarized every projection already (same function, same weights): reuse it
+    projections = {b.name + ".weight": b for ly in fm.layers for b in ly.values() if hasattr(b, "wt")}
+    projections["lm_head.weight"] = fm.head
+
     def bitlinear(key, wname, in_site, layer_prefix=""):
-        w = weights[wname] if wname in weights else weights["model.embeddings.weight"]
-        wt, absmean = ternarize(w)
+        wt, absmean = projections[wname].wt, projections[wname].absmean
         tensors[f"W.{key}"] = wt
         meta["absmean"][key] = absmean
         return absmean

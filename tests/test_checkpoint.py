@@ -412,3 +412,29 @@ def test_validate_weights_counts_further_problems():
     del w["model.norm.weight"], w["lm_head.norm.weight"]
     with pytest.raises(CheckpointError, match=r"^here: tensor 'model.norm.weight' is missing \(and 1 more problem"):
         validate_weights(cfg, w, "here")
+
+
+def test_large_f32_tensors_are_mapped_copy_on_write(tmp_path):
+    """Large F32 tensors come back memory-mapped (file cache, not process memory) and editing one never
+    touches the checkpoint on disk."""
+    import mmap
+
+    from mflc.compiler import checkpoint as C
+
+    cfg = ModelConfig.from_dict(dict(vocab_size=1100, hidden_size=256, num_hidden_layers=1, intermediate_size=64))
+    w = C.init_weights(cfg, 0)
+    assert w["model.embeddings.weight"].nbytes >= C.MMAP_MIN_BYTES > w["model.norm.weight"].nbytes
+    C.save_checkpoint(tmp_path / "m", cfg, w)
+    _, got = C.load_checkpoint(tmp_path / "m")
+
+    def mapped(a):
+        while a is not None and not isinstance(a, mmap.mmap):
+            a = getattr(a, "base", None)
+        return a is not None
+
+    emb = got["model.embeddings.weight"]
+    assert mapped(emb) and not mapped(got["model.norm.weight"])
+    assert np.array_equal(emb, w["model.embeddings.weight"])
+    emb[0, 0] = 123.0                                           # private page; the file keeps its value
+    _, again = C.load_checkpoint(tmp_path / "m")
+    assert again["model.embeddings.weight"][0, 0] == w["model.embeddings.weight"][0, 0]

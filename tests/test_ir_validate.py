@@ -233,3 +233,10 @@ def test_port_range_and_accumulator_peak_equal_brute_force(seed, rows, cols, lo,
     got = _port_range(g, "b", "x", {"a": (lo, hi)})
     assert got == (int(fp.shr_floor(int(bot.min()), -exp)), int(fp.shr_floor(int(top.max()), -exp)))
     assert _accumulator_range(g, s, {"a": (lo, hi)}) == int(np.abs(w).sum(axis=1).max()) * max(-lo, hi)
+
+
+def test_row_sums_with_empty_rows_everywhere():
+    w = np.array([[0, 0], [1, -1], [0, 0], [0, 1], [0, 0]])
+    s = SynapseGroup.from_dense("a->b.x", "a", "b", "x", w)
+    assert s.row_sums(np.array([5, 7, 11], np.int64)).tolist() == [0, 12, 0, 11, 0]
+    assert SynapseGroup.from_dense("e", "a", "b", "x", np.zeros((3, 2))).row_sums(np.zeros(0, np.int64)).tolist() == [0] * 3

@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mflc.compiler.config import ModelConfig, preset
 from mflc.compiler.evaluate import evaluate
@@ -167,3 +168,43 @@ def test_370m_widths_lower_and_verify_with_default_site_widths():
     validate(g)
     res = verify(IntModel(qm), g, rng.integers(0, 64, 3).tolist())
     assert res.ok, res.divergence and res.divergence.describe()
+
+
+@pytest.mark.parametrize("act_quant", [True, False])
+def test_low_memory_float_model_computes_the_same_numbers(tiny_model, act_quant):
+    """Without float32 weight copies (what quantize uses) the float model is the same function, to the bit."""
+    cfg, w = tiny_model
+    toks = [3, 100, 7, 255, 0, 42]
+    a = FloatModel(cfg, w, act_quant=act_quant)
+    b = FloatModel(cfg, w, act_quant=act_quant, low_memory=True)
+    assert b.head.wt_t is None and a.head.wt_t is not None
+    la, sa = a.forward(toks)
+    lb, sb = b.forward(toks)
+    assert np.array_equal(la, lb) and np.array_equal(sa, sb)
+    assert np.array_equal(a.step(9, sa)[0], b.step(9, sb)[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(0, 30), cols=st.integers(1, 30),
+       density=st.floats(0.0, 1.0))
+def test_compiled_dense_to_csr_equals_the_definition(seed, rows, cols, density):
+    from mflc.compiler.csr import synapses_from_dense
+    from mflc.ir.graph import SynapseGroup
+
+    rng = np.random.default_rng(seed)
+    w = (rng.integers(-1, 2, (rows, cols)) * (rng.random((rows, cols)) < density)).astype(np.int8)
+    a = SynapseGroup.from_dense("s", "a", "b", "x", w, delay=2)
+    b = synapses_from_dense("s", "a", "b", "x", w, delay=2)
+    for f in ("indptr", "indices", "values"):
+        assert np.array_equal(getattr(a, f), getattr(b, f)) and getattr(a, f).dtype == getattr(b, f).dtype, f
+    assert (a.shape, a.delay) == (b.shape, b.delay)
+
+
+def test_ternarize_is_clipped_round_half_even_including_ties():
+    rng = np.random.default_rng(0)
+    w = np.concatenate([rng.normal(0, 1, 10_000), [0.5, -0.5, 1.5, -1.5, 0.0, -0.0, 2.5, 1e30, -1e30]]).astype(np.float32)
+    wt, absmean = ternarize(w)
+    x = w / absmean
+    assert wt.dtype == np.int8 and np.array_equal(wt, np.clip(np.round(x), -1, 1).astype(np.int8))
+    wt2, am2 = ternarize(np.array([1, -1, 3, -3], np.float32))    # absmean 2: x = ±0.5 (ties: 0), ±1.5
+    assert am2 == 2.0 and wt2.tolist() == [0, 0, 1, -1]

@@ -61,6 +61,7 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
             qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens,
                                            quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm,
                                                          rms_eps, uniform=uniform))
+            del w                                    # the float weights are not needed past quantization
     with stage("lowering to IR"):
         g = lower(qm)
     with stage("writing"):
