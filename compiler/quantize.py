@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from mflc.ir import fixedpoint as fp
 from mflc.ir.errors import CheckpointError, ConfigError
+from mflc.ir.tensorfile import load_tensors
 
 from .config import ModelConfig
 from .float_model import FloatModel, lower_bound_betas, sigmoid, silu
@@ -218,7 +219,7 @@ class QuantizedModel:
         if head.get("version") != FORMAT_VERSION:
             raise CheckpointError(f"{jf}: format version {head.get('version')!r} is not supported (this mflc reads version {FORMAT_VERSION})")
         try:
-            tensors = load_file(str(tf))
+            tensors = load_tensors(tf)
         except Exception as e:  # safetensors raises several types for truncated/corrupt files
             raise CheckpointError(f"{tf}: cannot read tensors ({e})") from None
         want = head["tensor_dtypes"]

@@ -5,10 +5,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from .errors import MflcError
 from .graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, SynapseGroup
+from .tensorfile import load_tensors
 
 FORMAT = "mflc-ir"
 VERSION = 1
@@ -59,7 +60,7 @@ def load_graph(path: str | Path) -> Graph:
     if head.get("version") != VERSION:
         raise MflcError(f"{jf}: IR version {head.get('version')!r} not supported (this mflc reads {VERSION})")
     try:
-        arrays = load_file(str(af))
+        arrays = load_tensors(af)
     except Exception as e:
         raise MflcError(f"{af}: cannot read arrays ({e})") from None
 

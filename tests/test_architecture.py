@@ -37,7 +37,7 @@ def test_layering(package, forbidden):
 
 def test_ir_uses_only_numpy_and_safetensors():
     allowed = ("numpy", "safetensors", "mflc.ir", "__future__", "dataclasses", "typing", "json", "pathlib",
-               "collections", "math", "functools", "itertools")
+               "collections", "math", "functools", "itertools", "struct")
     bad = [f"{f.name}: {m}" for f in (ROOT / "ir").glob("*.py") for m in _imports(f)
            if not m.startswith(allowed)]
     assert not bad, bad
