@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mflc.ir.errors import CheckpointError
+from mflc.ir.tensorfile import MMAP_MIN_BYTES, map_array
 
 from .config import ModelConfig
 
@@ -286,18 +287,13 @@ def _check_entry(path: Path, name: str, info, data_len: int) -> tuple[str, tuple
     return np_dtype, tuple(shape), begin, end
 
 
-# F32 tensors at least this large are memory-mapped rather than read: the pages stay in the OS's file
-# cache, which it can drop and re-read, so a 2.7B checkpoint's 11 GB of floats do not count against memory
-# while the compiler holds its int8 and float32 working copies (docs/benchmarks.md).
-MMAP_MIN_BYTES = 1 << 20
-
-
 def _read_tensor(f, data_start: int, np_dtype: str, shape: tuple[int, ...], begin: int, end: int) -> np.ndarray:
-    n = math.prod(shape)
-    if np_dtype == "<f4" and n * 4 >= MMAP_MIN_BYTES:
-        # copy-on-write: a caller that edits its weights gets private pages and the file is untouched
-        mm = np.memmap(f.name, dtype="<f4", mode="c", offset=data_start + begin, shape=shape)
-        return mm.view(np.ndarray)
+    # Large F32 tensors are memory-mapped (copy-on-write) rather than read: their pages stay in the OS's
+    # file cache, which it can drop and re-read, so a 2.7B checkpoint's 11 GB of floats do not count
+    # against memory while the compiler holds its int8 working copies (docs/benchmarks.md). Other dtypes
+    # are converted to float32, which needs a copy anyway.
+    if np_dtype == "<f4" and end - begin >= MMAP_MIN_BYTES:
+        return map_array(f.name, "<f4", data_start + begin, shape)
     f.seek(data_start + begin)
     raw = np.fromfile(f, dtype=np_dtype, count=math.prod(shape))
     if np_dtype == "<u2":  # BF16: the top half of a float32's bits

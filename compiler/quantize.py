@@ -24,7 +24,7 @@ from mflc.ir.errors import CheckpointError, ConfigError
 from mflc.ir.tensorfile import load_tensors
 
 from .config import ModelConfig
-from .float_model import FloatModel, lower_bound_betas, sigmoid, silu
+from .float_model import BitLinear, FloatModel, lower_bound_betas, sigmoid, silu
 
 FORMAT = "mflc-quantized"
 FORMAT_VERSION = 1
@@ -332,7 +332,7 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
         scalars[f"E.{reduction_key}"] = _eps_int(eps, n, s_in * 2.0 ** (k / 2))
 
     # the float model ternarized every projection already (same function, same weights): reuse it
-    projections = {b.name + ".weight": b for ly in fm.layers for b in ly.values() if hasattr(b, "wt")}
+    projections = {b.name + ".weight": b for ly in fm.layers for b in ly.values() if isinstance(b, BitLinear)}
     projections["lm_head.weight"] = fm.head
 
     def bitlinear(key, wname, in_site, layer_prefix=""):

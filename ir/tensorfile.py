@@ -11,7 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-MMAP_MIN_BYTES = 1 << 20
+MMAP_MIN_BYTES = 1 << 20   # smaller arrays are read: a mapping costs a page table entry and a syscall
+
+
+def map_array(path: str | Path, dtype: str, offset: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A copy-on-write memory map of ``shape`` elements of ``dtype`` at byte ``offset`` of ``path``, as a
+    plain ndarray: reads come from the file cache, writes go to private pages, the file never changes."""
+    return np.memmap(path, dtype=dtype, mode="c", offset=offset, shape=shape).view(np.ndarray)
 _DTYPES = {"BOOL": "|b1", "U8": "|u1", "I8": "|i1", "I16": "<i2", "U16": "<u2", "I32": "<i4", "U32": "<u4",
            "I64": "<i8", "U64": "<u8", "F16": "<f2", "F32": "<f4", "F64": "<f8"}
 
@@ -47,7 +53,7 @@ def load_tensors(path: str | Path) -> dict[str, np.ndarray]:
                 raise ValueError(f"tensor {name!r}: data_offsets {[begin, end]} do not hold shape {shape} of "
                                  f"{info['dtype']} inside the {data_len}-byte data section (truncated?)")
             if end - begin >= MMAP_MIN_BYTES:
-                out[name] = np.memmap(p, dtype=dtype, mode="c", offset=start + begin, shape=shape).view(np.ndarray)
+                out[name] = map_array(p, dtype, start + begin, shape)
             else:
                 f.seek(start + begin)
                 out[name] = np.frombuffer(f.read(end - begin), dtype=dtype).reshape(shape).copy()

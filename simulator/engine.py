@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mflc.ir.coremap import CoreMap
 from mflc.ir.graph import Graph, SynapseGroup
 from mflc.ir.validate import validate
 
 from . import kernels as K
-from mflc.ir.coremap import CoreMap
 from .nbprogram import encode
 from .reference import RunResult, injection_steps
 

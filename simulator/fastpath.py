@@ -11,15 +11,15 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from mflc.ir.coremap import CoreMap
 from mflc.ir.graph import Graph
 
 from . import kernels as K
+from .nbprogram import _RT, encode, run_program_flat
 
 # A parallel region costs a thread wake-up, which on a busy or virtualised machine can take milliseconds:
 # only blocks large enough to repay it run on all cores.
 PARALLEL_MIN_WEIGHTS = 1 << 20
-from mflc.ir.coremap import CoreMap
-from .nbprogram import _RT, encode, run_program_flat
 
 
 

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from mflc.ir.coremap import CoreMap
 from mflc.ir.graph import Graph
 
-from mflc.ir.coremap import CoreMap
 from .engine import Counters, Engine
 from .reference import ReferenceExecutor
 

@@ -43,9 +43,12 @@ def evaluation_texts(model: Path, vocab_size: int, text: list[Path] | None, held
             raise ConfigError(f"{root}: no held-out .py files found (is this a Python standard library?)")
     else:
         files = [(str(p), p) for p in text]
+    from mflc.compiler.tokenizer import tokenizer_for
+
+    tok = tokenizer_for(model, vocab_size)              # parsed once, not once per file
     seqs = []
     for name, p in files[:max_files] if max_files else files:
-        toks, n_bytes = read_text(Path(p), vocab_size, model, max_tokens)
+        toks, n_bytes = read_text(Path(p), tok, max_tokens)
         if byte_counts is not None:
             byte_counts[name] = n_bytes
         if len(toks) < 2:

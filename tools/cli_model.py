@@ -33,21 +33,21 @@ def quant_options(act_bits: int, state_bits: int, site_bits: list[str], no_pow2:
                         scale_method=scale_method)
 
 
-def read_text(path: Path, vocab_size: int, model_dir: Path | None, max_tokens: int | None) -> tuple[list[int], int]:
+def read_text(path: Path, tokenizer, max_tokens: int | None) -> tuple[list[int], int]:
     """The tokens of a text file (at most ``max_tokens``) and how many bytes of text the predicted ones
     (all but the first) cover: the denominator of bits per byte, whatever the tokenizer."""
-    from mflc.compiler.tokenizer import tokenizer_for
-
     if not path.is_file():
         raise ConfigError(f"{path}: text file not found")
-    toks, ends = tokenizer_for(model_dir, vocab_size).encode_spans(path.read_bytes(), source=str(path))
+    toks, ends = tokenizer.encode_spans(path.read_bytes(), source=str(path))
     if max_tokens:
         toks, ends = toks[:max_tokens], ends[:max_tokens]
     return toks, int(ends[-1] - ends[0]) if len(toks) else 0
 
 
 def read_text_tokens(path: Path, vocab_size: int, model_dir: Path | None, max_tokens: int | None) -> list[int]:
-    return read_text(path, vocab_size, model_dir, max_tokens)[0]
+    from mflc.compiler.tokenizer import tokenizer_for
+
+    return read_text(path, tokenizer_for(model_dir, vocab_size), max_tokens)[0]
 
 
 def quantize_with_calibration(model: Path, cfg, w, calib: Path | None, calib_tokens: int | None, opts,
