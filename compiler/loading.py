@@ -28,6 +28,9 @@ def resolve_calibration(cfg: ModelConfig, model_dir: Path | None, calib_file: Pa
     ``n`` caps the tokens taken (default: a whole file, else 256)."""
     from .tokenizer import tokenizer_for
 
+    if n is not None and n < 1:
+        raise CheckpointError(f"calibration token count (--calib-tokens) must be >= 1, got {n}")
+
     def from_file(f: Path, what: str):
         if not Path(f).is_file():
             raise CheckpointError(f"{f}: calibration text not found")

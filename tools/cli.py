@@ -31,7 +31,7 @@ def guarded(fn):
         except MflcError as e:
             err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        except (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
             err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
 
@@ -49,6 +49,35 @@ def resolve_model(model: Optional[Path]) -> Path:
         raise MflcError(f"no MODEL given and the embedded default model is missing ({DEFAULT_MODEL}); "
                         "pass a model directory, e.g. one made by `mflc init --preset tiny --out DIR`")
     return DEFAULT_MODEL
+
+
+def _file_ancestor(path: Path) -> Optional[Path]:
+    """The nearest existing ancestor of ``path`` that is not a directory, if any (nothing can be made under it)."""
+    for p in path.absolute().parents:
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
+
+
+def check_out_dir(path: Path, option: str = "--out", holds: str = "a directory") -> None:
+    """Refuse, before any work, an output directory that cannot be one: an existing non-directory, or a
+    path under a regular file."""
+    if path.exists() and not path.is_dir():
+        raise MflcError(f"{option} {path}: exists and is not a directory (this command writes {holds}); "
+                        "give a new or existing directory")
+    anc = _file_ancestor(path)
+    if anc is not None:
+        raise MflcError(f"{option} {path}: {anc} is a file, not a directory")
+
+
+def check_out_file(path: Path, option: str = "--out") -> None:
+    """Refuse, before any work, an output file path that is a directory or lies under a regular file
+    (an existing regular file is overwritten)."""
+    if path.is_dir():
+        raise MflcError(f"{option} {path}: is a directory; give a file name, e.g. {path / 'lava.json'}")
+    anc = _file_ancestor(path)
+    if anc is not None:
+        raise MflcError(f"{option} {path}: {anc} is a file, not a directory")
 
 
 def emit_json(obj) -> None:

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mflc.cli import app, emit_json, err, guarded, kv_table, out, progress_bar, resolve_model
+from mflc.cli import app, check_out_file, emit_json, err, guarded, kv_table, out, progress_bar, resolve_model
 from mflc.ir.errors import MflcError
 
 
@@ -72,6 +72,8 @@ def export_lava_cmd(build: Path = typer.Argument(..., help="Build directory (fro
     do not serialize, so what is written is a JSON description: processes, ports, connections, weight encoding."""
     from mflc.simulator.lava_backend import export_lava, lava_available, plan_lava
 
+    if out_file is not None:
+        check_out_file(out_file)
     if schedule not in ("sequential", "pipelined"):
         raise MflcError(f"--schedule {schedule!r}: choose sequential or pipelined")
     if tokens < 1:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from mflc.cli import resolve_model, app, emit_json, guarded, kv_table, out, progress_bar
+from mflc.cli import resolve_model, app, check_out_dir, emit_json, guarded, kv_table, out, progress_bar
 from mflc.ir.errors import ConfigError
 
 
@@ -50,12 +50,18 @@ def read_text_tokens(path: Path, vocab_size: int, model_dir: Path | None, max_to
     return read_text(path, tokenizer_for(model_dir, vocab_size), max_tokens)[0]
 
 
+def check_calib_tokens(calib_tokens: int | None) -> None:
+    if calib_tokens is not None and calib_tokens < 1:
+        raise ConfigError(f"--calib-tokens must be >= 1, got {calib_tokens}")
+
+
 def quantize_with_calibration(model: Path, cfg, w, calib: Path | None, calib_tokens: int | None, opts,
                               text_tokens: list[int] | None = None):
     """Quantize with the calibration ``resolve_calibration`` picks, recording its source in the model."""
     from mflc.compiler.loading import resolve_calibration
     from mflc.compiler.quantize import quantize
 
+    check_calib_tokens(calib_tokens)
     seqs, source = resolve_calibration(cfg, model, calib, calib_tokens, text_tokens)
     qm = quantize(cfg, w, seqs, opts)
     qm.meta["calibration"] = source
@@ -102,6 +108,8 @@ def quantize_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint d
                  no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
                  json_out: bool = typer.Option(False, "--json")):
     """Quantize a checkpoint to the fixed-point model and save it (its scales and widths included)."""
+    check_out_dir(out_dir, holds="a quantized-model directory: quant.json + quant.safetensors")
+    check_calib_tokens(calib_tokens)
     model = resolve_model(model)
     from mflc.compiler.loading import load_float
 

@@ -13,6 +13,16 @@ from rich.markup import escape
 from mflc.cli import resolve_model, app, emit_json, err, guarded, kv_table, out, progress_bar
 from mflc.ir.errors import MflcError
 
+MAX_VERIFY_TOKENS = 1_000_000      # verify runs the integer reference and the simulator on every token
+MAX_NEW_TOKENS = 100_000           # generate steps the simulated chip once per token
+
+
+def check_count(option: str, value: int, lo: int, hi: int, limit_name: str) -> None:
+    if value < lo:
+        raise MflcError(f"{option} must be >= {lo}, got {value}")
+    if value > hi:
+        raise MflcError(f"{option} {value:,} is above the limit {limit_name} = {hi:,}")
+
 
 def load_for_simulation(path: Path):
     """(quantized model, engine graph, core map, reference graph) from a build dir or a model dir; for a
@@ -49,6 +59,9 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
                backend: str = typer.Option("engine", help="engine (Numba) or lava"),
                json_out: bool = typer.Option(False, "--json")):
     """Run the integer reference model and the simulator side by side; exit 0 only if every logit and state is equal."""
+    check_count("--tokens", tokens, 1, MAX_VERIFY_TOKENS, "MAX_VERIFY_TOKENS")
+    if seed < 0:
+        raise MflcError(f"--seed must be >= 0, got {seed}")
     model = resolve_model(model)
     from mflc.compiler.int_model import IntModel
     from mflc.simulator.verify import verify
@@ -101,6 +114,11 @@ def generate_cmd(model: Optional[Path] = typer.Argument(None, help="Build direct
                  seed: int = typer.Option(0),
                  json_out: bool = typer.Option(False, "--json")):
     """Generate text token by token from the simulated chip (bytes, or the model's tokenizer.json)."""
+    check_count("--max-new-tokens", max_new_tokens, 0, MAX_NEW_TOKENS, "MAX_NEW_TOKENS")
+    if not (np.isfinite(temperature) and temperature >= 0):
+        raise MflcError(f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
+    if seed < 0:
+        raise MflcError(f"--seed must be >= 0, got {seed}")
     model = resolve_model(model)
     from mflc.compiler.tokenizer import tokenizer_for
     from mflc.simulator.engine import Engine
