@@ -9,6 +9,7 @@ from safetensors.numpy import save_file
 
 from .errors import MflcError
 from .graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, SynapseGroup
+from .schema import STRICT, MapOf, OneOf, Opt, Tup, check
 from .tensorfile import load_tensors
 
 FORMAT = "mflc-ir"
@@ -45,7 +46,27 @@ def save_graph(g: Graph, path: str | Path) -> None:
     save_file(arrays, str(d / "graph.safetensors"))
 
 
+_IMM = OneOf(int, str)
+GROUP_SCHEMA = {
+    "name": str, "size": int, "ports": [str], "output": str, "out_bits": int, "stage": int,
+    "registers": MapOf(int), "send": str, "meta": Opt(dict), "params": [str], "tables": [str],
+    "program": [Tup(str, str, [str], MapOf(_IMM), label="[op, out, args, imm]")],
+}
+SYNAPSE_SCHEMA = {
+    "name": str, "src": str, "dst": str, "port": str, "shape": Tup(int, int, label="[dst size, src size]"),
+    "weight_exp": int, "delay": int, "acc_bits": int, "meta": Opt(dict),
+}
+GRAPH_SCHEMA = {
+    "format": str, "version": int, "groups": [GROUP_SCHEMA], "synapses": [SYNAPSE_SCHEMA],
+    "inputs": [{"name": str, "group": str, "port": str, "table": str, STRICT: True}],
+    "outputs": [{"name": str, "group": str, STRICT: True}],
+    "host_tensors": [str], "state": MapOf(Tup(str, str, label="[group, register]")), "meta": Opt(dict),
+}
+
+
 def load_graph(path: str | Path) -> Graph:
+    """The graph of an IR directory; a damaged graph.json or graph.safetensors raises an MflcError naming
+    the file and the field, array, dtype or shape at fault."""
     d = Path(path)
     jf, af = d / "graph.json", d / "graph.safetensors"
     for f in (jf, af):
@@ -55,37 +76,66 @@ def load_graph(path: str | Path) -> Graph:
         head = json.loads(jf.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MflcError(f"{jf}: not valid JSON ({e})") from None
+    if not isinstance(head, dict):
+        raise MflcError(f"{jf}: expected a JSON object, got {type(head).__name__}")
     if head.get("format") != FORMAT:
         raise MflcError(f"{jf}: field 'format' is {head.get('format')!r}, expected {FORMAT!r}")
     if head.get("version") != VERSION:
         raise MflcError(f"{jf}: IR version {head.get('version')!r} not supported (this mflc reads {VERSION})")
+    check(head, GRAPH_SCHEMA, str(jf))
     try:
         arrays = load_tensors(af)
     except Exception as e:
         raise MflcError(f"{af}: cannot read arrays ({e})") from None
 
-    def arr(key):
+    def arr(key, dtype, shape=None, ndim=None, where=""):
+        """Array ``key`` of the given dtype (None: any integer dtype) and shape (None entries: any)."""
         if key not in arrays:
-            raise MflcError(f"{af}: array {key!r} is missing")
-        return arrays[key]
+            raise MflcError(f"{af}: array {key!r} is missing{f' (named by {jf.name}: {where})' if where else ''}")
+        a = arrays[key]
+        if (a.dtype != np.dtype(dtype)) if dtype is not None else not np.issubdtype(a.dtype, np.integer):
+            raise MflcError(f"{af}: array {key!r}: dtype {a.dtype}, expected {np.dtype(dtype) if dtype else 'an integer dtype'}")
+        if ndim is not None and a.ndim != ndim or shape is not None and (
+                a.ndim != len(shape) or any(w is not None and w != n for w, n in zip(shape, a.shape))):
+            want = "[" + ", ".join("*" if w is None else str(w) for w in (shape or [None] * ndim)) + "]"
+            raise MflcError(f"{af}: array {key!r}: shape {list(a.shape)}, expected {want}")
+        return a
 
     g = Graph(meta=head.get("meta", {}))
-    for gd in head["groups"]:
+    for gi, gd in enumerate(head["groups"]):
+        w, n = f"groups[{gi}]", gd["name"]
+        if n in g.groups:
+            raise MflcError(f"{jf}: {w}.name: duplicate neuron group {n!r}")
+        if gd["size"] < 0:
+            raise MflcError(f"{jf}: {w}.size: {gd['size']} is negative")
         g.add_group(NeuronGroup(
-            name=gd["name"], size=gd["size"], ports=list(gd["ports"]),
+            name=n, size=gd["size"], ports=list(gd["ports"]),
             program=[Instr(op, out, tuple(args), tuple(sorted(imm.items()))) for op, out, args, imm in gd["program"]],
             output=gd["output"], out_bits=gd["out_bits"], stage=gd["stage"], registers=dict(gd["registers"]),
-            params={k: arr(f"group/{gd['name']}/param/{k}") for k in gd["params"]},
-            tables={k: arr(f"group/{gd['name']}/table/{k}") for k in gd["tables"]},
+            params={k: arr(f"group/{n}/param/{k}", np.int64, (gd["size"],), where=f"{w}.params") for k in gd["params"]},
+            tables={k: arr(f"group/{n}/table/{k}", np.int64, ndim=1, where=f"{w}.tables") for k in gd["tables"]},
             send=gd["send"], meta=gd.get("meta", {})))
-    for sd in head["synapses"]:
-        n = sd["name"]
-        g.add_synapse(SynapseGroup(n, sd["src"], sd["dst"], sd["port"], tuple(sd["shape"]), arr(f"syn/{n}/indptr"),
-                                   arr(f"syn/{n}/indices"), arr(f"syn/{n}/values"), sd["weight_exp"], sd["delay"],
+    for si, sd in enumerate(head["synapses"]):
+        w, n = f"synapses[{si}]", sd["name"]
+        if n in g.synapses:
+            raise MflcError(f"{jf}: {w}.name: duplicate synapse group {n!r}")
+        rows, cols = sd["shape"]
+        if rows < 0 or cols < 0:
+            raise MflcError(f"{jf}: {w}.shape: {sd['shape']} has a negative size")
+        indptr = arr(f"syn/{n}/indptr", np.int64, (rows + 1,), where=w)
+        if indptr[0] != 0 or (indptr.size > 1 and bool((np.diff(indptr) < 0).any())):
+            raise MflcError(f"{af}: array 'syn/{n}/indptr': not a CSR row pointer (must start at 0 and never decrease)")
+        nnz = int(indptr[-1])
+        g.add_synapse(SynapseGroup(n, sd["src"], sd["dst"], sd["port"], (rows, cols), indptr,
+                                   arr(f"syn/{n}/indices", np.int32, (nnz,), where=w),
+                                   arr(f"syn/{n}/values", np.int8, (nnz,), where=w), sd["weight_exp"], sd["delay"],
                                    sd["acc_bits"], sd.get("meta", {})))
     g.inputs = [GraphInput(**i) for i in head["inputs"]]
     g.outputs = [GraphOutput(**o) for o in head["outputs"]]
-    g.host_tensors = {k: arr(f"host/{k}") for k in head["host_tensors"]}
+    g.host_tensors = {k: arr(f"host/{k}", None, ndim=2, where="host_tensors") for k in head["host_tensors"]}
+    for ii, i in enumerate(g.inputs):
+        if i.table not in g.host_tensors:
+            raise MflcError(f"{jf}: inputs[{ii}].table: {i.table!r} is not one of host_tensors {sorted(g.host_tensors)}")
     g.state = {k: tuple(v) for k, v in head["state"].items()}
     return g
 

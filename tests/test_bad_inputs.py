@@ -80,3 +80,78 @@ def test_quantize_negative_calib_tokens(models, tmp_path):
 
 def test_compile_negative_calib_tokens(models, tmp_path):
     bad("compile", models / "m", "--out", tmp_path / "b", "--calib-tokens", "-5", fragments=["--calib-tokens", ">= 1", "-5"])
+
+
+# ---- 3. a damaged IR (graph.json / graph.safetensors) ----------------------------------------------------
+@pytest.fixture(scope="module")
+def build(models):
+    run("compile", models / "m", "--out", models / "b")
+    return models / "b"
+
+
+def damaged_ir(build, tmp_path, head=None, arrays=None):
+    """A copy of the build's unplaced IR alone (``mflc ir`` reads it) with graph.json and/or its arrays edited."""
+    from safetensors.numpy import load_file, save_file
+
+    d = tmp_path / "b"
+    shutil.copytree(build / "ir", d / "ir")
+    if head is not None:
+        h = json.loads((d / "ir" / "graph.json").read_text())
+        head(h)
+        (d / "ir" / "graph.json").write_text(json.dumps(h))
+    if arrays is not None:
+        a = load_file(str(d / "ir" / "graph.safetensors"))
+        arrays(a)
+        save_file(a, str(d / "ir" / "graph.safetensors"))
+    return d
+
+
+def _first(a, suffix):
+    return next(k for k in sorted(a) if k.endswith(suffix))
+
+
+IR_HEAD_CASES = {
+    "no_groups": (lambda h: h.pop("groups"), "groups: missing"),
+    "groups_not_a_list": (lambda h: h.__setitem__("groups", {}), "groups: expected an array of objects, got {}"),
+    "instr_is_an_object": (lambda h: h["groups"][3]["program"].__setitem__(0, {"op": "add"}),
+                           "groups[3].program[0]: expected [op, out, args, imm]"),
+    "size_is_a_string": (lambda h: h["groups"][2].__setitem__("size", "7"), "groups[2].size: expected an integer, got '7'"),
+    "group_without_ports": (lambda h: h["groups"][1].pop("ports"), "groups[1].ports: missing"),
+    "synapse_without_delay": (lambda h: h["synapses"][2].pop("delay"), "synapses[2].delay: missing"),
+    "synapse_shape_of_three": (lambda h: h["synapses"][0].__setitem__("shape", [1, 2, 3]),
+                               "synapses[0].shape: expected [dst size, src size]"),
+    "input_unknown_key": (lambda h: h["inputs"][0].__setitem__("colour", 1), "inputs[0]: unknown key(s) 'colour'"),
+    "state_not_a_pair": (lambda h: h["state"].__setitem__("L0.h", "L0.mlgru"), "state.L0.h: expected [group, register]"),
+    "imm_is_a_list": (lambda h: next(i for g in h["groups"] for i in g["program"] if i[3])[3].update(x=[1]),
+                      "expected an integer or a string, got [1]"),
+    "input_table_unknown": (lambda h: h["inputs"][0].__setitem__("table", "nope"), "inputs[0].table: 'nope'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IR_HEAD_CASES))
+def test_damaged_graph_json(build, tmp_path, case):
+    edit, fragment = IR_HEAD_CASES[case]
+    d = damaged_ir(build, tmp_path, head=edit)
+    bad("ir", d, fragments=["graph.json", fragment])
+
+
+def _set(a, suffix, f):
+    k = _first(a, suffix)
+    a[k] = f(a[k])
+
+
+IR_ARRAY_CASES = {
+    "values_int32": (lambda a: _set(a, "/values", lambda v: v.astype(np.int32)), "/values': dtype int32, expected int8"),
+    "values_short": (lambda a: _set(a, "/values", lambda v: v[:-1]), "/values': shape"),
+    "indptr_decreasing": (lambda a: _set(a, "/indptr", lambda v: v[::-1].copy()), "/indptr': not a CSR row pointer"),
+    "param_float": (lambda a: _set(a, "/param/gain", lambda v: v.astype(np.float32)), "dtype float32, expected int64"),
+    "param_missing": (lambda a: a.pop(_first(a, "/param/gain")), "is missing (named by graph.json: groups["),
+    "host_tensor_1d": (lambda a: _set(a, "host/embedding", lambda v: v[0].copy()), "'host/embedding': shape"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IR_ARRAY_CASES))
+def test_damaged_graph_arrays(build, tmp_path, case):
+    edit, fragment = IR_ARRAY_CASES[case]
+    d = damaged_ir(build, tmp_path, arrays=edit)
+    bad("ir", d, fragments=["graph.safetensors", fragment])
