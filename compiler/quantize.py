@@ -21,6 +21,7 @@ from safetensors.numpy import save_file
 
 from mflc.ir import fixedpoint as fp
 from mflc.ir.errors import CheckpointError, ConfigError
+from mflc.ir.schema import STRICT, MapOf, OneOf, Opt, check
 from mflc.ir.tensorfile import load_tensors
 
 from .config import ModelConfig
@@ -205,6 +206,8 @@ class QuantizedModel:
 
     @classmethod
     def load(cls, path: str | Path) -> "QuantizedModel":
+        """The model of a quantized directory; a damaged quant.json or quant.safetensors raises a
+        CheckpointError naming the file, the field or tensor, and what was expected against what is there."""
         d = Path(path)
         jf, tf = d / "quant.json", d / "quant.safetensors"
         for f in (jf, tf):
@@ -214,10 +217,15 @@ class QuantizedModel:
             head = json.loads(jf.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{jf}: not valid JSON ({e})") from None
+        if not isinstance(head, dict):
+            raise CheckpointError(f"{jf}: expected a JSON object, got {type(head).__name__}")
         if head.get("format") != FORMAT:
             raise CheckpointError(f"{jf}: field 'format' is {head.get('format')!r}, expected {FORMAT!r}")
         if head.get("version") != FORMAT_VERSION:
             raise CheckpointError(f"{jf}: format version {head.get('version')!r} is not supported (this mflc reads version {FORMAT_VERSION})")
+        check(head, _QUANT_JSON_SCHEMA, str(jf), CheckpointError)
+        cfg = ModelConfig.from_dict(head["config"], source=f"{jf}: config")
+        opts = _options_from_dict(head["options"], jf)
         try:
             tensors = load_tensors(tf)
         except Exception as e:  # safetensors raises several types for truncated/corrupt files
@@ -226,11 +234,77 @@ class QuantizedModel:
         missing = sorted(set(want) - set(tensors))
         if missing:
             raise CheckpointError(f"{tf}: missing tensor(s) {', '.join(missing[:5])}")
-        cfg = ModelConfig.from_dict(head["config"], source=str(jf))
-        options = dict(head["options"])
-        options.setdefault("min_site_bits", {})   # written before the option existed: uniform widths
-        opts = QuantOptions(**options)
+        shapes = expected_tensors(cfg, opts, head["sites"], jf)
+        for name in sorted(set(shapes) - set(want)):
+            raise CheckpointError(f"{jf}: tensor_dtypes: tensor {name!r} is missing (the config and options need it)")
+        for name in sorted(set(want) - set(shapes)):
+            raise CheckpointError(f"{jf}: tensor_dtypes: unexpected tensor {name!r} (not one this config and these options make)")
+        for name, (shape, dtype) in shapes.items():
+            a = tensors[name]
+            if a.dtype != np.dtype(dtype):
+                raise CheckpointError(f"{tf}: tensor {name!r}: dtype {a.dtype}, expected {dtype}")
+            if want[name] != str(a.dtype):
+                raise CheckpointError(f"{jf}: tensor_dtypes.{name}: {want[name]!r}, but {tf.name} holds {a.dtype} "
+                                      f"(expected {dtype})")
+            if tuple(a.shape) != shape:
+                raise CheckpointError(f"{tf}: tensor {name!r}: shape {list(a.shape)}, expected {list(shape)} (from {jf.name}'s config)")
         return cls(cfg, opts, head["sites"], {k: tensors[k] for k in want}, head["scalars"], head["meta"])
+
+
+_SITE_SCHEMA = {"bits": int, "scale": float, "frac": OneOf(int, None), "amax": float}
+_QUANT_JSON_SCHEMA = {
+    "format": str, "version": int, "config": dict, "options": dict, "sites": MapOf(_SITE_SCHEMA),
+    "scalars": MapOf(int), "meta": {"logit_scale": float, "absmean": Opt(MapOf(float))}, "tensor_dtypes": MapOf(str),
+}
+_OPTION_SCHEMA = {
+    "act_bits": int, "state_bits": int, "site_bits": MapOf(int), "min_site_bits": Opt(MapOf(int)), "pow2": bool,
+    "remove_inner_norm": bool, "state_headroom_bits": int, "lut_out_bits": int, "gain_bits": int, "mult_bits": int,
+    "rms_eps": OneOf(float, None), "scale_method": str, STRICT: True,
+}
+
+
+def _options_from_dict(raw: dict, jf: Path) -> QuantOptions:
+    check(raw, _OPTION_SCHEMA, str(jf), CheckpointError, where="options")
+    options = dict(raw)
+    options.setdefault("min_site_bits", {})   # written before the option existed: uniform widths
+    opts = QuantOptions(**options)
+    try:
+        opts.validate()
+    except ConfigError as e:
+        raise CheckpointError(f"{jf}: options: {e}") from None
+    return opts
+
+
+def expected_tensors(cfg: ModelConfig, opts: QuantOptions, sites: dict, source: Path | str = "quant.json") -> dict:
+    """name -> (shape, dtype) of every integer tensor ``quantize`` makes for this config and these options
+    (table lengths from the sites' widths), to check a stored model against."""
+    inner = not opts.remove_inner_norm
+    d, e, m, V = cfg.d, cfg.d_attn, cfg.m, cfg.vocab_size
+
+    def width(site):
+        if site not in sites:
+            raise CheckpointError(f"{source}: sites: site {site!r} is missing")
+        b = sites[site]["bits"]
+        if not 1 <= b <= fp.STATE_BITS_MAX:
+            raise CheckpointError(f"{source}: sites.{site}.bits: {b} is outside [1, {fp.STATE_BITS_MAX}]")
+        return b
+
+    T = {"emb.Q": ((V, d), "int64"), "W.head": ((V, d), "int8"), "G.final.norm": ((d,), "int64")}
+    if inner:
+        T["G.head.in"] = ((d,), "int64")
+    for i in range(cfg.L):
+        L = f"L{i}."
+        for p, shape in (("i", (e, d)), ("f", (e, d)), ("g", (e, d)), ("o", (d, e)), ("gate", (2 * m, d)), ("down", (d, m))):
+            T[f"W.{L}{p}"] = (shape, "int8")
+        norms = [("attn_norm", d), ("gn", e), ("mlp_norm", d)]
+        if inner:
+            norms += [("i_in", d), ("f_in", d), ("g_in", d), ("o_in", e), ("gate_in", d), ("down_in", m)]
+        for key, n in norms:
+            T[f"G.{L}{key}"] = ((n,), "int64")
+        T[L + "B"] = ((e,), "int64")
+        for lut, site in (("sig_f", "f"), ("silu_i", "i"), ("silu_h", "hq"), ("silu_a", "a")):
+            T[f"{L}lut.{lut}"] = ((1 << width(L + site),), "int64")
+    return T
 
 
 def _gain(w: np.ndarray, n: int, s_out: float, gain_bits: int) -> tuple[np.ndarray, int]:

@@ -155,3 +155,70 @@ def test_damaged_graph_arrays(build, tmp_path, case):
     edit, fragment = IR_ARRAY_CASES[case]
     d = damaged_ir(build, tmp_path, arrays=edit)
     bad("ir", d, fragments=["graph.safetensors", fragment])
+
+
+# ---- 4. a damaged quantized model (quant.json / quant.safetensors) ---------------------------------------
+def damaged_quant(models, tmp_path, head=None, tensors=None):
+    from safetensors.numpy import load_file, save_file
+
+    d = tmp_path / "q"
+    shutil.copytree(models / "q", d)
+    if head is not None:
+        h = json.loads((d / "quant.json").read_text())
+        head(h)
+        (d / "quant.json").write_text(json.dumps(h))
+    if tensors is not None:
+        a = load_file(str(d / "quant.safetensors"))
+        tensors(a)
+        save_file(a, str(d / "quant.safetensors"))
+    return d
+
+
+def _retype(h, name, dtype):
+    h["tensor_dtypes"][name] = dtype
+
+
+QUANT_HEAD_CASES = {
+    "no_tensor_dtypes": (lambda h: h.pop("tensor_dtypes"), "tensor_dtypes: missing"),
+    "no_sites": (lambda h: h.pop("sites"), "sites: missing"),
+    "sites_a_list": (lambda h: h.__setitem__("sites", []), "sites: expected an object of"),
+    "site_bits_a_string": (lambda h: h["sites"]["L0.f"].__setitem__("bits", "8"), "sites.L0.f.bits: expected an integer, got '8'"),
+    "scalar_a_float": (lambda h: h["scalars"].__setitem__("E.L0.x", 1.5), "scalars.E.L0.x: expected an integer, got 1.5"),
+    "unknown_option": (lambda h: h["options"].__setitem__("colour", 1), "options: unknown key(s) 'colour'"),
+    "option_out_of_range": (lambda h: h["options"].__setitem__("state_bits", 40), "options: quantization option state_bits = 40"),
+    "config_hidden_size_zero": (lambda h: h["config"].__setitem__("hidden_size", 0), "config: field 'hidden_size' must be >= 1"),
+    "config_not_an_object": (lambda h: h.__setitem__("config", [1]), "config: expected an object, got [1]"),
+    "no_logit_scale": (lambda h: h["meta"].pop("logit_scale"), "meta.logit_scale: missing"),
+    "tensor_not_listed": (lambda h: h["tensor_dtypes"].pop("L0.B"), "tensor 'L0.B' is missing (the config and options need it)"),
+    "dtype_mismatch_json": (lambda h: _retype(h, "L0.B", "float32"), "tensor_dtypes.L0.B: 'float32', but quant.safetensors holds int64"),
+    "config_larger_than_tensors": (lambda h: h["config"].__setitem__("vocab_size", 300),
+                                   "tensor 'emb.Q': shape [256, 32], expected [300, 32]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(QUANT_HEAD_CASES))
+def test_damaged_quant_json(models, tmp_path, case):
+    edit, fragment = QUANT_HEAD_CASES[case]
+    bad("verify", damaged_quant(models, tmp_path, head=edit), "--tokens", "1", fragments=["quant.json" if "tensor '" not in fragment else "quant", fragment])
+
+
+def test_quant_tensor_of_wrong_shape(models, tmp_path):
+    def edit(a):
+        a["W.L1.gate"] = a["W.L1.gate"][:-1].copy()
+    d = damaged_quant(models, tmp_path, tensors=edit)
+    bad("verify", d, "--tokens", "1", fragments=["quant.safetensors", "tensor 'W.L1.gate'", "shape [127, 32], expected [128, 32]"])
+
+
+def test_quant_tensor_of_wrong_dtype(models, tmp_path):
+    def edit(a):
+        a["G.L0.gn"] = a["G.L0.gn"].astype(np.float32)
+
+    def head(h):
+        h["tensor_dtypes"]["G.L0.gn"] = "float32"
+    d = damaged_quant(models, tmp_path, head=head, tensors=edit)
+    bad("verify", d, "--tokens", "1", fragments=["quant.safetensors", "tensor 'G.L0.gn'", "dtype float32, expected int64"])
+
+
+def test_quant_lut_of_wrong_length(models, tmp_path):
+    d = damaged_quant(models, tmp_path, head=lambda h: h["sites"]["L0.f"].__setitem__("bits", 9))
+    bad("verify", d, "--tokens", "1", fragments=["tensor 'L0.lut.sig_f'", "shape [256], expected [512]"])
