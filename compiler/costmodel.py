@@ -248,6 +248,14 @@ def cost_params_from_dict(raw: dict, base: CostParams | None = None, source: str
     base = base or CostParams()
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a JSON object, got {type(raw).__name__}")
+    try:
+        return _cost_params_from_dict(raw, base, source)
+    except ConfigError as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith(source) else f"{source}: {msg}") from None
+
+
+def _cost_params_from_dict(raw: dict, base: CostParams, source: str) -> CostParams:
     kw = {}
     for key, val in raw.items():
         if key == "gpu":
@@ -288,9 +296,11 @@ def load_cost_params(path, base: CostParams | None = None) -> CostParams:
         raw = json.loads(p.read_text())
     except FileNotFoundError:
         raise ConfigError(f"cost parameter file {p} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"cost parameter file {p}: not UTF-8 text (byte {e.start}: {e.reason}); expected a JSON object") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"cost parameter file {p}: not valid JSON ({e})") from None
-    return cost_params_from_dict(raw, base, source=str(p))
+    return cost_params_from_dict(raw, base, source=f"cost parameter file {p}")
 
 
 # ---- core maps ---------------------------------------------------------------------------------------

@@ -82,15 +82,23 @@ class HFTokenizer:
                               f"{vocab_size:,} (config field 'vocab_size'): ids >= {vocab_size:,} have no embedding")
         self.vocab_size = vocab_size
 
+    def _encode(self, s: str, source: str):
+        try:
+            return self.tok.encode(s)
+        except Exception as e:  # the library raises bare Exceptions, e.g. "Missing [UNK] token from the vocabulary"
+            shown = s if len(s) <= 60 else s[:57] + "..."
+            raise ConfigError(f"{source} {shown!r}: the tokenizer {self.path} cannot encode it "
+                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
     def encode(self, text: str | bytes, source: str = "text") -> list[int]:
-        return list(self.tok.encode(_as_text(text, source)).ids)
+        return list(self._encode(_as_text(text, source), source).ids)
 
     def encode_spans(self, text: str | bytes, source: str = "text") -> tuple[list[int], np.ndarray]:
         """Token ids and, per token, the UTF-8 byte offset of the text where it ends: what bits per byte
         divides by. The library's offsets count characters; a prefix sum of each character's UTF-8 length
         turns them into bytes. Special tokens (BOS) end where the text before them does (offset 0)."""
         s = _as_text(text, source)
-        enc = self.tok.encode(s)
+        enc = self._encode(s, source)
         char_bytes = np.zeros(len(s) + 1, np.int64)
         if s:
             # code points: < 0x80 -> 1 byte, < 0x800 -> 2, < 0x10000 -> 3, else 4

@@ -222,3 +222,38 @@ def test_quant_tensor_of_wrong_dtype(models, tmp_path):
 def test_quant_lut_of_wrong_length(models, tmp_path):
     d = damaged_quant(models, tmp_path, head=lambda h: h["sites"]["L0.f"].__setitem__("bits", 9))
     bad("verify", d, "--tokens", "1", fragments=["tensor 'L0.lut.sig_f'", "shape [256], expected [512]"])
+
+
+# ---- 5. a prompt the model's subword vocabulary cannot encode --------------------------------------------
+def test_prompt_the_tokenizer_cannot_encode(models, tmp_path):
+    from tokenizers import Tokenizer, models as tmodels, pre_tokenizers
+
+    d = tmp_path / "q"
+    shutil.copytree(models / "q", d)
+    tok = Tokenizer(tmodels.WordLevel({"def": 0, "x": 1}, unk_token="[UNK]"))   # no [UNK] in the vocabulary
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(d / "tokenizer.json"))
+    run("generate", d, "--prompt", "def x", "--max-new-tokens", "1")
+    bad("generate", d, "--prompt", "def y", "--max-new-tokens", "1",
+        fragments=["--prompt 'def y'", str(d / "tokenizer.json"), "cannot encode", "Missing [UNK]"])
+
+
+# ---- 7. estimate --cost-params FILE that is not a cost-parameter object ----------------------------------
+COST_CASES = {
+    "not_utf8": (b"\xff\xfe{}", "not UTF-8 text"),
+    "not_json": (b"{", "not valid JSON"),
+    "not_an_object": (b"[1]", "expected a JSON object, got list"),
+    "unknown_key": (b'{"t_synapse": 1}', "unknown cost parameter 't_synapse'; known: t_synop"),
+    "unknown_gpu_key": (b'{"gpu": {"watts": 1}}', "unknown GPU parameter 'gpu.watts'"),
+    "string_value": (b'{"t_synop": "fast"}', "cost parameter 't_synop': expected a number"),
+    "string_in_object": (b'{"e_synop": {"value": "a"}}', "cost parameter 'e_synop': 'value' must be a number, got 'a'"),
+    "negative_value": (b'{"e_synop": -1}', "cost parameter 'e_synop': value -1.0 must be finite and >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COST_CASES))
+def test_bad_cost_params(tmp_path, case):
+    data, fragment = COST_CASES[case]
+    f = tmp_path / "cost.json"
+    f.write_bytes(data)
+    bad("estimate", "--preset", "tiny", "--cost-params", f, fragments=[f"cost parameter file {f}", fragment])

@@ -127,7 +127,7 @@ def generate_cmd(model: Optional[Path] = typer.Argument(None, help="Build direct
 
     qm, graph, cm, _ = load_for_simulation(model)
     tok = tokenizer_for(model, qm.cfg.vocab_size)
-    ids = tok.encode(prompt) or tok.start_tokens()
+    ids = tok.encode(prompt, source="--prompt") or tok.start_tokens()
     if max_new_tokens < 0:
         raise MflcError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
     rng = np.random.default_rng(seed)
