@@ -21,6 +21,51 @@ from .quantize import LAYER_SITES, QuantizedModel, QuantOptions
 DEFAULT_TERNARY_DENSITY = 0.69
 
 
+# Bytes of memory ``mflc estimate`` takes per neuron of the skeleton graph, graph and layout together: an
+# upper bound from the 2.7B preset (2,183,138 neurons, 1.65 GB peak RSS of which ~0.25 GB is the interpreter
+# and its libraries: ~640 B per neuron), rounded up. Virtual synapses store a row count per neuron only.
+SKELETON_BYTES_PER_NEURON = 1024
+SKELETON_BASE_BYTES = 512 << 20
+
+
+def skeleton_neurons(cfg: ModelConfig) -> int:
+    """Neurons of ``skeleton_graph(cfg)``, from the configuration alone (nothing allocated): per layer 12
+    groups of d neurons, 6 of d_attn, 3 of m and 7 single-neuron reductions; then 5 of d, the head's V and 2.
+    tests/test_bad_inputs.py checks it against the lowered graph."""
+    return cfg.L * (12 * cfg.d + 6 * cfg.d_attn + 3 * cfg.m + 7) + 5 * cfg.d + cfg.vocab_size + 2
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's RAM (os.sysconf SC_PHYS_PAGES x SC_PAGE_SIZE), None where the OS does not say."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB"
+
+
+def check_skeleton_memory(cfg: ModelConfig, ram_bytes: int | None = None, source: str = "config") -> int:
+    """Refuse, before allocating anything, a configuration whose skeleton graph and layout would need more
+    memory than the machine has; returns the estimate in bytes."""
+    from mflc.ir.errors import ConfigError
+
+    n = skeleton_neurons(cfg)
+    need = SKELETON_BASE_BYTES + n * SKELETON_BYTES_PER_NEURON
+    ram = physical_memory_bytes() if ram_bytes is None else ram_bytes
+    if ram is not None and need > ram:
+        raise ConfigError(
+            f"{source}: hidden_size {cfg.d:,}, d_attn {cfg.d_attn:,}, intermediate {cfg.m:,}, vocab_size "
+            f"{cfg.vocab_size:,}, {cfg.L:,} layer(s) give a graph of {n:,} neurons; laying it out needs about "
+            f"{_gib(need)} ({SKELETON_BYTES_PER_NEURON} B per neuron), more than the limit of this machine's "
+            f"{_gib(ram)} of RAM (os.sysconf SC_PHYS_PAGES)")
+    return need
+
+
 class _SkeletonQM(QuantizedModel):
     def t(self, name: str):
         return self.tensors[name]
@@ -70,6 +115,7 @@ def skeleton_graph(cfg: ModelConfig, density: float = DEFAULT_TERNARY_DENSITY, o
     if not 0.0 < density <= 1.0:
         from mflc.ir.errors import ConfigError
         raise ConfigError(f"weight density {density} must be in (0, 1]")
+    check_skeleton_memory(cfg)
     g = lower(skeleton_qm(cfg, density, options), check=False)
     g.meta["skeleton"] = True
     g.meta["density"] = density

@@ -257,3 +257,32 @@ def test_bad_cost_params(tmp_path, case):
     f = tmp_path / "cost.json"
     f.write_bytes(data)
     bad("estimate", "--preset", "tiny", "--cost-params", f, fragments=[f"cost parameter file {f}", fragment])
+
+
+# ---- 2. estimate of a configuration too big to lay out in this machine's memory --------------------------
+def test_estimate_refuses_a_graph_larger_than_memory(models, tmp_path):
+    d = tmp_path / "huge"
+    d.mkdir()
+    cfg = json.loads((models / "m" / "config.json").read_text())
+    cfg["hidden_size"] = 1_000_000_000
+    (d / "config.json").write_text(json.dumps(cfg))
+    for extra in ((), ("--density", "0.5")):
+        bad("estimate", d, *extra, fragments=[str(d / "config.json"), "hidden_size 1,000,000,000", "neurons",
+                                              "GiB", "of RAM (os.sysconf SC_PHYS_PAGES)"])
+
+
+def test_skeleton_memory_check_counts_neurons_exactly_and_passes_real_presets():
+    from mflc.compiler.config import ModelConfig, preset
+    from mflc.compiler.skeleton import check_skeleton_memory, skeleton_graph, skeleton_neurons
+    from mflc.ir.errors import ConfigError
+
+    for raw in (dict(vocab_size=40, hidden_size=8, num_hidden_layers=1, intermediate_size=16),
+                dict(vocab_size=70, hidden_size=12, num_hidden_layers=3, expand_ratio=2, intermediate_size=40,
+                     use_lower_bound=False)):
+        cfg = ModelConfig.from_dict(raw)
+        assert skeleton_neurons(cfg) == skeleton_graph(cfg).totals()["neurons"]
+    assert skeleton_neurons(preset("2.7B")) == 2_183_138          # `mflc estimate --preset 2.7B --json`: graph.neurons
+    for p in ("370M", "1.3B", "2.7B"):
+        assert check_skeleton_memory(preset(p), ram_bytes=8 << 30) < 8 << 30
+    with pytest.raises(ConfigError, match="more than the limit"):
+        check_skeleton_memory(preset("2.7B"), ram_bytes=1 << 30)

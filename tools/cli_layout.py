@@ -1,5 +1,5 @@
-"""Layout commands: estimate (the Loihi 2 layout of a configuration, without weights) and the layout step
-of ``compile`` (``layout_build``)."""
+"""Layout commands: estimate (the Loihi 2 layout of a configuration, without weights), and the hardware
+options that compile shares."""
 from __future__ import annotations
 
 import time
@@ -56,33 +56,6 @@ def _peak_rss_mb() -> float:
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
 
 
-def layout_build(build_dir: Path, graph, hw, system=None, plot: Optional[Path] = None, hw_set: list[str] | None = None) -> dict:
-    """The layout step of ``compile``: split fan-ins, partition, place; write build/placed_ir (the split graph)
-    and build/layout.json, check the layout independently, optionally draw it; returns the report."""
-    from mflc.compiler.hardware import resolve_profile
-    from mflc.compiler.layout import check_layout, save_layout
-    from mflc.compiler.place import layout_graph
-    from mflc.compiler.report import build_report, plot_layout
-    from mflc.ir.errors import FitError
-    from mflc.ir.serialize import save_graph
-
-    hw = resolve_profile(hw, hw_set)
-    build_dir = Path(build_dir)
-    g2, lay = layout_graph(graph, hw, system)
-    save_graph(g2, build_dir / "placed_ir")
-    save_layout(lay, build_dir / "layout.json")
-    problems = check_layout(lay, g2, hw)
-    if problems:
-        raise FitError([f"layout check: {p}" for p in problems])
-    rep = build_report(g2, lay, hw, source=dict(build=str(build_dir)))
-    rep["files"] = dict(layout=str(build_dir / "layout.json"), placed_ir=str(build_dir / "placed_ir"))
-    rep["check"] = "ok"
-    if plot is not None:
-        plot_layout(lay, plot, g2)
-        rep["files"]["plot"] = str(plot)
-    return rep
-
-
 @app.command("estimate")
 @guarded
 def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model directory (checkpoint or quantized model; "
@@ -108,7 +81,7 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
     from mflc.compiler.place import layout_graph
     from mflc.compiler.quantize import QuantOptions
     from mflc.compiler.report import build_report, plot_layout, render_report
-    from mflc.compiler.skeleton import DEFAULT_TERNARY_DENSITY, skeleton_graph
+    from mflc.compiler.skeleton import DEFAULT_TERNARY_DENSITY, check_skeleton_memory, skeleton_graph
 
     t0 = time.perf_counter()
     if model is not None and preset is not None:
@@ -116,6 +89,9 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
     if preset is None:
         model = resolve_model(model)           # neither: the embedded default model
     hw = resolve_profile(hardware, hw_set)
+    from mflc.compiler.costmodel import CostParams, cost_report, format_report, load_cost_params, plot_scaling
+
+    params = load_cost_params(cost_params) if cost_params is not None else CostParams()
     options = QuantOptions(remove_inner_norm=remove_inner_norm)
     if preset is not None:
         cfg = get_preset(preset)
@@ -126,6 +102,8 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
         if not model.exists():
             raise MflcError(f"{model}: no such model directory")
         what = str(model)
+        if (model / "config.json").is_file():   # before any weight is read: is the graph too big to hold?
+            check_skeleton_memory(ModelConfig.load(model / "config.json"), source=str(model / "config.json"))
         if density is not None:
             from mflc.compiler.loading import is_quantized_dir
 
@@ -150,10 +128,8 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
 
         raise FitError([f"layout check: {p}" for p in problems])
     rep = build_report(g2, lay, hw, source={"model": what, "weight density": f"{dens:.4f} ({dens_src})"})
-    from mflc.compiler.costmodel import CostParams, cost_report, format_report, load_cost_params, plot_scaling
     from mflc.ir.coremap import CoreMap
 
-    params = load_cost_params(cost_params) if cost_params is not None else CostParams()
     cost = cost_report(g2, CoreMap.from_layout(lay), None, params, prompt_len, gen_len)
     rep["cost"] = cost
     scaling_plot = None
