@@ -8,23 +8,17 @@ import typer
 from rich.table import Table
 
 from mflc.cli import Stages, resolve_model, app, emit_json, guarded, kv_table, out
-from mflc.cli_layout import HardwareOpt, HwSetOpt, PlotOpt, SystemOpt, layout_build
+from mflc.cli_layout import HardwareOpt, HwSetOpt, PlotOpt, SystemOpt
 from mflc.cli_model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
-                            Uniform, quant_options, quantize_with_calibration)
+                            Uniform, quant_options)
 from mflc.ir.errors import MflcError
 
 
-def build_paths(build: Path) -> dict[str, Path]:
-    return dict(quant=build / "quant", ir=build / "ir", layout=build / "layout.json")
-
-
 def load_build_graph(build: Path):
-    from mflc.ir.serialize import load_graph
+    """The unsplit IR of a build, after its manifest and hashes are checked."""
+    from mflc.build import Build
 
-    p = build_paths(build)["ir"]
-    if not p.is_dir():
-        raise MflcError(f"{build}: not a build directory (no ir/ inside; make one with `mflc compile MODEL --out {build}`)")
-    return load_graph(p)
+    return Build.load(build).graph
 
 
 @app.command("compile")
@@ -40,36 +34,21 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
                 json_out: bool = typer.Option(False, "--json")):
     """Quantize (unless already quantized), lower to IR, validate, lay out on Loihi 2, and write the build directory."""
     model = resolve_model(model)
-    from mflc.compiler.config import ModelConfig
-    from mflc.compiler.loading import is_quantized_dir, load_float
-    from mflc.compiler.lower import lower
-    from mflc.compiler.quantize import QuantizedModel
+    import mflc
     from mflc.compiler.report import render_report
     from mflc.compiler.summary import ir_summary
-    from mflc.compiler.tokenizer import copy_tokenizer
-    from mflc.ir.serialize import save_graph
 
-    paths = build_paths(out_dir)
-    stage = Stages(["loading", "quantizing", "lowering to IR", "writing", "laying out on Loihi 2"])
-    if is_quantized_dir(model):
-        with stage("loading"):
-            qm = QuantizedModel.load(model)
-    else:
-        with stage("loading"):
-            cfg, w = load_float(model)
-        with stage("quantizing"):
-            qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens,
-                                           quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm,
-                                                         rms_eps, uniform=uniform))
-            del w                                    # the float weights are not needed past quantization
-    with stage("lowering to IR"):
-        g = lower(qm)
-    with stage("writing"):
-        qm.save(paths["quant"])
-        copy_tokenizer(model, paths["quant"])
-        save_graph(g, paths["ir"])
-    with stage("laying out on Loihi 2"):
-        rep = layout_build(out_dir, g, hardware, system, plot, hw_set)
+    stage = Stages(["loading", "quantizing", "lowering to IR", "laying out on Loihi 2", "writing"])
+    build = mflc.compile(model, out_dir, hardware=hardware, hw=hw_set, system=system, calib=calib,
+                         calib_tokens=calib_tokens, stages=stage,
+                         options=quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm,
+                                               rms_eps, uniform=uniform))
+    g, rep = build.graph, build.report
+    if plot is not None:
+        from mflc.compiler.report import plot_layout
+
+        plot_layout(build.layout, plot, build.placed)
+        rep["files"]["plot"] = str(plot)
     seconds = {k: round(v, 3) for k, v in stage.timings.items()}
     s = ir_summary(g)
     if json_out:

@@ -24,30 +24,87 @@ def check_count(option: str, value: int, lo: int, hi: int, limit_name: str) -> N
         raise MflcError(f"{option} {value:,} is above the limit {limit_name} = {hi:,}")
 
 
+def is_build_dir(path: Path) -> bool:
+    """A build (or what is left of one): its manifest or any of its parts. Such a path is always opened
+    through ``Build``, so a half-written or edited build is named as such, never run as a model."""
+    from mflc.build import MANIFEST, PARTS
+
+    return path.is_dir() and any((path / p).exists() for p in (MANIFEST,) + PARTS)
+
+
 def load_for_simulation(path: Path):
     """(quantized model, engine graph, core map, reference graph) from a build dir or a model dir; for a
-    build, the reference graph is a function that lowers it afresh, run only if verify needs it."""
+    build (hashes checked), the reference graph is a function that lowers it afresh, run only if needed."""
+    from mflc.build import Build
     from mflc.compiler.loading import load_quantized
     from mflc.compiler.lower import lower
-    from mflc.compiler.quantize import QuantizedModel
-    from mflc.ir.serialize import load_graph
-    from mflc.ir.coremap import CoreMap
 
     if not path.exists():
         raise MflcError(f"{path}: no such model or build directory")
-    if (path / "ir").is_dir() and (path / "quant").is_dir():
-        qm = QuantizedModel.load(path / "quant")
-        placed = path / "placed_ir"
-        graph = load_graph(placed if placed.is_dir() else path / "ir")
-        cm = None
-        if (path / "layout.json").is_file() and placed.is_dir():
-            from mflc.compiler.layout import load_layout
-
-            cm = CoreMap.from_layout(load_layout(path / "layout.json"))
-        return qm, graph, cm, lambda: lower(qm)
+    if is_build_dir(path):
+        b = Build.load(path)
+        qm = b.quantized
+        return qm, b.placed, b.core_map(), lambda: lower(qm)
     qm = load_quantized(path)
     g = lower(qm)
     return qm, g, None, g
+
+
+def _render_checks(checks, title: str) -> None:
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for c in ("check", "result", "seconds", "detail"):
+        t.add_column(c, justify="right" if c == "seconds" else "left")
+    for c in checks:
+        t.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAILED[/]", f"{c.seconds:.2f}", escape(c.detail))
+    out.print(t)
+    for c in checks:
+        if not c.ok:
+            for p in c.problems[:20]:
+                err.print(f"[red]{c.name}:[/] {escape(p)}", soft_wrap=True, highlight=False)
+            if len(c.problems) > 20:
+                err.print(f"[red]{c.name}:[/] ... and {len(c.problems) - 20} more", highlight=False)
+
+
+def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_out: bool) -> None:
+    """verify on a build: every check of ``Build.checks`` in order, then the bit-exact simulation."""
+    from mflc.build import Build
+
+    b = Build.load(path)
+    toks: int | list[int] = tokens
+    if text is not None:
+        from mflc.cli_model import read_text_tokens
+
+        toks = read_text_tokens(text, b.quantized.cfg.vocab_size, path, tokens)
+        if not toks:
+            raise MflcError(f"{text}: empty text file")
+    n = tokens if isinstance(toks, int) else len(toks)
+    prog, adv = progress_bar(n, "integer reference")
+    t0 = time.perf_counter()
+    with prog:
+        v = b.verify(toks, seed, progress=adv)
+    dt = time.perf_counter() - t0
+    res = v.simulation
+    if json_out:
+        d = res.to_dict() if res is not None else dict(ok=False, tokens=0, compared_values=0, divergence=None, counters={})
+        d.update(ok=v.ok, checks=[c.to_dict() for c in v.checks], failed_check=v.failed.name if v.failed else None,
+                 seed=seed, text=str(text) if text else None, seconds=dt, backend="engine")
+        emit_json(d)
+    else:
+        _render_checks(v.checks, f"verify {path} ({text or f'random tokens, seed {seed}'})")
+        if res is not None:
+            out.print(kv_table("simulation", [
+                ("tokens", res.tokens), ("values compared (logits + states)", f"{res.compared_values:,}"),
+                ("result", "[green]bit-exact[/]" if res.ok else "[red]MISMATCH[/]"),
+                ("synaptic ops", f"{res.counters['synops']:,}"),
+                ("neuron updates", f"{res.counters['neuron_updates']:,}"), ("seconds", f"{dt:.2f}")]))
+            if res.divergence:
+                err.print(f"[red]{escape(res.divergence.describe())}[/]", soft_wrap=True)
+        else:
+            err.print(f"[red]verify: check '{v.failed.name}' failed; the simulation was not run[/]", soft_wrap=True)
+    if not v.ok:
+        raise typer.Exit(1)
 
 
 @app.command("verify")
@@ -72,8 +129,8 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
         from mflc.cli_lava import verify_lava_cmd
 
         return verify_lava_cmd(model, tokens, seed, json_out)
-    if tokens < 1:
-        raise MflcError(f"--tokens must be >= 1, got {tokens}")
+    if model.exists() and is_build_dir(model):
+        return verify_build(model, tokens, seed, text, json_out)
     qm, graph, cm, ref = load_for_simulation(model)
     if text is not None:
         from mflc.cli_model import read_text_tokens

@@ -1,0 +1,74 @@
+"""The pipeline as a Python API; the CLI commands parse their options, call these, and render.
+
+    import mflc
+    build = mflc.compile("tools/data/default", out="/tmp/b")      # -> mflc.Build
+    verdict = mflc.Build.load("/tmp/b").verify(tokens=8)            # every check, then bit-exact simulation
+    assert verdict.ok
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+from .build import Build, check_destination, source_identity
+
+
+def _stage(stages, name):
+    return stages(name) if stages is not None else nullcontext()
+
+
+def compile(model: str | Path | None = None, out: str | Path = None, *, options=None, calib: Path | None = None,
+            calib_tokens: int | None = None, hardware: str | None = None, hw: list[str] | dict | None = None,
+            system: str | None = None, stages: Callable | None = None) -> Build:
+    """Quantize (unless ``model`` is already quantized), lower, validate, lay out on Loihi 2, and write the
+    build atomically at ``out``. ``hw``: figure overrides, ``["weight_bits=2"]`` or ``{"weight_bits": 2}``.
+    ``stages``: an optional context-manager factory called with each step's name (the CLI's progress)."""
+    from mflc.cli import resolve_model
+    from mflc.compiler.hardware import resolve_profile
+    from mflc.compiler.layout import check_layout
+    from mflc.compiler.loading import is_quantized_dir, load_float, resolve_calibration
+    from mflc.compiler.lower import lower
+    from mflc.compiler.place import layout_graph
+    from mflc.compiler.quantize import QuantizedModel, QuantOptions, quantize
+    from mflc.compiler.report import build_report
+    from mflc.ir.errors import ConfigError, FitError
+
+    if out is None:
+        raise ConfigError("compile needs an output directory (out=...)")
+    model, out = resolve_model(Path(model) if model is not None else None), Path(out)
+    if not model.exists():
+        raise ConfigError(f"{model}: no such model directory")
+    check_destination(out)
+    if calib_tokens is not None and calib_tokens < 1:
+        raise ConfigError(f"--calib-tokens must be >= 1, got {calib_tokens}")
+    if isinstance(hw, dict):
+        hw = [f"{k}={v}" for k, v in hw.items()]
+    profile = resolve_profile(hardware, hw)
+    if is_quantized_dir(model):
+        with _stage(stages, "loading"):
+            qm = QuantizedModel.load(model)
+    else:
+        with _stage(stages, "loading"):
+            cfg, w = load_float(model)
+        with _stage(stages, "quantizing"):
+            seqs, how = resolve_calibration(cfg, model, calib, calib_tokens)
+            qm = quantize(cfg, w, seqs, options or QuantOptions())
+            qm.meta["calibration"] = how
+            del w                                    # the float weights are not needed past quantization
+    with _stage(stages, "lowering to IR"):
+        g = lower(qm)
+    with _stage(stages, "laying out on Loihi 2"):
+        placed, lay = layout_graph(g, profile, system)
+        problems = check_layout(lay, placed, profile)
+        if problems:
+            raise FitError([f"layout check: {p}" for p in problems])
+        rep = build_report(placed, lay, profile, source=dict(build=str(out)))
+    with _stage(stages, "writing"):
+        summary = dict(cores=lay.totals()["cores"], chips=lay.n_chips, groups=len(g.groups))
+        b = Build.write(out, qm, g, placed, lay, source=source_identity(model), hardware=profile.to_dict(),
+                        model_dir=model, report=summary)
+    rep["files"] = dict(layout=str(out / "layout.json"), placed_ir=str(out / "placed_ir"), manifest=str(out / "build.json"))
+    rep["check"] = "ok"
+    b.report = rep
+    return b

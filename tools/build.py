@@ -1,0 +1,394 @@
+"""A build is one artifact: the directory ``mflc compile`` writes, owned by the ``Build`` type.
+
+Layout on disk::
+
+    BUILD/
+      build.json        manifest, written last: format + version, mflc version, source identity,
+                        quantization and hardware settings, and a SHA-256 of every other file
+      quant/            the quantized model (quant.json + quant.safetensors [+ tokenizer files])
+      ir/               the unsplit IR, exactly ``lower(quant)``
+      placed_ir/        the fan-in split IR the layout refers to
+      layout.json       which core of which chip holds which neurons and synapse rows
+
+Writing is atomic: the build is assembled in a hidden sibling directory and renamed into place only
+when complete, so an interrupted or failed compile leaves the earlier build (or nothing), never a
+mixture. Loading checks the manifest and every hash and names the first file that differs; the
+semantic checks (``Build.checks``) recompute everything else from the integers, so a hand-edited build
+whose hashes were regenerated still fails on each semantic error.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mflc.ir.errors import MflcError
+
+FORMAT = "mflc-build"
+VERSION = 1
+MANIFEST = "build.json"
+PARTS = ("quant", "ir", "placed_ir", "layout.json")
+_HASH_CHUNK = 1 << 22
+
+
+class BuildError(MflcError):
+    """A build directory is missing, incomplete, of another version, or differs from its manifest."""
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files_under(root: Path) -> list[str]:
+    """Every regular file below ``root`` (relative POSIX paths, sorted), the manifest excluded."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for n in filenames:
+            rel = (Path(dirpath) / n).relative_to(root).as_posix()
+            if rel != MANIFEST:
+                out.append(rel)
+    return sorted(out)
+
+
+def source_identity(model_dir: Path) -> dict:
+    """What the build was made from: a hash over the model's config and weight files (or, for a quantized
+    model, its quant files), so two builds of the same checkpoint can be told apart from two of another."""
+    d = Path(model_dir)
+    names = sorted(p.name for p in d.iterdir() if p.is_file() and (
+        p.name in ("config.json", "quant.json") or p.suffix == ".safetensors" or p.name.endswith(".safetensors.index.json")))
+    h = hashlib.sha256()
+    for n in names:
+        h.update(n.encode() + b"\0" + file_sha256(d / n).encode() + b"\n")
+    return dict(path=str(d), files=names, sha256=h.hexdigest())
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+def _normal(d):
+    """A JSON value as it reads back from a file (tuples as lists), for comparing stored settings."""
+    return json.loads(json.dumps(d, sort_keys=True, default=_json_default))
+
+
+def _replace_dir(tmp: Path, dest: Path) -> None:
+    """Move the finished ``tmp`` to ``dest``: an earlier build there is swapped out and removed; anything
+    else at ``dest`` (a file, a non-empty folder that is not a build) is refused, never deleted."""
+    if dest.exists() or dest.is_symlink():
+        if not dest.is_dir():
+            raise BuildError(f"{dest}: exists and is not a directory; choose another --out")
+        if any(dest.iterdir()) and not (dest / MANIFEST).is_file() and not (dest / "ir").is_dir():
+            raise BuildError(f"{dest}: a non-empty directory that is not an mflc build; refusing to replace it "
+                             "(choose another --out or empty it)")
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}-{int(time.time() * 1e6)}")
+        os.rename(dest, old)
+        os.rename(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, dest)
+
+
+def check_destination(dest: Path) -> None:
+    """Fail before any work when ``dest`` can never receive a build."""
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise BuildError(f"{dest}: exists and is not a directory; choose another --out")
+    if dest.is_dir() and any(dest.iterdir()) and not (dest / MANIFEST).is_file() and not (dest / "ir").is_dir():
+        raise BuildError(f"{dest}: a non-empty directory that is not an mflc build; refusing to replace it "
+                         "(choose another --out or empty it)")
+    parent = dest.resolve().parent
+    if not parent.is_dir():
+        raise BuildError(f"{dest}: its parent directory {parent} does not exist")
+
+
+@dataclass
+class Check:
+    """One of the checks ``verify`` makes: its name, whether it passed, and what it found."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(name=self.name, ok=self.ok, detail=self.detail, seconds=round(self.seconds, 3),
+                    problems=self.problems[:50], n_problems=len(self.problems))
+
+
+class Build:
+    """A compiled build directory, checked against its manifest when loaded."""
+
+    def __init__(self, path: Path, manifest: dict, hash_seconds: float = 0.0):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.hash_seconds = hash_seconds
+        self._cache: dict = {}
+
+    # ---- writing ----------------------------------------------------------------------------------------
+    @classmethod
+    def write(cls, dest: Path, qm, graph, placed, layout, *, source: dict, hardware: dict,
+              model_dir: Path | None = None, report: dict | None = None) -> "Build":
+        """Write a complete build atomically and return it loaded (hashes checked)."""
+        from mflc import __version__
+        from mflc.compiler.layout import save_layout
+        from mflc.compiler.tokenizer import copy_tokenizer
+        from mflc.ir.serialize import save_graph
+        from dataclasses import asdict
+
+        dest = Path(dest)
+        check_destination(dest)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.resolve().parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)                # mkdtemp makes it private; a build is an ordinary folder
+        try:
+            qm.save(tmp / "quant")
+            if model_dir is not None:
+                copy_tokenizer(model_dir, tmp / "quant")
+            save_graph(graph, tmp / "ir")
+            save_graph(placed, tmp / "placed_ir")
+            save_layout(layout, tmp / "layout.json")
+            t0 = time.perf_counter()
+            files = {rel: file_sha256(tmp / rel) for rel in _files_under(tmp)}
+            manifest = dict(format=FORMAT, version=VERSION, mflc_version=__version__,
+                            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                            source=source, quantization=asdict(qm.options), hardware=hardware,
+                            system=layout.system, summary=report or {}, files=files)
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=_json_default) + "\n")
+            hash_s = time.perf_counter() - t0
+            _replace_dir(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return cls(dest, manifest, hash_s)
+
+    # ---- loading ----------------------------------------------------------------------------------------
+    @classmethod
+    def read_manifest(cls, path: Path) -> dict:
+        path = Path(path)
+        if not path.exists():
+            raise BuildError(f"{path}: no such build directory")
+        if not path.is_dir():
+            raise BuildError(f"{path}: not a directory (a build is the directory `mflc compile --out` writes)")
+        mf = path / MANIFEST
+        if not mf.is_file():
+            have = [p for p in PARTS if (path / p).exists()]
+            if have:
+                raise BuildError(f"{path}: incomplete build: {MANIFEST} is missing (found {', '.join(have)}); "
+                                 f"the compile was interrupted or made by an older mflc; recompile with "
+                                 f"`mflc compile MODEL --out {path}`")
+            raise BuildError(f"{path}: not a build directory (no {MANIFEST}; make one with `mflc compile MODEL --out {path}`)")
+        try:
+            m = json.loads(mf.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BuildError(f"{mf}: not valid JSON ({e})") from None
+        if not isinstance(m, dict):
+            raise BuildError(f"{mf}: the manifest must be a JSON object")
+        if m.get("format") != FORMAT:
+            raise BuildError(f"{mf}: field 'format' is {m.get('format')!r}, expected {FORMAT!r}")
+        if m.get("version") != VERSION:
+            raise BuildError(f"{mf}: build format version {m.get('version')!r} is not supported (this mflc "
+                             f"reads version {VERSION}); recompile")
+        files = m.get("files")
+        if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise BuildError(f"{mf}: field 'files' must map each file to its SHA-256")
+        for key, typ in (("source", dict), ("quantization", dict), ("hardware", dict)):
+            if not isinstance(m.get(key), typ):
+                raise BuildError(f"{mf}: field {key!r} is missing or not an object")
+        for part in PARTS:
+            if not any(k == part or k.startswith(part + "/") for k in files):
+                raise BuildError(f"{mf}: lists no file of {part}; the build is incomplete, recompile")
+        return m
+
+    @classmethod
+    def load(cls, path: Path, check_hashes: bool = True) -> "Build":
+        """Open a build: manifest, version, the set of files and (by default) every file's SHA-256."""
+        path = Path(path)
+        m = cls.read_manifest(path)
+        t0 = time.perf_counter()
+        if check_hashes:
+            cls._check_files(path, m["files"])
+        return cls(path, m, time.perf_counter() - t0)
+
+    @staticmethod
+    def _check_files(path: Path, files: dict) -> None:
+        on_disk = _files_under(path)
+        extra = sorted(set(on_disk) - set(files))
+        missing = sorted(set(files) - set(on_disk))
+        if missing:
+            raise BuildError(f"{path / missing[0]}: listed in {MANIFEST} but missing from the build")
+        if extra:
+            raise BuildError(f"{path / extra[0]}: not part of the build (not listed in {MANIFEST}); remove it or recompile")
+        for rel in sorted(files):
+            if file_sha256(path / rel) != files[rel]:
+                raise BuildError(f"{path / rel}: content differs from the build manifest (SHA-256 mismatch); "
+                                 "the file was changed after compile; recompile")
+
+    # ---- parts ------------------------------------------------------------------------------------------
+    def _get(self, key: str, make: Callable):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    @property
+    def quantized(self):
+        from mflc.compiler.quantize import QuantizedModel
+
+        return self._get("quant", lambda: QuantizedModel.load(self.path / "quant"))
+
+    @property
+    def graph(self):
+        """The unsplit IR (``ir/``)."""
+        from mflc.ir.serialize import load_graph
+
+        return self._get("ir", lambda: load_graph(self.path / "ir"))
+
+    @property
+    def placed(self):
+        """The fan-in split IR the layout places (``placed_ir/``)."""
+        from mflc.ir.serialize import load_graph
+
+        return self._get("placed", lambda: load_graph(self.path / "placed_ir"))
+
+    @property
+    def layout(self):
+        from mflc.compiler.layout import load_layout
+
+        return self._get("layout", lambda: load_layout(self.path / "layout.json"))
+
+    @property
+    def hardware(self):
+        from mflc.compiler.hardware import HardwareProfile
+
+        return HardwareProfile.from_dict(self.manifest["hardware"], f"{self.path / MANIFEST}: field 'hardware'")
+
+    def core_map(self):
+        from mflc.ir.coremap import CoreMap
+
+        return CoreMap.from_layout(self.layout)
+
+    # ---- checks -----------------------------------------------------------------------------------------
+    def checks(self) -> list[Check]:
+        """Every static check of the build, in order; each stops at its own failure, never at another's."""
+        out = [Check("integrity", True, f"{len(self.manifest['files'])} files match {MANIFEST} (SHA-256)",
+                     self.hash_seconds)]
+        out.append(self._run("ir validates", lambda: self._validate(self.graph, "ir")))
+        out.append(self._run("placed IR validates", lambda: self._validate(self.placed, "placed_ir")))
+        out.append(self._run("layout is legal", self._check_layout))
+        out.append(self._run("placed IR is a partition of the IR", self._check_partition))
+        out.append(self._run("same source", self._check_source))
+        return out
+
+    def _run(self, name: str, fn) -> Check:
+        t0 = time.perf_counter()
+        try:
+            problems, detail = fn()
+        except MflcError as e:
+            problems, detail = [str(e)], ""
+        return Check(name, not problems, detail if not problems else problems[0], time.perf_counter() - t0, problems)
+
+    @staticmethod
+    def _validate(g, what: str):
+        from mflc.ir.validate import problems
+
+        found = problems(g)
+        return [f"{what}/: {p}" for p in found], f"{len(g.groups)} groups, {len(g.synapses)} synapse groups"
+
+    def _check_layout(self):
+        from mflc.compiler.layout import check_layout
+
+        lay, hw = self.layout, self.hardware
+        found = []
+        figures = lambda d: {k: v for k, v in _normal(d).items() if k != "sources"}  # noqa: E731 (provenance notes)
+        if figures(lay.hardware.to_dict()) != figures(self.manifest["hardware"]):
+            found.append(f"layout.json: its hardware profile differs from the one in {MANIFEST}")
+        if lay.system != self.manifest.get("system"):
+            found.append(f"layout.json: system {lay.system!r} differs from {MANIFEST}'s {self.manifest.get('system')!r}")
+        found += [f"layout.json: {p}" for p in check_layout(lay, self.placed, hw)]
+        return found, f"{len(lay.cores):,} cores on {lay.n_chips} chip(s), every limit of {hw.name} recomputed from placed_ir/"
+
+    def _check_partition(self):
+        from mflc.compiler.partition_check import check_partition
+
+        found = check_partition(self.graph, self.placed)
+        return [f"placed_ir/: {p}" for p in found], "split pieces reassemble the IR's integers exactly"
+
+    def _check_source(self):
+        from dataclasses import asdict
+
+        from mflc.compiler.lower import lower
+        from mflc.ir.serialize import graphs_equal
+
+        qm = self.quantized
+        found = []
+        if asdict(qm.options) != self.manifest["quantization"]:
+            found.append(f"quant/: quantization settings differ from {MANIFEST}'s")
+        again = lower(qm, check=False)
+        if not graphs_equal(again, self.graph):
+            found.append("ir/: differs from the lowering of quant/ (the IR and the quantized model come from "
+                         "different sources, or one was edited)")
+        return found, "ir/ is exactly the lowering of quant/"
+
+    # ---- execution --------------------------------------------------------------------------------------
+    def verify(self, tokens: int | list[int] = 16, seed: int = 0, progress=None, simulate: bool = True) -> "BuildVerdict":
+        """Every static check, then (when they pass) the placed network against the integer reference
+        model on ``tokens`` (a count of random tokens drawn with ``seed``, or the token ids themselves)."""
+        import numpy as np
+
+        from mflc.compiler.int_model import IntModel
+        from mflc.compiler.lower import lower
+        from mflc.simulator.verify import verify as simulate_verify
+
+        checks = self.checks()
+        if not simulate or not all(c.ok for c in checks):
+            return BuildVerdict(checks, None, [])
+        qm = self.quantized
+        toks = (np.random.default_rng(seed).integers(0, qm.cfg.vocab_size, tokens).tolist()
+                if isinstance(tokens, int) else [int(t) for t in tokens])
+        bad = [t for t in toks if not 0 <= t < qm.cfg.vocab_size]
+        if bad:
+            raise MflcError(f"token id {bad[0]} outside the vocabulary [0, {qm.cfg.vocab_size})")
+        t0 = time.perf_counter()
+        res = simulate_verify(IntModel(qm), self.placed, toks, self.core_map(), progress=progress,
+                              reference_graph=lambda: lower(qm))
+        checks.append(Check("bit-exact simulation", res.ok,
+                            f"{res.compared_values:,} logits and states equal over {res.tokens} tokens" if res.ok
+                            else res.divergence.describe(), time.perf_counter() - t0))
+        return BuildVerdict(checks, res, toks)
+
+
+@dataclass
+class BuildVerdict:
+    """What ``Build.verify`` found: each check in order, and the simulation's result when it ran."""
+
+    checks: list[Check]
+    simulation: object | None
+    tokens: list[int]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks) and self.simulation is not None and self.simulation.ok
+
+    @property
+    def failed(self) -> Check | None:
+        return next((c for c in self.checks if not c.ok), None)
