@@ -90,11 +90,14 @@ def build(models):
 
 
 def damaged_ir(build, tmp_path, head=None, arrays=None):
-    """A copy of the build's unplaced IR alone (``mflc ir`` reads it) with graph.json and/or its arrays edited."""
+    """A copy of the build with its unplaced IR's graph.json and/or arrays edited (``mflc ir`` reads it)
+    and the manifest's hashes fixed up, so the IR reader itself must name the damage."""
     from safetensors.numpy import load_file, save_file
 
+    from util import rehash_build
+
     d = tmp_path / "b"
-    shutil.copytree(build / "ir", d / "ir")
+    shutil.copytree(build, d)
     if head is not None:
         h = json.loads((d / "ir" / "graph.json").read_text())
         head(h)
@@ -103,6 +106,7 @@ def damaged_ir(build, tmp_path, head=None, arrays=None):
         a = load_file(str(d / "ir" / "graph.safetensors"))
         arrays(a)
         save_file(a, str(d / "ir" / "graph.safetensors"))
+    rehash_build(d)
     return d
 
 

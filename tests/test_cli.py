@@ -37,8 +37,8 @@ def test_compile_writes_build(build):
 
 def test_compile_reports_its_steps(build, tmp_path):
     js = json.loads(run("compile", build / "m", "--out", tmp_path / "b", "--json").output)
-    assert [s["step"] for s in js["steps"]] == ["loading", "quantizing", "lowering to IR", "writing",
-                                                 "laying out on Loihi 2"]
+    assert [s["step"] for s in js["steps"]] == ["loading", "quantizing", "lowering to IR",
+                                                 "laying out on Loihi 2", "writing"]
     assert all(s["seconds"] >= 0 for s in js["steps"])
     js = json.loads(run("compile", build / "b" / "quant", "--out", tmp_path / "b2", "--json").output)
     assert "quantizing" not in [s["step"] for s in js["steps"]]      # a quantized model is only loaded
@@ -114,19 +114,41 @@ def test_verify_build_is_bit_exact(build):
 def test_verify_fails_on_a_corrupted_weight(build, tmp_path):
     import shutil
 
+    from util import rehash_build
+
     bad = tmp_path / "bad"
     shutil.copytree(build / "b", bad)
-    graph_dir = bad / ("placed_ir" if (bad / "placed_ir").is_dir() else "ir")
+    graph_dir = bad / "placed_ir"
     arrays = load_file(str(graph_dir / "graph.safetensors"))
     key = next(k for k in sorted(arrays) if k.startswith("syn/L0.i_in->L0.mlgru") and k.endswith("/values"))
     arrays[key] = arrays[key].copy()
     arrays[key][:8] = -arrays[key][:8]
     save_file(arrays, str(graph_dir / "graph.safetensors"))
     r = run("verify", bad, "--tokens", "4", ok=False)
-    assert r.exit_code == 1
-    assert "first divergence at token" in r.output and "L0.mlgru" in r.output
+    assert r.exit_code == 1 and "placed_ir/graph.safetensors" in r.output and "SHA-256" in r.output
+    rehash_build(bad)                               # hashes fixed up: the partition check still sees it
+    r = run("verify", bad, "--tokens", "4", ok=False)
+    assert r.exit_code == 1 and "L0.i_in->L0.mlgru" in r.output and "partition" in r.output
     js = json.loads(run("verify", bad, "--tokens", "4", "--json", ok=False).output)
-    assert js["ok"] is False and js["divergence"]["group"] == "L0.mlgru"
+    assert js["ok"] is False and js["failed_check"] == "placed IR is a partition of the IR"
+
+
+def test_verify_locates_a_divergence_in_a_corrupted_graph(build):
+    """The simulation's own divergence report (reached through the API: a build with a wrong weight
+    fails a static check before any simulation)."""
+    from mflc.build import Build
+    from mflc.compiler.int_model import IntModel
+    from mflc.compiler.lower import lower
+    from mflc.simulator.verify import verify
+
+    b = Build.load(build / "b")
+    g = b.placed
+    s = next(s for n, s in sorted(g.synapses.items()) if n.startswith("L0.i_in->L0.mlgru"))
+    s.values = s.values.copy()
+    s.values[:8] = -s.values[:8]
+    res = verify(IntModel(b.quantized), g, [1, 2, 3, 4], b.core_map(), reference_graph=lambda: lower(b.quantized))
+    assert not res.ok and res.divergence.group == "L0.mlgru"
+    assert "first divergence at token" in res.divergence.describe()
 
 
 def test_generate(build):
