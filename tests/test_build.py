@@ -254,3 +254,12 @@ def test_readme_api_example_runs(tmp_path, monkeypatch):
     code = text.split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)
     exec(compile(code.replace("/tmp/b", str(tmp_path / "b")), "README.md", "exec"), {})
+
+
+def test_estimate_reads_a_build_only_when_whole(builds, tmp_path):
+    js = json.loads(cli_run("estimate", builds / "b1", "--json").stdout)
+    assert js["cores"] >= 1
+    b = copy(builds, tmp_path)
+    (b / "quant" / "quant.json").write_text("{}")
+    r = cli_run("estimate", b, ok=False)
+    assert r.exit_code == 1 and "quant/quant.json" in r.output

@@ -102,6 +102,13 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
         if not model.exists():
             raise MflcError(f"{model}: no such model directory")
         what = str(model)
+        from mflc.cli_sim import is_build_dir
+
+        if is_build_dir(model):                  # a build: its quantized model, once its integrity is checked
+            from mflc.build import Build
+
+            Build.load(model)
+            model = model / "quant"
         if (model / "config.json").is_file():   # before any weight is read: is the graph too big to hold?
             check_skeleton_memory(ModelConfig.load(model / "config.json"), source=str(model / "config.json"))
         if density is not None:
