@@ -206,7 +206,7 @@ def _update_domain(r, i, t):
 IMM_DOMAIN: dict[str, tuple[int, int]] = {
     "bits": (1, fp.STATE_BITS_MAX),       # a saturation width: a neuron state word at most
     "shift": (0, fp.SHIFT_MAX),           # right shifts; shr_round clamps at SHIFT_MAX anyway
-    "gain_shift": (-fp.SHIFT_MAX, fp.SHIFT_MAX),   # negative: a left shift, bounded by the int64 product check
+    "gain_shift": (0, fp.SHIFT_MAX),
     "mult": (0, MULT_MAX),                # fp.rescale's stated domain
     "eps": (1, RSQRT_ARG_MAX),            # rms_factor: E >= 1 keeps rsqrt's argument >= 1
     "in_bits": (1, fp.STATE_BITS_MAX),    # a table of 2^in_bits entries, indexed by a state word

@@ -141,14 +141,12 @@ def test_result_needs_more_than_24_bits():
 
 def test_output_wider_than_declared_message():
     g = small_graph()
-    g.host_tensors["emb"][0, 0] = -128      # the analysis bounds by values: squares of 8-bit values need 16 bits
     g.groups["sq"].out_bits = 12
     _one(g, "group sq", "output 'y' may need 16 bits", "12-bit")
 
 
 def test_lut_domain():
     g = small_graph()
-    g.host_tensors["emb"][0, 0] = 100       # input in [-8, 100]: outside a 4-bit table's [-8, 7]
     g.groups["sq"].tables["t"] = np.zeros(16, np.int64)
     g.groups["sq"].program = [I("lut", "y", "x", table="t", in_bits=4)]
     _one(g, "group sq", "lut", "4-bit domain")
@@ -156,7 +154,6 @@ def test_lut_domain():
 
 def test_accumulator_overflow():
     g = small_graph()
-    g.host_tensors["emb"][:, 0] = -128      # four squares of 2^14 overflow a 16-bit accumulator
     g.synapses["sq->sum"].acc_bits = 16
     _one(g, "synapse sq->sum", "overflows the 16-bit accumulator")
 
@@ -243,172 +240,3 @@ def test_row_sums_with_empty_rows_everywhere():
     s = SynapseGroup.from_dense("a->b.x", "a", "b", "x", w)
     assert s.row_sums(np.array([5, 7, 11], np.int64)).tolist() == [0, 12, 0, 11, 0]
     assert SynapseGroup.from_dense("e", "a", "b", "x", np.zeros((3, 2))).row_sums(np.zeros(0, np.int64)).tolist() == [0] * 3
-
-
-# ---- the range analysis on real builds: proofs of domains, mutations, soundness ------------------------------
-import copy  # noqa: E402
-
-from hypothesis import HealthCheck  # noqa: E402
-
-from mflc.compiler.lower import lower  # noqa: E402
-from mflc.ir.ops import OPS  # noqa: E402
-from mflc.ir.validate import output_ranges  # noqa: E402
-
-from util import quantized_models  # noqa: E402
-
-
-def _norm_square_group(g) -> str:
-    return next(n for n, grp in g.groups.items()
-                if [i.op for i in grp.program] == ["square"] and n.endswith(".sq") and "norm" in n)
-
-
-def test_square_replaced_by_copy_in_a_norm_is_a_problem(tiny_qm):
-    """square -> copy in an RMSNorm square group: the sum of the copies can be negative, outside
-    rms_factor's domain; the problem names the reduction and the mutated group and instruction."""
-    g = lower(tiny_qm)
-    name = _norm_square_group(g)
-    grp = g.groups[name]
-    ins = grp.program[0]
-    grp.program[0] = Instr("copy", ins.out, ins.args, ins.imm)
-    found = problems(g)
-    hit = [p for p in found if f"{name}'s output (instruction 0, copy -> {ins.out})" in p]
-    assert hit, found
-    assert "rms_factor" in hit[0] and "outside rms_factor's domain" in hit[0] and "may span [-" in hit[0]
-    with pytest.raises(IRValidationError):
-        validate(g)
-
-
-def test_copy_of_a_wide_port_needs_more_than_a_state_word():
-    """Ranges are the values', not only the widths': 24-bit inputs square to 48 bits; four squares shifted
-    to 22 bits sum to 2^24, which a copy cannot hold in a 24-bit state word."""
-    g = small_graph()
-    g.groups["in"].out_bits = 24
-    g.host_tensors["emb"][0, 0] = -(1 << 23)
-    g.groups["sq"].out_bits = 24
-    _one(g, "group sq: instruction 0 (square -> y): result may span [0, 2^46], needs 48 bits, above 24")
-    g.groups["sq"].program = [I("square_shr", "y", "x", shift=24)]
-    g.groups["sum"].program = [I("copy", "s", "x"), I("rms_factor", "y", "x", eps=1)]
-    _one(g, "group sum: instruction 0 (copy -> s): result may span [0, 2^24], needs 26 bits, above 24")
-
-
-@pytest.mark.parametrize("op,args,imm,fragment", [
-    ("rescale", ("x",), dict(mult=1, shift=0, bits=True), "immediate 'bits' is True (bool), must be an integer"),
-    ("rescale", ("x",), dict(mult=1, shift=0.5, bits=8), "immediate 'shift' is 0.5 (float), must be an integer"),
-    ("rescale", ("x",), dict(mult=1, shift=-3, bits=8), "immediate 'shift' = -3 outside 0..62"),
-    ("rescale", ("x",), dict(mult=1 << 40, shift=0, bits=8), "immediate 'mult' = 2^40 outside 0..2^23-1"),
-    ("add_sat", ("x", "x"), dict(bits=0), "immediate 'bits' = 0 outside 1..24"),
-    ("add_sat", ("x", "x"), dict(bits=64), "immediate 'bits' = 64 outside 1..24"),
-    ("rms_factor", ("x",), dict(eps=0), "immediate 'eps' = 0 outside 1.."),
-    ("lut", ("x",), dict(table=3, in_bits=8), "immediate 'table' is 3 (int), must be a table name"),
-    ("lut", ("x",), dict(table="t", in_bits=8), "table 't' has shape (16,), the 8-bit domain needs (256,)"),
-    ("rms_factor", ("x",), dict(eps=1), "sum of squares 'x' may span [-8, 7], outside rms_factor's domain"),
-    ("forget_gate", ("x", "x"), {}, "sigmoid 'x' may span [-8, 7], outside forget_gate's domain [0, 32768]"),
-    ("mlgru_candidate", ("x", "x"), dict(bits=8), "gate 'x' may span [-8, 7], outside mlgru_candidate's domain"),
-    ("square_shr", ("x",), dict(shift=2), None),
-])
-def test_immediates_and_domains(op, args, imm, fragment):
-    g = small_graph()
-    g.groups["sq"].tables["t"] = np.zeros(16, np.int64)
-    g.groups["sq"].out_bits = 24
-    g.groups["sq"].program = [I(op, "y", *args, **imm)]
-    if fragment is None:
-        assert problems(g) == []
-    else:
-        _one(g, "group sq: instruction 0", f"({op} -> y)", fragment)
-
-
-def test_products_beyond_int64_are_problems():
-    g = small_graph()
-    g.groups["sq"].params["big"] = np.full(4, (1 << 23) - 1, np.int64)
-    g.groups["sq"].out_bits = 24
-    g.groups["sq"].program = [I("square", "s", "big"), I("mul_shr", "y", "s", "big", shift=62, bits=8)]
-    _one(g, "group sq: instruction 0 (square -> s): result may span", "needs 47 bits, above 24")
-    g.groups["sq"].program = [I("mul_shr", "p", "big", "big", shift=62, bits=24),
-                              I("rescale", "q", "big", mult=(1 << 23) - 1, shift=62, bits=8), I("square", "y", "x")]
-    assert problems(g) == []      # 2^46: fits int64
-    g.groups["sq"].program = [I("rms_apply", "z", "big", "big", "big", gain_shift=-40, bits=8), I("square", "y", "x")]
-    _one(g, "group sq: instruction 0 (rms_apply -> z)", "beyond int64")
-
-
-def test_malformed_instructions_are_problems_not_crashes():
-    g = small_graph()
-    g.groups["sq"].program = [Instr("square", "y", ("x",), ((1, 2),)), Instr(["x"], "y", ("x",))]
-    found = problems(g)
-    assert any("instruction 0 is malformed" in p for p in found) and any("instruction 1 is malformed" in p for p in found)
-    g = small_graph()
-    g.groups["sq"].out_bits = None
-    g.groups["sum"].registers["acc"] = 2.5
-    g.synapses["in->sq"].weight_exp = 1000
-    g.synapses["sq->sum"].acc_bits = 64
-    found = problems(g)
-    for f in ("message width None", "register 'acc' is 2.5 bits", "weight_exp 1000", "accumulator of 64 bits"):
-        assert any(f in p for p in found), (f, found)
-
-
-VALIDATE_SETTINGS = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@VALIDATE_SETTINGS
-@given(quantized_models())
-def test_correct_builds_validate_and_their_ranges_hold(case):
-    """Lowered random models have no problems, and every group output a run produces lies in the interval
-    the analysis proved for it."""
-    from mflc.simulator.reference import ReferenceExecutor
-
-    _, _, qm, tokens = case
-    g = lower(qm, check=False)
-    assert problems(g) == []
-    bounds = output_ranges(g)
-    seen = {}
-
-    def trace(t, k, name, out):
-        lo, hi = seen.get(name, (0, 0))
-        seen[name] = min(lo, int(out.min())), max(hi, int(out.max()))
-
-    ReferenceExecutor(g).run(tokens, "sequential", trace=trace)
-    for name, (lo, hi) in seen.items():
-        blo, bhi = bounds[name]
-        assert blo <= min(lo, 0) and max(hi, 0) <= bhi or (blo <= lo and hi <= bhi), (name, (lo, hi), bounds[name])
-
-
-_EXTREMES = [0, 1, -1, 7, 8, 23, 24, 25, 46, 62, 63, 64, 1 << 23, 1 << 31, 1 << 46, (1 << 63) - 1, -(1 << 63),
-             1 << 70, True, False, 2.5, "y", None]
-_SAME_ARITY = {n: sorted(o for o, s in OPS.items() if s.n_args == n) for n in (1, 2, 3)}
-
-
-@pytest.fixture(scope="module")
-def tiny_graph(tiny_qm):
-    return lower(tiny_qm)
-
-
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_mutated_builds_are_rejected_or_run(tiny_graph, data):
-    """One random instruction mutation (an opcode swapped for another of the same arity, or an immediate set
-    to an extreme or ill-typed value): the validator never raises, and either reports a problem or both
-    executors run it without OverflowError/ValueError and agree bit for bit."""
-    from mflc.simulator.engine import Engine
-    from mflc.simulator.reference import ReferenceExecutor
-
-    g = copy.deepcopy(tiny_graph)
-    name = data.draw(st.sampled_from(sorted(n for n, grp in g.groups.items() if grp.program)))
-    grp = g.groups[name]
-    k = data.draw(st.integers(0, len(grp.program) - 1))
-    ins = grp.program[k]
-    imm = dict(ins.imm)
-    if imm and data.draw(st.booleans()):
-        key = data.draw(st.sampled_from(sorted(imm)))
-        imm[key] = data.draw(st.sampled_from(_EXTREMES))
-        new = Instr(ins.op, ins.out, ins.args, tuple(sorted(imm.items())))
-    else:
-        op = data.draw(st.sampled_from(_SAME_ARITY[len(ins.args)]))
-        new = Instr(op, ins.out, ins.args, ins.imm)
-    grp.program[k] = new
-    found = problems(g)
-    if found:
-        return
-    tokens = data.draw(st.lists(st.integers(0, 255), min_size=1, max_size=4))
-    ref = ReferenceExecutor(g).run(tokens, "sequential")
-    eng = Engine(g).run(tokens, "sequential")
-    assert np.array_equal(ref.outputs["logits"], eng.outputs["logits"])
