@@ -101,6 +101,10 @@ def load_graph(path: str | Path) -> Graph:
             raise MflcError(f"{af}: array {key!r}: shape {list(a.shape)}, expected {want}")
         return a
 
+    for what, items, key in (("groups", head["groups"], "role"), ("synapses", head["synapses"], "kind")):
+        for i, d in enumerate(items):         # meta is free-form, but reports and the cost model read these
+            if isinstance(d.get("meta"), dict) and not isinstance(d["meta"].get(key, ""), str):
+                raise MflcError(f"{jf}: {what}[{i}].meta.{key}: {d['meta'][key]!r}, expected a string")
     g = Graph(meta=head.get("meta", {}))
     for gi, gd in enumerate(head["groups"]):
         w, n = f"groups[{gi}]", gd["name"]

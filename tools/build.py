@@ -241,7 +241,8 @@ class Build:
             raise BuildError(f"{path / extra[0]}: not part of the build (not listed in {MANIFEST}); remove it or recompile")
         for rel in sorted(files):
             if file_sha256(path / rel) != files[rel]:
-                raise BuildError(f"{path / rel}: content differs from the build manifest (SHA-256 mismatch); "
+                raise BuildError(f"{path / rel}: content differs from the build manifest "
+                                 f"{MANIFEST} (SHA-256 mismatch); "
                                  "the file was changed after compile; recompile")
 
     # ---- parts ------------------------------------------------------------------------------------------
