@@ -94,11 +94,7 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
     """Move the finished ``tmp`` to ``dest``: an earlier build there is swapped out and removed; anything
     else at ``dest`` (a file, a non-empty folder that is not a build) is refused, never deleted."""
     if dest.exists() or dest.is_symlink():
-        if not dest.is_dir():
-            raise BuildError(f"{dest}: exists and is not a directory; choose another --out")
-        if any(dest.iterdir()) and not (dest / MANIFEST).is_file() and not (dest / "ir").is_dir():
-            raise BuildError(f"{dest}: a non-empty directory that is not an mflc build; refusing to replace it "
-                             "(choose another --out or empty it)")
+        check_destination(dest)                 # nothing else may have appeared there meanwhile
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}-{int(time.time() * 1e6)}")
         os.rename(dest, old)
         os.rename(tmp, dest)
