@@ -170,6 +170,36 @@ def test_group_left_unplaced(builds, tmp_path):
     assert name == "layout is legal" and "not placed" in why
 
 
+def test_layout_hardware_figure_missing(builds, tmp_path):
+    """A figure (or the name) dropped from layout.json's hardware block must not pass for its default
+    (found by tests/test_build_fuzz.py)."""
+    b = copy(builds, tmp_path)
+    edit_json(b / "layout.json", lambda d: d["hardware"].pop("name"))
+    rehash_build(b)
+    name, why = failed_check(b)
+    assert name == "layout is legal" and "hardware profile differs" in why
+
+
+@pytest.mark.parametrize("damage", ["unplaced", "renamed"])
+def test_executors_refuse_a_build_that_verify_refuses(builds, tmp_path, damage):
+    """generate and export-lava run the placed IR and layout checks first: a group left unplaced, or a
+    group renamed in placed_ir/ (hashes regenerated), is named, never a KeyError in the engine."""
+    b = copy(builds, tmp_path)
+    if damage == "unplaced":
+        edit_json(b / "layout.json", lambda d: next(c for c in d["cores"] if c["neurons"])["neurons"].pop(0))
+        want = "layout is legal"
+    else:
+        def rename(d):
+            next(g for g in d["groups"] if g["name"] == "L0.down_in.sq")["name"] = "M0.down_in.sq"
+        edit_json(b / "placed_ir" / "graph.json", rename)
+        want = "placed IR validates"
+    rehash_build(b)
+    for args in (("generate", b, "--max-new-tokens", "1"), ("export-lava", b)):
+        r = cli_run(*args, ok=False)
+        assert r.exception is None or isinstance(r.exception, SystemExit), (args, repr(r.exception))
+        assert r.exit_code == 1 and want in r.output, (args, r.output)
+
+
 def test_core_over_its_synaptic_memory(builds, tmp_path):
     """Limits are recomputed from placed_ir/ against the profile, never read from stored usage: halve the
     synaptic memory in both the manifest and the layout, and the fullest core is named."""

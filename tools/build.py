@@ -284,6 +284,17 @@ class Build:
 
         return CoreMap.from_layout(self.layout)
 
+    def runnable(self):
+        """(quantized model, placed IR, core map), once the placed IR validates and the layout places it
+        legally: the checks an executor relies on (a hand-edited build with regenerated hashes would
+        otherwise reach the engine and fail there with a bare KeyError). A BuildError names the first problem."""
+        for c in (self._run("placed IR validates", lambda: self._validate(self.placed, "placed_ir")),
+                  self._run("layout is legal", self._check_layout)):
+            if not c.ok:
+                more = f" (and {len(c.problems) - 1} more; `mflc verify` lists them)" if len(c.problems) > 1 else ""
+                raise BuildError(f"{self.path}: check '{c.name}' failed: {c.detail}{more}")
+        return self.quantized, self.placed, self.core_map()
+
     # ---- checks -----------------------------------------------------------------------------------------
     def checks(self) -> list[Check]:
         """Every static check of the build, in order; each stops at its own failure, never at another's."""
@@ -317,12 +328,19 @@ class Build:
         lay, hw = self.layout, self.hardware
         found = []
         figures = lambda d: {k: v for k, v in _normal(d).items() if k != "sources"}  # noqa: E731 (provenance notes)
-        if figures(lay.hardware.to_dict()) != figures(self.manifest["hardware"]):
+        stored = self._stored_layout_hardware()
+        if not isinstance(stored, dict) or figures(stored) != figures(self.manifest["hardware"]):
             found.append(f"layout.json: its hardware profile differs from the one in {MANIFEST}")
         if lay.system != self.manifest.get("system"):
             found.append(f"layout.json: system {lay.system!r} differs from {MANIFEST}'s {self.manifest.get('system')!r}")
         found += [f"layout.json: {p}" for p in check_layout(lay, self.placed, hw)]
         return found, f"{len(lay.cores):,} cores on {lay.n_chips} chip(s), every limit of {hw.name} recomputed from placed_ir/"
+
+    def _stored_layout_hardware(self) -> dict:
+        """layout.json's hardware block as written, not as completed by defaults: a figure missing there
+        must not pass for the default's value."""
+        raw = json.loads((self.path / "layout.json").read_text())
+        return raw.get("hardware") if isinstance(raw, dict) else None
 
     def _check_partition(self):
         from mflc.compiler.partition_check import check_partition

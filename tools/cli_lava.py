@@ -19,15 +19,9 @@ def load_graph_for_lava(path: Path):
     """(graph, vocabulary size) of a build directory (its placed IR if there is one) or a model directory."""
     if not path.exists():
         raise MflcError(f"{path}: no such model or build directory")
-    if (path / "ir").is_dir():
-        from mflc.ir.serialize import load_graph
+    from mflc.cli_sim import load_for_simulation
 
-        placed = path / "placed_ir"
-        g = load_graph(placed if placed.is_dir() else path / "ir")
-    else:
-        from mflc.cli_sim import load_for_simulation
-
-        _, g, _, _ = load_for_simulation(path)
+    _, g, _, _ = load_for_simulation(path)      # a build: hashes checked, placed IR and layout legal
     if not g.inputs:
         raise MflcError(f"{path}: the graph has no host input")
     vocab = int(g.host_tensors[g.inputs[0].table].shape[0])
@@ -116,7 +110,7 @@ def _jsonable(o):
 
 def verify_lava_cmd(model: Path, tokens: int, seed: int, json_out: bool) -> None:
     """`mflc verify MODEL --backend lava`: Lava (Loihi2SimCfg, fixed_pt) against the integer reference, exactly."""
-    from mflc.cli_sim import load_for_simulation
+    from mflc.cli_sim import is_build_dir, load_for_simulation, render_checks
     from mflc.compiler.int_model import IntModel
     from mflc.simulator.lava_backend import lava_available, verify_lava
 
@@ -125,7 +119,24 @@ def verify_lava_cmd(model: Path, tokens: int, seed: int, json_out: bool) -> None
         raise MflcError("--backend lava needs lava-nc, which is not installed here (Python 3.10 venv: pip install -e '.[lava]')")
     if tokens < 1:
         raise MflcError(f"--tokens must be >= 1, got {tokens}")
-    qm, graph, _, _ = load_for_simulation(model)
+    checks = []
+    if is_build_dir(model):                # the same static checks as the engine path, before any Lava run
+        from mflc.build import Build
+
+        b = Build.load(model)
+        checks = b.checks()
+        if not all(c.ok for c in checks):
+            bad = next(c for c in checks if not c.ok)
+            if json_out:
+                emit_json(dict(ok=False, tokens=0, compared_values=0, divergence=None, counters={}, seed=seed,
+                               backend="lava", checks=[c.to_dict() for c in checks], failed_check=bad.name))
+            else:
+                render_checks(checks, f"verify {model} --backend lava")
+                err.print(f"[red]verify: check '{bad.name}' failed; the Lava run was not started[/]", soft_wrap=True)
+            raise typer.Exit(1)
+        qm, graph = b.quantized, b.placed
+    else:
+        qm, graph, _, _ = load_for_simulation(model)
     toks = np.random.default_rng(seed).integers(0, qm.cfg.vocab_size, tokens).tolist()
     prog, adv = progress_bar(tokens, "integer reference")
     t0 = time.perf_counter()
@@ -134,7 +145,7 @@ def verify_lava_cmd(model: Path, tokens: int, seed: int, json_out: bool) -> None
     dt = time.perf_counter() - t0
     if json_out:
         d = res.to_dict()
-        d.update(seed=seed, seconds=dt, backend="lava")
+        d.update(seed=seed, seconds=dt, backend="lava", checks=[c.to_dict() for c in checks], failed_check=None)
         emit_json(d)
     else:
         c = res.counters
@@ -142,6 +153,8 @@ def verify_lava_cmd(model: Path, tokens: int, seed: int, json_out: bool) -> None
                 ("result", "[green]bit-exact[/]" if res.ok else "[red]MISMATCH[/]"),
                 ("Lava processes", c["processes"]), ("Lava steps", f"{c['lava_steps']} ({c['schedule']})"),
                 ("Lava run seconds", f"{c['run_seconds']:.2f}"), ("seconds", f"{dt:.2f}")]
+        if checks:
+            render_checks(checks, f"verify {model} --backend lava")
         out.print(kv_table(f"verify {model} --backend lava (seed {seed})", rows))
         if res.divergence:
             err.print(f"[red]{escape(res.divergence.describe())}[/]", soft_wrap=True)

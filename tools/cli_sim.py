@@ -42,15 +42,14 @@ def load_for_simulation(path: Path):
     if not path.exists():
         raise MflcError(f"{path}: no such model or build directory")
     if is_build_dir(path):
-        b = Build.load(path)
-        qm = b.quantized
-        return qm, b.placed, b.core_map(), lambda: lower(qm)
+        qm, placed, cm = Build.load(path).runnable()
+        return qm, placed, cm, lambda: lower(qm)
     qm = load_quantized(path)
     g = lower(qm)
     return qm, g, None, g
 
 
-def _render_checks(checks, title: str) -> None:
+def render_checks(checks, title: str) -> None:
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
@@ -92,7 +91,7 @@ def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_
                  seed=seed, text=str(text) if text else None, seconds=dt, backend="engine")
         emit_json(d)
     else:
-        _render_checks(v.checks, f"verify {path} ({text or f'random tokens, seed {seed}'})")
+        render_checks(v.checks, f"verify {path} ({text or f'random tokens, seed {seed}'})")
         if res is not None:
             out.print(kv_table("simulation", [
                 ("tokens", res.tokens), ("values compared (logits + states)", f"{res.compared_values:,}"),
