@@ -15,6 +15,16 @@ from mflc.ir.errors import ConfigError
 
 MODEL_TYPE = "hgrn_bit"
 
+# eps of every BitLinear's own input RMSNorm (i/f/g/o_proj, gate/down_proj, lm_head), whatever the
+# config's ``rms_norm_eps``. The released model (ridgerchu/matmulfreellm, main branch) builds its
+# BitLinears as ``mmfreelm/ops/fusedbitnet.py::FusedBitLinear``, whose forward calls
+# ``layer_norm_linear_quant_fn`` without an eps, so the function's default 1e-6 applies (the module's
+# own ``RMSNorm(in_features, eps=1e-8)`` contributes only its weight); nothing passes ``rms_norm_eps``
+# to a BitLinear. ``rms_norm_eps`` reaches only attn_norm, mlp_norm, the attention's g_norm and the
+# final norm (``models/hgrn_bit/modeling_hgrn_bit.py``, ``layers/hgrn_bit.py``). docs/fixed-point.md,
+# "Which eps each norm uses", has the evidence.
+BITLINEAR_NORM_EPS = 1e-6
+
 
 def default_intermediate_size(hidden_size: int, hidden_ratio: int) -> int:
     """The released code's rule when ``intermediate_size`` is null: 2/3 of hidden*ratio, rounded up to 256."""

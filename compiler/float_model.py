@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .config import ModelConfig
+from .config import BITLINEAR_NORM_EPS, ModelConfig
 
 Observer = Callable[[str, np.ndarray], None]
 
@@ -102,13 +102,14 @@ class FloatModel:
     def __init__(self, cfg: ModelConfig, weights: dict[str, np.ndarray], *, remove_inner_norm: bool = False,
                  act_quant: bool = True, low_memory: bool = False):
         self.cfg = cfg
-        self.eps = cfg.rms_norm_eps
+        self.eps = cfg.rms_norm_eps            # attn_norm, g_norm, mlp_norm, final norm: the config's
+        self.inner_eps = BITLINEAR_NORM_EPS    # every BitLinear's own input norm: fixed, as released
         self.remove_inner_norm = remove_inner_norm
         f64 = lambda k: weights[k].astype(np.float64)  # noqa: E731
         self.emb = f64("model.embeddings.weight")
         self.betas = (lower_bound_betas(weights["model.lower_bounds"]) if cfg.use_lower_bound
                       else np.zeros((cfg.L, cfg.d_attn)))
-        mk = lambda n: BitLinear.from_weights(n, weights, self.eps, not remove_inner_norm, act_quant,  # noqa: E731
+        mk = lambda n: BitLinear.from_weights(n, weights, self.inner_eps, not remove_inner_norm, act_quant,  # noqa: E731
                                               not low_memory)
         self.layers = []
         for i in range(cfg.L):
@@ -123,7 +124,7 @@ class FloatModel:
         head = dict(weights)
         if cfg.tie_word_embeddings:
             head["lm_head.weight"] = weights["model.embeddings.weight"]
-        self.head = BitLinear.from_weights("lm_head", head, self.eps, not remove_inner_norm, act_quant, not low_memory)
+        self.head = BitLinear.from_weights("lm_head", head, self.inner_eps, not remove_inner_norm, act_quant, not low_memory)
 
     def init_state(self) -> np.ndarray:
         """Recurrent state h of every layer, [L, d_attn]."""

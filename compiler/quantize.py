@@ -24,7 +24,7 @@ from mflc.ir.errors import CheckpointError, ConfigError
 from mflc.ir.schema import STRICT, MapOf, OneOf, Opt, check
 from mflc.ir.tensorfile import load_tensors
 
-from .config import ModelConfig
+from .config import BITLINEAR_NORM_EPS, ModelConfig
 from .float_model import BitLinear, FloatModel, lower_bound_betas, sigmoid, silu
 
 FORMAT = "mflc-quantized"
@@ -393,7 +393,12 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
     scalars: dict = {}
     meta: dict = {"absmean": {}}
 
-    def norm_params(key, w, n, s_in, s_out, reduction_key, in_bits):
+    # the config's eps for the block norms (attn_norm, g_norm, mlp_norm, final norm), the released
+    # BitLinear's fixed eps for each projection's own input norm (config.BITLINEAR_NORM_EPS); the
+    # rms_eps option overrides both
+    block_eps, proj_eps = cfg.rms_norm_eps, BITLINEAR_NORM_EPS
+
+    def norm_params(key, w, n, s_in, s_out, reduction_key, in_bits, eps):
         # wide inputs square into x²/2^k (fp.norm_square_shift); the rsqrt of the k-scaled sum is then
         # 2^(k/2) too large, which the apply step's shift takes back: gexp grows by k/2
         k = fp.norm_square_shift(in_bits, n)
@@ -402,7 +407,7 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
         scalars[f"gexp.{key}"] = gexp + k // 2
         if k:
             scalars[f"sq.{reduction_key}"] = k
-        eps = cfg.rms_norm_eps if opts.rms_eps is None else opts.rms_eps
+        eps = eps if opts.rms_eps is None else opts.rms_eps
         scalars[f"E.{reduction_key}"] = _eps_int(eps, n, s_in * 2.0 ** (k / 2))
 
     # the float model ternarized every projection already (same function, same weights): reuse it
@@ -430,11 +435,11 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
             return L + name
 
         # attn_norm over x, then each projection's own norm over u (one shared reduction)
-        norm_params(k("attn_norm"), weights[P + "attn_norm.weight"], d, sc(k("x")), sc(k("attn_norm")), k("x"), sites[k("x")]["bits"])
+        norm_params(k("attn_norm"), weights[P + "attn_norm.weight"], d, sc(k("x")), sc(k("attn_norm")), k("x"), sites[k("x")]["bits"], block_eps)
         proj_in = {}
         for p, proj in (("i", "i_proj"), ("f", "f_proj"), ("g", "g_proj")):
             if inner:
-                norm_params(k(f"{p}_in"), weights[P + f"attn.{proj}.norm.weight"], d, sc(k("attn_norm")), sc(k(f"{p}_in")), k("u"), sites[k("attn_norm")]["bits"])
+                norm_params(k(f"{p}_in"), weights[P + f"attn.{proj}.norm.weight"], d, sc(k("attn_norm")), sc(k(f"{p}_in")), k("u"), sites[k("attn_norm")]["bits"], proj_eps)
                 proj_in[p] = k(f"{p}_in")
             else:
                 proj_in[p] = k("attn_norm")
@@ -447,11 +452,11 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
         tensors[k("lut.silu_i")] = fp.build_lut(silu, sites[k("i")]["bits"], sc(k("i")), sc(k("h")), sb)
         # output gate: o = gnorm(g) ⊙ SiLU(h)
         rescale_params(k("hq"), sc(k("h")), sc(k("hq")))
-        norm_params(k("gn"), weights[P + "attn.g_norm.weight"], e, sc(k("g")), sc(k("gn")), k("g"), sites[k("g")]["bits"])
+        norm_params(k("gn"), weights[P + "attn.g_norm.weight"], e, sc(k("g")), sc(k("gn")), k("g"), sites[k("g")]["bits"], block_eps)
         tab, n = _lut_with_product_shift(silu, sites[k("hq")]["bits"], sc(k("hq")), sc(k("gn")) / sc(k("o")), opts.lut_out_bits)
         tensors[k("lut.silu_h")], scalars[k("n.o")] = tab, n
         if inner:
-            norm_params(k("o_in"), weights[P + "attn.o_proj.norm.weight"], e, sc(k("o")), sc(k("o_in")), k("o"), sites[k("o")]["bits"])
+            norm_params(k("o_in"), weights[P + "attn.o_proj.norm.weight"], e, sc(k("o")), sc(k("o_in")), k("o"), sites[k("o")]["bits"], proj_eps)
         o_in = k("o_in") if inner else k("o")
         am = bitlinear(k("o"), P + "attn.o_proj.weight", o_in)
         acc_params(k("attn_out"), am, sc(o_in), sc(k("attn_out")))
@@ -459,9 +464,9 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
         rescale_params(k("res_x"), sc(k("x")), sc(k("r")))
         rescale_params(k("res_ao"), sc(k("attn_out")), sc(k("r")))
         # GLU channel mixer
-        norm_params(k("mlp_norm"), weights[P + "mlp_norm.weight"], d, sc(k("r")), sc(k("mlp_norm")), k("r"), sites[k("r")]["bits"])
+        norm_params(k("mlp_norm"), weights[P + "mlp_norm.weight"], d, sc(k("r")), sc(k("mlp_norm")), k("r"), sites[k("r")]["bits"], block_eps)
         if inner:
-            norm_params(k("gate_in"), weights[P + "mlp.gate_proj.norm.weight"], d, sc(k("mlp_norm")), sc(k("gate_in")), k("v"), sites[k("mlp_norm")]["bits"])
+            norm_params(k("gate_in"), weights[P + "mlp.gate_proj.norm.weight"], d, sc(k("mlp_norm")), sc(k("gate_in")), k("v"), sites[k("mlp_norm")]["bits"], proj_eps)
         gate_in = k("gate_in") if inner else k("mlp_norm")
         am = bitlinear(k("gate"), P + "mlp.gate_proj.weight", gate_in)
         acc_params(k("a"), am, sc(gate_in), sc(k("a")))
@@ -469,16 +474,16 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
         tab, n = _lut_with_product_shift(silu, sites[k("a")]["bits"], sc(k("a")), sc(k("b")) / sc(k("z")), opts.lut_out_bits)
         tensors[k("lut.silu_a")], scalars[k("n.z")] = tab, n
         if inner:
-            norm_params(k("down_in"), weights[P + "mlp.down_proj.norm.weight"], m, sc(k("z")), sc(k("down_in")), k("z"), sites[k("z")]["bits"])
+            norm_params(k("down_in"), weights[P + "mlp.down_proj.norm.weight"], m, sc(k("z")), sc(k("down_in")), k("z"), sites[k("z")]["bits"], proj_eps)
         down_in = k("down_in") if inner else k("z")
         am = bitlinear(k("down"), P + "mlp.down_proj.weight", down_in)
         acc_params(k("mlp_out"), am, sc(down_in), sc(k("mlp_out")))
         rescale_params(k("res_r"), sc(k("r")), sc(nxt))
         rescale_params(k("res_mo"), sc(k("mlp_out")), sc(nxt))
 
-    norm_params("final.norm", weights["model.norm.weight"], d, sc("final.x"), sc("final.norm"), "final.x", sites["final.x"]["bits"])
+    norm_params("final.norm", weights["model.norm.weight"], d, sc("final.x"), sc("final.norm"), "final.x", sites["final.x"]["bits"], block_eps)
     if inner:
-        norm_params("head.in", weights["lm_head.norm.weight"], d, sc("final.norm"), sc("head.in"), "final.norm", sites["final.norm"]["bits"])
+        norm_params("head.in", weights["lm_head.norm.weight"], d, sc("final.norm"), sc("head.in"), "final.norm", sites["final.norm"]["bits"], proj_eps)
     head_in = "head.in" if inner else "final.norm"
     am = bitlinear("head", "lm_head.weight", head_in)
     meta["logit_scale"] = am * sc(head_in)
