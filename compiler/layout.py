@@ -25,6 +25,7 @@ from .hardware import KINDS, Costs, HardwareProfile, fanout_from_cores, get_syst
 
 FORMAT = "mflc-layout"
 VERSION = 1
+WRITTEN_KEYS = ("hardware", "system", "graph", "traffic", "meta", "totals", "cores")
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def layout_from_dict(d, source: str = "layout") -> Layout:
         raise MflcError(f"{source}: field 'format' is {d.get('format')!r}, expected {FORMAT!r}")
     if d.get("version") != VERSION:
         raise MflcError(f"{source}: layout version {d.get('version')!r} not supported (this mflc reads {VERSION})")
-    for key in ("hardware", "cores"):
+    for key in WRITTEN_KEYS:                 # every key save_layout writes: none may pass for a default
         if key not in d:
             raise MflcError(f"{source}: field {key!r} is missing")
     try:
@@ -148,14 +149,18 @@ def layout_from_dict(d, source: str = "layout") -> Layout:
     system = d.get("system")
     if system is not None and not isinstance(system, str):
         raise MflcError(f"{source}: field 'system' must be a string or null")
-    lay = Layout(cores, hw, system, d.get("traffic") or {}, d.get("graph") or {}, d.get("meta") or {})
-    stored = d.get("totals")
-    if stored is not None:
-        now = lay.totals()
-        diff = [k for k in now if k in stored and stored[k] != now[k]]
-        if diff:
-            raise MflcError(f"{source}: field 'totals' disagrees with the cores for {', '.join(diff)} "
-                            f"(stored {[stored[k] for k in diff]}, cores sum to {[now[k] for k in diff]})")
+    for key in ("traffic", "graph", "meta"):
+        if not isinstance(d[key], dict):
+            raise MflcError(f"{source}: field {key!r} must be an object")
+    lay = Layout(cores, hw, system, d["traffic"], d["graph"], d["meta"])
+    stored = d["totals"]
+    if not isinstance(stored, dict):
+        raise MflcError(f"{source}: field 'totals' must be an object")
+    now = lay.totals()
+    diff = sorted(k for k in set(now) | set(stored) if stored.get(k) != now.get(k))
+    if diff:
+        raise MflcError(f"{source}: field 'totals' disagrees with the cores for {', '.join(diff)} "
+                        f"(stored {[stored.get(k) for k in diff]}, cores sum to {[now.get(k) for k in diff]})")
     return lay
 
 

@@ -182,17 +182,27 @@ class QuantizedModel:
     scalars: dict          # name -> int
     meta: dict             # float facts kept for reporting (absmeans, logit scale)
 
+    # accessors name what is missing: a quantized model read from a hand-edited quant.json may lack an entry
     def t(self, name: str) -> np.ndarray:
+        if name not in self.tensors:
+            raise CheckpointError(f"quantized model: tensor {name!r} is missing (quant.safetensors / tensor_dtypes)")
         return self.tensors[name]
 
     def s(self, name: str) -> int:
+        if name not in self.scalars:
+            raise CheckpointError(f"quantized model: quant.json field 'scalars' has no {name!r}")
         return self.scalars[name]
 
+    def _site(self, site: str) -> dict:
+        if site not in self.sites:
+            raise CheckpointError(f"quantized model: quant.json field 'sites' has no {site!r}")
+        return self.sites[site]
+
     def bits(self, site: str) -> int:
-        return self.sites[site]["bits"]
+        return self._site(site)["bits"]
 
     def scale(self, site: str) -> float:
-        return self.sites[site]["scale"]
+        return self._site(site)["scale"]
 
     # ---- persistence ----
     def save(self, path: str | Path) -> None:
@@ -225,6 +235,7 @@ class QuantizedModel:
             raise CheckpointError(f"{jf}: format version {head.get('version')!r} is not supported (this mflc reads version {FORMAT_VERSION})")
         check(head, _QUANT_JSON_SCHEMA, str(jf), CheckpointError)
         cfg = ModelConfig.from_dict(head["config"], source=f"{jf}: config")
+        _written_as_is(head["config"], cfg.to_dict(), jf, "config")
         opts = _options_from_dict(head["options"], jf)
         try:
             tensors = load_tensors(tf)
@@ -263,11 +274,22 @@ _OPTION_SCHEMA = {
 }
 
 
+def _written_as_is(raw: dict, again: dict, jf: Path, field: str, optional: tuple[str, ...] = ()) -> None:
+    """A block mflc wrote must read back complete: a key dropped from it must not pass for its default."""
+    again = json.loads(json.dumps(again))
+    for k in sorted(set(again) - set(raw) - set(optional)):
+        raise CheckpointError(f"{jf}: field {field!r} lacks {k!r} (mflc writes every key; the file was edited or damaged)")
+
+
 def _options_from_dict(raw: dict, jf: Path) -> QuantOptions:
     check(raw, _OPTION_SCHEMA, str(jf), CheckpointError, where="options")
     options = dict(raw)
     options.setdefault("min_site_bits", {})   # written before the option existed: uniform widths
-    opts = QuantOptions(**options)
+    try:
+        opts = QuantOptions(**options)
+    except TypeError as e:
+        raise CheckpointError(f"{jf}: options: {e}") from None
+    _written_as_is(raw, asdict(opts), jf, "options", optional=("min_site_bits",))
     try:
         opts.validate()
     except ConfigError as e:

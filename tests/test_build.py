@@ -44,6 +44,14 @@ def edit_json(path: Path, fn) -> None:
     path.write_text(json.dumps(d))
 
 
+def retotal(d: dict) -> None:
+    """layout.json's totals made consistent with its (edited) cores: what a careful forger does."""
+    from mflc.compiler.hardware import KINDS
+
+    d["totals"] = dict(cores=len(d["cores"]), chips=1 + max(c["chip"] for c in d["cores"]),
+                       **{k: sum(c["usage"].get(k, 0) for c in d["cores"]) for k in KINDS + ("synapses",)})
+
+
 def test_fresh_build_passes_every_check(builds):
     js = json.loads(cli_run("verify", builds / "b1", "--tokens", "3", "--json").stdout)
     assert js["ok"] and [c["name"] for c in js["checks"]] == [
@@ -161,10 +169,7 @@ def test_group_left_unplaced(builds, tmp_path):
         c = next(c for c in d["cores"] if c["neurons"])
         c["neurons"].pop(0)
         c["usage"] = {}
-    edit_json(b / "layout.json", drop)
-    d = json.loads((b / "layout.json").read_text())
-    d.pop("totals")
-    (b / "layout.json").write_text(json.dumps(d))
+    edit_json(b / "layout.json", lambda d: (drop(d), retotal(d)))
     rehash_build(b)
     name, why = failed_check(b)
     assert name == "layout is legal" and "not placed" in why
@@ -200,6 +205,29 @@ def test_executors_refuse_a_build_that_verify_refuses(builds, tmp_path, damage):
         assert r.exit_code == 1 and want in r.output, (args, r.output)
 
 
+@pytest.mark.parametrize("rel,edit,check,words", [
+    ("layout.json", lambda d: d.pop("totals"), "integrity", "field 'totals' is missing"),
+    ("layout.json", lambda d: d["traffic"].update(messages_between_chips=7), "layout is legal", "field 'traffic'"),
+    ("layout.json", lambda d: d["graph"].update(depth=3), "layout is legal", "field 'graph'"),
+    (MANIFEST, lambda d: d["summary"].update(chips=9), "layout is legal", "field 'summary'"),
+    ("quant/quant.json", lambda d: d["config"].pop("architectures"), "integrity", "lacks 'architectures'"),
+    ("quant/quant.json", lambda d: d["scalars"].pop("E.L0.g"), "same source", "has no 'E.L0.g'"),
+])
+def test_stored_claims_are_recomputed(builds, tmp_path, rel, edit, check, words):
+    """Every number a build stores is a claim that verify recomputes or refuses, never a default: found
+    missing or changed by tests/test_build_fuzz.py (hashes regenerated)."""
+    b = copy(builds, tmp_path)
+    edit_json(b / rel, edit)
+    rehash_build(b)
+    r = cli_run("verify", b, "--tokens", "2", "--json", ok=False)
+    assert r.exit_code == 1, r.output
+    if check == "integrity":                   # the build cannot even be read: a plain error naming the file
+        assert words in r.output and rel in r.output, r.output
+        return
+    name, why = failed_check(b)
+    assert name == check and words in why, (name, why)
+
+
 def test_core_over_its_synaptic_memory(builds, tmp_path):
     """Limits are recomputed from placed_ir/ against the profile, never read from stored usage: halve the
     synaptic memory in both the manifest and the layout, and the fullest core is named."""
@@ -220,7 +248,7 @@ def test_stored_usage_is_not_trusted(builds, tmp_path):
     def lie(d):
         c = next(c for c in d["cores"] if c["usage"].get("synapse_bits"))
         c["usage"]["synapse_bits"] = 1
-        d.pop("totals")
+        retotal(d)
     edit_json(b / "layout.json", lie)
     rehash_build(b)
     name, why = failed_check(b)

@@ -334,7 +334,28 @@ class Build:
         if lay.system != self.manifest.get("system"):
             found.append(f"layout.json: system {lay.system!r} differs from {MANIFEST}'s {self.manifest.get('system')!r}")
         found += [f"layout.json: {p}" for p in check_layout(lay, self.placed, hw)]
+        found += self._check_layout_summaries(lay)
         return found, f"{len(lay.cores):,} cores on {lay.n_chips} chip(s), every limit of {hw.name} recomputed from placed_ir/"
+
+    def _check_layout_summaries(self, lay) -> list[str]:
+        """The graph totals and per-token traffic that layout.json stores (and reports print), and the
+        manifest's summary, recomputed from the IRs and the cores: a stored number is a claim, never an input."""
+        from mflc.compiler.place import layout_traffic
+
+        found = []
+        for what, stored, now in (("graph", lay.graph, lambda: self.placed.totals()),
+                                  ("traffic", lay.traffic, lambda: layout_traffic(lay, self.placed))):
+            again = _normal(now())
+            if _normal(stored) != again:
+                diff = sorted(k for k in set(again) | set(stored) if stored.get(k) != again.get(k))
+                found.append(f"layout.json: field {what!r} disagrees with placed_ir/ and the cores for "
+                             f"{', '.join(map(str, diff))} (stored {[stored.get(k) for k in diff]}, "
+                             f"recomputed {[again.get(k) for k in diff]})")
+        stored = self.manifest.get("summary")
+        again = dict(cores=len(lay.cores), chips=lay.n_chips, groups=len(self.graph.groups))
+        if stored != again:
+            found.append(f"{MANIFEST}: field 'summary' is {stored!r}, but the build holds {again!r}")
+        return found
 
     def _stored_layout_hardware(self) -> dict:
         """layout.json's hardware block as written, not as completed by defaults: a figure missing there
