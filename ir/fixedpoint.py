@@ -120,20 +120,24 @@ ACC_BITS = 32   # synaptic (dendritic) accumulator of a reduction: Lava Dense's 
 
 def square_bits(in_bits: int, shift: int) -> int:
     """Signed width of square_shr over a signed ``in_bits`` input: (-2^(b-1))² rounded by 2^shift, plus sign."""
+    return largest_square(in_bits, shift).bit_length() + 1
+
+
+def largest_square(in_bits: int, shift: int) -> int:
+    """The largest value of square_shr over a signed ``in_bits`` input: (-2^(b-1))² rounded by 2^shift."""
     top = 1 << (2 * in_bits - 2)
-    return ((top + ((1 << shift) >> 1)) >> shift).bit_length() + 1
+    return (top + ((1 << shift) >> 1)) >> shift
 
 
 def norm_square_shift(in_bits: int, n: int) -> int:
     """The smallest even shift k such that the squares of a signed ``in_bits`` value, rounded to x²/2^k,
-    travel in a graded spike and n of them at their declared width cannot overflow the 32-bit
-    accumulator. The bound is the IR validator's: a w-bit message may be as large as |-2^(w-1)| = 2^(w-1),
-    so n·2^(w-1) <= 2^31 - 1 (tests/test_fixedpoint.py checks the two agree at every boundary). 0 for
-    8-bit inputs up to n = 2^16 - 1."""
+    travel in a graded spike and n of them cannot overflow the 32-bit accumulator. The bound is the IR
+    validator's interval analysis: each square is in [0, largest_square], so n·largest_square <= 2^31 - 1
+    (tests/test_fixedpoint.py checks the two agree at every boundary). 0 for 8-bit inputs up to
+    n = 2^17 - 1."""
     k = 0
     while True:
-        w = square_bits(in_bits, k)
-        if w <= MSG_BITS_MAX and n * -smin(w) <= smax(ACC_BITS):
+        if square_bits(in_bits, k) <= MSG_BITS_MAX and n * largest_square(in_bits, k) <= smax(ACC_BITS):
             return k
         k += 2
 

@@ -12,7 +12,7 @@ import numpy as np
 from . import fixedpoint as fp
 from .errors import IRValidationError
 from .graph import Graph
-from .ops import OPS, Range, bits_range, range_bits
+from .ops import OPS, Range, bits_range, imm_problems, range_bits
 
 # Loihi 2 synaptic delay: programmable per synapse; the largest value is not published for the chip.
 # Lava's DelayDense has no stated cap; we assume 62 steps (6-bit field). Confidence: low. Overridable.
@@ -91,8 +91,8 @@ def _rule_programs(g: Graph, **_) -> Iterator[str]:
             for key in spec.imm:
                 if key not in imm:
                     yield f"{where}: missing immediate {key!r}"
-            if "table" in imm and imm["table"] not in grp.tables:
-                yield f"{where}: table {imm['table']!r} does not exist"
+            for why in imm_problems(spec, imm, grp.tables):
+                yield f"{where}: {why}"
             for a in ins.args:
                 if a not in known:
                     yield f"{where}: argument {a!r} is not a register, port, parameter or earlier result"
@@ -161,9 +161,12 @@ def _accumulator_range(g: Graph, s, out_range: dict[str, Range], sums: dict | No
 
 
 def _rule_widths(g: Graph, **_) -> Iterator[str]:
+    """Interval analysis: each group's messages span at most what its program can compute (within the
+    declared width), found in stage order so every receiver sees its senders' bounds; a sender not yet
+    analysed (a timing error, reported by _rule_timing) counts with its whole declared width."""
     out_range = {n: bits_range(grp.out_bits) for n, grp in g.groups.items()}
     incoming, sums = _incoming(g), {}
-    for grp in g.groups.values():
+    for grp in sorted(g.groups.values(), key=lambda x: x.stage if isinstance(x.stage, int) else 0):
         if not 1 <= grp.out_bits <= fp.MSG_BITS_MAX:
             yield f"group {grp.name}: message width {grp.out_bits} bits exceeds the graded-spike limit of {fp.MSG_BITS_MAX}"
         for r, b in grp.registers.items():
@@ -173,6 +176,7 @@ def _rule_widths(g: Graph, **_) -> Iterator[str]:
             if v.size and (int(v.min()) < fp.smin(fp.STATE_BITS_MAX) or int(v.max()) > fp.smax(fp.STATE_BITS_MAX)):
                 yield f"group {grp.name}: constant {p!r} needs more than {fp.STATE_BITS_MAX} bits"
         rng: dict[str, Range] = {r: bits_range(b) for r, b in grp.registers.items()}
+        unsure: set[str] = set()
         for p in grp.ports:
             rng[p] = _port_range(g, grp.name, p, out_range, incoming, sums)
         for p, v in grp.params.items():
@@ -180,25 +184,29 @@ def _rule_widths(g: Graph, **_) -> Iterator[str]:
         for k, ins in enumerate(grp.program):
             spec = OPS.get(ins.op)
             imm = ins.imm_dict
-            if (spec is None or any(a not in rng for a in ins.args) or any(key not in imm for key in spec.imm)
-                    or ("table" in imm and imm["table"] not in grp.tables)):
-                rng[ins.out] = bits_range(fp.MSG_BITS_MAX)
+            if (spec is None or len(ins.args) != spec.n_args or any(a not in rng for a in ins.args)
+                    or any(key not in imm for key in spec.imm) or imm_problems(spec, imm, grp.tables)):
+                rng[ins.out] = bits_range(fp.MSG_BITS_MAX)   # reported by _rule_programs
+                unsure.add(ins.out)
                 continue
-            r = spec.range([rng[a] for a in ins.args], imm, grp.tables)
+            arg_ranges = [rng[a] for a in ins.args]
+            for why in spec.domain(arg_ranges, imm, grp.tables):   # preconditions of the op's definition
+                yield f"group {grp.name}: instruction {k} ({ins.op} -> {ins.out}): {why.format(*map(repr, ins.args))}"
+            r = spec.range(arg_ranges, imm, grp.tables)
             w = range_bits(r)
-            if ins.op == "lut":
-                a = rng[ins.args[0]]
-                if a[0] < fp.smin(imm["in_bits"]) or a[1] > fp.smax(imm["in_bits"]):
-                    yield (f"group {grp.name}: instruction {k} (lut) input {ins.args[0]!r} may span {a}, "
-                           f"outside the table's {imm['in_bits']}-bit domain")
             if w > fp.STATE_BITS_MAX:
                 yield f"group {grp.name}: instruction {k} ({ins.op} -> {ins.out}) result may need {w} bits, above {fp.STATE_BITS_MAX}"
             if ins.out in grp.registers and w > grp.registers[ins.out]:
                 yield f"group {grp.name}: register {ins.out!r} is {grp.registers[ins.out]} bits but {ins.op} may write {w}"
             rng[ins.out] = r
-        if grp.output in rng and range_bits(rng[grp.output]) > grp.out_bits:
+        if grp.output in unsure:
+            pass                                  # its program is broken; no bound to report
+        elif grp.output in rng and range_bits(rng[grp.output]) > grp.out_bits:
             yield (f"group {grp.name}: output {grp.output!r} may need {range_bits(rng[grp.output])} bits, "
                    f"more than its {grp.out_bits}-bit messages")
+        elif grp.output in rng and 1 <= grp.out_bits:
+            lo, hi = out_range[grp.name]
+            out_range[grp.name] = max(lo, rng[grp.output][0]), min(hi, rng[grp.output][1])
     for s in g.synapses.values():
         if s.dst in g.groups and s.src in g.groups and _csr_ok(s):
             peak = _accumulator_range(g, s, out_range, sums)

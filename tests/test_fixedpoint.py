@@ -488,13 +488,16 @@ def test_runtime_ops_return_int64():
 def _reduction_problems(bits: int, n: int, k: int) -> list[str]:
     """What the IR validator says of a norm's square and sum: n signed ``bits``-bit inputs squared with
     shift k (at the width lowering declares) and summed by one neuron."""
-    from mflc.ir.graph import Graph, NeuronGroup, SynapseGroup
+    from mflc.ir.graph import Graph, GraphInput, NeuronGroup, SynapseGroup
     from mflc.ir.graph import Instr
     from mflc.ir.validate import problems
 
     I = Instr.make
     g = Graph()
     g.add_group(NeuronGroup("in", n, ["x"], [I("copy", "y", "x")], "y", bits, 0))
+    # the input spans the whole signed range, as a norm's input may (the analysis bounds it by this table)
+    g.host_tensors["emb"] = np.array([[fp.smin(bits)] * n, [fp.smax(bits)] * n], dtype=np.int64)
+    g.inputs.append(GraphInput("tokens", "in", "x", "emb"))
     g.add_group(NeuronGroup("sq", n, ["x"], [I("square_shr", "y", "x", shift=k) if k else I("square", "y", "x")],
                             "y", min(fp.square_bits(bits, k), fp.MSG_BITS_MAX), 1))
     g.add_group(NeuronGroup("sum", 1, ["x"], [I("rms_factor", "y", "x", eps=1)], "y", fp.MSG_BITS_MAX, 2))
@@ -524,10 +527,11 @@ def test_square_bits_holds_the_largest_square_tightly():
 
 
 def test_norm_square_shift_at_the_default_widths():
-    assert fp.norm_square_shift(8, (1 << 16) - 1) == 0    # every 8-bit norm of a real model: exact squares
+    assert fp.norm_square_shift(8, (1 << 17) - 1) == 0    # every 8-bit norm of a real model: exact squares
+    assert fp.norm_square_shift(8, 1 << 17) == 2          # 2^17 squares of 2^14 would reach 2^31 exactly
     assert fp.norm_square_shift(12, 128) == 0             # the default model's o_in (d = 128)
-    assert fp.norm_square_shift(12, 384) == 2             # and its down_in (m = 384)
-    assert fp.norm_square_shift(12, 1024) == 4            # 370M: o_in (d = 1,024); 2 would reach 2^31 exactly
+    assert fp.norm_square_shift(12, 384) == 0             # and its down_in (m = 384): 384·2^22 < 2^31
+    assert fp.norm_square_shift(12, 1024) == 2            # 370M: o_in (d = 1,024); 0 would reach 2^32
     assert fp.norm_square_shift(12, 2816) == 4            # 370M: down_in (m = 2,816)
 
 

@@ -19,6 +19,7 @@ def small_graph() -> Graph:
     g.add_synapse(SynapseGroup.identity("in->sq", "in", "sq", "x", 4))
     g.add_synapse(SynapseGroup.ones("sq->sum", "sq", "sum", "x", 1, 4))
     g.host_tensors["emb"] = np.arange(-8, 8, dtype=np.int64).reshape(4, 4)
+    g.host_tensors["emb"][0, 0], g.host_tensors["emb"][3, 3] = -128, 127   # the whole 8-bit range
     g.inputs.append(GraphInput("tokens", "in", "tok", "emb"))
     g.outputs.append(GraphOutput("out", "sum"))
     g.state["acc"] = ("sum", "acc")
@@ -240,3 +241,28 @@ def test_row_sums_with_empty_rows_everywhere():
     s = SynapseGroup.from_dense("a->b.x", "a", "b", "x", w)
     assert s.row_sums(np.array([5, 7, 11], np.int64)).tolist() == [0, 12, 0, 11, 0]
     assert SynapseGroup.from_dense("e", "a", "b", "x", np.zeros((3, 2))).row_sums(np.zeros(0, np.int64)).tolist() == [0] * 3
+
+
+def test_op_domain_is_checked_before_anything_runs():
+    """square -> copy makes the sum of 'squares' possibly negative: outside rms_factor's domain [0, 2^46)."""
+    g = small_graph()
+    g.groups["sq"].program = [I("copy", "y", "x")]
+    _one(g, "group sum", "instruction 0 (rms_factor -> y)", "sum of squares 'x' may span [-512, 508]",
+         "outside rms_factor's domain")
+
+
+def test_immediate_outside_its_domain():
+    g = small_graph()
+    g.groups["sum"].program = [I("rms_factor", "y", "x", eps=0)]
+    _one(g, "group sum", "immediate 'eps' = 0 outside 1..")
+
+
+def test_messages_are_bounded_by_what_the_sender_computes():
+    """A receiver sees its sender's computed bound, not just its declared width: squares of 8-bit inputs
+    lie in [0, 2^14], so four of them need an 18-bit accumulator (17 bits overflow at 4·2^14), where the
+    declared 16-bit messages alone (down to -2^15) would demand 19."""
+    g = small_graph()
+    g.synapses["sq->sum"].acc_bits = 17
+    _one(g, "synapse sq->sum", "worst-case accumulation 65536", "17-bit accumulator")
+    g.synapses["sq->sum"].acc_bits = 18
+    assert problems(g) == []

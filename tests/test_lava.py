@@ -200,9 +200,9 @@ def test_random_small_models_through_lava(case):
 
 # ---- the command line --------------------------------------------------------------------------------
 def test_shifted_squares_through_lava():
-    """12-bit z (the default) over m = 300 squares with square_shr at k = 2 (docs/fixed-point.md): Lava runs
+    """12-bit z (the default) over m = 600 squares with square_shr at k = 2 (docs/fixed-point.md): Lava runs
     that op and the k/2 folded into the norm exactly as the engine and the integer model do."""
-    case = dict(cfg=dict(vocab_size=20, hidden_size=6, num_hidden_layers=1, intermediate_size=300), seed=13,
+    case = dict(cfg=dict(vocab_size=20, hidden_size=6, num_hidden_layers=1, intermediate_size=600), seed=13,
                 opts=dict())
     qm = _small_qm(case)
     assert qm.bits("L0.z") == 12 and qm.scalars.get("sq.L0.z") == 2
