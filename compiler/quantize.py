@@ -259,19 +259,37 @@ class QuantizedModel:
                                       f"(expected {dtype})")
             if tuple(a.shape) != shape:
                 raise CheckpointError(f"{tf}: tensor {name!r}: shape {list(a.shape)}, expected {list(shape)} (from {jf.name}'s config)")
+        _check_meta(head["meta"], head["sites"], want, opts, jf)
         return cls(cfg, opts, head["sites"], {k: tensors[k] for k in want}, head["scalars"], head["meta"])
 
 
 _SITE_SCHEMA = {"bits": int, "scale": float, "frac": OneOf(int, None), "amax": float}
 _QUANT_JSON_SCHEMA = {
     "format": str, "version": int, "config": dict, "options": dict, "sites": MapOf(_SITE_SCHEMA),
-    "scalars": MapOf(int), "meta": {"logit_scale": float, "absmean": Opt(MapOf(float))}, "tensor_dtypes": MapOf(str),
+    "scalars": MapOf(int), "meta": {"logit_scale": float, "absmean": MapOf(float)}, "tensor_dtypes": MapOf(str),
 }
 _OPTION_SCHEMA = {
     "act_bits": int, "state_bits": int, "site_bits": MapOf(int), "min_site_bits": Opt(MapOf(int)), "pow2": bool,
     "remove_inner_norm": bool, "state_headroom_bits": int, "lut_out_bits": int, "gain_bits": int, "mult_bits": int,
     "rms_eps": OneOf(float, None), "scale_method": str, STRICT: True,
 }
+
+
+def _check_meta(meta: dict, sites: dict, tensor_names, opts: QuantOptions, jf: Path) -> None:
+    """The float facts quant.json keeps agree with each other: one weight scale (absmean) per ternary
+    tensor, and the logit scale is the head's weight scale times its input's scale, as ``quantize`` sets it."""
+    want = {k[2:] for k in tensor_names if k.startswith("W.")}
+    have = set(meta["absmean"])
+    for k in sorted(want - have):
+        raise CheckpointError(f"{jf}: meta.absmean: weight scale {k!r} is missing (tensor W.{k} needs it)")
+    for k in sorted(have - want):
+        raise CheckpointError(f"{jf}: meta.absmean: unexpected {k!r} (no tensor W.{k})")
+    head_in = "final.norm" if opts.remove_inner_norm else "head.in"
+    if "head" in have and head_in in sites:
+        again = meta["absmean"]["head"] * sites[head_in]["scale"]
+        if meta["logit_scale"] != again:
+            raise CheckpointError(f"{jf}: meta.logit_scale is {meta['logit_scale']!r}, but meta.absmean.head × "
+                                  f"sites.{head_in}.scale = {again!r}")
 
 
 def _written_as_is(raw: dict, again: dict, jf: Path, field: str, optional: tuple[str, ...] = ()) -> None:

@@ -212,6 +212,10 @@ def test_executors_refuse_a_build_that_verify_refuses(builds, tmp_path, damage):
     (MANIFEST, lambda d: d["summary"].update(chips=9), "layout is legal", "field 'summary'"),
     ("quant/quant.json", lambda d: d["config"].pop("architectures"), "integrity", "lacks 'architectures'"),
     ("quant/quant.json", lambda d: d["scalars"].pop("E.L0.g"), "same source", "has no 'E.L0.g'"),
+    ("quant/quant.json", lambda d: d["meta"].pop("absmean"), "integrity", "absmean"),
+    ("quant/quant.json", lambda d: d["meta"]["absmean"].pop("L1.f"), "integrity", "weight scale 'L1.f' is missing"),
+    ("quant/quant.json", lambda d: d["meta"].update(logit_scale=d["meta"]["logit_scale"] * 2), "integrity",
+     "meta.logit_scale"),
 ])
 def test_stored_claims_are_recomputed(builds, tmp_path, rel, edit, check, words):
     """Every number a build stores is a claim that verify recomputes or refuses, never a default: found
