@@ -143,12 +143,25 @@ def _no_domain(r, i, t) -> list[str]:
     return []
 
 
+def _shifted(p: Range, shift: int) -> Range:
+    """A product as the executors hold it before rounding: a negative shift is a left shift, in int64."""
+    left = max(0, -shift)
+    return p[0] << left, p[1] << left
+
+
 def _rescale_domain(r, i, t):
-    return _int64("product {0}·mult", _mul(r[0], (i["mult"], i["mult"])))
+    p = _mul(r[0], (i["mult"], i["mult"]))
+    return _int64("product {0}·mult", p) or _int64(f"product {{0}}·mult shifted left by {-i['shift']}", _shifted(p, i["shift"]))
 
 
 def _mul_shr_domain(r, i, t):
-    return _int64("product {0}·{1}", _mul(r[0], r[1]))
+    p = _mul(r[0], r[1])
+    return _int64("product {0}·{1}", p) or _int64(f"product {{0}}·{{1}} shifted left by {-i['shift']}", _shifted(p, i["shift"]))
+
+
+def _square_shr_domain(r, i, t):
+    p = _square_range(r[0])
+    return _int64("square of {0}", p) or _int64(f"square of {{0}} shifted left by {-i['shift']}", _shifted(p, i["shift"]))
 
 
 def _add_sat_domain(r, i, t):
@@ -205,7 +218,7 @@ def _update_domain(r, i, t):
 # Legal values of every immediate, by name (inclusive bounds); "table" must name one of the group's tables.
 IMM_DOMAIN: dict[str, tuple[int, int]] = {
     "bits": (1, fp.STATE_BITS_MAX),       # a saturation width: a neuron state word at most
-    "shift": (0, fp.SHIFT_MAX),           # right shifts; shr_round clamps at SHIFT_MAX anyway
+    "shift": (-fp.SHIFT_MAX, fp.SHIFT_MAX),   # shr_round: negative is a left shift (the domains bound it)
     "gain_shift": (-fp.SHIFT_MAX, fp.SHIFT_MAX),   # negative: a left shift (tiny weights); the domain bounds it
     "mult": (0, MULT_MAX),                # fp.rescale's stated domain
     "eps": (1, RSQRT_ARG_MAX),            # rms_factor: E >= 1 keeps rsqrt's argument >= 1
@@ -262,7 +275,7 @@ _op("add_sat", 2, ("bits",), lambda a, i, t: fp.add_sat(a[0], a[1], i["bits"]), 
     _add_sat_domain)
 _op("square", 1, (), lambda a, i, t: fp.square(a[0]), lambda r, i, t: _square_range(r[0]), _square_domain)
 _op("square_shr", 1, ("shift",), lambda a, i, t: fp.square_shr(a[0], i["shift"]),
-    lambda r, i, t: _shr(_square_range(r[0]), i["shift"]), _square_domain)
+    lambda r, i, t: _shr(_square_range(r[0]), i["shift"]), _square_shr_domain)
 _op("lut", 1, ("table", "in_bits"), lambda a, i, t: fp.lut(a[0], t[i["table"]], i["in_bits"]),
     lambda r, i, t: _lut_range(r[0], i, t), _lut_domain)
 _op("rms_factor", 1, ("eps",), lambda a, i, t: fp.rms_factor(a[0], i["eps"]), lambda r, i, t: (0, _PACK_MAX),

@@ -12,7 +12,7 @@ import numpy as np
 from . import fixedpoint as fp
 from .errors import IRValidationError
 from .graph import Graph
-from .ops import OPS, Range, bits_range, imm_problems, range_bits
+from .ops import OPS, Range, bits_range, fmt_range, imm_problems, range_bits
 
 # Loihi 2 synaptic delay: programmable per synapse; the largest value is not published for the chip.
 # Lava's DelayDense has no stated cap; we assume 62 steps (6-bit field). Confidence: low. Overridable.
@@ -207,9 +207,17 @@ def _rule_widths(g: Graph, **_) -> Iterator[str]:
         elif grp.output in rng and 1 <= grp.out_bits:
             lo, hi = out_range[grp.name]
             out_range[grp.name] = max(lo, rng[grp.output][0]), min(hi, rng[grp.output][1])
+    for grp in g.groups.values():
+        if grp.send == "delta" and 1 <= grp.out_bits <= fp.MSG_BITS_MAX:
+            lo, hi = out_range[grp.name]
+            if range_bits((lo - hi, hi - lo)) > fp.MSG_BITS_MAX:
+                yield (f"group {grp.name}: delta messages (changes of values in {fmt_range((lo, hi))}) may need "
+                       f"{range_bits((lo - hi, hi - lo))} bits, above the graded-spike limit of {fp.MSG_BITS_MAX}")
+    # what a synapse carries: the sender's values, or for a delta sender their changes
+    carried = {n: ((r[0] - r[1], r[1] - r[0]) if g.groups[n].send == "delta" else r) for n, r in out_range.items()}
     for s in g.synapses.values():
         if s.dst in g.groups and s.src in g.groups and _csr_ok(s):
-            peak = _accumulator_range(g, s, out_range, sums)
+            peak = _accumulator_range(g, s, carried, sums)
             if peak > fp.smax(s.acc_bits):
                 yield (f"synapse {s.name}: worst-case accumulation {peak} into {s.dst}.{s.port} overflows the "
                        f"{s.acc_bits}-bit accumulator")

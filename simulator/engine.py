@@ -116,7 +116,8 @@ class Engine:
         for s in graph.synapses.values():
             if s.virtual:
                 raise ValueError(f"synapse {s.name} is virtual (a skeleton graph); it cannot be executed")
-            self.syn_out[s.src].append(_prepare_synapse(s, self.cm.slices[s.dst], graph.groups[s.src].out_bits))
+            src = graph.groups[s.src]      # a delta (the change of a b-bit value) needs b + 1 bits
+            self.syn_out[s.src].append(_prepare_synapse(s, self.cm.slices[s.dst], src.out_bits + (src.send == "delta")))
         self.core_of = {n: self.cm.core_of_neurons(n, grp.size) for n, grp in graph.groups.items()}
         self._reach = {n: self._reach_pairs(n) for n in graph.groups}
         self.by_stage: dict[int, list[str]] = {}

@@ -1,7 +1,7 @@
 """Hypothesis fuzzing of the build artifact (tools/build.py): random damage to a compiled build must make
-``verify``, ``ir`` and ``generate`` fail with exit 1 and a message naming the damaged file, never a
+``verify``, ``ir``, ``generate`` and ``estimate`` fail with exit 1 and a message naming the damaged file, never a
 traceback and never exit 0; with the manifest's hashes regenerated afterwards (``rehash_build``) ``verify``
-must still fail on every change of meaning (``ir`` and ``generate`` only have to exit 0 or 1 cleanly).
+must still fail on every change of meaning (the others only have to exit 0 or 1 cleanly).
 
 Changes accepted as meaning-preserving (``verify`` may exit 0), and why:
   * build.json keys ``created``, ``mflc_version``, ``source`` (provenance / descriptive only:
@@ -55,9 +55,9 @@ def no_traceback(r, what):
 
 
 def run_all(b: Path, names: list[str], rehashed: bool, must_fail: bool):
-    """verify, ir and generate on the damaged build ``b``; ``names`` are strings one of which the error must
-    contain. Without a rehash all three must fail; with one, only verify checks semantics."""
-    cmds = [("verify", b, "--tokens", "2"), ("ir", b), ("generate", b, "--max-new-tokens", "1")]
+    """verify, ir, generate and estimate on the damaged build ``b``; ``names`` are strings one of which the
+    error must contain. Without a rehash all four must fail; with one, only verify checks semantics."""
+    cmds = [("verify", b, "--tokens", "2"), ("ir", b), ("generate", b, "--max-new-tokens", "1"), ("estimate", b)]
     for i, args in enumerate(cmds):
         r = cli_run(*args, ok=False)
         no_traceback(r, args)

@@ -120,3 +120,26 @@ def test_wide_messages_use_the_int32_kernels_exactly(tiny_model):
     toks = [7, 70, 200, 1]
     want, _ = IntModel(qm).forward(toks)
     assert np.array_equal(eng.run(toks).outputs["logits"], want)
+
+
+def test_delta_of_a_16_bit_sender_needs_17_bits():
+    """A delta sender's message is the change of its output: for 16-bit values it spans 17 bits
+    (-32768 -> 32767 sends 65535). The engine must not pack it into its 16-bit message kernel."""
+    from mflc.ir.graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, SynapseGroup
+    from mflc.simulator.engine import Engine
+    from mflc.simulator.reference import ReferenceExecutor
+
+    I = Instr.make
+    g = Graph()
+    g.add_group(NeuronGroup("in", 2, ["tok"], [I("copy", "y", "tok")], "y", 16, 0, send="delta"))
+    g.add_group(NeuronGroup("out", 2, ["x"], [I("copy", "y", "x")], "y", 24, 1))
+    g.add_synapse(SynapseGroup.from_dense("in->out", "in", "out", "x", np.array([[1, 1], [0, 1]], np.int8)))
+    g.host_tensors["emb"] = np.array([[-32768, 32767], [32767, -32768]], np.int64)
+    g.inputs.append(GraphInput("tokens", "in", "tok", "emb"))
+    g.outputs.append(GraphOutput("out", "out"))
+    toks = [0, 1, 0, 1]
+    want = ReferenceExecutor(g).run(toks).outputs["out"]
+    assert want[1].tolist() == [-1, -32768]
+    for schedule in ("sequential", "pipelined"):
+        got = Engine(g).run(toks, schedule).outputs["out"]
+        assert np.array_equal(got, want), (schedule, got.tolist(), want.tolist())

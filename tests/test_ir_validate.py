@@ -266,3 +266,13 @@ def test_messages_are_bounded_by_what_the_sender_computes():
     _one(g, "synapse sq->sum", "worst-case accumulation 65536", "17-bit accumulator")
     g.synapses["sq->sum"].acc_bits = 18
     assert problems(g) == []
+
+
+def test_delta_messages_need_one_bit_more():
+    """A delta sender sends changes: 24-bit values may change by 2^24 - 1, beyond a 24-bit graded spike."""
+    g = small_graph()
+    g.groups["in"].send, g.groups["in"].out_bits = "delta", 24
+    g.host_tensors["emb"][0, 0], g.host_tensors["emb"][3, 3] = -(1 << 23), (1 << 23) - 1
+    _one(g, "group in", "delta messages", "may need 25 bits", "above the graded-spike limit of 24")
+    g.host_tensors["emb"][0, 0], g.host_tensors["emb"][3, 3] = -(1 << 22), (1 << 22) - 1
+    assert not [p for p in problems(g) if "delta messages" in p]

@@ -208,9 +208,14 @@ class Build:
         files = m.get("files")
         if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
             raise BuildError(f"{mf}: field 'files' must map each file to its SHA-256")
-        for key, typ in (("source", dict), ("quantization", dict), ("hardware", dict)):
-            if not isinstance(m.get(key), typ):
+        for key in ("source", "quantization", "hardware", "summary"):
+            if not isinstance(m.get(key), dict):
                 raise BuildError(f"{mf}: field {key!r} is missing or not an object")
+        for key in ("created", "mflc_version", "system"):      # every key written: none passes for a default
+            if key not in m:
+                raise BuildError(f"{mf}: field {key!r} is missing")
+        if m["system"] is not None and not isinstance(m["system"], str):
+            raise BuildError(f"{mf}: field 'system' must be a system name or null, got {m['system']!r}")
         for part in PARTS:
             if not any(k == part or k.startswith(part + "/") for k in files):
                 raise BuildError(f"{mf}: lists no file of {part}; the build is incomplete, recompile")
