@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mflc.ir.errors import CheckpointError
+from mflc.ir.schema import read_json
 from mflc.ir.tensorfile import MMAP_MIN_BYTES, map_array
 
 from .config import ModelConfig
@@ -398,10 +399,7 @@ def _other_format_hint(p: Path) -> str:
 
 def _read_index(p: Path) -> dict[str, str]:
     index_path = p / INDEX_FILE
-    try:
-        index = json.loads(index_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{index_path}: not valid JSON ({e})") from None
+    index = read_json(index_path, CheckpointError)
     wmap = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(wmap, dict) or not all(isinstance(v, str) for v in wmap.values()):
         raise CheckpointError(f"{index_path}: expected an object with a 'weight_map' of tensor name -> shard file")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mflc.ir.errors import ConfigError
+from mflc.ir.schema import read_json
 
 MODEL_TYPE = "hgrn_bit"
 
@@ -131,11 +132,7 @@ class ModelConfig:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
-        try:
-            raw = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{p}: not valid JSON ({e})") from None
-        return cls.from_dict(raw, source=str(p))
+        return cls.from_dict(read_json(p, ConfigError), source=str(p))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")

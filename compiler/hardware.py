@@ -31,7 +31,6 @@ weights, so virtual skeleton graphs are costed like real ones.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import numpy as np
 from mflc.ir import fixedpoint as fp
 from mflc.ir.errors import ConfigError
 from mflc.ir.graph import Graph, SynapseGroup
+from mflc.ir.schema import read_json
 
 # ---- sources ------------------------------------------------------------------------------------------
 INTEL_BRIEF = ("Intel Labs, 'Taking neuromorphic computing to the next level with Loihi 2', technology brief "
@@ -203,10 +203,7 @@ def load_profile(path) -> HardwareProfile:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: hardware profile file not found")
-    try:
-        raw = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid JSON ({e})") from None
+    raw = read_json(p, ConfigError)
     base_name = raw.get("base", "loihi2") if isinstance(raw, dict) else "loihi2"
     if base_name not in PROFILES:
         raise ConfigError(f"{p}: 'base' is {base_name!r}; choose one of {', '.join(PROFILES)}")

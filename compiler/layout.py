@@ -20,6 +20,7 @@ import numpy as np
 
 from mflc.ir.errors import MflcError
 from mflc.ir.graph import Graph
+from mflc.ir.schema import read_json
 
 from .hardware import KINDS, Costs, HardwareProfile, fanout_from_cores, get_system, over_limits
 
@@ -168,11 +169,7 @@ def load_layout(path) -> Layout:
     p = Path(path)
     if not p.is_file():
         raise MflcError(f"{p}: layout file not found (make one with `mflc compile MODEL --out DIR`)")
-    try:
-        d = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MflcError(f"{p}: not valid JSON ({e})") from None
-    return layout_from_dict(d, str(p))
+    return layout_from_dict(read_json(p, MflcError), str(p))
 
 
 # ---- the independent checker ------------------------------------------------------------------------------------

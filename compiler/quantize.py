@@ -21,7 +21,7 @@ from safetensors.numpy import save_file
 
 from mflc.ir import fixedpoint as fp
 from mflc.ir.errors import CheckpointError, ConfigError
-from mflc.ir.schema import STRICT, MapOf, OneOf, Opt, check
+from mflc.ir.schema import STRICT, MapOf, OneOf, Opt, check, read_json
 from mflc.ir.tensorfile import load_tensors
 
 from .config import BITLINEAR_NORM_EPS, ModelConfig
@@ -223,12 +223,7 @@ class QuantizedModel:
         for f in (jf, tf):
             if not f.is_file():
                 raise CheckpointError(f"{f}: quantized-model file not found")
-        try:
-            head = json.loads(jf.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{jf}: not valid JSON ({e})") from None
-        if not isinstance(head, dict):
-            raise CheckpointError(f"{jf}: expected a JSON object, got {type(head).__name__}")
+        head = read_json(jf, CheckpointError, object_required=True)
         if head.get("format") != FORMAT:
             raise CheckpointError(f"{jf}: field 'format' is {head.get('format')!r}, expected {FORMAT!r}")
         if head.get("version") != FORMAT_VERSION:

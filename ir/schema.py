@@ -15,8 +15,10 @@ A schema is plain data:
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import MflcError
 
@@ -145,3 +147,18 @@ def check(value, schema, source: str, error=MflcError, where: str = "") -> None:
         _check(value, schema, where)
     except SchemaError as e:
         raise error(f"{source}: {e}") from None
+
+
+def read_json(path, error=MflcError, object_required: bool = False):
+    """A JSON file's value, or ``error`` naming the file: not found, not UTF-8, not JSON, or (with
+    ``object_required``) not an object. Every loader of a file a user can hand us reads through here."""
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{p}: file not found")
+    try:
+        v = json.loads(p.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{p}: not valid JSON ({e})") from None
+    if object_required and not isinstance(v, dict):
+        raise error(f"{p}: expected a JSON object, got {type(v).__name__}")
+    return v

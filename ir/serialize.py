@@ -9,7 +9,7 @@ from safetensors.numpy import save_file
 
 from .errors import MflcError
 from .graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, SynapseGroup
-from .schema import STRICT, MapOf, OneOf, Opt, Tup, check
+from .schema import STRICT, MapOf, OneOf, Opt, Tup, check, read_json
 from .tensorfile import load_tensors
 
 FORMAT = "mflc-ir"
@@ -72,12 +72,7 @@ def load_graph(path: str | Path) -> Graph:
     for f in (jf, af):
         if not f.is_file():
             raise MflcError(f"{f}: IR file not found (expected graph.json + graph.safetensors from `mflc compile`)")
-    try:
-        head = json.loads(jf.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MflcError(f"{jf}: not valid JSON ({e})") from None
-    if not isinstance(head, dict):
-        raise MflcError(f"{jf}: expected a JSON object, got {type(head).__name__}")
+    head = read_json(jf, MflcError, object_required=True)
     if head.get("format") != FORMAT:
         raise MflcError(f"{jf}: field 'format' is {head.get('format')!r}, expected {FORMAT!r}")
     if head.get("version") != VERSION:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from mflc.ir.errors import MflcError
+from mflc.ir.schema import read_json
 
 FORMAT = "mflc-build"
 VERSION = 1
@@ -194,12 +195,7 @@ class Build:
                                  f"the compile was interrupted or made by an older mflc; recompile with "
                                  f"`mflc compile MODEL --out {path}`")
             raise BuildError(f"{path}: not a build directory (no {MANIFEST}; make one with `mflc compile MODEL --out {path}`)")
-        try:
-            m = json.loads(mf.read_bytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BuildError(f"{mf}: not valid JSON ({e})") from None
-        if not isinstance(m, dict):
-            raise BuildError(f"{mf}: the manifest must be a JSON object")
+        m = read_json(mf, BuildError, object_required=True)
         if m.get("format") != FORMAT:
             raise BuildError(f"{mf}: field 'format' is {m.get('format')!r}, expected {FORMAT!r}")
         if m.get("version") != VERSION:
