@@ -135,12 +135,12 @@ def layout_from_dict(d, source: str = "layout") -> Layout:
         w = f"{source}: cores[{i}]"
         if not isinstance(c, dict):
             raise MflcError(f"{w} must be an object")
-        for key in ("chip", "core", "neurons", "synapses"):
+        for key in ("chip", "core", "neurons", "synapses", "usage"):
             if key not in c:
                 raise MflcError(f"{w}: field {key!r} is missing")
         if not isinstance(c["neurons"], list) or not isinstance(c["synapses"], list):
             raise MflcError(f"{w}: 'neurons' and 'synapses' must be lists")
-        usage = c.get("usage", {})
+        usage = c["usage"]
         if not isinstance(usage, dict):
             raise MflcError(f"{w}.usage must be an object")
         cores.append(Core(_int(c["chip"], f"{w}.chip"), _int(c["core"], f"{w}.core"),
@@ -241,10 +241,13 @@ def check_layout(layout: Layout, graph: Graph, hw: HardwareProfile | None = None
     for ci, c in enumerate(layout.cores):
         u = costs.core(c.neuron_tuples(), c.synapse_tuples(), fan)
         problems += over_limits(u, hw, label(ci))
-        stale = [k for k in u if k in c.usage and c.usage[k] != u[k]]
+        if not c.usage:                # an in-memory layout that stores none
+            continue
+        stale = sorted(k for k in set(u) | set(c.usage) if c.usage.get(k) != u.get(k))
         if stale:
+            show = lambda v: "none" if v is None else f"{v:,}"  # noqa: E731
             problems.append(f"{label(ci)}: stored usage differs from the recomputed one for "
-                            + ", ".join(f"{k} ({c.usage[k]:,} stored, {u[k]:,} recomputed)" for k in stale))
+                            + ", ".join(f"{k} ({show(c.usage.get(k))} stored, {show(u.get(k))} recomputed)" for k in stale))
     if layout.system:
         try:
             sysobj = get_system(layout.system)
