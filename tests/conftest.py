@@ -3,8 +3,8 @@ import os
 import numpy as np
 import pytest
 
-from mflc.compiler.config import preset
-from mflc.compiler.quantize import quantize
+from mflc.compiler.model.config import preset
+from mflc.compiler.model.quantize import quantize
 
 from util import random_weights
 

@@ -276,8 +276,8 @@ def test_estimate_refuses_a_graph_larger_than_memory(models, tmp_path):
 
 
 def test_skeleton_memory_check_counts_neurons_exactly_and_passes_real_presets():
-    from mflc.compiler.config import ModelConfig, preset
-    from mflc.compiler.skeleton import check_skeleton_memory, skeleton_graph, skeleton_neurons
+    from mflc.compiler.model.config import ModelConfig, preset
+    from mflc.compiler.model.skeleton import check_skeleton_memory, skeleton_graph, skeleton_neurons
     from mflc.ir.errors import ConfigError
 
     for raw in (dict(vocab_size=40, hidden_size=8, num_hidden_layers=1, intermediate_size=16),

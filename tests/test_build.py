@@ -46,7 +46,7 @@ def edit_json(path: Path, fn) -> None:
 
 def retotal(d: dict) -> None:
     """layout.json's totals made consistent with its (edited) cores: what a careful forger does."""
-    from mflc.compiler.hardware import KINDS
+    from mflc.compiler.chip.hardware import KINDS
 
     d["totals"] = dict(cores=len(d["cores"]), chips=1 + max(c["chip"] for c in d["cores"]),
                        **{k: sum(c["usage"].get(k, 0) for c in d["cores"]) for k in KINDS + ("synapses",)})
@@ -112,7 +112,7 @@ def test_other_format_version_asks_for_recompile(builds, tmp_path):
 def test_failed_compile_leaves_the_earlier_build(builds, tmp_path, monkeypatch):
     b = copy(builds, tmp_path)
     before = {p: p.read_bytes() for p in b.rglob("*") if p.is_file()}
-    import mflc.compiler.layout as layout_mod
+    import mflc.compiler.chip.layout as layout_mod
 
     def boom(*a, **k):
         raise OSError("disk full (simulated)")

@@ -7,7 +7,8 @@ Changes accepted as meaning-preserving (``verify`` may exit 0), and why:
   * build.json keys ``created``, ``mflc_version``, ``source`` (provenance / descriptive only:
     nothing in ``Build.checks`` recomputes them; build.json is not itself hashed), layout.json's ``meta``
     (a description of the placement method), quant.json's ``meta.calibration`` (a note saying what the
-    calibration text was), and ``hardware.sources`` in build.json or layout.json (provenance notes, ignored
+    calibration text was) and each site's ``amax`` (the calibrated maximum: with scale_method "max" the
+    stored scale must follow from it, but an amax that rounds to the same scale changes nothing), and ``hardware.sources`` in build.json or layout.json (provenance notes, ignored
     by the layout check). Every other stored number (layout.json's usage, totals, graph, traffic; the
     manifest's summary) is recomputed by verify;
   * after a rehash, the whole build.json swapped for the other build's: it then differs only in
@@ -81,6 +82,9 @@ def descriptive_keys_dropped(rel: str, doc):
     d = dict(doc)
     if rel == "quant/quant.json" and isinstance(d.get("meta"), dict):
         d["meta"] = {k: v for k, v in d["meta"].items() if k != "calibration"}
+    if rel == "quant/quant.json" and isinstance(d.get("sites"), dict):
+        d["sites"] = {n: ({k: v for k, v in x.items() if k != "amax"} if isinstance(x, dict) else x)
+                      for n, x in d["sites"].items()}
     if rel in ("build.json", "layout.json"):
         if isinstance(d.get("hardware"), dict):
             d["hardware"] = {k: v for k, v in d["hardware"].items() if k != "sources"}
@@ -180,7 +184,8 @@ def test_json_key_dropped_or_retyped(builds, rel, data, rehash):
             rehash_build(b)
         if how != "delete" and parent[path[-1]] == old:
             return
-        noop = (rel == "quant/quant.json" and path[:2] == ("meta", "calibration")) or rel in ("build.json", "layout.json") and (
+        noop = (rel == "quant/quant.json" and (path[:2] == ("meta", "calibration")
+                                                or (path[0] == "sites" and path[-1] == "amax" and how != "delete"))) or rel in ("build.json", "layout.json") and (
             path[0] in (NOOP_MANIFEST_KEYS if rel == "build.json" else {"meta"})
             or (path[0] == "hardware" and len(path) > 1 and path[1] == "sources"))
         # build.json is not hashed, so editing it is already a "rehashed" edit: ir and generate read only the

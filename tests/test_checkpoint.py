@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
-from mflc.compiler.checkpoint import (INDEX_FILE, SINGLE_FILE, init_weights, load_checkpoint,
+from mflc.compiler.model.checkpoint import (INDEX_FILE, SINGLE_FILE, init_weights, load_checkpoint,
                                       save_checkpoint, tensor_shapes, validate_weights)
-from mflc.compiler.config import ModelConfig, preset
+from mflc.compiler.model.config import ModelConfig, preset
 from mflc.ir.errors import CheckpointError, ConfigError
 
 
@@ -419,7 +419,7 @@ def test_large_f32_tensors_are_mapped_copy_on_write(tmp_path):
     touches the checkpoint on disk."""
     import mmap
 
-    from mflc.compiler import checkpoint as C
+    from mflc.compiler.model import checkpoint as C
 
     cfg = ModelConfig.from_dict(dict(vocab_size=1100, hidden_size=256, num_hidden_layers=1, intermediate_size=64))
     w = C.init_weights(cfg, 0)

@@ -137,8 +137,8 @@ def test_verify_locates_a_divergence_in_a_corrupted_graph(build):
     """The simulation's own divergence report (reached through the API: a build with a wrong weight
     fails a static check before any simulation)."""
     from mflc.build import Build
-    from mflc.compiler.int_model import IntModel
-    from mflc.compiler.lower import lower
+    from mflc.compiler.model.int_model import IntModel
+    from mflc.compiler.model.lower import lower
     from mflc.simulator.verify import verify
 
     b = Build.load(build / "b")

@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from mflc.compiler import costmodel as cm
-from mflc.compiler import gpu_baseline as gb
-from mflc.compiler.config import preset
-from mflc.compiler.lower import lower
-from mflc.compiler.skeleton import skeleton_graph
+from mflc.compiler.chip import costmodel as cm
+from mflc.compiler.chip import gpu_baseline as gb
+from mflc.compiler.model.config import preset
+from mflc.compiler.model.lower import lower
+from mflc.compiler.model.skeleton import skeleton_graph
 from mflc.ir.coremap import CoreMap
 from mflc.ir.errors import ConfigError
 from mflc.ir.graph import Graph, NeuronGroup, SynapseGroup

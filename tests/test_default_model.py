@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 
 import mflc
-from mflc.compiler.checkpoint import load_checkpoint
-from mflc.compiler.evaluate import evaluate
-from mflc.compiler.float_model import FloatModel
-from mflc.compiler.int_model import IntModel
-from mflc.compiler.loading import resolve_calibration
-from mflc.compiler.lower import lower
-from mflc.compiler.quantize import QuantOptions, quantize
+from mflc.compiler.model.checkpoint import load_checkpoint
+from mflc.compiler.model.evaluate import evaluate
+from mflc.compiler.model.float_model import FloatModel
+from mflc.compiler.model.int_model import IntModel
+from mflc.compiler.model.loading import resolve_calibration
+from mflc.compiler.model.lower import lower
+from mflc.compiler.model.quantize import QuantOptions, quantize
 from mflc.simulator.fastpath import run_tokens
 
 DATA = Path(mflc.__file__).parent / "data"
@@ -81,7 +81,7 @@ def test_config(shipped):
 def test_weights_are_trained(shipped):
     """Ternarised projections are neither all-zero nor degenerate, the lower bounds moved from zero."""
     cfg, w = shipped
-    from mflc.compiler.float_model import lower_bound_betas, ternarize
+    from mflc.compiler.model.float_model import lower_bound_betas, ternarize
 
     wt, _ = ternarize(w["model.layers.0.mlp.gate_proj.weight"])
     frac = np.bincount(wt.ravel() + 1, minlength=3) / wt.size
@@ -143,7 +143,7 @@ def test_greedy_continuation_is_python_like(shipped):
 
 
 def test_verify_bit_exact(shipped_qm, text_tokens):
-    from mflc.compiler.lower import lower
+    from mflc.compiler.model.lower import lower
     from mflc.simulator.verify import verify
 
     res = verify(IntModel(shipped_qm), lower(shipped_qm), text_tokens[:8])
@@ -185,7 +185,7 @@ def test_product_sites_are_the_heavy_tailed_ones(shipped, shipped_qm, text_token
     """Why o and z keep 12 bits: the sites that are products of two activations (o = norm(g)·SiLU(h), z =
     SiLU(a)·b) have crest factors several times a Gaussian's, so 8 bits give them the lowest SQNR; 12 bits
     recover more than 18 dB of it."""
-    from mflc.compiler.site_stats import by_kind, site_statistics
+    from mflc.compiler.model.site_stats import by_kind, site_statistics
 
     cfg, w = shipped
     fm = FloatModel(cfg, w)

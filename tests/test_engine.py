@@ -4,8 +4,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mflc.compiler.int_model import IntModel
-from mflc.compiler.lower import lower
+from mflc.compiler.model.int_model import IntModel
+from mflc.compiler.model.lower import lower
 from mflc.ir.coremap import CoreMap
 from mflc.simulator.engine import Counters, Engine
 from mflc.simulator.reference import ReferenceExecutor
@@ -85,8 +85,8 @@ def test_verify_passes_and_locates_a_corrupted_weight(tiny_qm):
 
 
 def test_virtual_graph_cannot_run():
-    from mflc.compiler.config import preset
-    from mflc.compiler.skeleton import skeleton_graph
+    from mflc.compiler.model.config import preset
+    from mflc.compiler.model.skeleton import skeleton_graph
 
     with pytest.raises(ValueError, match="virtual"):
         Engine(skeleton_graph(preset("tiny")), check=False)
@@ -108,7 +108,7 @@ def test_per_core_stage_profile_adds_up(tiny_qm):
 
 def test_wide_messages_use_the_int32_kernels_exactly(tiny_model):
     """Projection inputs wider than 16 bits take the dense32 path; results stay exact."""
-    from mflc.compiler.quantize import QuantOptions, quantize
+    from mflc.compiler.model.quantize import QuantOptions, quantize
 
     cfg, w = tiny_model
     qm = quantize(cfg, w, [list(range(0, 256, 3))],

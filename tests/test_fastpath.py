@@ -4,8 +4,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mflc.compiler.int_model import IntModel
-from mflc.compiler.lower import lower
+from mflc.compiler.model.int_model import IntModel
+from mflc.compiler.model.lower import lower
 from mflc.simulator.fastpath import FastEngine
 
 from test_engine import random_core_map

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from mflc.compiler.float_model import sigmoid, silu
-from mflc.compiler.quantize import _eps_int, _gain
+from mflc.compiler.model.float_model import sigmoid, silu
+from mflc.compiler.model.quantize import _eps_int, _gain
 from mflc.ir import fixedpoint as fp
 
 HYP = settings(deadline=None, max_examples=200)

@@ -3,8 +3,8 @@ import numpy as np
 from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 
-from mflc.compiler.int_model import IntModel
-from mflc.compiler.lower import lower
+from mflc.compiler.model.int_model import IntModel
+from mflc.compiler.model.lower import lower
 from mflc.ir.serialize import graphs_equal, load_graph, save_graph
 from mflc.simulator.reference import ReferenceExecutor
 

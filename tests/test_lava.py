@@ -13,10 +13,10 @@ pytest.importorskip("lava", reason="lava-nc not installed (needs the Python 3.10
 
 from typer.testing import CliRunner  # noqa: E402
 
-from mflc.compiler.config import ModelConfig  # noqa: E402
-from mflc.compiler.int_model import IntModel  # noqa: E402
-from mflc.compiler.lower import lower  # noqa: E402
-from mflc.compiler.quantize import QuantOptions, quantize  # noqa: E402
+from mflc.compiler.model.config import ModelConfig  # noqa: E402
+from mflc.compiler.model.int_model import IntModel  # noqa: E402
+from mflc.compiler.model.lower import lower  # noqa: E402
+from mflc.compiler.model.quantize import QuantOptions, quantize  # noqa: E402
 from mflc.ir.graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, SynapseGroup  # noqa: E402
 from mflc.simulator import lava_backend as LB  # noqa: E402
 from mflc.simulator.engine import Engine  # noqa: E402

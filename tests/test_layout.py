@@ -14,16 +14,16 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mflc.cli import app
-from mflc.compiler import hardware as H
-from mflc.compiler.config import ModelConfig
-from mflc.compiler.hardware import HardwareProfile, load_profile
-from mflc.compiler.layout import (Core, NeuronSlice, check_layout, layout_from_dict, layout_to_dict, load_layout,
+from mflc.compiler.chip import hardware as H
+from mflc.compiler.model.config import ModelConfig
+from mflc.compiler.chip.hardware import HardwareProfile, load_profile
+from mflc.compiler.chip.layout import (Core, NeuronSlice, check_layout, layout_from_dict, layout_to_dict, load_layout,
                                   save_layout)
-from mflc.compiler.lower import lower
-from mflc.compiler.partition import partition, split_fan_in
-from mflc.compiler.place import layout_graph, place
-from mflc.compiler.quantize import QuantOptions, quantize
-from mflc.compiler.report import build_report, plot_layout, render_report
+from mflc.compiler.model.lower import lower
+from mflc.compiler.chip.partition import partition, split_fan_in
+from mflc.compiler.chip.place import layout_graph, place
+from mflc.compiler.model.quantize import QuantOptions, quantize
+from mflc.compiler.chip.report import build_report, plot_layout, render_report
 from mflc.ir.errors import ConfigError, FitError, MflcError
 from mflc.ir.graph import Graph, Instr, NeuronGroup, SynapseGroup
 from mflc.simulator.reference import ReferenceExecutor

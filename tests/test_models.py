@@ -6,11 +6,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mflc.compiler.config import ModelConfig, preset
-from mflc.compiler.evaluate import evaluate
-from mflc.compiler.float_model import FloatModel, ternarize
-from mflc.compiler.int_model import IntModel
-from mflc.compiler.quantize import QuantizedModel, QuantOptions, quantize
+from mflc.compiler.model.config import ModelConfig, preset
+from mflc.compiler.model.evaluate import evaluate
+from mflc.compiler.model.float_model import FloatModel, ternarize
+from mflc.compiler.model.int_model import IntModel
+from mflc.compiler.model.quantize import QuantizedModel, QuantOptions, quantize
 from mflc.ir.errors import CheckpointError, ConfigError
 
 from util import quantized_models, random_weights
@@ -144,7 +144,7 @@ def test_rms_eps_override_changes_only_the_integer_eps(tiny_model):
 
 def test_quantizer_refuses_multipliers_beyond_24_bits():
     """A scale jump that would need a multiplier of 2^30 is a clear error, never an int64 wrap."""
-    from mflc.compiler.quantize import _check_ranges
+    from mflc.compiler.model.quantize import _check_ranges
 
     _check_ranges({}, {"M.L0.res_r": (1 << 23) - 1})
     with pytest.raises(ConfigError, match="M.L0.res_r"):
@@ -155,7 +155,7 @@ def test_370m_widths_lower_and_verify_with_default_site_widths():
     """The released 370M's widths (d = 1,024, m = 2,816) with 12-bit o and z: the norms' square shifts
     (k = 2 for o over d, k = 4 for z over m) must satisfy the IR validator, and one layer of it runs bit-exactly on the simulator.
     (A preset of random weights alone is too slow for the default suite; one layer has every width.)"""
-    from mflc.compiler.lower import lower
+    from mflc.compiler.model.lower import lower
     from mflc.ir.validate import validate
     from mflc.simulator.verify import verify
 
@@ -188,7 +188,7 @@ def test_low_memory_float_model_computes_the_same_numbers(tiny_model, act_quant)
 @given(seed=st.integers(0, 2**32 - 1), rows=st.integers(0, 30), cols=st.integers(1, 30),
        density=st.floats(0.0, 1.0))
 def test_compiled_dense_to_csr_equals_the_definition(seed, rows, cols, density):
-    from mflc.compiler.csr import synapses_from_dense
+    from mflc.compiler.model.csr import synapses_from_dense
     from mflc.ir.graph import SynapseGroup
 
     rng = np.random.default_rng(seed)

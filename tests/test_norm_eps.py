@@ -13,12 +13,12 @@ import json
 import numpy as np
 import pytest
 
-from mflc.compiler.checkpoint import load_checkpoint, save_checkpoint
-from mflc.compiler.config import BITLINEAR_NORM_EPS, ModelConfig, preset
-from mflc.compiler.evaluate import evaluate
-from mflc.compiler.float_model import BitLinear, FloatModel
-from mflc.compiler.int_model import IntModel
-from mflc.compiler.quantize import QuantOptions, quantize
+from mflc.compiler.model.checkpoint import load_checkpoint, save_checkpoint
+from mflc.compiler.model.config import BITLINEAR_NORM_EPS, ModelConfig, preset
+from mflc.compiler.model.evaluate import evaluate
+from mflc.compiler.model.float_model import BitLinear, FloatModel
+from mflc.compiler.model.int_model import IntModel
+from mflc.compiler.model.quantize import QuantOptions, quantize
 
 from util import cli_run, random_weights
 

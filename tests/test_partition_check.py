@@ -9,13 +9,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from mflc.compiler.config import ModelConfig, preset
-from mflc.compiler.hardware import HardwareProfile
-from mflc.compiler.lower import lower
-from mflc.compiler.partition_check import check_partition
-from mflc.compiler.place import layout_graph
-from mflc.compiler.quantize import QuantOptions, quantize
-from mflc.compiler.skeleton import skeleton_graph
+from mflc.compiler.model.config import ModelConfig, preset
+from mflc.compiler.chip.hardware import HardwareProfile
+from mflc.compiler.model.lower import lower
+from mflc.compiler.chip.partition_check import check_partition
+from mflc.compiler.chip.place import layout_graph
+from mflc.compiler.model.quantize import QuantOptions, quantize
+from mflc.compiler.model.skeleton import skeleton_graph
 from mflc.ir.errors import FitError
 from mflc.ir.graph import Instr, NeuronGroup, SynapseGroup
 from mflc.ir.serialize import load_graph, save_graph

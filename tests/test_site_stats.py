@@ -1,7 +1,7 @@
 """The site statistics: the grid rounding they measure and the figures they report on known inputs."""
 import numpy as np
 
-from mflc.compiler.site_stats import quantize_on_grid
+from mflc.compiler.model.site_stats import quantize_on_grid
 
 
 def test_grid_rounds_and_saturates():

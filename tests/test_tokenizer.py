@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from mflc.compiler.checkpoint import save_checkpoint
-from mflc.compiler.config import ModelConfig
-from mflc.compiler.tokenizer import ByteTokenizer, HFTokenizer, tokenizer_for
+from mflc.compiler.model.checkpoint import save_checkpoint
+from mflc.compiler.model.config import ModelConfig
+from mflc.compiler.model.tokenizer import ByteTokenizer, HFTokenizer, tokenizer_for
 
 from util import cli_run, random_weights
 

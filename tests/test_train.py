@@ -59,8 +59,8 @@ def test_training_learns(trained):
 
 
 def test_checkpoint_loads_and_reproduces_torch(trained):
-    from mflc.compiler.checkpoint import load_checkpoint
-    from mflc.compiler.float_model import FloatModel
+    from mflc.compiler.model.checkpoint import load_checkpoint
+    from mflc.compiler.model.float_model import FloatModel
 
     out, check, _ = trained
     cfg, w = load_checkpoint(out)                     # validates every tensor name and shape against config

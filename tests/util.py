@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from mflc.compiler.checkpoint import init_weights
-from mflc.compiler.config import ModelConfig
-from mflc.compiler.quantize import QuantOptions, quantize
+from mflc.compiler.model.checkpoint import init_weights
+from mflc.compiler.model.config import ModelConfig
+from mflc.compiler.model.quantize import QuantOptions, quantize
 
 
 def random_weights(cfg: ModelConfig, seed: int, weight_scale: float = 1.0, emb_scale: float = 1.0) -> dict:

@@ -25,13 +25,13 @@ def compile(model: str | Path | None = None, out: str | Path = None, *, options=
     build atomically at ``out``. ``hw``: figure overrides, ``["weight_bits=2"]`` or ``{"weight_bits": 2}``.
     ``stages``: an optional context-manager factory called with each step's name (the CLI's progress)."""
     from mflc.cli import resolve_model
-    from mflc.compiler.hardware import resolve_profile
-    from mflc.compiler.layout import check_layout
-    from mflc.compiler.loading import is_quantized_dir, load_float, resolve_calibration
-    from mflc.compiler.lower import lower
-    from mflc.compiler.place import layout_graph
-    from mflc.compiler.quantize import QuantizedModel, QuantOptions, quantize
-    from mflc.compiler.report import build_report
+    from mflc.compiler.chip.hardware import resolve_profile
+    from mflc.compiler.chip.layout import check_layout
+    from mflc.compiler.model.loading import is_quantized_dir, load_float, resolve_calibration
+    from mflc.compiler.model.lower import lower
+    from mflc.compiler.chip.place import layout_graph
+    from mflc.compiler.model.quantize import QuantizedModel, QuantOptions, quantize
+    from mflc.compiler.chip.report import build_report
     from mflc.ir.errors import ConfigError, FitError
 
     if out is None:

@@ -22,11 +22,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     from mflc.cli import resolve_model
-    from mflc.compiler.float_model import FloatModel
-    from mflc.compiler.int_model import IntModel
-    from mflc.compiler.loading import load_float, resolve_calibration
-    from mflc.compiler.lower import lower
-    from mflc.compiler.quantize import quantize
+    from mflc.compiler.model.float_model import FloatModel
+    from mflc.compiler.model.int_model import IntModel
+    from mflc.compiler.model.loading import load_float, resolve_calibration
+    from mflc.compiler.model.lower import lower
+    from mflc.compiler.model.quantize import quantize
     from mflc.simulator.fastpath import run_tokens
 
     model = resolve_model(None)

@@ -44,10 +44,10 @@ def peak_rss_gib() -> float:
 
 
 def build(preset_name: str, seed: int = 0, calib: int = 32):
-    from mflc.compiler.checkpoint import init_weights
-    from mflc.compiler.config import preset
-    from mflc.compiler.lower import lower
-    from mflc.compiler.quantize import quantize
+    from mflc.compiler.model.checkpoint import init_weights
+    from mflc.compiler.model.config import preset
+    from mflc.compiler.model.lower import lower
+    from mflc.compiler.model.quantize import quantize
 
     cfg = preset(preset_name)
     w = init_weights(cfg, seed)
@@ -64,7 +64,7 @@ def time_tokens(fn, n: int) -> float:
 
 
 def main(argv=None) -> dict:
-    from mflc.compiler.float_model import FloatModel
+    from mflc.compiler.model.float_model import FloatModel
     from mflc.simulator.engine import Engine
     from mflc.simulator.fastpath import FastEngine
     from mflc.simulator.reference import ReferenceExecutor

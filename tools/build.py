@@ -147,8 +147,8 @@ class Build:
               model_dir: Path | None = None, report: dict | None = None) -> "Build":
         """Write a complete build atomically and return it loaded (hashes checked)."""
         from mflc import __version__
-        from mflc.compiler.layout import save_layout
-        from mflc.compiler.tokenizer import copy_tokenizer
+        from mflc.compiler.chip.layout import save_layout
+        from mflc.compiler.model.tokenizer import copy_tokenizer
         from mflc.ir.serialize import save_graph
         from dataclasses import asdict
 
@@ -250,7 +250,7 @@ class Build:
 
     @property
     def quantized(self):
-        from mflc.compiler.quantize import QuantizedModel
+        from mflc.compiler.model.quantize import QuantizedModel
 
         return self._get("quant", lambda: QuantizedModel.load(self.path / "quant"))
 
@@ -270,13 +270,13 @@ class Build:
 
     @property
     def layout(self):
-        from mflc.compiler.layout import load_layout
+        from mflc.compiler.chip.layout import load_layout
 
         return self._get("layout", lambda: load_layout(self.path / "layout.json"))
 
     @property
     def hardware(self):
-        from mflc.compiler.hardware import HardwareProfile
+        from mflc.compiler.chip.hardware import HardwareProfile
 
         return HardwareProfile.from_dict(self.manifest["hardware"], f"{self.path / MANIFEST}: field 'hardware'")
 
@@ -324,7 +324,7 @@ class Build:
         return [f"{what}/: {p}" for p in found], f"{len(g.groups)} groups, {len(g.synapses)} synapse groups"
 
     def _check_layout(self):
-        from mflc.compiler.layout import check_layout
+        from mflc.compiler.chip.layout import check_layout
 
         lay, hw = self.layout, self.hardware
         found = []
@@ -341,7 +341,7 @@ class Build:
     def _check_layout_summaries(self, lay) -> list[str]:
         """The graph totals and per-token traffic that layout.json stores (and reports print), and the
         manifest's summary, recomputed from the IRs and the cores: a stored number is a claim, never an input."""
-        from mflc.compiler.place import layout_traffic
+        from mflc.compiler.chip.place import layout_traffic
 
         found = []
         for what, stored, now in (("graph", lay.graph, lambda: self.placed.totals()),
@@ -365,7 +365,7 @@ class Build:
         return raw.get("hardware") if isinstance(raw, dict) else None
 
     def _check_partition(self):
-        from mflc.compiler.partition_check import check_partition
+        from mflc.compiler.chip.partition_check import check_partition
 
         found = check_partition(self.graph, self.placed)
         return [f"placed_ir/: {p}" for p in found], "split pieces reassemble the IR's integers exactly"
@@ -373,7 +373,7 @@ class Build:
     def _check_source(self):
         from dataclasses import asdict
 
-        from mflc.compiler.lower import lower
+        from mflc.compiler.model.lower import lower
         from mflc.ir.serialize import graphs_equal
 
         qm = self.quantized
@@ -392,8 +392,8 @@ class Build:
         model on ``tokens`` (a count of random tokens drawn with ``seed``, or the token ids themselves)."""
         import numpy as np
 
-        from mflc.compiler.int_model import IntModel
-        from mflc.compiler.lower import lower
+        from mflc.compiler.model.int_model import IntModel
+        from mflc.compiler.model.lower import lower
         from mflc.simulator.verify import verify as simulate_verify
 
         checks = self.checks()

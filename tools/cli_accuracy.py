@@ -43,7 +43,7 @@ def evaluation_texts(model: Path, vocab_size: int, text: list[Path] | None, held
             raise ConfigError(f"{root}: no held-out .py files found (is this a Python standard library?)")
     else:
         files = [(str(p), p) for p in text]
-    from mflc.compiler.tokenizer import tokenizer_for
+    from mflc.compiler.model.tokenizer import tokenizer_for
 
     tok = tokenizer_for(model, vocab_size)              # parsed once, not once per file
     seqs = []
@@ -59,15 +59,15 @@ def evaluation_texts(model: Path, vocab_size: int, text: list[Path] | None, held
 
 def fixed_point_results(fm, qm, seqs, engine: str, float_logits: dict | None = None, progress=None):
     """EvalResult per sequence for one quantized model; fixed-point logits from the chosen engine."""
-    from mflc.compiler.evaluate import evaluate
-    from mflc.compiler.int_model import IntModel
+    from mflc.compiler.model.evaluate import evaluate
+    from mflc.compiler.model.int_model import IntModel
 
     if engine not in ("fast", "reference"):
         raise ConfigError(f"--engine {engine!r}: choose fast or reference")
     im = IntModel(qm)
     graph = None
     if engine == "fast":
-        from mflc.compiler.lower import lower
+        from mflc.compiler.model.lower import lower
 
         graph = lower(qm)
     results, done = [], 0
@@ -99,13 +99,13 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint direc
              json_out: bool = typer.Option(False, "--json")):
     """Float vs fixed-point bits per byte and top-1 agreement of next-token predictions, file by file."""
     model = resolve_model(model)
-    from mflc.compiler.evaluate import combine
-    from mflc.compiler.float_model import FloatModel
-    from mflc.compiler.loading import load_float
+    from mflc.compiler.model.evaluate import combine
+    from mflc.compiler.model.float_model import FloatModel
+    from mflc.compiler.model.loading import load_float
 
     if engine not in ("fast", "reference"):
         raise ConfigError(f"--engine {engine!r}: choose fast or reference")
-    from mflc.compiler.tokenizer import tokenizer_for
+    from mflc.compiler.model.tokenizer import tokenizer_for
 
     cfg, w = load_float(model)
     per, tokens_col = ("byte", "bytes") if tokenizer_for(model, cfg.vocab_size).kind == "bytes" else ("token", "tokens")
@@ -153,7 +153,7 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint direc
 
 def ablation_configs(wide: int, sites: list[str]) -> list[tuple[str, dict]]:
     """(label, QuantOptions fields) of each variant, all relative to the paper's uniform scheme."""
-    from mflc.compiler.quantize import DEFAULT_MIN_SITE_BITS
+    from mflc.compiler.model.quantize import DEFAULT_MIN_SITE_BITS
 
     paper = dict(act_bits=8, site_bits={}, min_site_bits={}, pow2=True, scale_method="max")
     wide_default = ", ".join(f"{k} {b}" for k, b in DEFAULT_MIN_SITE_BITS.items())
@@ -181,10 +181,10 @@ def ablate_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint dir
     """Which quantization site costs the accuracy: widen one site at a time (and try other scale rules)
     against the paper's uniform 8-bit scheme; bits per byte over the same texts and calibration."""
     model = resolve_model(model)
-    from mflc.compiler.evaluate import combine
-    from mflc.compiler.float_model import FloatModel
-    from mflc.compiler.loading import load_float
-    from mflc.compiler.quantize import FINAL_SITES, LAYER_SITES, QuantOptions
+    from mflc.compiler.model.evaluate import combine
+    from mflc.compiler.model.float_model import FloatModel
+    from mflc.compiler.model.loading import load_float
+    from mflc.compiler.model.quantize import FINAL_SITES, LAYER_SITES, QuantOptions
     from mflc.ir import fixedpoint as fp
 
     if not 9 <= wide <= fp.MSG_BITS_MAX:
@@ -241,9 +241,9 @@ def sites_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint dire
     """Why a site costs accuracy: how heavy-tailed its float values are (crest factor, kurtosis) and the
     signal-to-noise ratio of rounding them, in isolation, to the site's fixed-point grid; worst first."""
     model = resolve_model(model)
-    from mflc.compiler.float_model import FloatModel
-    from mflc.compiler.loading import load_float
-    from mflc.compiler.site_stats import by_kind, site_statistics
+    from mflc.compiler.model.float_model import FloatModel
+    from mflc.compiler.model.loading import load_float
+    from mflc.compiler.model.site_stats import by_kind, site_statistics
 
     cfg, w = load_float(model)
     seqs = evaluation_texts(model, cfg.vocab_size, text, heldout, stdlib, max_tokens, max_files)

@@ -35,8 +35,8 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
     """Quantize (unless already quantized), lower to IR, validate, lay out on Loihi 2, and write the build directory."""
     model = resolve_model(model)
     import mflc
-    from mflc.compiler.report import render_report
-    from mflc.compiler.summary import ir_summary
+    from mflc.compiler.chip.report import render_report
+    from mflc.compiler.chip.summary import ir_summary
 
     stage = Stages(["loading", "quantizing", "lowering to IR", "laying out on Loihi 2", "writing"])
     build = mflc.compile(model, out_dir, hardware=hardware, hw=hw_set, system=system, calib=calib,
@@ -45,7 +45,7 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
                                                rms_eps, uniform=uniform))
     g, rep = build.graph, build.report
     if plot is not None:
-        from mflc.compiler.report import plot_layout
+        from mflc.compiler.chip.report import plot_layout
 
         plot_layout(build.layout, plot, build.placed)
         rep["files"]["plot"] = str(plot)
@@ -67,7 +67,7 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
 def ir_cmd(build: Path = typer.Argument(..., help="Build directory from `mflc compile`"),
            json_out: bool = typer.Option(False, "--json")):
     """Summarise a compiled IR: groups, neurons, synapses, weight density, bit widths."""
-    from mflc.compiler.summary import ir_summary
+    from mflc.compiler.chip.summary import ir_summary
     from mflc.ir.validate import problems
 
     g = load_build_graph(build)

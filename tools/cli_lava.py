@@ -111,7 +111,7 @@ def _jsonable(o):
 def verify_lava_cmd(model: Path, tokens: int, seed: int, json_out: bool) -> None:
     """`mflc verify MODEL --backend lava`: Lava (Loihi2SimCfg, fixed_pt) against the integer reference, exactly."""
     from mflc.cli_sim import is_build_dir, load_for_simulation, render_checks
-    from mflc.compiler.int_model import IntModel
+    from mflc.compiler.model.int_model import IntModel
     from mflc.simulator.lava_backend import lava_available, verify_lava
 
     model = resolve_model(model)

@@ -28,16 +28,16 @@ def _bitlinear_names(w: dict) -> list[str]:
 
 def measured_density(model: Path):
     """(config, fraction of non-zero ternarized weights over every BitLinear matrix, quant options or None)."""
-    from mflc.compiler.loading import is_quantized_dir, load_float
+    from mflc.compiler.model.loading import is_quantized_dir, load_float
 
     if is_quantized_dir(model):
-        from mflc.compiler.quantize import QuantizedModel
+        from mflc.compiler.model.quantize import QuantizedModel
 
         qm = QuantizedModel.load(model)
         ws = [v for k, v in qm.tensors.items() if k.startswith("W.")]
         nz, tot = sum(int((v != 0).sum()) for v in ws), sum(int(v.size) for v in ws)
         return qm.cfg, (nz / tot if tot else 0.0), qm.options
-    from mflc.compiler.float_model import ternarize
+    from mflc.compiler.model.float_model import ternarize
 
     cfg, w = load_float(model)
     nz = tot = 0
@@ -75,13 +75,13 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
                  json_out: bool = typer.Option(False, "--json")):
     """Partition and place a model on Loihi 2 from its configuration alone; report cores, chips, traffic,
     and the estimated throughput, latency and energy (with a GPU baseline)."""
-    from mflc.compiler.config import ModelConfig, preset as get_preset
-    from mflc.compiler.hardware import resolve_profile
-    from mflc.compiler.layout import check_layout
-    from mflc.compiler.place import layout_graph
-    from mflc.compiler.quantize import QuantOptions
-    from mflc.compiler.report import build_report, plot_layout, render_report
-    from mflc.compiler.skeleton import DEFAULT_TERNARY_DENSITY, check_skeleton_memory, skeleton_graph
+    from mflc.compiler.model.config import ModelConfig, preset as get_preset
+    from mflc.compiler.chip.hardware import resolve_profile
+    from mflc.compiler.chip.layout import check_layout
+    from mflc.compiler.chip.place import layout_graph
+    from mflc.compiler.model.quantize import QuantOptions
+    from mflc.compiler.chip.report import build_report, plot_layout, render_report
+    from mflc.compiler.model.skeleton import DEFAULT_TERNARY_DENSITY, check_skeleton_memory, skeleton_graph
 
     t0 = time.perf_counter()
     if model is not None and preset is not None:
@@ -89,7 +89,7 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
     if preset is None:
         model = resolve_model(model)           # neither: the embedded default model
     hw = resolve_profile(hardware, hw_set)
-    from mflc.compiler.costmodel import CostParams, cost_report, format_report, load_cost_params, plot_scaling
+    from mflc.compiler.chip.costmodel import CostParams, cost_report, format_report, load_cost_params, plot_scaling
 
     params = load_cost_params(cost_params) if cost_params is not None else CostParams()
     options = QuantOptions(remove_inner_norm=remove_inner_norm)
@@ -112,7 +112,7 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
         if (model / "config.json").is_file():   # before any weight is read: is the graph too big to hold?
             check_skeleton_memory(ModelConfig.load(model / "config.json"), source=str(model / "config.json"))
         if density is not None:
-            from mflc.compiler.loading import is_quantized_dir
+            from mflc.compiler.model.loading import is_quantized_dir
 
             cfg = (ModelConfig.load(model / "config.json") if (model / "config.json").is_file() else
                    measured_density(model)[0] if is_quantized_dir(model) else None)

@@ -25,7 +25,7 @@ def parse_site_bits(specs: list[str]) -> dict:
 
 def quant_options(act_bits: int, state_bits: int, site_bits: list[str], no_pow2: bool, remove_inner_norm: bool,
                   rms_eps: float | None = None, scale_method: str = "max", uniform: bool = False):
-    from mflc.compiler.quantize import DEFAULT_MIN_SITE_BITS, QuantOptions
+    from mflc.compiler.model.quantize import DEFAULT_MIN_SITE_BITS, QuantOptions
 
     return QuantOptions(act_bits=act_bits, state_bits=state_bits, site_bits=parse_site_bits(site_bits),
                         min_site_bits={} if uniform else dict(DEFAULT_MIN_SITE_BITS),
@@ -45,7 +45,7 @@ def read_text(path: Path, tokenizer, max_tokens: int | None) -> tuple[list[int],
 
 
 def read_text_tokens(path: Path, vocab_size: int, model_dir: Path | None, max_tokens: int | None) -> list[int]:
-    from mflc.compiler.tokenizer import tokenizer_for
+    from mflc.compiler.model.tokenizer import tokenizer_for
 
     return read_text(path, tokenizer_for(model_dir, vocab_size), max_tokens)[0]
 
@@ -58,8 +58,8 @@ def check_calib_tokens(calib_tokens: int | None) -> None:
 def quantize_with_calibration(model: Path, cfg, w, calib: Path | None, calib_tokens: int | None, opts,
                               text_tokens: list[int] | None = None):
     """Quantize with the calibration ``resolve_calibration`` picks, recording its source in the model."""
-    from mflc.compiler.loading import resolve_calibration
-    from mflc.compiler.quantize import quantize
+    from mflc.compiler.model.loading import resolve_calibration
+    from mflc.compiler.model.quantize import quantize
 
     check_calib_tokens(calib_tokens)
     seqs, source = resolve_calibration(cfg, model, calib, calib_tokens, text_tokens)
@@ -89,8 +89,8 @@ def init(preset: str = typer.Option(..., help="tiny, 370M, 1.3B or 2.7B"),
          seed: int = typer.Option(0, help="Random seed"),
          shard_mb: Optional[int] = typer.Option(None, help="Shard the safetensors file at this size (MB)")):
     """Write a randomly initialised checkpoint of a preset size (Hugging Face format)."""
-    from mflc.compiler.checkpoint import init_weights, save_checkpoint
-    from mflc.compiler.config import preset as get_preset
+    from mflc.compiler.model.checkpoint import init_weights, save_checkpoint
+    from mflc.compiler.model.config import preset as get_preset
 
     cfg = get_preset(preset)
     w = init_weights(cfg, seed)
@@ -111,14 +111,14 @@ def quantize_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint d
     check_out_dir(out_dir, holds="a quantized-model directory: quant.json + quant.safetensors")
     check_calib_tokens(calib_tokens)
     model = resolve_model(model)
-    from mflc.compiler.loading import load_float
+    from mflc.compiler.model.loading import load_float
 
     cfg, w = load_float(model)
     qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens,
                                    quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps,
                                                      uniform=uniform))
     qm.save(out_dir)
-    from mflc.compiler.tokenizer import copy_tokenizer
+    from mflc.compiler.model.tokenizer import copy_tokenizer
 
     copy_tokenizer(model, out_dir)
     if json_out:

@@ -36,8 +36,8 @@ def load_for_simulation(path: Path):
     """(quantized model, engine graph, core map, reference graph) from a build dir or a model dir; for a
     build (hashes checked), the reference graph is a function that lowers it afresh, run only if needed."""
     from mflc.build import Build
-    from mflc.compiler.loading import load_quantized
-    from mflc.compiler.lower import lower
+    from mflc.compiler.model.loading import load_quantized
+    from mflc.compiler.model.lower import lower
 
     if not path.exists():
         raise MflcError(f"{path}: no such model or build directory")
@@ -119,7 +119,7 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
     if seed < 0:
         raise MflcError(f"--seed must be >= 0, got {seed}")
     model = resolve_model(model)
-    from mflc.compiler.int_model import IntModel
+    from mflc.compiler.model.int_model import IntModel
     from mflc.simulator.verify import verify
 
     if backend not in ("engine", "lava"):
@@ -176,7 +176,7 @@ def generate_cmd(model: Optional[Path] = typer.Argument(None, help="Build direct
     if seed < 0:
         raise MflcError(f"--seed must be >= 0, got {seed}")
     model = resolve_model(model)
-    from mflc.compiler.tokenizer import tokenizer_for
+    from mflc.compiler.model.tokenizer import tokenizer_for
     from mflc.simulator.engine import Engine
 
     from mflc.simulator.fastpath import FastEngine

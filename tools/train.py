@@ -29,7 +29,7 @@ weight fake-quant, both with straight-through estimators. MLGRU with lower bound
 ``beta = cumsum(softmax(lower_bounds, layers)) - softmax(...)[0]``, ``f = beta + (1 - beta) sigmoid(f_proj)``,
 ``c = SiLU(i_proj) (1 - f)``, ``h_t = f_t h_{t-1} + c_t`` (computed with a parallel Hillis-Steele scan),
 ``o = RMSNorm(g_proj) * g_norm.weight * SiLU(h)``, ``o_proj(o)``. GLU: ``[a, b] = gate_proj``,
-``down_proj(SiLU(a) b)``. At inference this computes exactly what ``mflc.compiler.float_model`` computes;
+``down_proj(SiLU(a) b)``. At inference this computes exactly what ``mflc.compiler.model.float_model`` computes;
 ``--dump-check`` writes float64 logits of a few held-out sequences to compare against it.
 
 Output: ``config.json`` + ``model.safetensors`` (F32, the released tensor names) in ``--out``.

@@ -6,7 +6,7 @@ or the compute time if that is longer; the prompt (prefill) is compute-bound: 2Â
 causal attention, at the GPU's peak rate times a utilisation. Energy is the module's power budget times
 the time. Efficiency and utilisation default to 1 (the GPU at its published peak): the baseline is the
 GPU's best case, so a Loihi advantage computed against it is conservative. Every figure is a
-``Constant`` with its source and confidence (``mflc.compiler.costmodel``); the JSON override file of
+``Constant`` with its source and confidence (``mflc.compiler.chip.costmodel``); the JSON override file of
 ``load_cost_params`` changes them under its ``"gpu"`` key.
 """
 from __future__ import annotations

@@ -715,9 +715,9 @@ def _fmt(x: float, unit: str) -> str:
 
 
 def estimate_doc_tables(preset_name: str = "370M", prompt_len: int = 500, gen_len: int = 100) -> str:
-    """Markdown tables of docs/estimates.md: ``python -m mflc.compiler.costmodel`` prints them."""
-    from .config import preset
-    from .skeleton import skeleton_graph
+    """Markdown tables of docs/estimates.md: ``python -m mflc.compiler.chip.costmodel`` prints them."""
+    from ..model.config import preset
+    from ..model.skeleton import skeleton_graph
 
     g = skeleton_graph(preset(preset_name))
     cmap = packed_core_map(g)
@@ -750,5 +750,5 @@ def estimate_doc_tables(preset_name: str = "370M", prompt_len: int = 500, gen_le
     return "\n".join(out)
 
 
-if __name__ == "__main__":   # python -m mflc.compiler.costmodel
+if __name__ == "__main__":   # python -m mflc.compiler.chip.costmodel
     print(estimate_doc_tables())

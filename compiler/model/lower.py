@@ -42,7 +42,7 @@ class VirtualTernary:
 class _Builder:
     def __init__(self, qm: QuantizedModel):
         self.qm = qm
-        self.g = Graph(meta=dict(source="mflc.compiler.lower", config=qm.cfg.to_dict(),
+        self.g = Graph(meta=dict(source="mflc.compiler.model.lower", config=qm.cfg.to_dict(),
                                  logit_scale=qm.meta["logit_scale"], inner_norm=not qm.options.remove_inner_norm))
 
     def stage(self, name: str) -> int:

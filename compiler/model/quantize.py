@@ -255,6 +255,7 @@ class QuantizedModel:
             if tuple(a.shape) != shape:
                 raise CheckpointError(f"{tf}: tensor {name!r}: shape {list(a.shape)}, expected {list(shape)} (from {jf.name}'s config)")
         _check_meta(head["meta"], head["sites"], want, opts, jf)
+        _check_site_scales(head["sites"], opts, jf)
         return cls(cfg, opts, head["sites"], {k: tensors[k] for k in want}, head["scalars"], head["meta"])
 
 
@@ -285,6 +286,21 @@ def _check_meta(meta: dict, sites: dict, tensor_names, opts: QuantOptions, jf: P
         if meta["logit_scale"] != again:
             raise CheckpointError(f"{jf}: meta.logit_scale is {meta['logit_scale']!r}, but meta.absmean.head × "
                                   f"sites.{head_in}.scale = {again!r}")
+
+
+def _check_site_scales(sites: dict, opts: QuantOptions, jf: Path) -> None:
+    """With scale_method "max" a site's scale and fraction bits follow from its calibrated amax and width
+    (``_site_scale``): a stored scale is then a claim checked here. ("mse" scales depend on calibration
+    values that are not kept.)"""
+    if opts.scale_method != "max":
+        return
+    for name, site in sites.items():
+        kind = name.split(".", 1)[1] if name.startswith("L") and "." in name else name
+        head = opts.state_headroom_bits if kind == "h" else 0
+        s, frac = _site_scale(site["amax"], site["bits"], opts.pow2, head)
+        if (site["scale"], site["frac"]) != (s, frac):
+            raise CheckpointError(f"{jf}: sites.{name}: scale {site['scale']!r} / frac {site['frac']!r}, but amax "
+                                  f"{site['amax']!r} at {site['bits']} bits gives {s!r} / {frac!r}")
 
 
 def _written_as_is(raw: dict, again: dict, jf: Path, field: str, optional: tuple[str, ...] = ()) -> None:

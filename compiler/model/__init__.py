@@ -1,0 +1,2 @@
+"""The model side: HF checkpoints, configuration, the float model, quantization, the integer
+reference model and the lowering of a quantized model to IR."""
