@@ -63,14 +63,20 @@ def _token(order, g_code, g_out, g_size, g_tab, g_ports, g_slices, slices, code,
     return -1
 
 
+def unsupported(graph: Graph) -> list[str]:
+    """What of ``graph`` the fast path cannot run (synapses with a weight shift or virtual, delta senders);
+    empty if it runs the whole graph."""
+    bad = [s.name for s in graph.synapses.values() if s.weight_exp != 0 or s.virtual]
+    return bad + [n for n, grp in graph.groups.items() if grp.send != "every"]
+
+
 class FastEngine:
     """Generation-speed executor of a placed IR; same integers as ``Engine`` (sequential schedule only)."""
 
     def __init__(self, graph: Graph, core_map: CoreMap | None = None):
-        unsupported = [s.name for s in graph.synapses.values() if s.weight_exp != 0 or s.virtual]
-        unsupported += [n for n, grp in graph.groups.items() if grp.send != "every"]
-        if unsupported:
-            raise NotImplementedError(f"fast path needs weight_exp 0 and 'every' messages; not: {', '.join(unsupported[:5])}")
+        bad = unsupported(graph)
+        if bad:
+            raise NotImplementedError(f"fast path needs weight_exp 0 and 'every' messages; not: {', '.join(bad[:5])}")
         self.g = graph
         cm = core_map or CoreMap.one_core_per_group(graph)
         names = sorted(graph.groups, key=lambda n: graph.groups[n].stage)

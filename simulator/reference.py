@@ -40,6 +40,7 @@ class RunResult:
     output_steps: list[int]                         # step at which each token's output was produced
     steps: int
     messages: dict[str, int] = field(default_factory=dict)   # group -> non-zero messages sent
+    counters: object = None                         # activity counters, if the executor keeps them
 
 
 class ReferenceExecutor:
