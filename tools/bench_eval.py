@@ -23,11 +23,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from mflc.cli import resolve_model
     from mflc.compiler.model.float_model import FloatModel
-    from mflc.compiler.model.int_model import IntModel
+    from mflc import executors
     from mflc.compiler.model.loading import load_float, resolve_calibration
     from mflc.compiler.model.lower import lower
     from mflc.compiler.model.quantize import quantize
-    from mflc.simulator.fastpath import run_tokens
 
     model = resolve_model(None)
     cfg, w = load_float(model)
@@ -35,17 +34,16 @@ def main(argv: list[str] | None = None) -> None:
     qm = quantize(cfg, w, seqs)
     toks = list((model.parent / "heldout_sample.txt").read_bytes()[: args.tokens])
     graph = lower(qm)
-    run_tokens(graph, toks[:4])                       # compile the Numba kernels outside the timing
+    fx = executors.create("fast", graph=graph)
+    fx.run(toks[:4])                                  # compile the Numba kernels outside the timing
+    fx.reset()
 
     t0 = time.perf_counter()
-    fast = run_tokens(graph, toks)
+    fast = fx.run(toks).outputs["logits"]
     t_fast = time.perf_counter() - t0
-    im = IntModel(qm)
+    im = executors.create("int-model", qm=qm)
     t0 = time.perf_counter()
-    st = im.init_state()
-    ref = np.empty_like(fast)
-    for t, tok in enumerate(toks):
-        ref[t], st = im.step(int(tok), st)
+    ref = im.run(toks).outputs["logits"]
     t_ref = time.perf_counter() - t0
     fm = FloatModel(cfg, w)
     t0 = time.perf_counter()

@@ -64,10 +64,8 @@ def time_tokens(fn, n: int) -> float:
 
 
 def main(argv=None) -> dict:
+    from mflc import executors
     from mflc.compiler.model.float_model import FloatModel
-    from mflc.simulator.engine import Engine
-    from mflc.simulator.fastpath import FastEngine
-    from mflc.simulator.reference import ReferenceExecutor
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="370M")
@@ -79,10 +77,10 @@ def main(argv=None) -> dict:
     # tiny: engine vs IR reference executor
     _, _, _, g_tiny = build("tiny")
     toks = np.random.default_rng(1).integers(0, 256, 32).tolist()
-    Engine(g_tiny).run(toks[:2])            # JIT warm-up
-    t0 = time.perf_counter(); ReferenceExecutor(g_tiny).run(toks); t_ref = time.perf_counter() - t0
-    t0 = time.perf_counter(); Engine(g_tiny).run(toks); t_eng = time.perf_counter() - t0
-    ft = FastEngine(g_tiny)
+    executors.create("engine", graph=g_tiny).run(toks[:2])            # JIT warm-up
+    t0 = time.perf_counter(); executors.create("ir-reference", graph=g_tiny).run(toks); t_ref = time.perf_counter() - t0
+    t0 = time.perf_counter(); executors.create("engine", graph=g_tiny).run(toks); t_eng = time.perf_counter() - t0
+    ft = executors.create("fast", graph=g_tiny)
     ft.step(0)
     t0 = time.perf_counter(); [ft.step(t) for t in toks]; t_fast = time.perf_counter() - t0
     res["tiny"] = dict(reference_tokens_per_s=len(toks) / t_ref, engine_tokens_per_s=len(toks) / t_eng,
@@ -100,13 +98,13 @@ def main(argv=None) -> dict:
     weight_bytes = sum(v.nbytes for v in w.values())
     fm = FloatModel(cfg, w)
     del w
-    eng = Engine(g, check=False)
+    eng = executors.create("engine", graph=g, check=False)
     res["synapses"] = int(sum(s.nnz for s in g.synapses.values()))
     rng = np.random.default_rng(2)
     toks = rng.integers(0, cfg.vocab_size, args.tokens + 1).tolist()
     eng.run(toks[:1])                        # warm-up (JIT, caches)
-    res["engine_tokens_per_s"] = time_tokens(lambda k: eng.run([toks[k + 1]], "sequential"), args.tokens)
-    fast = FastEngine(g)
+    res["engine_tokens_per_s"] = time_tokens(lambda k: eng.run([toks[k + 1]]), args.tokens)
+    fast = executors.create("fast", graph=g)
     fast.step(toks[0])
     res["fast_tokens_per_s"] = time_tokens(lambda k: fast.step(toks[(k + 1) % len(toks)]), max(args.tokens, 20))
     st = fm.init_state()
@@ -118,7 +116,8 @@ def main(argv=None) -> dict:
     fstep(0)
     res["float_tokens_per_s"] = time_tokens(fstep, args.tokens)
     bw = measure_bandwidth()
-    bpt = fast.w8.nbytes + fast.ind.nbytes + fast.val.nbytes + fast.ptr.nbytes
+    fe = fast.fe                             # the FastEngine's arrays
+    bpt = fe.w8.nbytes + fe.ind.nbytes + fe.val.nbytes + fe.ptr.nbytes
     res.update(bandwidth_gb_s=bw / 1e9, engine_bytes_per_token=bpt, bound_tokens_per_s=bw / bpt,
                fraction_of_bound=res["fast_tokens_per_s"] / (bw / bpt),
                engine_over_float=res["engine_tokens_per_s"] / res["float_tokens_per_s"],
@@ -155,36 +154,35 @@ def lava_vs_engine_tiny(n_tokens: int = 3, seed: int = 1) -> dict:
     difference gives its time per token without the fixed cost of compiling and starting ~160 OS
     processes. The engine is timed warm on the same tokens. Also checks the two agree exactly.
     """
-    from mflc.simulator.engine import Engine
-    from mflc.simulator.lava_backend import run_lava
+    from mflc import executors
 
     _, _, _, g = build("tiny")
     toks = np.random.default_rng(seed).integers(0, 256, n_tokens).tolist()
-    Engine(g).run(toks[:1])                  # JIT warm-up
-    eng = Engine(g)
+    executors.create("engine", graph=g).run(toks[:1])                  # JIT warm-up
+    eng = executors.create("engine", graph=g)
     t0 = time.perf_counter()
     want = eng.run(toks)
     t_eng = time.perf_counter() - t0
-    from mflc.simulator.fastpath import FastEngine
-
-    fast = FastEngine(g)
+    fast = executors.create("fast", graph=g)
     fast.step(toks[0])                       # JIT warm-up
-    fast = FastEngine(g)
+    fast.reset()
     t0 = time.perf_counter()
     for t in toks:
         fast.step(t)
     t_fast = time.perf_counter() - t0
+    lava = executors.create("lava", graph=g, schedule="sequential")
     t0 = time.perf_counter()
-    run_lava(g, toks[:1])
+    lava.run(toks[:1])
     t_one = time.perf_counter() - t0
+    lava.reset()
     t0 = time.perf_counter()
-    got = run_lava(g, toks)
+    got = lava.run(toks)
     t_all = time.perf_counter() - t0
     per_token = (t_all - t_one) / max(n_tokens - 1, 1)
     eng_per_token = t_eng / n_tokens
     exact = bool(np.array_equal(got.outputs["logits"], want.outputs["logits"])
                  and all(np.array_equal(got.states[k], want.states[k]) for k in want.states))
-    return dict(tokens=n_tokens, steps_per_token=g.depth, processes=got.lava["processes"],
+    return dict(tokens=n_tokens, steps_per_token=g.depth, processes=got.counters["processes"],
                 lava_seconds=t_all, lava_seconds_one_token=t_one, lava_seconds_per_token=per_token,
                 lava_startup_seconds=max(t_one - per_token, 0.0), lava_seconds_per_step=per_token / g.depth,
                 engine_seconds=t_eng, engine_seconds_per_token=eng_per_token,

@@ -387,15 +387,17 @@ class Build:
         return found, "ir/ is exactly the lowering of quant/"
 
     # ---- execution --------------------------------------------------------------------------------------
-    def verify(self, tokens: int | list[int] = 16, seed: int = 0, progress=None, simulate: bool = True) -> "BuildVerdict":
-        """Every static check, then (when they pass) the placed network against the integer reference
-        model on ``tokens`` (a count of random tokens drawn with ``seed``, or the token ids themselves)."""
+    def verify(self, tokens: int | list[int] = 16, seed: int = 0, progress=None, simulate: bool = True,
+               engine: str = "engine") -> "BuildVerdict":
+        """Every static check, then (when they pass) the placed network run by executor ``engine`` (a name of
+        ``mflc.executors``) against the integer reference model on ``tokens`` (a count of random tokens
+        drawn with ``seed``, or the token ids themselves)."""
         import numpy as np
 
-        from mflc.compiler.model.int_model import IntModel
         from mflc.compiler.model.lower import lower
-        from mflc.simulator.verify import verify as simulate_verify
+        from mflc.executors import canonical, verify_executor
 
+        engine = canonical(engine)
         checks = self.checks()
         if not simulate or not all(c.ok for c in checks):
             return BuildVerdict(checks, None, [])
@@ -406,7 +408,7 @@ class Build:
         if bad:
             raise MflcError(f"token id {bad[0]} outside the vocabulary [0, {qm.cfg.vocab_size})")
         t0 = time.perf_counter()
-        res = simulate_verify(IntModel(qm), self.placed, toks, self.core_map(), progress=progress,
+        res = verify_executor(engine, qm, self.placed, toks, self.core_map(), progress=progress,
                               reference_graph=lambda: lower(qm))
         checks.append(Check("bit-exact simulation", res.ok,
                             f"{res.compared_values:,} logits and states equal over {res.tokens} tokens" if res.ok

@@ -18,8 +18,9 @@ HeldoutOpt = typer.Option(False, "--heldout", help="Evaluate on the held-out spl
 StdlibOpt = typer.Option(None, help="Standard-library directory for --heldout (default: this interpreter's)")
 MaxTokensOpt = typer.Option(2048, help="Evaluate at most this many tokens of each file")
 MaxFilesOpt = typer.Option(None, help="Evaluate at most this many files")
-EngineOpt = typer.Option("fast", help="fast: fixed-point logits from the Numba simulator of the compiled IR (proven "
-                         "equal to the reference); reference: the numpy integer model (~40x slower)")
+EngineOpt = typer.Option("fast", help="Executor of the fixed-point logits (see `mflc executors`). fast: the Numba "
+                         "simulator of the compiled IR (proven equal to the reference); reference (= int-model): the "
+                         "numpy integer model (~40x slower)")
 
 
 def evaluation_texts(model: Path, vocab_size: int, text: list[Path] | None, heldout: bool, stdlib: Path | None,
@@ -58,28 +59,21 @@ def evaluation_texts(model: Path, vocab_size: int, text: list[Path] | None, held
 
 
 def fixed_point_results(fm, qm, seqs, engine: str, float_logits: dict | None = None, progress=None):
-    """EvalResult per sequence for one quantized model; fixed-point logits from the chosen engine."""
+    """EvalResult per sequence for one quantized model; fixed-point logits from the executor named
+    ``engine`` (``mflc.executors``), from a fresh state for each sequence."""
+    from mflc import executors
     from mflc.compiler.model.evaluate import evaluate
     from mflc.compiler.model.int_model import IntModel
 
-    if engine not in ("fast", "reference"):
-        raise ConfigError(f"--engine {engine!r}: choose fast or reference")
     im = IntModel(qm)
-    graph = None
-    if engine == "fast":
-        from mflc.compiler.model.lower import lower
-
-        graph = lower(qm)
+    ex = executors.create(engine, qm=qm)            # an IR executor lowers qm
     results, done = [], 0
     for name, toks in seqs:
         def step(n, base=done):
             if progress:
                 progress(base + n)
-        li = None
-        if graph is not None:
-            from mflc.simulator.fastpath import run_tokens
-
-            li = run_tokens(graph, toks, progress=step)
+        ex.reset()
+        li = executors.run_in_chunks(ex, toks, step).outputs["logits"].astype("int64")
         lf = float_logits.get(name) if float_logits is not None else None
         results.append((name, evaluate(fm, im, toks, progress=step, int_logits=li, float_logits=lf)))
         done += len(toks)
@@ -103,8 +97,9 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint direc
     from mflc.compiler.model.float_model import FloatModel
     from mflc.compiler.model.loading import load_float
 
-    if engine not in ("fast", "reference"):
-        raise ConfigError(f"--engine {engine!r}: choose fast or reference")
+    from mflc import executors
+
+    executors.canonical(engine)                     # an unknown name fails before any work
     from mflc.compiler.model.tokenizer import tokenizer_for
 
     cfg, w = load_float(model)

@@ -74,12 +74,21 @@ def export_lava_cmd(build: Path = typer.Argument(..., help="Build directory (fro
         raise MflcError(f"--tokens must be >= 1, got {tokens}")
     if mixed_shift < 1:
         raise MflcError(f"--mixed-shift must be >= 1 (Lava drops the lowest weight bit of mixed-sign weights), got {mixed_shift}")
+    from mflc.cli_sim import is_build_dir
+    from mflc.simulator.lava_backend import check_profile_for_lava
+
+    hw = None
+    if build.exists() and is_build_dir(build):   # the build's hardware profile: refused if Lava cannot run it
+        from mflc.build import Build
+
+        hw = Build.load(build).hardware
+        check_profile_for_lava(hw)
     g, vocab = load_graph_for_lava(build)
     toks = np.random.default_rng(seed).integers(0, vocab, tokens).tolist()
-    plan = plan_lava(g, toks, schedule, mixed_shift)
+    plan = plan_lava(g, toks, schedule, mixed_shift, hw=hw)
     if lava_available():
         t0 = time.perf_counter()
-        net = export_lava(g, toks, schedule, mixed_shift)
+        net = export_lava(g, toks, schedule, mixed_shift, hw=hw)
         plan["instantiated"] = dict(processes=net.n_processes, seconds=time.perf_counter() - t0)
     else:
         plan["instantiated"] = None
@@ -109,14 +118,15 @@ def _jsonable(o):
 
 
 def verify_lava_cmd(model: Path, tokens: int, seed: int, json_out: bool) -> None:
-    """`mflc verify MODEL --backend lava`: Lava (Loihi2SimCfg, fixed_pt) against the integer reference, exactly."""
+    """`mflc verify MODEL --engine lava` (or --backend lava): Lava (Loihi2SimCfg, fixed_pt, tokens pipelined)
+    against the integer reference, exactly, through the executor registry."""
     from mflc.cli_sim import is_build_dir, load_for_simulation, render_checks
-    from mflc.compiler.model.int_model import IntModel
-    from mflc.simulator.lava_backend import lava_available, verify_lava
+    from mflc.executors import why_unavailable, verify_executor
 
     model = resolve_model(model)
-    if not lava_available():
-        raise MflcError("--backend lava needs lava-nc, which is not installed here (Python 3.10 venv: pip install -e '.[lava]')")
+    reason = why_unavailable("lava")
+    if reason:
+        raise MflcError(f"--engine lava {reason}")
     if tokens < 1:
         raise MflcError(f"--tokens must be >= 1, got {tokens}")
     checks = []
@@ -141,7 +151,7 @@ def verify_lava_cmd(model: Path, tokens: int, seed: int, json_out: bool) -> None
     prog, adv = progress_bar(tokens, "integer reference")
     t0 = time.perf_counter()
     with prog:
-        res = verify_lava(IntModel(qm), graph, toks, progress=adv)
+        res = verify_executor("lava", qm, graph, toks, progress=adv)
     dt = time.perf_counter() - t0
     if json_out:
         d = res.to_dict()

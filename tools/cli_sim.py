@@ -66,7 +66,15 @@ def render_checks(checks, title: str) -> None:
                 err.print(f"[red]{c.name}:[/] ... and {len(c.problems) - 20} more", highlight=False)
 
 
-def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_out: bool) -> None:
+def counter_rows(counters: dict) -> list[tuple[str, str]]:
+    """The activity rows of a verify table, for an executor that counts (the engine)."""
+    if "synops" not in counters:
+        return []
+    return [("synaptic ops", f"{counters['synops']:,}"), ("neuron updates", f"{counters['neuron_updates']:,}")]
+
+
+def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_out: bool,
+                 engine: str = "engine") -> None:
     """verify on a build: every check of ``Build.checks`` in order, then the bit-exact simulation."""
     from mflc.build import Build
 
@@ -82,22 +90,21 @@ def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_
     prog, adv = progress_bar(n, "integer reference")
     t0 = time.perf_counter()
     with prog:
-        v = b.verify(toks, seed, progress=adv)
+        v = b.verify(toks, seed, progress=adv, engine=engine)
     dt = time.perf_counter() - t0
     res = v.simulation
     if json_out:
         d = res.to_dict() if res is not None else dict(ok=False, tokens=0, compared_values=0, divergence=None, counters={})
         d.update(ok=v.ok, checks=[c.to_dict() for c in v.checks], failed_check=v.failed.name if v.failed else None,
-                 seed=seed, text=str(text) if text else None, seconds=dt, backend="engine")
+                 seed=seed, text=str(text) if text else None, seconds=dt, backend=engine)
         emit_json(d)
     else:
         render_checks(v.checks, f"verify {path} ({text or f'random tokens, seed {seed}'})")
         if res is not None:
             out.print(kv_table("simulation", [
                 ("tokens", res.tokens), ("values compared (logits + states)", f"{res.compared_values:,}"),
-                ("result", "[green]bit-exact[/]" if res.ok else "[red]MISMATCH[/]"),
-                ("synaptic ops", f"{res.counters['synops']:,}"),
-                ("neuron updates", f"{res.counters['neuron_updates']:,}"), ("seconds", f"{dt:.2f}")]))
+                ("result", "[green]bit-exact[/]" if res.ok else "[red]MISMATCH[/]"), ("executor", engine),
+                *counter_rows(res.counters), ("seconds", f"{dt:.2f}")]))
             if res.divergence:
                 err.print(f"[red]{escape(res.divergence.describe())}[/]", soft_wrap=True)
         else:
@@ -112,24 +119,25 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
                tokens: int = typer.Option(16, help="Number of random tokens to run"),
                seed: int = typer.Option(0, help="Seed of the random tokens"),
                text: Optional[Path] = typer.Option(None, "--text", help="Run the first --tokens bytes of this text file instead of random tokens"),
-               backend: str = typer.Option("engine", help="engine (Numba) or lava"),
+               engine: Optional[str] = typer.Option(None, "--engine", help="Executor under test (see `mflc executors`; default engine)"),
+               backend: Optional[str] = typer.Option(None, help="Alias of --engine (engine or lava)"),
                json_out: bool = typer.Option(False, "--json")):
-    """Run the integer reference model and the simulator side by side; exit 0 only if every logit and state is equal."""
+    """Run the integer reference model and an executor (the simulator) side by side; exit 0 only if every logit and state is equal."""
+    from mflc import executors
+
+    if engine is not None and backend is not None and executors.canonical(engine) != executors.canonical(backend, "--backend"):
+        raise MflcError(f"--engine {engine} and --backend {backend} disagree; give one (--backend is an alias of --engine)")
+    name = executors.canonical(engine or backend or "engine", "--engine" if engine or not backend else "--backend")
     check_count("--tokens", tokens, 1, MAX_VERIFY_TOKENS, "MAX_VERIFY_TOKENS")
     if seed < 0:
         raise MflcError(f"--seed must be >= 0, got {seed}")
     model = resolve_model(model)
-    from mflc.compiler.model.int_model import IntModel
-    from mflc.simulator.verify import verify
-
-    if backend not in ("engine", "lava"):
-        raise MflcError(f"--backend {backend!r}: choose engine or lava")
-    if backend == "lava":
+    if name == "lava":
         from mflc.cli_lava import verify_lava_cmd
 
         return verify_lava_cmd(model, tokens, seed, json_out)
     if model.exists() and is_build_dir(model):
-        return verify_build(model, tokens, seed, text, json_out)
+        return verify_build(model, tokens, seed, text, json_out, name)
     qm, graph, cm, ref = load_for_simulation(model)
     if text is not None:
         from mflc.cli_model import read_text_tokens
@@ -143,17 +151,16 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
     prog, adv = progress_bar(tokens, "integer reference")
     t0 = time.perf_counter()
     with prog:
-        res = verify(IntModel(qm), graph, toks, cm, progress=adv, reference_graph=ref)
+        res = executors.verify_executor(name, qm, graph, toks, cm, progress=adv, reference_graph=ref)
     dt = time.perf_counter() - t0
     if json_out:
         d = res.to_dict()
-        d.update(seed=seed, text=str(text) if text else None, seconds=dt, backend=backend)
+        d.update(seed=seed, text=str(text) if text else None, seconds=dt, backend=name)
         emit_json(d)
     else:
         rows = [("tokens", res.tokens), ("values compared (logits + states)", f"{res.compared_values:,}"),
-                ("result", "[green]bit-exact[/]" if res.ok else "[red]MISMATCH[/]"),
-                ("synaptic ops", f"{res.counters['synops']:,}"), ("neuron updates", f"{res.counters['neuron_updates']:,}"),
-                ("seconds", f"{dt:.2f}")]
+                ("result", "[green]bit-exact[/]" if res.ok else "[red]MISMATCH[/]"), ("executor", name),
+                *counter_rows(res.counters), ("seconds", f"{dt:.2f}")]
         out.print(kv_table(f"verify {model} ({text or f'random tokens, seed {seed}'})", rows))
         if res.divergence:
             err.print(f"[red]{escape(res.divergence.describe())}[/]", soft_wrap=True)
@@ -168,6 +175,8 @@ def generate_cmd(model: Optional[Path] = typer.Argument(None, help="Build direct
                  max_new_tokens: int = typer.Option(64, help="Tokens to generate"),
                  temperature: float = typer.Option(0.0, help="0 = greedy; > 0 samples from the softmax of the logits"),
                  seed: int = typer.Option(0),
+                 engine: str = typer.Option("fast", help="Executor (see `mflc executors`); fast falls back to engine, "
+                                            "with a note, for a graph the fast path cannot run"),
                  json_out: bool = typer.Option(False, "--json")):
     """Generate text token by token from the simulated chip (bytes, or the model's tokenizer.json)."""
     check_count("--max-new-tokens", max_new_tokens, 0, MAX_NEW_TOKENS, "MAX_NEW_TOKENS")
@@ -175,11 +184,11 @@ def generate_cmd(model: Optional[Path] = typer.Argument(None, help="Build direct
         raise MflcError(f"--temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     if seed < 0:
         raise MflcError(f"--seed must be >= 0, got {seed}")
+    from mflc import executors
+
+    engine = executors.canonical(engine)
     model = resolve_model(model)
     from mflc.compiler.model.tokenizer import tokenizer_for
-    from mflc.simulator.engine import Engine
-
-    from mflc.simulator.fastpath import FastEngine
 
     qm, graph, cm, _ = load_for_simulation(model)
     tok = tokenizer_for(model, qm.cfg.vocab_size)
@@ -187,19 +196,15 @@ def generate_cmd(model: Optional[Path] = typer.Argument(None, help="Build direct
     if max_new_tokens < 0:
         raise MflcError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
     rng = np.random.default_rng(seed)
-    try:                                      # whole-token Numba driver; same integers as Engine
-        fast = FastEngine(graph, cm)
-        step = lambda t: fast.step(t)["logits"]  # noqa: E731
-        t0 = time.perf_counter()
-        for t in ids:
-            logits = step(t)
-        t_prefill = time.perf_counter() - t0
-    except NotImplementedError:
-        eng = Engine(graph, cm)
-        step = lambda t: eng.run([t], "sequential").outputs["logits"][-1]  # noqa: E731
-        t0 = time.perf_counter()
-        logits = eng.run(ids, "pipelined").outputs["logits"][-1]   # prefill: prompt tokens pipelined
-        t_prefill = time.perf_counter() - t0
+    # the engine and the IR reference run the prompt pipelined (one token per step; the same integers)
+    ex, note = executors.create_with_fallback(engine, "engine" if engine == "fast" else None, qm=qm, graph=graph,
+                                              core_map=cm, schedule="pipelined")
+    if note:
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    step = ex.step
+    t0 = time.perf_counter()
+    logits = ex.run(ids).outputs["logits"][-1]     # prefill
+    t_prefill = time.perf_counter() - t0
     new: list[int] = []
     t1 = time.perf_counter()
     for _ in range(max_new_tokens):
@@ -213,7 +218,7 @@ def generate_cmd(model: Optional[Path] = typer.Argument(None, help="Build direct
         logits = step(nxt)
     t_gen = time.perf_counter() - t1
     text = tok.decode_continuation(ids, new)
-    stats = dict(prompt_tokens=len(ids), new_tokens=len(new), steps_per_token=graph.depth,
+    stats = dict(engine=ex.name, prompt_tokens=len(ids), new_tokens=len(new), steps_per_token=graph.depth,
                  prefill_steps=len(ids) + graph.depth - 1, prefill_seconds=t_prefill,
                  generation_tokens_per_second=len(new) / t_gen if t_gen > 0 else None)
     if json_out:
@@ -222,3 +227,27 @@ def generate_cmd(model: Optional[Path] = typer.Argument(None, help="Build direct
     out.print(prompt + text, highlight=False, markup=False)
     err.print(f"[dim]{len(new)} tokens, {stats['generation_tokens_per_second'] or 0:.1f} tokens/s simulated; "
               f"{graph.depth} chip steps per token; prefill of {len(ids)} tokens in {stats['prefill_steps']} steps[/]")
+
+
+@app.command("executors")
+@guarded
+def executors_cmd(json_out: bool = typer.Option(False, "--json")):
+    """The registered executors (the names --engine takes), what each needs and whether it can run here."""
+    from rich.table import Table
+
+    from mflc import executors
+
+    rows = [dict(name=s.name, needs=s.needs, description=s.description,
+                 aliases=[a for a, n in executors.ALIASES.items() if n == s.name],
+                 unavailable=s.unavailable(None)) for s in executors.REGISTRY.values()]
+    if json_out:
+        emit_json(rows)
+        return
+    t = Table(title="executors (--engine NAME)", title_justify="left")
+    for c in ("name", "needs", "here", "what"):
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else ""),
+                  "quantized model" if r["needs"] == "quantized" else "IR graph + core map",
+                  "[green]yes[/]" if not r["unavailable"] else f"[red]no[/]: {escape(r['unavailable'])}", r["description"])
+    out.print(t)
