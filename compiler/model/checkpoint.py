@@ -21,7 +21,9 @@ from mflc.ir.errors import CheckpointError
 from mflc.ir.schema import read_json
 from mflc.ir.tensorfile import MMAP_MIN_BYTES, map_array
 
+from . import structure as S
 from .config import ModelConfig
+from .structure import tensor_shapes  # noqa: F401  (re-exported: the checkpoint's layout)
 
 CONFIG_FILE = "config.json"
 SINGLE_FILE = "model.safetensors"
@@ -32,52 +34,8 @@ _SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
 _FLOAT_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "BF16": "<u2"}
 
 # ---- layout ----------------------------------------------------------------------------------
-# Shapes are written with symbols so that a misshaped tensor can be blamed on the config field
-# behind the offending dimension: V vocab, d hidden, e = d*expand_ratio, m intermediate, L layers.
-
-_BITLINEARS = [  # (name inside a layer, out dim, in dim)
-    ("attn.i_proj", "e", "d"),
-    ("attn.f_proj", "e", "d"),
-    ("attn.g_proj", "e", "d"),
-    ("attn.o_proj", "d", "e"),
-    ("mlp.gate_proj", "2m", "d"),
-    ("mlp.down_proj", "d", "m"),
-]
-
-
-def _layer_layout(i: int) -> list[tuple[str, tuple[str, ...]]]:
-    p = f"model.layers.{i}."
-    proj = {name: (out, inp) for name, out, inp in _BITLINEARS}
-
-    def bitlinear(name: str) -> list[tuple[str, tuple[str, ...]]]:
-        out, inp = proj[name]
-        return [(p + name + ".weight", (out, inp)), (p + name + ".norm.weight", (inp,))]
-
-    return ([(p + "attn_norm.weight", ("d",))]
-            + bitlinear("attn.i_proj") + bitlinear("attn.f_proj") + bitlinear("attn.g_proj")
-            + [(p + "attn.g_norm.weight", ("e",))]
-            + bitlinear("attn.o_proj")
-            + [(p + "mlp_norm.weight", ("d",))]
-            + bitlinear("mlp.gate_proj") + bitlinear("mlp.down_proj"))
-
-
-def _layout(cfg: ModelConfig) -> list[tuple[str, tuple[str, ...]]]:
-    """Every tensor with symbolic dims, in a stable order (embeddings, bounds, layers, final norm, head)."""
-    out = [("model.embeddings.weight", ("V", "d"))]
-    if cfg.use_lower_bound:
-        out.append(("model.lower_bounds", ("L", "d")))
-    for i in range(cfg.L):
-        out += _layer_layout(i)
-    out.append(("model.norm.weight", ("d",)))
-    if not cfg.tie_word_embeddings:
-        out.append(("lm_head.weight", ("V", "d")))
-    # Kept when tied: tying shares only the matrix, lm_head stays a BitLinear with its own norm.
-    out.append(("lm_head.norm.weight", ("d",)))
-    return out
-
-
-def _dim_sizes(cfg: ModelConfig) -> dict[str, int]:
-    return {"V": cfg.vocab_size, "d": cfg.d, "e": cfg.d_attn, "m": cfg.m, "2m": 2 * cfg.m, "L": cfg.L}
+# The tensors and their symbolic shapes are declared in .structure; a misshaped tensor is blamed on the
+# config field behind the offending dimension.
 
 
 def _explain_dim(cfg: ModelConfig, sym: str) -> str:
@@ -97,12 +55,6 @@ def _explain_dim(cfg: ModelConfig, sym: str) -> str:
         m_text = (f"config field 'intermediate_size' = null, so {cfg.m} from 'hidden_size' = {cfg.d}"
                   f" and 'hidden_ratio' = {cfg.hidden_ratio}")
     return m_text if sym == "m" else f"2 * {m_text}"
-
-
-def tensor_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor of a released HGRN-Bit checkpoint for ``cfg``, in a stable order."""
-    size = _dim_sizes(cfg)
-    return {name: tuple(size[s] for s in dims) for name, dims in _layout(cfg)}
 
 
 # ---- random init -----------------------------------------------------------------------------
@@ -125,23 +77,28 @@ def init_weights(cfg: ModelConfig, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     std = cfg.initializer_range
     out: dict[str, np.ndarray] = {}
-    for name, shape in tensor_shapes(cfg).items():
-        if name.endswith("norm.weight"):
+    size = S.dim_sizes(cfg)
+    for spec in S.released_tensors(cfg):
+        name, shape = spec.name, tuple(size[s] for s in spec.dims)
+        if spec.role in ("norm", "projection.norm"):
             out[name] = np.ones(shape, np.float32)
-        elif name == "model.lower_bounds":
+        elif spec.role == "lower_bounds":
             out[name] = np.zeros(shape, np.float32)
-        elif name.startswith("model.layers.") and ".attn." in name:
+        elif spec.role == "projection" and spec.part in _XAVIER:
             fan_out, fan_in = shape
             bound = 2 ** -2.5 * math.sqrt(6.0 / (fan_in + fan_out))
             out[name] = _scaled(rng.random(shape, dtype=np.float32), 2 * bound, -bound)
-        elif name.endswith("down_proj.weight"):
+        elif spec.role == "projection" and spec.part == "down":
             out[name] = _scaled(rng.standard_normal(shape, dtype=np.float32), std / math.sqrt(2 * cfg.L))
         else:
             out[name] = _scaled(rng.standard_normal(shape, dtype=np.float32), std)
     pad = cfg.extra.get("pad_token_id")
     if isinstance(pad, int) and not isinstance(pad, bool) and 0 <= pad < cfg.vocab_size:
-        out["model.embeddings.weight"][pad] = 0.0
+        out[S.EMBEDDINGS][pad] = 0.0
     return out
+
+
+_XAVIER = ("i", "f", "g", "o")  # the token mixer's projections, initialised by the attention layer itself
 
 
 def _scaled(a: np.ndarray, scale: float, shift: float = 0.0) -> np.ndarray:
@@ -164,8 +121,8 @@ def validate_weights(cfg: ModelConfig, weights: dict[str, np.ndarray], source: s
 
 
 def _weight_problems(cfg: ModelConfig, weights: dict[str, np.ndarray]) -> list[str]:
-    layout = _layout(cfg)
-    size = _dim_sizes(cfg)
+    layout = [(t.name, t.dims) for t in S.released_tensors(cfg)]
+    size = S.dim_sizes(cfg)
     problems = []
     for name, dims in layout:
         if name not in weights:
@@ -206,28 +163,23 @@ def _shape_reason(cfg, dims, want, got) -> str:
     return "; ".join(wrong)
 
 
-def _layer_of(name: str) -> int | None:
-    m = re.match(r"model\.layers\.(\d+)\.", name)
-    return int(m.group(1)) if m else None
-
-
 def _missing_hint(cfg: ModelConfig, name: str, weights) -> str:
-    if name == "model.lower_bounds":
+    if name == S.LOWER_BOUNDS:
         return " (config field 'use_lower_bound' is true)"
-    if name == "lm_head.weight":
+    if name == S.HEAD_WEIGHT:
         return " (config field 'tie_word_embeddings' is false, so lm_head has its own matrix)"
-    i = _layer_of(name)
-    if i is not None and not any(k.startswith(f"model.layers.{i}.") for k in weights):
+    i = S.layer_of(name)
+    if i is not None and not any(k.startswith(S.layer_prefix(i)) for k in weights):
         return f" (config field 'num_hidden_layers' = {cfg.L}, but the tensors have no layer {i})"
     return ""
 
 
 def _extra_hint(cfg: ModelConfig, name: str) -> str:
-    if name == "model.lower_bounds":
+    if name == S.LOWER_BOUNDS:
         return " (config field 'use_lower_bound' is false)"
-    if name == "lm_head.weight":
+    if name == S.HEAD_WEIGHT:
         return " (config field 'tie_word_embeddings' is true, so lm_head reuses model.embeddings.weight)"
-    i = _layer_of(name)
+    i = S.layer_of(name)
     if i is not None and i >= cfg.L:
         return f" (config field 'num_hidden_layers' = {cfg.L}, so layers are 0..{cfg.L - 1})"
     return ""

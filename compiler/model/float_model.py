@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import structure as S
 from .config import BITLINEAR_NORM_EPS, ModelConfig
 
 Observer = Callable[[str, np.ndarray], None]
@@ -65,6 +66,7 @@ class BitLinear:
     eps: float
     act_quant: bool = True
     cache_float32: bool = True
+    site: str | None = None    # the quantization site its normed input is observed as (structure.site)
 
     def __post_init__(self):
         # float32 transpose, made once: with quantized (integer-valued, |x| <= 128) activations every
@@ -78,15 +80,16 @@ class BitLinear:
         return self.wt_t if self.wt_t is not None else np.ascontiguousarray(self.wt.T, dtype=np.float32)
 
     @classmethod
-    def from_weights(cls, name, weights, eps, use_norm=True, act_quant=True, cache_float32=True) -> "BitLinear":
+    def from_weights(cls, name, weights, eps, use_norm=True, act_quant=True, cache_float32=True,
+                     site=None) -> "BitLinear":
         wt, absmean = ternarize(weights[f"{name}.weight"])
         nw = weights[f"{name}.norm.weight"].astype(np.float64) if use_norm else None
-        return cls(name, wt, absmean, nw, eps, act_quant, cache_float32)
+        return cls(name, wt, absmean, nw, eps, act_quant, cache_float32, site)
 
     def __call__(self, x: np.ndarray, observe: Observer | None = None) -> np.ndarray:
         xn = rms_norm(x, self.norm_w, self.eps) if self.norm_w is not None else x
         if observe:
-            observe(f"{self.name}.in", xn)
+            observe(self.site or f"{self.name}.in", xn)
         if self.act_quant:
             s = ACT_QMAX / np.maximum(np.max(np.abs(xn), axis=-1, keepdims=True), EPS_CLAMP)
             xq = np.clip(np.round(xn * s), -128, 127).astype(np.float32)
@@ -106,25 +109,26 @@ class FloatModel:
         self.inner_eps = BITLINEAR_NORM_EPS    # every BitLinear's own input norm: fixed, as released
         self.remove_inner_norm = remove_inner_norm
         f64 = lambda k: weights[k].astype(np.float64)  # noqa: E731
-        self.emb = f64("model.embeddings.weight")
-        self.betas = (lower_bound_betas(weights["model.lower_bounds"]) if cfg.use_lower_bound
+        self.emb = f64(S.EMBEDDINGS)
+        self.betas = (lower_bound_betas(weights[S.LOWER_BOUNDS]) if cfg.use_lower_bound
                       else np.zeros((cfg.L, cfg.d_attn)))
-        mk = lambda n: BitLinear.from_weights(n, weights, self.inner_eps, not remove_inner_norm, act_quant,  # noqa: E731
-                                              not low_memory)
+
+        def mk(proj: S.Projection, layer: int | None, ws=weights) -> BitLinear:
+            module = S.weight_name(proj, layer)[: -len(".weight")]
+            return BitLinear.from_weights(module, ws, self.inner_eps, not remove_inner_norm, act_quant,
+                                          not low_memory, S.site(layer, proj.in_site))
+        # per layer: the norm weights by their quantization-site key (attn_norm, gn, mlp_norm) and the
+        # projections by theirs (i, f, g, o, gate, down), as structure.LAYER_PARTS declares them
         self.layers = []
         for i in range(cfg.L):
-            p = f"model.layers.{i}."
-            self.layers.append(dict(
-                attn_norm=f64(p + "attn_norm.weight"), mlp_norm=f64(p + "mlp_norm.weight"),
-                g_norm=f64(p + "attn.g_norm.weight"),
-                i=mk(p + "attn.i_proj"), f=mk(p + "attn.f_proj"), g=mk(p + "attn.g_proj"),
-                o=mk(p + "attn.o_proj"), gate=mk(p + "mlp.gate_proj"), down=mk(p + "mlp.down_proj"),
-            ))
-        self.final_norm = f64("model.norm.weight")
+            ly = {n.key: f64(S.weight_name(n, i)) for n in S.LAYER_NORMS}
+            ly.update({p.key: mk(p, i) for p in S.LAYER_PROJECTIONS})
+            self.layers.append(ly)
+        self.final_norm = f64(S.weight_name(S.FINAL_NORM, None))
         head = dict(weights)
         if cfg.tie_word_embeddings:
-            head["lm_head.weight"] = weights["model.embeddings.weight"]
-        self.head = BitLinear.from_weights("lm_head", head, self.inner_eps, not remove_inner_norm, act_quant, not low_memory)
+            head[S.HEAD_WEIGHT] = weights[S.EMBEDDINGS]
+        self.head = mk(S.HEAD, None, head)
 
     def init_state(self) -> np.ndarray:
         """Recurrent state h of every layer, [L, d_attn]."""
@@ -151,7 +155,7 @@ class FloatModel:
         ly = self.layers[i]
         if obs:
             obs(f"L{i}.h", h)
-        gn = rms_norm(g, ly["g_norm"], self.eps)
+        gn = rms_norm(g, ly["gn"], self.eps)
         if obs:
             obs(f"L{i}.gn", gn)
         o = gn * silu(h)

@@ -24,21 +24,16 @@ from mflc.ir.errors import CheckpointError, ConfigError
 from mflc.ir.schema import STRICT, MapOf, OneOf, Opt, check, read_json
 from mflc.ir.tensorfile import load_tensors
 
+from . import structure as S
 from .config import BITLINEAR_NORM_EPS, ModelConfig
-from .float_model import BitLinear, FloatModel, lower_bound_betas, sigmoid, silu
+from .float_model import FloatModel, sigmoid, silu
+from .structure import FINAL_SITES, LAYER_SITES, site_kind  # noqa: F401  (re-exported)
 
 FORMAT = "mflc-quantized"
 FORMAT_VERSION = 1
 
-# Activation sites of one layer, in execution order (names after the "L{i}." prefix). "hq" is the
-# state requantized to act bits as SiLU's table input; its range is the state's.
-LAYER_SITES = ("x", "attn_norm", "i_in", "f_in", "g_in", "i", "f", "g", "h", "hq", "gn", "o", "o_in",
-               "attn_out", "r", "mlp_norm", "gate_in", "a", "b", "z", "down_in", "mlp_out")
-FINAL_SITES = ("final.x", "final.norm", "head.in")
-# float-model observer names of the BitLinear input sites
-_BITLINEAR_IN = {"i_in": "attn.i_proj", "f_in": "attn.f_proj", "g_in": "attn.g_proj",
-                 "o_in": "attn.o_proj", "gate_in": "mlp.gate_proj", "down_in": "mlp.down_proj"}
-
+# The activation sites (structure.LAYER_SITES of every layer, then structure.FINAL_SITES) are declared
+# with the rest of the model's structure in .structure.
 
 # The two sites that are products of activations: o = RMSNorm(g)·SiLU(h) in the token mixer and z =
 # SiLU(a)·b in the MLP. Their values are heavy-tailed (crest factor ~38 against ~5 elsewhere), so 8 bits
@@ -92,12 +87,8 @@ class QuantOptions:
             if not 2 <= int(b) <= fp.MSG_BITS_MAX:
                 raise ConfigError(f"quantization option min_site_bits[{k}] = {b}: must be in [2, {fp.MSG_BITS_MAX}] (graded-spike width)")
         for k in [*self.site_bits, *self.min_site_bits]:
-            if k not in LAYER_SITES and k not in ("final.x", "final.norm", "head.in"):
+            if k not in LAYER_SITES and k not in FINAL_SITES:
                 raise ConfigError(f"quantization option site_bits: unknown site {k!r}; known: {', '.join(LAYER_SITES)}")
-
-
-def site_kind(site: str) -> str:
-    return site.split(".", 1)[1] if site.startswith("L") and site[1].isdigit() else site
 
 
 # ---- calibration -------------------------------------------------------------------------------------
@@ -108,26 +99,17 @@ def calibrate(fm: FloatModel, token_seqs: Iterable[Iterable[int]], keep_values: 
     amax: dict[str, float] = {}
     vals: dict[str, list[np.ndarray]] = {}
 
-    def obs(name: str, v: np.ndarray) -> None:
-        if name.endswith(".in") and name.startswith("model.layers."):
-            rest = name[len("model.layers."):]
-            i, proj = rest.split(".", 1)
-            proj = proj[: -len(".in")]
-            kind = next(k for k, v2 in _BITLINEAR_IN.items() if v2 == proj)
-            name = f"L{i}.{kind}"
-        elif name == "lm_head.in":
-            name = "head.in"
+    def obs(name: str, v: np.ndarray) -> None:   # name: a site (the float model observes by site name)
         amax[name] = max(amax.get(name, 0.0), float(np.max(np.abs(v))) if v.size else 0.0)
         if keep_values:
             vals.setdefault(name, []).append(np.asarray(v, np.float64).ravel())
 
     for seq in token_seqs:
         fm.forward(list(seq), observe=obs)
-    L = fm.cfg.L
-    for i in range(L):
-        amax[f"L{i}.hq"] = amax[f"L{i}.h"]
+    for i in range(fm.cfg.L):   # hq is the state requantized: its range is the state's
+        amax[S.site(i, "hq")] = amax[S.site(i, S.STATE_SITE)]
         if keep_values:
-            vals[f"L{i}.hq"] = vals[f"L{i}.h"]
+            vals[S.site(i, "hq")] = vals[S.site(i, S.STATE_SITE)]
     if not keep_values:
         return amax
     kept = {}
@@ -328,34 +310,22 @@ def _options_from_dict(raw: dict, jf: Path) -> QuantOptions:
 
 def expected_tensors(cfg: ModelConfig, opts: QuantOptions, sites: dict, source: Path | str = "quant.json") -> dict:
     """name -> (shape, dtype) of every integer tensor ``quantize`` makes for this config and these options
-    (table lengths from the sites' widths), to check a stored model against."""
-    inner = not opts.remove_inner_norm
-    d, e, m, V = cfg.d, cfg.d_attn, cfg.m, cfg.vocab_size
+    (structure.quantized_tensors; table lengths from the sites' widths), to check a stored model against."""
+    size = S.dim_sizes(cfg)
 
-    def width(site):
+    def dim(sym: str) -> int:
+        if not sym.startswith("lut:"):
+            return size[sym]
+        site = sym[len("lut:"):]
         if site not in sites:
             raise CheckpointError(f"{source}: sites: site {site!r} is missing")
         b = sites[site]["bits"]
         if not 1 <= b <= fp.STATE_BITS_MAX:
             raise CheckpointError(f"{source}: sites.{site}.bits: {b} is outside [1, {fp.STATE_BITS_MAX}]")
-        return b
+        return 1 << b
 
-    T = {"emb.Q": ((V, d), "int64"), "W.head": ((V, d), "int8"), "G.final.norm": ((d,), "int64")}
-    if inner:
-        T["G.head.in"] = ((d,), "int64")
-    for i in range(cfg.L):
-        L = f"L{i}."
-        for p, shape in (("i", (e, d)), ("f", (e, d)), ("g", (e, d)), ("o", (d, e)), ("gate", (2 * m, d)), ("down", (d, m))):
-            T[f"W.{L}{p}"] = (shape, "int8")
-        norms = [("attn_norm", d), ("gn", e), ("mlp_norm", d)]
-        if inner:
-            norms += [("i_in", d), ("f_in", d), ("g_in", d), ("o_in", e), ("gate_in", d), ("down_in", m)]
-        for key, n in norms:
-            T[f"G.{L}{key}"] = ((n,), "int64")
-        T[L + "B"] = ((e,), "int64")
-        for lut, site in (("sig_f", "f"), ("silu_i", "i"), ("silu_h", "hq"), ("silu_a", "a")):
-            T[f"{L}lut.{lut}"] = ((1 << width(L + site),), "int64")
-    return T
+    return {name: (tuple(dim(s) for s in dims), dtype)
+            for name, (dims, dtype) in S.quantized_tensors(cfg, not opts.remove_inner_norm).items()}
 
 
 def _gain(w: np.ndarray, n: int, s_out: float, gain_bits: int) -> tuple[np.ndarray, int]:
@@ -394,152 +364,147 @@ def quantize(cfg: ModelConfig, weights: dict[str, np.ndarray], calib_tokens, opt
     opts.validate()
     # calibration runs whole sequences, so the float model need not keep float32 copies of the weights
     fm = FloatModel(cfg, weights, remove_inner_norm=opts.remove_inner_norm, low_memory=True)
-    mse = opts.scale_method == "mse"
-    cal = calibrate(fm, calib_tokens, keep_values=mse)
-    amax, samples = cal if mse else (cal, {})
+    q = _Params(cfg, opts, _site_scales(cfg, opts, *_calibration(fm, calib_tokens, opts)))
+    _embedding(q, weights)
+    _norm_parameters(q, weights)
+    _projection_parameters(q, fm)
+    for i in range(cfg.L):
+        _mlgru_parameters(q, i, fm.betas[i])
+        _mixer_parameters(q, i)
+    _check_ranges(q.tensors, q.scalars)
+    return QuantizedModel(cfg, opts, q.sites, q.tensors, q.scalars, q.meta)
 
-    def site_scale(name: str, kind: str, b: int, head: int = 0):
+
+def _calibration(fm: FloatModel, calib_tokens, opts: QuantOptions) -> tuple[dict, dict]:
+    """max |value| per site, and the values themselves only when the "mse" scale search needs them."""
+    if opts.scale_method == "mse":
+        return calibrate(fm, calib_tokens, keep_values=True)
+    return calibrate(fm, calib_tokens), {}
+
+
+def _site_scales(cfg: ModelConfig, opts: QuantOptions, amax: dict, samples: dict) -> dict:
+    """Every site's width and static scale, from its calibrated range (and values, for "mse"): the one
+    place a site's scale is chosen, so every parameter below follows from the same scales."""
+    sites: dict = {}
+    for name, kind in S.quant_sites(cfg, not opts.remove_inner_norm):
+        b = opts.bits(kind)
+        head = opts.state_headroom_bits if kind == S.STATE_SITE else 0
         s, frac = _site_scale(amax[name], b, opts.pow2, head)
-        if mse and kind != "h" and samples.get(name) is not None and samples[name].size:
+        v = samples.get(name)
+        # the state keeps the max-based scale: clipping it would feed back through every later token
+        if kind != S.STATE_SITE and v is not None and v.size:
             if opts.pow2:
-                frac = _mse_frac(samples[name], b, frac)
+                frac = _mse_frac(v, b, frac)
                 s = 2.0 ** -frac
             else:
-                s = _mse_scale(samples[name], b, amax[name])
-        return s, frac
-    inner = not opts.remove_inner_norm
+                s = _mse_scale(v, b, amax[name])
+        sites[name] = dict(bits=b, scale=s, frac=frac, amax=amax[name])
+    return sites
 
-    sites: dict = {}
-    for i in range(cfg.L):
-        for k in LAYER_SITES:
-            if not inner and k in _BITLINEAR_IN:
-                continue
-            name = f"L{i}.{k}"
-            b = opts.bits(k)
-            head = opts.state_headroom_bits if k == "h" else 0
-            s, frac = site_scale(name, k, b, head)
-            sites[name] = dict(bits=b, scale=s, frac=frac, amax=amax[name])
-    for k in FINAL_SITES:
-        if not inner and k == "head.in":
-            continue
-        b = opts.bits(k)
-        s, frac = site_scale(k, k, b)
-        sites[k] = dict(bits=b, scale=s, frac=frac, amax=amax[k])
 
-    def sc(name):
-        return sites[name]["scale"]
+class _Params:
+    """The integers being made (tensors, scalars) and the float facts kept, with the sites they follow from;
+    the helpers name each parameter the way the integer model and the lowering read it."""
 
-    def rescale_params(key, s_from, s_to):
-        if opts.pow2:
+    def __init__(self, cfg: ModelConfig, opts: QuantOptions, sites: dict):
+        self.cfg, self.opts, self.sites = cfg, opts, sites
+        self.inner = not opts.remove_inner_norm
+        self.tensors: dict = {}
+        self.scalars: dict = {}
+        self.meta: dict = {"absmean": {}}
+
+    def sc(self, site: str) -> float:
+        return self.sites[site]["scale"]
+
+    def bits(self, site: str) -> int:
+        return self.sites[site]["bits"]
+
+    def rescale(self, key: str, s_from: float, s_to: float) -> None:
+        """M/s pair taking a value at scale s_from to s_to (a pure shift with power-of-two scales)."""
+        if self.opts.pow2:
             m, sh = fp.pow2_rescale(int(round(-np.log2(s_from))), int(round(-np.log2(s_to))))
         else:
-            m, sh = fp.quantize_multiplier(s_from / s_to, opts.mult_bits)
-        scalars[f"M.{key}"], scalars[f"s.{key}"] = int(m), int(sh)
+            m, sh = fp.quantize_multiplier(s_from / s_to, self.opts.mult_bits)
+        self.scalars[f"M.{key}"], self.scalars[f"s.{key}"] = int(m), int(sh)
 
-    def acc_params(key, absmean, s_in, s_out):
-        m, sh = fp.quantize_multiplier(absmean * s_in / s_out, opts.mult_bits)
-        scalars[f"M.{key}"], scalars[f"s.{key}"] = int(m), int(sh)
+    def accumulator(self, key: str, absmean: float, s_in: float, s_out: float) -> None:
+        """M/s pair requantizing a ternary accumulator (input scale s_in, weight scale absmean) to s_out."""
+        m, sh = fp.quantize_multiplier(absmean * s_in / s_out, self.opts.mult_bits)
+        self.scalars[f"M.{key}"], self.scalars[f"s.{key}"] = int(m), int(sh)
 
-    tensors: dict = {}
-    scalars: dict = {}
-    meta: dict = {"absmean": {}}
 
-    # the config's eps for the block norms (attn_norm, g_norm, mlp_norm, final norm), the released
-    # BitLinear's fixed eps for each projection's own input norm (config.BITLINEAR_NORM_EPS); the
-    # rms_eps option overrides both
-    block_eps, proj_eps = cfg.rms_norm_eps, BITLINEAR_NORM_EPS
+def _embedding(q: _Params, weights: dict) -> None:
+    """The embedding table quantized at the first layer's input scale: the host sends its rows as they are."""
+    x0 = S.site(0, "x")
+    emb = weights[S.EMBEDDINGS].astype(np.float64)
+    q.tensors["emb.Q"] = np.clip(np.round(emb / q.sc(x0)), fp.smin(q.bits(x0)), fp.smax(q.bits(x0))).astype(np.int64)
 
-    def norm_params(key, w, n, s_in, s_out, reduction_key, in_bits, eps):
+
+def _norm_parameters(q: _Params, weights: dict) -> None:
+    """Gain, gain shift, square shift and integer eps of every RMSNorm (structure.all_norms).
+
+    The config's eps for the block norms (attn_norm, g_norm, mlp_norm, final norm), the released
+    BitLinear's fixed eps for each projection's own input norm (config.BITLINEAR_NORM_EPS); the rms_eps
+    option overrides both. Norms that read the same site share one reduction and so one eps."""
+    opts = q.opts
+    for n in S.all_norms(q.cfg, q.inner):
+        size = S.dim_sizes(q.cfg)[n.dim]
+        s_in, in_bits = q.sc(n.src), q.bits(n.src)
         # wide inputs square into x²/2^k (fp.norm_square_shift); the rsqrt of the k-scaled sum is then
         # 2^(k/2) too large, which the apply step's shift takes back: gexp grows by k/2
-        k = fp.norm_square_shift(in_bits, n)
-        g, gexp = _gain(w, n, s_out, opts.gain_bits)
-        tensors[f"G.{key}"] = g
-        scalars[f"gexp.{key}"] = gexp + k // 2
+        k = fp.norm_square_shift(in_bits, size)
+        g, gexp = _gain(weights[n.weight], size, q.sc(n.key), opts.gain_bits)
+        q.tensors[f"G.{n.key}"] = g
+        q.scalars[f"gexp.{n.key}"] = gexp + k // 2
         if k:
-            scalars[f"sq.{reduction_key}"] = k
+            q.scalars[f"sq.{n.reduction}"] = k
+        eps = q.cfg.rms_norm_eps if n.kind == "block" else BITLINEAR_NORM_EPS
         eps = eps if opts.rms_eps is None else opts.rms_eps
-        scalars[f"E.{reduction_key}"] = _eps_int(eps, n, s_in * 2.0 ** (k / 2))
+        q.scalars[f"E.{n.reduction}"] = _eps_int(eps, size, s_in * 2.0 ** (k / 2))
 
-    # the float model ternarized every projection already (same function, same weights): reuse it
-    projections = {b.name + ".weight": b for ly in fm.layers for b in ly.values() if isinstance(b, BitLinear)}
-    projections["lm_head.weight"] = fm.head
 
-    def bitlinear(key, wname, in_site, layer_prefix=""):
-        wt, absmean = projections[wname].wt, projections[wname].absmean
-        tensors[f"W.{key}"] = wt
-        meta["absmean"][key] = absmean
-        return absmean
+def _projection_parameters(q: _Params, fm: FloatModel) -> None:
+    """Ternary matrices and weight scales of every projection, reused from the float model (same function,
+    same weights), with the multipliers that requantize their accumulators; the head's sets the logit scale."""
+    for i in [*range(q.cfg.L), None]:
+        for p in (S.LAYER_PROJECTIONS if i is not None else (S.HEAD,)):
+            blin = fm.layers[i][p.key] if i is not None else fm.head
+            key = S.site(i, p.key)
+            q.tensors[S.quant_weight_name(p, i)] = blin.wt
+            q.meta["absmean"][key] = blin.absmean
+            s_in = q.sc(S.site(i, p.in_site if q.inner else p.src_site))
+            for out in p.out_sites:
+                q.accumulator(S.site(i, out), blin.absmean, s_in, q.sc(S.site(i, out)))
+            if p is S.HEAD:
+                q.meta["logit_scale"] = blin.absmean * s_in
 
-    betas = lower_bound_betas(weights["model.lower_bounds"]) if cfg.use_lower_bound else np.zeros((cfg.L, cfg.d_attn))
-    d, e, m = cfg.d, cfg.d_attn, cfg.m
-    x0 = sc("L0.x")
-    emb = weights["model.embeddings.weight"].astype(np.float64)
-    tensors["emb.Q"] = np.clip(np.round(emb / x0), fp.smin(sites["L0.x"]["bits"]), fp.smax(sites["L0.x"]["bits"])).astype(np.int64)
 
-    for i in range(cfg.L):
-        P = f"model.layers.{i}."
-        L = f"L{i}."
-        nxt = f"L{i + 1}.x" if i + 1 < cfg.L else "final.x"
+def _mlgru_parameters(q: _Params, i: int, betas: np.ndarray) -> None:
+    """Layer i's MLGRU: forget-gate and candidate tables, lower-bound offsets, the state's requantization
+    and the output gate's SiLU(h) table with the shift of the product o = gn·SiLU(h)."""
+    k = lambda name: S.site(i, name)  # noqa: E731
+    q.tensors[k("lut.sig_f")] = fp.build_lut(sigmoid, q.bits(k("f")), q.sc(k("f")), 2.0 ** -fp.GATE_FRAC,
+                                             fp.GATE_FRAC + 2)
+    q.tensors[k("B")] = np.round(betas * (1 << fp.GATE_FRAC)).astype(np.int64)
+    q.tensors[k("lut.silu_i")] = fp.build_lut(silu, q.bits(k("i")), q.sc(k("i")), q.sc(k("h")), q.bits(k("h")))
+    q.rescale(k("hq"), q.sc(k("h")), q.sc(k("hq")))
+    tab, n = _lut_with_product_shift(silu, q.bits(k("hq")), q.sc(k("hq")), q.sc(k("gn")) / q.sc(k("o")),
+                                     q.opts.lut_out_bits)
+    q.tensors[k("lut.silu_h")], q.scalars[k("n.o")] = tab, n
 
-        def k(name):
-            return L + name
 
-        # attn_norm over x, then each projection's own norm over u (one shared reduction)
-        norm_params(k("attn_norm"), weights[P + "attn_norm.weight"], d, sc(k("x")), sc(k("attn_norm")), k("x"), sites[k("x")]["bits"], block_eps)
-        proj_in = {}
-        for p, proj in (("i", "i_proj"), ("f", "f_proj"), ("g", "g_proj")):
-            if inner:
-                norm_params(k(f"{p}_in"), weights[P + f"attn.{proj}.norm.weight"], d, sc(k("attn_norm")), sc(k(f"{p}_in")), k("u"), sites[k("attn_norm")]["bits"], proj_eps)
-                proj_in[p] = k(f"{p}_in")
-            else:
-                proj_in[p] = k("attn_norm")
-            am = bitlinear(k(p), P + f"attn.{proj}.weight", proj_in[p])
-            acc_params(k(p), am, sc(proj_in[p]), sc(k(p)))
-        # forget gate and candidate
-        tensors[k("lut.sig_f")] = fp.build_lut(sigmoid, sites[k("f")]["bits"], sc(k("f")), 2.0 ** -fp.GATE_FRAC, fp.GATE_FRAC + 2)
-        tensors[k("B")] = np.round(betas[i] * (1 << fp.GATE_FRAC)).astype(np.int64)
-        sb = sites[k("h")]["bits"]
-        tensors[k("lut.silu_i")] = fp.build_lut(silu, sites[k("i")]["bits"], sc(k("i")), sc(k("h")), sb)
-        # output gate: o = gnorm(g) ⊙ SiLU(h)
-        rescale_params(k("hq"), sc(k("h")), sc(k("hq")))
-        norm_params(k("gn"), weights[P + "attn.g_norm.weight"], e, sc(k("g")), sc(k("gn")), k("g"), sites[k("g")]["bits"], block_eps)
-        tab, n = _lut_with_product_shift(silu, sites[k("hq")]["bits"], sc(k("hq")), sc(k("gn")) / sc(k("o")), opts.lut_out_bits)
-        tensors[k("lut.silu_h")], scalars[k("n.o")] = tab, n
-        if inner:
-            norm_params(k("o_in"), weights[P + "attn.o_proj.norm.weight"], e, sc(k("o")), sc(k("o_in")), k("o"), sites[k("o")]["bits"], proj_eps)
-        o_in = k("o_in") if inner else k("o")
-        am = bitlinear(k("o"), P + "attn.o_proj.weight", o_in)
-        acc_params(k("attn_out"), am, sc(o_in), sc(k("attn_out")))
-        # residual add
-        rescale_params(k("res_x"), sc(k("x")), sc(k("r")))
-        rescale_params(k("res_ao"), sc(k("attn_out")), sc(k("r")))
-        # GLU channel mixer
-        norm_params(k("mlp_norm"), weights[P + "mlp_norm.weight"], d, sc(k("r")), sc(k("mlp_norm")), k("r"), sites[k("r")]["bits"], block_eps)
-        if inner:
-            norm_params(k("gate_in"), weights[P + "mlp.gate_proj.norm.weight"], d, sc(k("mlp_norm")), sc(k("gate_in")), k("v"), sites[k("mlp_norm")]["bits"], proj_eps)
-        gate_in = k("gate_in") if inner else k("mlp_norm")
-        am = bitlinear(k("gate"), P + "mlp.gate_proj.weight", gate_in)
-        acc_params(k("a"), am, sc(gate_in), sc(k("a")))
-        acc_params(k("b"), am, sc(gate_in), sc(k("b")))
-        tab, n = _lut_with_product_shift(silu, sites[k("a")]["bits"], sc(k("a")), sc(k("b")) / sc(k("z")), opts.lut_out_bits)
-        tensors[k("lut.silu_a")], scalars[k("n.z")] = tab, n
-        if inner:
-            norm_params(k("down_in"), weights[P + "mlp.down_proj.norm.weight"], m, sc(k("z")), sc(k("down_in")), k("z"), sites[k("z")]["bits"], proj_eps)
-        down_in = k("down_in") if inner else k("z")
-        am = bitlinear(k("down"), P + "mlp.down_proj.weight", down_in)
-        acc_params(k("mlp_out"), am, sc(down_in), sc(k("mlp_out")))
-        rescale_params(k("res_r"), sc(k("r")), sc(nxt))
-        rescale_params(k("res_mo"), sc(k("mlp_out")), sc(nxt))
-
-    norm_params("final.norm", weights["model.norm.weight"], d, sc("final.x"), sc("final.norm"), "final.x", sites["final.x"]["bits"], block_eps)
-    if inner:
-        norm_params("head.in", weights["lm_head.norm.weight"], d, sc("final.norm"), sc("head.in"), "final.norm", sites["final.norm"]["bits"], proj_eps)
-    head_in = "head.in" if inner else "final.norm"
-    am = bitlinear("head", "lm_head.weight", head_in)
-    meta["logit_scale"] = am * sc(head_in)
-    _check_ranges(tensors, scalars)
-    return QuantizedModel(cfg, opts, sites, tensors, scalars, meta)
+def _mixer_parameters(q: _Params, i: int) -> None:
+    """Layer i's two residual adds (each operand aligned to the sum's scale) and the GLU's SiLU(a) table
+    with the shift of the product z = SiLU(a)·b."""
+    k = lambda name: S.site(i, name)  # noqa: E731
+    nxt = S.next_x(q.cfg, i)
+    q.rescale(k("res_x"), q.sc(k("x")), q.sc(k("r")))
+    q.rescale(k("res_ao"), q.sc(k("attn_out")), q.sc(k("r")))
+    q.rescale(k("res_r"), q.sc(k("r")), q.sc(nxt))
+    q.rescale(k("res_mo"), q.sc(k("mlp_out")), q.sc(nxt))
+    tab, n = _lut_with_product_shift(silu, q.bits(k("a")), q.sc(k("a")), q.sc(k("b")) / q.sc(k("z")),
+                                     q.opts.lut_out_bits)
+    q.tensors[k("lut.silu_a")], q.scalars[k("n.z")] = tab, n
 
 
 def _check_ranges(tensors, scalars) -> None:

@@ -12,8 +12,9 @@ import numpy as np
 from mflc.ir import fixedpoint as fp
 
 from .config import ModelConfig
+from . import structure as S
 from .lower import VirtualTernary, lower
-from .quantize import LAYER_SITES, QuantizedModel, QuantOptions
+from .quantize import QuantizedModel, QuantOptions
 
 # Fraction of non-zero ternary weights assumed when no weights are given. absmean ternarisation of a
 # Gaussian matrix keeps |w| > absmean/2, i.e. P(|z| > 0.399) ≈ 0.69 of the weights; trained BitNet-style
@@ -72,42 +73,39 @@ class _SkeletonQM(QuantizedModel):
 
 
 def skeleton_qm(cfg: ModelConfig, density: float = DEFAULT_TERNARY_DENSITY, options: QuantOptions | None = None):
+    """A stand-in quantized model with every site, tensor and scalar ``quantize`` makes for ``cfg`` (from
+    structure.quant_sites / quantized_tensors / all_norms): virtual ternary matrices, placeholder gains
+    and tables of the right widths, unit rescales."""
     opts = options or QuantOptions()
     inner = not opts.remove_inner_norm
-    d, e, m, V = cfg.d, cfg.d_attn, cfg.m, cfg.vocab_size
-    sites = {}
+    sites = {name: dict(bits=opts.bits(kind), scale=1.0, frac=0, amax=1.0) for name, kind in S.quant_sites(cfg, inner)}
+    size = S.dim_sizes(cfg)
+    # the largest value each table holds (a placeholder of the right width)
+    lut_max = {"sig_f": 1 << fp.GATE_FRAC, "silu_i": fp.smax(opts.bits(S.STATE_SITE)),
+               "silu_h": fp.smax(opts.lut_out_bits), "silu_a": fp.smax(opts.lut_out_bits)}
+    T: dict = {}
+    for name, (dims, _) in S.quantized_tensors(cfg, inner).items():
+        if name == "emb.Q":
+            T[name] = np.zeros((1, cfg.d), np.int64)        # the host's table: not needed for an estimate
+        elif name.startswith("W."):
+            T[name] = VirtualTernary(tuple(size[s] for s in dims), density)
+        elif name.startswith("G."):
+            T[name] = np.full(size[dims[0]], fp.smax(opts.gain_bits), np.int64)
+        elif dims[0].startswith("lut:"):
+            bits = sites[dims[0][len("lut:"):]]["bits"]
+            T[name] = np.zeros(1 << bits, np.int64) + lut_max[name.rsplit(".", 1)[1]]
+        else:
+            T[name] = np.zeros(tuple(size[s] for s in dims), np.int64)
+    scalars: dict = {}
+    for n in S.all_norms(cfg, inner):
+        scalars[f"gexp.{n.key}"], scalars[f"E.{n.reduction}"] = 0, 1
     for i in range(cfg.L):
-        for k in LAYER_SITES:
-            sites[f"L{i}.{k}"] = dict(bits=opts.bits(k), scale=1.0, frac=0, amax=1.0)
-    for k in ("final.x", "final.norm", "head.in"):
-        sites[k] = dict(bits=opts.bits(k), scale=1.0, frac=0, amax=1.0)
-    T: dict = {"emb.Q": np.zeros((1, d), np.int64), "W.head": VirtualTernary((V, d), density)}
-    S: dict = {}
-    lut = lambda bits, vmax: np.zeros(1 << bits, np.int64) + vmax  # noqa: E731  (placeholder, right width)
-
-    def norm(key, n, red):
-        T[f"G.{key}"] = np.full(n, fp.smax(opts.gain_bits), np.int64)
-        S[f"gexp.{key}"], S[f"E.{red}"] = 0, 1
-
-    for i in range(cfg.L):
-        L = f"L{i}."
-        for p, shape in (("i", (e, d)), ("f", (e, d)), ("g", (e, d)), ("o", (d, e)), ("gate", (2 * m, d)), ("down", (d, m))):
-            T[f"W.{L}{p}"] = VirtualTernary(shape, density)
-        for key, n, red in (("attn_norm", d, "x"), ("i_in", d, "u"), ("f_in", d, "u"), ("g_in", d, "u"), ("gn", e, "g"),
-                            ("o_in", e, "o"), ("mlp_norm", d, "r"), ("gate_in", d, "v"), ("down_in", m, "z")):
-            norm(L + key, n, L + red)
-        T[L + "B"] = np.zeros(e, np.int64)
-        T[L + "lut.sig_f"] = lut(opts.bits("f"), 1 << fp.GATE_FRAC)
-        T[L + "lut.silu_i"] = lut(opts.bits("i"), fp.smax(opts.bits("h")))
-        T[L + "lut.silu_h"] = lut(opts.bits("hq"), fp.smax(opts.lut_out_bits))
-        T[L + "lut.silu_a"] = lut(opts.bits("a"), fp.smax(opts.lut_out_bits))
-        for key in ("i", "f", "g", "attn_out", "a", "b", "mlp_out", "hq", "res_x", "res_ao", "res_r", "res_mo"):
-            S[f"M.{L}{key}"], S[f"s.{L}{key}"] = 1, 0
-        S[L + "n.o"] = S[L + "n.z"] = 16
-    norm("final.norm", d, "final.x")
-    norm("head.in", d, "final.norm")
-    qm = _SkeletonQM(cfg, opts, sites, T, S, dict(logit_scale=1.0, absmean={}, skeleton=True, density=density))
-    return qm
+        rescales = [o for p in S.LAYER_PROJECTIONS for o in p.out_sites] + list(S.LAYER_RESCALES)
+        for key in rescales:
+            scalars[f"M.{S.site(i, key)}"], scalars[f"s.{S.site(i, key)}"] = 1, 0
+        for key in S.LAYER_PRODUCT_SHIFTS:
+            scalars[S.site(i, key)] = 16
+    return _SkeletonQM(cfg, opts, sites, T, scalars, dict(logit_scale=1.0, absmean={}, skeleton=True, density=density))
 
 
 def skeleton_graph(cfg: ModelConfig, density: float = DEFAULT_TERNARY_DENSITY, options: QuantOptions | None = None):
