@@ -7,13 +7,31 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from . import ternary
 from .errors import MflcError
 from .graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, SynapseGroup
 from .schema import STRICT, MapOf, OneOf, Opt, Tup, check, read_json
 from .tensorfile import load_tensors
 
 FORMAT = "mflc-ir"
-VERSION = 1
+VERSION = 2          # 2: ternary synapse blocks at 2 bits per weight ("encoding"); 1: CSR only
+
+
+def _narrowest(v: np.ndarray):
+    """int8/16/32/64, whichever first holds every value (an 8-bit embedding is a byte per entry on disk)."""
+    lo, hi = (int(v.min()), int(v.max())) if v.size else (0, 0)
+    return next(t for t in (np.int8, np.int16, np.int32, np.int64)
+                if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
+
+
+def synapse_encoding(s: SynapseGroup) -> str:
+    """How a synapse group is stored: "ternary2" (2 bits per weight of the whole block, ir/ternary.py) for
+    ±1 weights wherever that is smaller than CSR, else "csr" (int64 row pointer, int32 index, int8 value)."""
+    rows, cols = s.shape
+    if s.values is not None and ternary.is_ternary(s.values) and \
+            ternary.packed_bytes(rows, cols) < ternary.csr_bytes(rows, s.nnz):
+        return "ternary2"
+    return "csr"
 
 
 def save_graph(g: Graph, path: str | Path) -> None:
@@ -32,13 +50,17 @@ def save_graph(g: Graph, path: str | Path) -> None:
                            program=[[i.op, i.out, list(i.args), dict(i.imm)] for i in grp.program]))
     syns = []
     for s in g.synapses.values():
-        arrays[f"syn/{s.name}/indptr"] = np.ascontiguousarray(s.indptr, dtype=np.int64)
-        arrays[f"syn/{s.name}/indices"] = np.ascontiguousarray(s.indices, dtype=np.int32)
-        arrays[f"syn/{s.name}/values"] = np.ascontiguousarray(s.values, dtype=np.int8)
-        syns.append(dict(name=s.name, src=s.src, dst=s.dst, port=s.port, shape=list(s.shape),
+        enc = synapse_encoding(s)
+        if enc == "ternary2":
+            arrays[f"syn/{s.name}/ternary2"] = ternary.pack_csr(s.shape, s.indptr, s.indices, s.values)
+        else:
+            arrays[f"syn/{s.name}/indptr"] = np.ascontiguousarray(s.indptr, dtype=np.int64)
+            arrays[f"syn/{s.name}/indices"] = np.ascontiguousarray(s.indices, dtype=np.int32)
+            arrays[f"syn/{s.name}/values"] = np.ascontiguousarray(s.values, dtype=np.int8)
+        syns.append(dict(name=s.name, src=s.src, dst=s.dst, port=s.port, shape=list(s.shape), encoding=enc,
                          weight_exp=s.weight_exp, delay=s.delay, acc_bits=s.acc_bits, meta=s.meta))
-    for k, v in g.host_tensors.items():
-        arrays[f"host/{k}"] = np.ascontiguousarray(v)
+    for k, v in g.host_tensors.items():             # the narrowest integer type that holds the table
+        arrays[f"host/{k}"] = np.ascontiguousarray(v, dtype=_narrowest(v))
     head = dict(format=FORMAT, version=VERSION, groups=groups, synapses=syns,
                 inputs=[vars(i) for i in g.inputs], outputs=[vars(o) for o in g.outputs],
                 host_tensors=sorted(g.host_tensors), state={k: list(v) for k, v in g.state.items()}, meta=g.meta)
@@ -54,7 +76,7 @@ GROUP_SCHEMA = {
 }
 SYNAPSE_SCHEMA = {
     "name": str, "src": str, "dst": str, "port": str, "shape": Tup(int, int, label="[dst size, src size]"),
-    "weight_exp": int, "delay": int, "acc_bits": int, "meta": Opt(dict),
+    "encoding": str, "weight_exp": int, "delay": int, "acc_bits": int, "meta": Opt(dict),
 }
 GRAPH_SCHEMA = {
     "format": str, "version": int, "groups": [GROUP_SCHEMA], "synapses": [SYNAPSE_SCHEMA],
@@ -76,7 +98,9 @@ def load_graph(path: str | Path) -> Graph:
     if head.get("format") != FORMAT:
         raise MflcError(f"{jf}: field 'format' is {head.get('format')!r}, expected {FORMAT!r}")
     if head.get("version") != VERSION:
-        raise MflcError(f"{jf}: IR version {head.get('version')!r} not supported (this mflc reads {VERSION})")
+        old = " (written by an older mflc, with CSR weights); recompile it with `mflc compile`" \
+            if head.get("version") == 1 else ""
+        raise MflcError(f"{jf}: IR version {head.get('version')!r} not supported (this mflc reads {VERSION}){old}")
     check(head, GRAPH_SCHEMA, str(jf))
     try:
         arrays = load_tensors(af)
@@ -121,17 +145,25 @@ def load_graph(path: str | Path) -> Graph:
         rows, cols = sd["shape"]
         if rows < 0 or cols < 0:
             raise MflcError(f"{jf}: {w}.shape: {sd['shape']} has a negative size")
-        indptr = arr(f"syn/{n}/indptr", np.int64, (rows + 1,), where=w)
-        if indptr[0] != 0 or (indptr.size > 1 and bool((np.diff(indptr) < 0).any())):
-            raise MflcError(f"{af}: array 'syn/{n}/indptr': not a CSR row pointer (must start at 0 and never decrease)")
-        nnz = int(indptr[-1])
-        g.add_synapse(SynapseGroup(n, sd["src"], sd["dst"], sd["port"], (rows, cols), indptr,
-                                   arr(f"syn/{n}/indices", np.int32, (nnz,), where=w),
-                                   arr(f"syn/{n}/values", np.int8, (nnz,), where=w), sd["weight_exp"], sd["delay"],
-                                   sd["acc_bits"], sd.get("meta", {})))
+        if sd["encoding"] == "ternary2":
+            key = f"syn/{n}/ternary2"
+            indptr, indices, values = ternary.unpack_to_csr(
+                arr(key, np.uint8, (ternary.packed_bytes(rows, cols),), where=w), (rows, cols), f"{af}: array {key!r}")
+        elif sd["encoding"] == "csr":
+            indptr = arr(f"syn/{n}/indptr", np.int64, (rows + 1,), where=w)
+            if indptr[0] != 0 or (indptr.size > 1 and bool((np.diff(indptr) < 0).any())):
+                raise MflcError(f"{af}: array 'syn/{n}/indptr': not a CSR row pointer (must start at 0 and never decrease)")
+            nnz = int(indptr[-1])
+            indices = arr(f"syn/{n}/indices", np.int32, (nnz,), where=w)
+            values = arr(f"syn/{n}/values", np.int8, (nnz,), where=w)
+        else:
+            raise MflcError(f"{jf}: {w}.encoding: {sd['encoding']!r}, expected 'csr' or 'ternary2'")
+        g.add_synapse(SynapseGroup(n, sd["src"], sd["dst"], sd["port"], (rows, cols), indptr, indices, values,
+                                   sd["weight_exp"], sd["delay"], sd["acc_bits"], sd.get("meta", {})))
     g.inputs = [GraphInput(**i) for i in head["inputs"]]
     g.outputs = [GraphOutput(**o) for o in head["outputs"]]
-    g.host_tensors = {k: arr(f"host/{k}", None, ndim=2, where="host_tensors") for k in head["host_tensors"]}
+    g.host_tensors = {k: arr(f"host/{k}", None, ndim=2, where="host_tensors").astype(np.int64, copy=False)
+                      for k in head["host_tensors"]}
     for ii, i in enumerate(g.inputs):
         if i.table not in g.host_tensors:
             raise MflcError(f"{jf}: inputs[{ii}].table: {i.table!r} is not one of host_tensors {sorted(g.host_tensors)}")

@@ -120,9 +120,13 @@ def test_verify_fails_on_a_corrupted_weight(build, tmp_path):
     shutil.copytree(build / "b", bad)
     graph_dir = bad / "placed_ir"
     arrays = load_file(str(graph_dir / "graph.safetensors"))
-    key = next(k for k in sorted(arrays) if k.startswith("syn/L0.i_in->L0.mlgru") and k.endswith("/values"))
-    arrays[key] = arrays[key].copy()
-    arrays[key][:8] = -arrays[key][:8]
+    key = next(k for k in sorted(arrays) if k.startswith("syn/L0.i_in->L0.mlgru") and k.endswith("/ternary2"))
+    packed = arrays[key].copy()                     # 2-bit weights (ir/ternary.py): negate the first eight
+    for shift in (0, 2, 4, 6):                      # non-zero ones: +1 (0b01) <-> -1 (0b11)
+        nonzero = ((packed[:8] >> shift) & 3) != 0
+        packed[:8] ^= (nonzero.astype(np.uint8) << (shift + 1))
+    assert not np.array_equal(packed, arrays[key])
+    arrays[key] = packed
     save_file(arrays, str(graph_dir / "graph.safetensors"))
     r = run("verify", bad, "--tokens", "4", ok=False)
     assert r.exit_code == 1 and "placed_ir/graph.safetensors" in r.output and "SHA-256" in r.output

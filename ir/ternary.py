@@ -1,0 +1,81 @@
+"""Ternary weights at 2 bits: the representation of record for a synapse block whose weights are all in
+{-1, 0, +1}. A weight is its own 2-bit two's complement code (0 -> 0b00, +1 -> 0b01, -1 -> 0b11; 0b10
+would be -2 and is refused), four per byte, element k of the row-major block in bits 2(k mod 4) and up.
+Unused bits of the last byte are zero. The ternary models carry 1.58 bits of information per weight;
+two bits keep decoding a shift and a mask, which the engine's kernels can also read directly.
+
+Encoding and decoding work in row chunks, so a 1.3B model's largest block never needs a dense int8 copy.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import MflcError
+
+CHUNK_ELEMENTS = 1 << 22          # rows are converted this many weights at a time (memory bound, not speed)
+_SHIFTS = np.array([0, 2, 4, 6], np.uint8)
+
+
+def packed_bytes(rows: int, cols: int) -> int:
+    return (rows * cols + 3) // 4
+
+
+def csr_bytes(rows: int, nnz: int) -> int:
+    """Bytes of the CSR form on disk: int64 row pointer, int32 index and int8 value per synapse."""
+    return 8 * (rows + 1) + 5 * nnz
+
+
+def is_ternary(values: np.ndarray) -> bool:
+    return bool(np.all((values == 1) | (values == -1))) if values.size else True
+
+
+def _rows_per_chunk(cols: int) -> int:
+    return max(1, CHUNK_ELEMENTS // max(1, cols))
+
+
+def pack_csr(shape: tuple[int, int], indptr: np.ndarray, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The 2-bit packed row-major block of a CSR matrix whose values are all ±1."""
+    rows, cols = shape
+    flat = np.zeros(rows * cols + (-(rows * cols)) % 4, np.uint8)
+    step = _rows_per_chunk(cols)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        a, b = int(indptr[r0]), int(indptr[r1])
+        row_of = np.repeat(np.arange(r0, r1, dtype=np.int64), np.diff(indptr[r0:r1 + 1]))
+        pos = row_of * cols + indices[a:b].astype(np.int64)
+        flat[pos] = (values[a:b].astype(np.int8) & 3).astype(np.uint8)
+    q = flat.reshape(-1, 4)
+    return (q[:, 0] | (q[:, 1] << 2) | (q[:, 2] << 4) | (q[:, 3] << 6)).astype(np.uint8)
+
+
+def unpack_to_csr(packed: np.ndarray, shape: tuple[int, int], where: str = "packed ternary block"):
+    """(indptr int64, indices int32, values int8) of a 2-bit packed block; an MflcError naming ``where``
+    and the element for a wrong length, a 0b10 code or a non-zero padding bit."""
+    rows, cols = shape
+    n = rows * cols
+    if packed.dtype != np.uint8 or packed.ndim != 1 or packed.size != packed_bytes(rows, cols):
+        raise MflcError(f"{where}: {packed.size} byte(s) of {packed.dtype}, expected {packed_bytes(rows, cols)} "
+                        f"uint8 for a {rows}x{cols} block at 2 bits per weight")
+    if n % 4 and int(packed[-1]) >> (2 * (n % 4)):
+        raise MflcError(f"{where}: padding bits after the last weight are not zero")
+    indptr = np.zeros(rows + 1, np.int64)
+    idx_parts, val_parts = [], []
+    step = _rows_per_chunk(cols)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        e0, e1 = r0 * cols, r1 * cols
+        b0, b1 = e0 // 4, (e1 + 3) // 4
+        codes = ((packed[b0:b1, None] >> _SHIFTS) & 3).reshape(-1)[e0 - 4 * b0:e1 - 4 * b0]
+        bad = np.flatnonzero(codes == 2)
+        if bad.size:
+            k = e0 + int(bad[0])
+            raise MflcError(f"{where}: code 0b10 at weight {k} (row {k // cols}, column {k % cols}) is not a "
+                            "ternary weight")
+        block = codes.reshape(r1 - r0, cols)
+        r, c = np.nonzero(block)
+        indptr[r0 + 1:r1 + 1] = indptr[r0] + np.cumsum(np.bincount(r, minlength=r1 - r0))
+        idx_parts.append(c.astype(np.int32))
+        val_parts.append(np.where(block[r, c] == 1, 1, -1).astype(np.int8))
+    indices = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int32)
+    values = np.concatenate(val_parts) if val_parts else np.zeros(0, np.int8)
+    return indptr, indices, values
