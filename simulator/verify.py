@@ -13,6 +13,7 @@ import numpy as np
 
 from mflc.ir.coremap import CoreMap
 from mflc.ir.graph import Graph
+from mflc.ir.roles import logits_output, recurrent_states
 
 from .engine import Counters, Engine
 from .reference import ReferenceExecutor
@@ -72,17 +73,25 @@ def verify(int_model, graph: Graph, tokens, core_map: CoreMap | None = None, pro
             progress(k + 1)
     fired: dict[tuple[int, str], tuple[int, np.ndarray]] = {}
     res = eng.run(tokens, "sequential", counters, trace=lambda t, k, name, out: fired.__setitem__((k, name), (t, out.copy())))
-    got_logits = res.outputs["logits"]
+    # the graph says which of its states are the integer model's state rows (layer order) and which
+    # output is the logits (ir.roles)
+    out = logits_output(graph)
+    got_logits = res.outputs[out.name]
     compared = 0
     div = None
-    out_group = graph.outputs[0].group
+    out_group = out.group
+    state_names = recurrent_states(graph)
+    if len(state_names) != int_model.cfg.L:
+        raise ValueError(f"graph holds {len(state_names)} recurrent state(s) ({', '.join(state_names)}) but the "
+                         f"model has {int_model.cfg.L} layer(s)")
     for k in range(len(tokens)):
-        for i in range(int_model.cfg.L):
-            reg_group, _ = graph.state[f"L{i}.h"]
-            d = _first_diff(want_states[k][i], res.states[f"L{i}.h"][k])
+        for i, name in enumerate(state_names):
+            reg_group, _ = graph.state[name]
+            got = res.states[name][k]
+            d = _first_diff(want_states[k][i], got)
             compared += want_states[k][i].size
             if d is not None and div is None:
-                div = Divergence(k, None, None, reg_group, d[0], int(want_states[k][i][d]), int(res.states[f"L{i}.h"][k][d]), f"state L{i}.h")
+                div = Divergence(k, None, None, reg_group, d[0], int(want_states[k][i][d]), int(got[d]), f"state {name}")
         d = _first_diff(want_logits[k], got_logits[k])
         compared += want_logits[k].size
         if d is not None and div is None:

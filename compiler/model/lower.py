@@ -16,6 +16,7 @@ import numpy as np
 
 from mflc.ir import fixedpoint as fp
 from mflc.ir.graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, SynapseGroup
+from mflc.ir.roles import ROLE_LOGITS, ROLE_RECURRENT
 from mflc.ir.validate import validate
 
 from .csr import synapses_from_dense
@@ -141,7 +142,7 @@ def _lower_token_mixer(b: _Builder, i: int, x: str) -> str:
         I("lut", "sh", "hq", table="silu_h", in_bits=qm.bits(L + "hq")),
     ], "sh", qm.options.lut_out_bits, st, registers={"h": hb}, params={"beta": qm.t(L + "B").astype(np.int64)},
         tables={"sig_f": qm.t(L + "lut.sig_f"), "silu_i": qm.t(L + "lut.silu_i"), "silu_h": qm.t(L + "lut.silu_h")},
-        meta=dict(layer=layer, role="mlgru"))
+        meta=dict(layer=layer, role=ROLE_RECURRENT))
     b.g.state[L + "h"] = (mlgru, "h")
     b.dense(v["i"], mlgru, "pi", qm.t(f"W.{L}i"), layer)
     b.dense(v["f"], mlgru, "pf", qm.t(f"W.{L}f"), layer)
@@ -201,7 +202,7 @@ def _lower_head(b: _Builder, x: str) -> str:
     fan = w.row_counts().max() if isinstance(w, VirtualTernary) else int(np.max(np.sum(np.abs(w.astype(np.int64)), axis=1)))
     acc_bits = (int(fan) << (b.g.groups[vh].out_bits - 1)).bit_length() + 1
     head = b.group("head", qm.cfg.vocab_size, ["x"], [I("copy", "logits", "x")], "logits", acc_bits,
-                   b.stage(vh) + 1, meta=dict(layer="head", role="logits"))
+                   b.stage(vh) + 1, meta=dict(layer="head", role=ROLE_LOGITS))
     b.dense(vh, head, "x", w, "head")
     b.g.outputs.append(GraphOutput("logits", head))
     return head
