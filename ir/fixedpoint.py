@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
-# ---- widths of the hardware (Loihi 2 as Lava's fixed-point models state it) -------------------------
-MSG_BITS_MAX = 24     # graded-spike payload (Lava proc/graded, proc/prodneuron 24-bit ports); high confidence
-STATE_BITS_MAX = 24   # neuron state word (Lava LIF/graded fixed-point v, u are 24-bit); medium confidence
-WEIGHT_BITS_MAX = 8   # synaptic weight mantissa (Lava Dense num_weight_bits <= 8); high confidence
-ACC_BITS = 32         # synaptic accumulator (Lava Dense accumulates in int32); the compiler proves no overflow
+from .hardware import DEFAULT as _HW
+
+# ---- widths of the hardware: the default profile's figures (written in mflc.ir.hardware only) ----------
+MSG_BITS_MAX = _HW.max_msg_bits          # graded-spike payload
+STATE_BITS_MAX = _HW.state_word_bits     # neuron state word
+WEIGHT_BITS_MAX = _HW.weight_bits        # synaptic weight
+ACC_BITS = _HW.accumulator_bits          # synaptic (dendritic) accumulator; the compiler proves no overflow
 
 # ---- fixed formats of the op library -----------------------------------------------------------------
 RSQRT_FRAC = 23       # rsqrt mantissa r ≈ 2^23/sqrt(u), u normalised to [2^14, 2^16): r in [2^15, 2^16 - 1]
@@ -113,9 +115,6 @@ def square_shr(x, shift: int):
     accumulator (``norm_square_shift`` picks the shift). ``shift`` is even so that the norm can undo it
     exactly as a shift of shift/2 after the square root."""
     return shr_round(square(x), shift)
-
-
-ACC_BITS = 32   # synaptic (dendritic) accumulator of a reduction: Lava Dense's 32-bit int
 
 
 def square_bits(in_bits: int, shift: int) -> int:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .hardware import DEFAULT as _HW
+
 
 @dataclass(frozen=True)
 class Instr:
@@ -75,7 +77,7 @@ class SynapseGroup:
     values: np.ndarray | None                     # int8 [nnz] (None: virtual)
     weight_exp: int = 0
     delay: int = 0
-    acc_bits: int = 32
+    acc_bits: int = _HW.accumulator_bits          # the accumulator the validator bounds its sums by
     meta: dict = field(default_factory=dict)
 
     @property

@@ -2,6 +2,11 @@
 
 A new rule is one function added to ``RULES``. Problems name the group or synapse, the figure and the
 limit, so a user can see what to change.
+
+The hardware limits are keyword arguments, ``problems(g, **hw.ir_limits())`` for a ``HardwareProfile`` hw
+(``mflc.ir.hardware``): ``msg_bits`` (max_msg_bits), ``state_bits`` (state_word_bits), ``acc_bits``
+(accumulator_bits), ``weight_bits`` and ``max_delay`` (max_synapse_delay); each defaults to the default
+profile's figure.
 """
 from __future__ import annotations
 
@@ -12,11 +17,11 @@ import numpy as np
 from . import fixedpoint as fp
 from .errors import IRValidationError
 from .graph import Graph
+from .hardware import DEFAULT as _HW
 from .ops import OPS, Range, bits_range, fmt_range, imm_problems, range_bits
 
-# Loihi 2 synaptic delay: programmable per synapse; the largest value is not published for the chip.
-# Lava's DelayDense has no stated cap; we assume 62 steps (6-bit field). Confidence: low. Overridable.
-SYNAPSE_DELAY_MAX = 62
+SYNAPSE_DELAY_MAX = _HW.max_synapse_delay     # the default profile's figure (its source: mflc.ir.hardware)
+LIMITS = _HW.ir_limits()                       # every limit's default
 
 
 def _rule_references(g: Graph, **_) -> Iterator[str]:
@@ -50,7 +55,7 @@ def _rule_references(g: Graph, **_) -> Iterator[str]:
             yield f"state {name}: register {reg!r} of group {grp!r} does not exist"
 
 
-def _rule_shapes(g: Graph, **_) -> Iterator[str]:
+def _rule_shapes(g: Graph, weight_bits: int = LIMITS["weight_bits"], **_) -> Iterator[str]:
     for s in g.synapses.values():
         if s.src in g.groups and s.dst in g.groups:
             want = (g.groups[s.dst].size, g.groups[s.src].size)
@@ -64,9 +69,9 @@ def _rule_shapes(g: Graph, **_) -> Iterator[str]:
             yield f"synapse {s.name}: {s.indices.size} indices but {s.values.size} weights"
         elif s.indices.size and (s.indices.min() < 0 or s.indices.max() >= s.shape[1]):
             yield f"synapse {s.name}: source index out of range [0, {s.shape[1]})"
-        lim = 1 << (fp.WEIGHT_BITS_MAX - 1)
+        lim = 1 << (weight_bits - 1)
         if s.values.size and (int(s.values.min()) < -lim or int(s.values.max()) > lim - 1):
-            yield f"synapse {s.name}: weight outside the {fp.WEIGHT_BITS_MAX}-bit range"
+            yield f"synapse {s.name}: weight outside the {weight_bits}-bit range (weight_bits)"
     for grp in g.groups.values():
         if grp.size < 1:
             yield f"group {grp.name}: size {grp.size} must be >= 1"
@@ -160,21 +165,22 @@ def _accumulator_range(g: Graph, s, out_range: dict[str, Range], sums: dict | No
     return int(row_abs.max()) * peak if row_abs.size else 0
 
 
-def _rule_widths(g: Graph, **_) -> Iterator[str]:
+def _rule_widths(g: Graph, msg_bits: int = LIMITS["msg_bits"], state_bits: int = LIMITS["state_bits"],
+                 acc_bits: int = LIMITS["acc_bits"], **_) -> Iterator[str]:
     """Interval analysis: each group's messages span at most what its program can compute (within the
     declared width), found in stage order so every receiver sees its senders' bounds; a sender not yet
     analysed (a timing error, reported by _rule_timing) counts with its whole declared width."""
     out_range = {n: bits_range(grp.out_bits) for n, grp in g.groups.items()}
     incoming, sums = _incoming(g), {}
     for grp in sorted(g.groups.values(), key=lambda x: x.stage if isinstance(x.stage, int) else 0):
-        if not 1 <= grp.out_bits <= fp.MSG_BITS_MAX:
-            yield f"group {grp.name}: message width {grp.out_bits} bits exceeds the graded-spike limit of {fp.MSG_BITS_MAX}"
+        if not 1 <= grp.out_bits <= msg_bits:
+            yield f"group {grp.name}: message width {grp.out_bits} bits exceeds the graded-spike limit of {msg_bits}"
         for r, b in grp.registers.items():
-            if not 1 <= b <= fp.STATE_BITS_MAX:
-                yield f"group {grp.name}: register {r!r} is {b} bits, above the neuron-state limit of {fp.STATE_BITS_MAX}"
+            if not 1 <= b <= state_bits:
+                yield f"group {grp.name}: register {r!r} is {b} bits, above the neuron-state limit of {state_bits}"
         for p, v in list(grp.params.items()) + list(grp.tables.items()):
-            if v.size and (int(v.min()) < fp.smin(fp.STATE_BITS_MAX) or int(v.max()) > fp.smax(fp.STATE_BITS_MAX)):
-                yield f"group {grp.name}: constant {p!r} needs more than {fp.STATE_BITS_MAX} bits"
+            if v.size and (int(v.min()) < fp.smin(state_bits) or int(v.max()) > fp.smax(state_bits)):
+                yield f"group {grp.name}: constant {p!r} needs more than {state_bits} bits"
         rng: dict[str, Range] = {r: bits_range(b) for r, b in grp.registers.items()}
         unsure: set[str] = set()
         for p in grp.ports:
@@ -186,7 +192,7 @@ def _rule_widths(g: Graph, **_) -> Iterator[str]:
             imm = ins.imm_dict
             if (spec is None or len(ins.args) != spec.n_args or any(a not in rng for a in ins.args)
                     or any(key not in imm for key in spec.imm) or imm_problems(spec, imm, grp.tables)):
-                rng[ins.out] = bits_range(fp.MSG_BITS_MAX)   # reported by _rule_programs
+                rng[ins.out] = bits_range(msg_bits)   # reported by _rule_programs
                 unsure.add(ins.out)
                 continue
             arg_ranges = [rng[a] for a in ins.args]
@@ -194,8 +200,8 @@ def _rule_widths(g: Graph, **_) -> Iterator[str]:
                 yield f"group {grp.name}: instruction {k} ({ins.op} -> {ins.out}): {why.format(*map(repr, ins.args))}"
             r = spec.range(arg_ranges, imm, grp.tables)
             w = range_bits(r)
-            if w > fp.STATE_BITS_MAX:
-                yield f"group {grp.name}: instruction {k} ({ins.op} -> {ins.out}) result may need {w} bits, above {fp.STATE_BITS_MAX}"
+            if w > state_bits:
+                yield f"group {grp.name}: instruction {k} ({ins.op} -> {ins.out}) result may need {w} bits, above {state_bits}"
             if ins.out in grp.registers and w > grp.registers[ins.out]:
                 yield f"group {grp.name}: register {ins.out!r} is {grp.registers[ins.out]} bits but {ins.op} may write {w}"
             rng[ins.out] = r
@@ -208,22 +214,23 @@ def _rule_widths(g: Graph, **_) -> Iterator[str]:
             lo, hi = out_range[grp.name]
             out_range[grp.name] = max(lo, rng[grp.output][0]), min(hi, rng[grp.output][1])
     for grp in g.groups.values():
-        if grp.send == "delta" and 1 <= grp.out_bits <= fp.MSG_BITS_MAX:
+        if grp.send == "delta" and 1 <= grp.out_bits <= msg_bits:
             lo, hi = out_range[grp.name]
-            if range_bits((lo - hi, hi - lo)) > fp.MSG_BITS_MAX:
+            if range_bits((lo - hi, hi - lo)) > msg_bits:
                 yield (f"group {grp.name}: delta messages (changes of values in {fmt_range((lo, hi))}) may need "
-                       f"{range_bits((lo - hi, hi - lo))} bits, above the graded-spike limit of {fp.MSG_BITS_MAX}")
+                       f"{range_bits((lo - hi, hi - lo))} bits, above the graded-spike limit of {msg_bits}")
     # what a synapse carries: the sender's values, or for a delta sender their changes
     carried = {n: ((r[0] - r[1], r[1] - r[0]) if g.groups[n].send == "delta" else r) for n, r in out_range.items()}
     for s in g.synapses.values():
         if s.dst in g.groups and s.src in g.groups and _csr_ok(s):
             peak = _accumulator_range(g, s, carried, sums)
-            if peak > fp.smax(s.acc_bits):
+            width = min(int(s.acc_bits), acc_bits)       # the synapse's declared accumulator, within the hardware's
+            if peak > fp.smax(width):
                 yield (f"synapse {s.name}: worst-case accumulation {peak} into {s.dst}.{s.port} overflows the "
-                       f"{s.acc_bits}-bit accumulator")
+                       f"{width}-bit accumulator" + ("" if width == s.acc_bits else " (accumulator_bits)"))
 
 
-def _rule_timing(g: Graph, max_delay: int = SYNAPSE_DELAY_MAX, **_) -> Iterator[str]:
+def _rule_timing(g: Graph, max_delay: int = LIMITS["max_delay"], **_) -> Iterator[str]:
     for s in g.synapses.values():
         if s.src not in g.groups or s.dst not in g.groups:
             continue
@@ -234,7 +241,7 @@ def _rule_timing(g: Graph, max_delay: int = SYNAPSE_DELAY_MAX, **_) -> Iterator[
         if s.delay < 0:
             yield f"synapse {s.name}: negative delay {s.delay} (destination runs before its source)"
         if s.delay > max_delay:
-            yield f"synapse {s.name}: delay {s.delay} exceeds the limit of {max_delay} steps"
+            yield f"synapse {s.name}: delay {s.delay} exceeds the limit of {max_delay} steps (max_synapse_delay)"
         if g.groups[s.src].send == "delta" and s.weight_exp != 0:
             yield f"synapse {s.name}: delta sender {s.src} needs weight_exp 0 for exact reconstruction, has {s.weight_exp}"
 
@@ -243,6 +250,10 @@ RULES = [_rule_references, _rule_shapes, _rule_programs, _rule_widths, _rule_tim
 
 
 def problems(g: Graph, **limits) -> list[str]:
+    """Every problem of ``g``; ``limits``: the hardware figures to check against (module docstring)."""
+    unknown = set(limits) - set(LIMITS)
+    if unknown:
+        raise TypeError(f"unknown validator limit(s) {sorted(unknown)}; known: {', '.join(LIMITS)}")
     out: list[str] = []
     for rule in RULES:
         out.extend(rule(g, **limits))

@@ -76,7 +76,7 @@ class Counters:
                     msgs_between_chips=int(self.msgs_between_chips.sum()), payload_bits=int(self.payload_bits.sum()))
 
 
-def _prepare_synapse(s: SynapseGroup, slices, msg_bits: int = 24) -> _Syn:
+def _prepare_synapse(s: SynapseGroup, slices, msg_bits: int) -> _Syn:
     """Pick the cheapest exact representation: a dense int8 block for dense-ish matrices (ternary
     projections are ~2/3 non-zero: one byte per weight reads less memory than CSR's index per synapse),
     ±1 index lists for sparse ternary, CSR otherwise. All give the same integers."""

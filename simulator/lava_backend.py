@@ -38,20 +38,39 @@ import numpy as np
 from mflc.ir import fixedpoint as fp
 from mflc.ir.errors import MflcError
 from mflc.ir.graph import Graph, NeuronGroup, SynapseGroup
+from mflc.ir.hardware import LAVA_LIMITS
 from mflc.ir.validate import validate
 
 from .program import run_program
 from .reference import RunResult, injection_steps
 
-LAVA_ACC_BITS = 32          # Lava's fixed_pt Dense/Sparse: int32 weights · int32 spikes, numpy int32 (wraps)
-LAVA_MSG_BITS = 24          # graded-spike port precision declared by our neuron model (= fp.MSG_BITS_MAX)
-LAVA_WEIGHT_BITS = 8        # Lava clips weights to 8 bits (2**8 magnitude range, sign mode dependent)
-LAVA_DELAY_MAX = 63         # DelayDense / DelaySparse fixed_pt refuse delays above 63
+# What Lava's fixed-point models run is fixed by Lava, not by a hardware profile; the figures are written once,
+# in mflc.ir.hardware.LAVA_LIMITS (the default profile's widths are these), and ``lava_problems`` refuses a
+# profile that asks for more than Lava runs.
+LAVA_ACC_BITS = LAVA_LIMITS["accumulator_bits"]   # Lava's fixed_pt Dense/Sparse: int32 weights · int32 spikes (wraps)
+LAVA_MSG_BITS = LAVA_LIMITS["max_msg_bits"]       # graded-spike port precision declared by our neuron model
+LAVA_WEIGHT_BITS = LAVA_LIMITS["weight_bits"]     # Lava clips weights to 8 bits (2**8 magnitude, sign mode dependent)
+LAVA_DELAY_MAX = LAVA_LIMITS["max_synapse_delay"]  # DelayDense / DelaySparse fixed_pt refuse delays above this
 SPARSE_MAX_DENSITY = 0.25   # below this density a synapse group becomes Lava Sparse (CSR), else Dense
 
 
 class LavaExportError(MflcError):
     """The graph cannot be expressed exactly with Lava's processes (a width or delay limit)."""
+
+
+def lava_problems(hw) -> list[str]:
+    """Why Lava cannot run graphs made for the hardware profile ``hw`` ([] if it can): each figure of
+    ``LAVA_LIMITS`` the profile sets above what Lava's fixed-point models run (a narrower one is fine)."""
+    return [f"hardware figure {k} = {getattr(hw, k)} ({hw.figure(k)['source']}) is above the {v} that Lava's "
+            f"fixed-point models run" for k, v in LAVA_LIMITS.items() if getattr(hw, k) > v]
+
+
+def check_profile_for_lava(hw) -> None:
+    """Raise LavaExportError when ``hw`` (a build's hardware profile, e.g. compiled with ``--hw``) asks for
+    more than Lava runs."""
+    found = lava_problems(hw)
+    if found:
+        raise LavaExportError(f"profile {hw.name!r} cannot be exported to Lava: " + "; ".join(found))
 
 
 def import_lava() -> None:
@@ -192,11 +211,14 @@ def _neuron_ports(g: Graph, name: str) -> dict[str, list[str]]:
 
 
 def plan_lava(g: Graph, tokens=(), schedule: str = "sequential", mixed_shift: int = 1,
-              sparse_max_density: float = SPARSE_MAX_DENSITY) -> dict:
+              sparse_max_density: float = SPARSE_MAX_DENSITY, hw=None) -> dict:
     """The Lava process network for ``g`` as plain data: processes, ports, connections, weight encodings.
 
     Needs no Lava; ``export_lava`` instantiates exactly this plan, and ``mflc export-lava`` writes it as JSON.
+    ``hw``: the hardware profile ``g`` was built for (a build's), refused if Lava cannot run it.
     """
+    if hw is not None:
+        check_profile_for_lava(hw)
     validate(g)
     tokens = [int(t) for t in tokens]
     depth = g.depth
@@ -416,7 +438,7 @@ class LavaNetwork:
 
 
 def export_lava(graph: Graph, tokens, schedule: str = "sequential", mixed_shift: int = 1,
-                sparse_max_density: float = SPARSE_MAX_DENSITY) -> LavaNetwork:
+                sparse_max_density: float = SPARSE_MAX_DENSITY, hw=None) -> LavaNetwork:
     """Build the Lava process network that runs ``tokens`` through ``graph`` (see the module doc)."""
     _require_lava()
     from lava.proc.dense.process import DelayDense, Dense
@@ -430,7 +452,7 @@ def export_lava(graph: Graph, tokens, schedule: str = "sequential", mixed_shift:
     if not tokens:
         raise MflcError("export_lava needs at least one token (the input RingBuffer holds the token sequence)")
     g = graph
-    plan = plan_lava(g, tokens, schedule, mixed_shift, sparse_max_density)
+    plan = plan_lava(g, tokens, schedule, mixed_shift, sparse_max_density, hw)
     L = _lava_classes()
     net = LavaNetwork(g, tokens, schedule, plan["injection_steps"], plan["steps"], plan)
     for name, grp in g.groups.items():

@@ -33,6 +33,7 @@ def compile(model: str | Path | None = None, out: str | Path = None, *, options=
     from mflc.compiler.model.quantize import QuantizedModel, QuantOptions, quantize
     from mflc.compiler.chip.report import build_report
     from mflc.ir.errors import ConfigError, FitError
+    from mflc.ir.validate import validate
 
     if out is None:
         raise ConfigError("compile needs an output directory (out=...)")
@@ -58,6 +59,7 @@ def compile(model: str | Path | None = None, out: str | Path = None, *, options=
             del w                                    # the float weights are not needed past quantization
     with _stage(stages, "lowering to IR"):
         g = lower(qm)
+        validate(g, **profile.ir_limits())           # against the build's hardware (--hw max_msg_bits=16, ...)
     with _stage(stages, "laying out on Loihi 2"):
         placed, lay = layout_graph(g, profile, system)
         problems = check_layout(lay, placed, profile)

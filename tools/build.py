@@ -289,7 +289,7 @@ class Build:
         """(quantized model, placed IR, core map), once the placed IR validates and the layout places it
         legally: the checks an executor relies on (a hand-edited build with regenerated hashes would
         otherwise reach the engine and fail there with a bare KeyError). A BuildError names the first problem."""
-        for c in (self._run("placed IR validates", lambda: self._validate(self.placed, "placed_ir")),
+        for c in (self._run("placed IR validates", lambda: self._validate(self.placed, "placed_ir", self.hardware)),
                   self._run("layout is legal", self._check_layout)):
             if not c.ok:
                 more = f" (and {len(c.problems) - 1} more; `mflc verify` lists them)" if len(c.problems) > 1 else ""
@@ -301,8 +301,8 @@ class Build:
         """Every static check of the build, in order; each stops at its own failure, never at another's."""
         out = [Check("integrity", True, f"{len(self.manifest['files'])} files match {MANIFEST} (SHA-256)",
                      self.hash_seconds)]
-        out.append(self._run("ir validates", lambda: self._validate(self.graph, "ir")))
-        out.append(self._run("placed IR validates", lambda: self._validate(self.placed, "placed_ir")))
+        out.append(self._run("ir validates", lambda: self._validate(self.graph, "ir", self.hardware)))
+        out.append(self._run("placed IR validates", lambda: self._validate(self.placed, "placed_ir", self.hardware)))
         out.append(self._run("layout is legal", self._check_layout))
         out.append(self._run("placed IR is a partition of the IR", self._check_partition))
         out.append(self._run("same source", self._check_source))
@@ -317,10 +317,10 @@ class Build:
         return Check(name, not problems, detail if not problems else problems[0], time.perf_counter() - t0, problems)
 
     @staticmethod
-    def _validate(g, what: str):
+    def _validate(g, what: str, hw):
         from mflc.ir.validate import problems
 
-        found = problems(g)
+        found = problems(g, **hw.ir_limits())     # the build's hardware figures, not the defaults
         return [f"{what}/: {p}" for p in found], f"{len(g.groups)} groups, {len(g.synapses)} synapse groups"
 
     def _check_layout(self):
@@ -367,7 +367,7 @@ class Build:
     def _check_partition(self):
         from mflc.compiler.chip.partition_check import check_partition
 
-        found = check_partition(self.graph, self.placed)
+        found = check_partition(self.graph, self.placed, self.hardware)
         return [f"placed_ir/: {p}" for p in found], "split pieces reassemble the IR's integers exactly"
 
     def _check_source(self):

@@ -68,11 +68,13 @@ def ir_cmd(build: Path = typer.Argument(..., help="Build directory from `mflc co
            json_out: bool = typer.Option(False, "--json")):
     """Summarise a compiled IR: groups, neurons, synapses, weight density, bit widths."""
     from mflc.compiler.chip.summary import ir_summary
+    from mflc.build import Build
     from mflc.ir.validate import problems
 
-    g = load_build_graph(build)
+    b = Build.load(build)
+    g = b.graph
     s = ir_summary(g)
-    s["problems"] = problems(g)
+    s["problems"] = problems(g, **b.hardware.ir_limits())
     if json_out:
         emit_json(s)
         return

@@ -304,12 +304,9 @@ def load_cost_params(path, base: CostParams | None = None) -> CostParams:
 
 
 # ---- core maps ---------------------------------------------------------------------------------------
-LOIHI2_NEURONS_PER_CORE = 8192          # INTEL_BRIEF
-LOIHI2_SYNAPSE_BYTES_PER_CORE = 128 * 1024   # INTEL_BRIEF ("up to 128 KB synaptic memory")
-LOIHI2_CORES_PER_CHIP = 128             # INTEL_BRIEF
-
-
-LOIHI1_FANOUT_PER_CORE = 4096          # DAVIES_2018 constraint 3 (Loihi 1); Loihi 2's limit is not public
+# The stand-in placement's limits are figures of the hardware profile (mflc.ir.hardware): neurons_per_core,
+# synaptic_memory_bits / weight_bits synapses, cores_per_chip and estimate_routes_per_core (Loihi 1's
+# 4,096 output routes, a cost assumption distinct from the layout's max_axons_out).
 
 
 def _fanout_per_neuron(g: Graph, max_neurons: int, max_synapses: int) -> dict[str, int]:
@@ -327,14 +324,21 @@ def _fanout_per_neuron(g: Graph, max_neurons: int, max_synapses: int) -> dict[st
     return fan
 
 
-def packed_core_map(g: Graph, max_neurons: int = LOIHI2_NEURONS_PER_CORE,
-                    max_synapses: int = LOIHI2_SYNAPSE_BYTES_PER_CORE, cores_per_chip: int = LOIHI2_CORES_PER_CHIP,
-                    max_fanout: int = LOIHI1_FANOUT_PER_CORE) -> CoreMap:
+def packed_core_map(g: Graph, max_neurons: int | None = None, max_synapses: int | None = None,
+                    cores_per_chip: int | None = None, max_fanout: int | None = None, hw=None) -> CoreMap:
     """A stand-in placement for estimates (not the compiler's layout): groups in graph order, cut into row
     slices and packed first-fit onto cores, a core holding at most ``max_neurons`` neurons,
-    ``max_synapses`` incoming synapses (default: 128 KB of 8-bit weights) and ``max_fanout`` outgoing
-    (neuron, destination core) routes (Loihi 1's 4096; destination cores estimated from each destination
-    group's size); cores fill chips in order."""
+    ``max_synapses`` incoming synapses and ``max_fanout`` outgoing (neuron, destination core) routes
+    (destination cores estimated from each destination group's size); cores fill chips in order. A limit
+    not given is read from the hardware profile ``hw`` (default: loihi2): neurons_per_core,
+    synaptic_memory_bits // weight_bits (128 KB of 8-bit weights), cores_per_chip, estimate_routes_per_core."""
+    from mflc.ir.hardware import DEFAULT
+
+    hw = DEFAULT if hw is None else hw
+    max_neurons = hw.neurons_per_core if max_neurons is None else max_neurons
+    max_synapses = hw.synaptic_memory_bits // hw.weight_bits if max_synapses is None else max_synapses
+    cores_per_chip = hw.cores_per_chip if cores_per_chip is None else cores_per_chip
+    max_fanout = hw.estimate_routes_per_core if max_fanout is None else max_fanout
     rows: dict[str, np.ndarray] = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items()}
     for s in g.synapses.values():
         rows[s.dst] += s.row_counts()

@@ -1,8 +1,7 @@
 """Loihi 2 resource model: per-core limits, how a core's contents are costed, chips and systems.
 
-Every figure is a field of ``HardwareProfile`` whose metadata gives its unit, source and confidence
-(``FIGURES`` collects them; docs/layout.md prints the same table). A user overrides any figure with a
-JSON hardware profile (``load_profile``); the overridden figure then carries the file as its source.
+Every figure is a field of ``HardwareProfile``, defined in ``mflc.ir.hardware`` (the one place a hardware
+figure is written; re-exported here with ``FIGURES``, ``PROFILES``, ``load_profile``, ``resolve_profile``).
 
 How a core is costed (``Costs.core``, the single definition used by the partitioner, the placer and the
 independent layout checker). On Loihi a neuron's incoming synapses live on the neuron's own core, so a
@@ -31,102 +30,18 @@ weights, so virtual skeleton graphs are costed like real ones.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from mflc.ir import fixedpoint as fp
 from mflc.ir.errors import ConfigError
 from mflc.ir.graph import Graph, SynapseGroup
-from mflc.ir.schema import read_json
-
-# ---- sources ------------------------------------------------------------------------------------------
-INTEL_BRIEF = ("Intel Labs, 'Taking neuromorphic computing to the next level with Loihi 2', technology brief "
-               "(2021): 128 neurocores per chip, up to 1 M neurons (8,192 per core) and 120 M synapses per chip")
-LOCAL_SRAM = ("Loihi 2 launch coverage of the Intel brief (e.g. fbhtechinfo.com, 2021): '128 Kbyte of local SRAM "
-              "for each core, flexibly partitioned'; equal to Loihi 1's 16,384 x 64-bit synapse memory "
-              "(nengo-loihi block.py); 120 M synapses/chip over 120-128 cores is ~1 M one-bit weights per core")
-FLEX_192 = ("assumption: the project's reading of the Intel brief gives up to 192 KB of flexibly allocated memory "
-            "per core (not found in the stored copies); 192 KB - 128 KB of synaptic memory = 64 KB for neuron "
-            "state, i.e. 64 bits for each of 8,192 neurons")
-OPEN_NEURO = "open-neuromorphic.org Loihi 2 page and secondary summaries: '120-128 neuro-cores per chip'"
-DAVIES_2018 = ("M. Davies et al., 'Loihi: a neuromorphic manycore processor with on-chip learning', IEEE Micro 38(1), "
-               "2018 (Loihi 1: 4,096 input axons and 4,096 output axons per core); Loihi 2's figures are not public")
-AXONS = ("assumption scaled from " + DAVIES_2018 + ": Loihi 1 had 4,096 input and 4,096 output axons for 1,024 "
-         "neurons per core (4 per neuron); at Loihi 2's 8,192 neurons per core the same ratio gives 32,768 (4,096 "
-         "would not give every neuron of a full core even one route)")
-PAPER = ("Abreu, Shrestha, Zhu, Eshraghian, arXiv:2503.18002: weights quantized to 8 bits on chip; Lava Dense "
-         "num_weight_bits <= 8 (lava proc/dense)")
-LAVA_STATE = "Lava fixed-point neuron models (proc/lif, proc/graded): 24-bit state words; mflc.ir.fixedpoint.STATE_BITS_MAX"
-LAVA_ACC = "Lava Dense fixed point accumulates in int32; mflc.ir.fixedpoint.ACC_BITS"
-LAVA_MSG = "Lava proc/graded, proc/prodneuron: 24-bit graded-spike payload; mflc.ir.fixedpoint.MSG_BITS_MAX"
-ASSUMED = "assumption (no public figure)"
+from mflc.ir.hardware import (FIGURE_KEYS, FIGURES, PROFILES, HardwareProfile,  # noqa: F401 (re-exported)
+                              load_profile, resolve_profile)
 
 
-def _fig(default, unit: str, source: str, confidence: str, note: str = ""):
-    return field(default=default, metadata=dict(unit=unit, source=source, confidence=confidence, note=note))
-
-
-@dataclass(frozen=True)
-class HardwareProfile:
-    """The figures of one Loihi 2 configuration. All sizes are integers; memory is counted in bits."""
-
-    name: str = "loihi2"
-    neurons_per_core: int = _fig(8192, "neurons", INTEL_BRIEF, "high", "1 M neurons per chip / 128 cores")
-    cores_per_chip: int = _fig(128, "cores", INTEL_BRIEF, "high", "some reports say 120 usable: profile loihi2_120")
-    synaptic_memory_bits: int = _fig(128 * 1024 * 8, "bits", LOCAL_SRAM, "medium",
-                                     "128 KiB; the split between synaptic and neuron memory is flexible on chip")
-    neuron_memory_bits: int = _fig(64 * 1024 * 8, "bits", FLEX_192, "low", "64 KiB of neuron state per core")
-    program_memory_instr: int = _fig(1024, "microcode instructions", ASSUMED + ": neuron microcode store per core",
-                                     "low")
-    microcode_per_op: int = _fig(8, "microcode instructions per IR op", ASSUMED
-                                 + ": an op-library instruction (rescale, lut, rms_apply, ...) expands to <= 8 "
-                                 "microcode instructions", "low")
-    max_axons_in: int = _fig(32768, "input axons", AXONS, "low", "Loihi 1: 4,096")
-    max_axons_out: int = _fig(32768, "routing entries", AXONS, "low",
-                              "(neuron, destination core) pairs; Loihi 1: 4,096")
-    weight_bits: int = _fig(8, "bits per weight", PAPER, "medium",
-                            "ternary weights need only 2 (Lava Dense num_weight_bits can be set lower)")
-    sparse_index_bits: int = _fig(13, "bits per sparse synapse index", ASSUMED
-                                  + ": a neuron index within a core (log2 8192)", "low")
-    row_overhead_bits: int = _fig(32, "bits per stored row", ASSUMED + ": one list header word per (row, synapse group)",
-                                  "low")
-    state_word_bits: int = _fig(24, "bits", LAVA_STATE, "medium")
-    accumulator_bits: int = _fig(32, "bits per dendritic accumulator slot", LAVA_ACC, "medium")
-    neuron_overhead_bits: int = _fig(16, "bits per neuron", ASSUMED + ": per-neuron configuration (program pointer, "
-                                     "flags)", "low")
-    max_msg_bits: int = _fig(24, "bits", LAVA_MSG, "high", "widest graded spike: bounds a partial sum's width")
-    sources: dict = field(default_factory=dict, compare=False)   # figure -> (source, confidence) of overrides
-
-    def figure(self, key: str) -> dict:
-        f = {x.name: x for x in fields(self)}[key]
-        src, conf = self.sources.get(key, (f.metadata["source"], f.metadata["confidence"]))
-        return dict(name=key, value=getattr(self, key), unit=f.metadata["unit"], source=src, confidence=conf,
-                    note=f.metadata.get("note", ""))
-
-    def figures(self) -> list[dict]:
-        return [self.figure(k) for k in FIGURE_KEYS]
-
-    def to_dict(self) -> dict:
-        return dict(name=self.name, **{k: getattr(self, k) for k in FIGURE_KEYS},
-                    sources={k: list(v) for k, v in self.sources.items()})
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "layout") -> "HardwareProfile":
-        return _profile_from_mapping(d, source, base=cls())
-
-
-FIGURE_KEYS = tuple(f.name for f in fields(HardwareProfile) if "unit" in f.metadata)
-FIGURES: dict[str, dict] = {k: HardwareProfile().figure(k) for k in FIGURE_KEYS}
-
-PROFILES: dict[str, HardwareProfile] = {
-    "loihi2": HardwareProfile(),
-    "loihi2_120": HardwareProfile(name="loihi2_120", cores_per_chip=120,
-                                  sources={"cores_per_chip": (OPEN_NEURO, "medium")}),
-}
-
-
+# ---- systems (boards of chips) -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class System:
     name: str
@@ -155,89 +70,6 @@ def get_system(name: str | None) -> System | None:
 def smallest_system(chips: int) -> System | None:
     fit = [s for s in SYSTEMS.values() if s.chips >= chips]
     return min(fit, key=lambda s: s.chips) if fit else None
-
-
-# ---- profile files ----------------------------------------------------------------------------------------
-_MIN = {"row_overhead_bits": 0, "neuron_overhead_bits": 0, "sparse_index_bits": 1}
-
-
-def _profile_from_mapping(raw, source: str, base: HardwareProfile) -> HardwareProfile:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: a hardware profile must be a JSON object of figures, got {type(raw).__name__}")
-    kw: dict = {}
-    sources = dict(base.sources)
-    for key, val in raw.items():
-        if key in ("base", "sources"):
-            continue
-        if key == "name":
-            if not isinstance(val, str) or not val:
-                raise ConfigError(f"{source}: 'name' must be a non-empty string, got {val!r}")
-            kw["name"] = val
-            continue
-        if key not in FIGURE_KEYS:
-            raise ConfigError(f"{source}: unknown key {key!r}; known figures: {', '.join(FIGURE_KEYS)} "
-                              "(and 'name', 'base')")
-        src, conf = f"hardware profile {source}", "user"
-        if isinstance(val, dict):
-            extra = set(val) - {"value", "source", "confidence"}
-            if extra or "value" not in val:
-                raise ConfigError(f"{source}: {key!r} as an object takes 'value' (required), 'source', 'confidence'; "
-                                  f"got keys {sorted(val)}")
-            src, conf = str(val.get("source", src)), str(val.get("confidence", conf))
-            val = val["value"]
-        lo = _MIN.get(key, 1)
-        if isinstance(val, bool) or not isinstance(val, int) or val < lo:
-            raise ConfigError(f"{source}: {key!r} must be an integer >= {lo}, got {val!r}")
-        kw[key] = val
-        sources[key] = (src, conf)
-    if isinstance(raw.get("sources"), dict):        # as written by to_dict (layout files)
-        for k, v in raw["sources"].items():
-            if k in FIGURE_KEYS and isinstance(v, (list, tuple)) and len(v) == 2:
-                sources[k] = (str(v[0]), str(v[1]))
-    return replace(base, sources=sources, **kw)
-
-
-def load_profile(path) -> HardwareProfile:
-    """A hardware profile from a JSON file: {"figure": value or {"value", "source", "confidence"}, ...},
-    optionally "name" and "base" (a built-in profile to start from, default loihi2)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: hardware profile file not found")
-    raw = read_json(p, ConfigError)
-    base_name = raw.get("base", "loihi2") if isinstance(raw, dict) else "loihi2"
-    if base_name not in PROFILES:
-        raise ConfigError(f"{p}: 'base' is {base_name!r}; choose one of {', '.join(PROFILES)}")
-    hw = _profile_from_mapping(raw, str(p), PROFILES[base_name])
-    if "name" not in raw:
-        hw = replace(hw, name=f"{base_name} + {p.name}")
-    return hw
-
-
-def resolve_profile(spec, overrides: list[str] | None = None) -> HardwareProfile:
-    """A built-in profile by name (loihi2, loihi2_120), a JSON file, or the default when None; then
-    ``overrides``, "figure=value" strings (the CLI's --hw), for what-if questions without a file."""
-    if spec is None:
-        hw = PROFILES["loihi2"]
-    elif isinstance(spec, HardwareProfile):
-        hw = spec
-    elif str(spec) in PROFILES:
-        hw = PROFILES[str(spec)]
-    else:
-        hw = load_profile(spec)
-    if not overrides:
-        return hw
-    raw: dict = {}
-    for item in overrides:
-        key, sep, val = str(item).partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--hw {item!r}: expected FIGURE=VALUE, e.g. weight_bits=2")
-        try:
-            raw[key] = int(val)
-        except ValueError:
-            raise ConfigError(f"--hw {item!r}: VALUE must be an integer") from None
-    out = _profile_from_mapping(raw, "--hw", hw)
-    return replace(out, name=f"{hw.name} + " + ", ".join(f"{k}={v}" for k, v in raw.items()))
 
 
 # ---- usage kinds --------------------------------------------------------------------------------------------

@@ -30,18 +30,19 @@ from bisect import bisect_right
 
 import numpy as np
 
-from mflc.ir.fixedpoint import MSG_BITS_MAX
+from mflc.ir.hardware import DEFAULT, HardwareProfile
 from mflc.ir.graph import Graph, Instr
 
 _PART = re.compile(r"^(?P<syn>.+)#part(?P<k>\d+)$")
 _COPY = [Instr.make("copy", "y", "x")]
 
 
-def check_partition(unsplit: Graph, placed: Graph) -> list[str]:
-    """Every reason why ``placed`` is not exactly a fan-in-split partition of ``unsplit`` ([] if it is)."""
+def check_partition(unsplit: Graph, placed: Graph, hw: HardwareProfile | None = None) -> list[str]:
+    """Every reason why ``placed`` is not exactly a fan-in-split partition of ``unsplit`` ([] if it is);
+    widened messages and partial sums are bounded by ``hw.max_msg_bits`` (default profile: loihi2)."""
     out: list[str] = []
     try:
-        _check(unsplit, placed, out)
+        _check(unsplit, placed, out, (hw or DEFAULT).max_msg_bits)
     except Exception as e:  # noqa: BLE001 - the check reports, it never raises
         out.append(f"the partition check could not finish: {type(e).__name__}: {e}")
     return out
@@ -141,7 +142,7 @@ def _row_sums(indptr: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 # ---- the check ----------------------------------------------------------------------------------------------
-def _check(u: Graph, p: Graph, out: list[str]) -> None:
+def _check(u: Graph, p: Graph, out: list[str], msg_bits: int) -> None:
     for what, g in (("unsplit IR", u), ("placed graph", p)):
         for attr, typ in (("groups", dict), ("synapses", dict), ("inputs", list), ("outputs", list),
                           ("host_tensors", dict), ("state", dict), ("meta", dict)):
@@ -186,7 +187,7 @@ def _check(u: Graph, p: Graph, out: list[str]) -> None:
     senders = {s.src for s in p.synapses.values()}
     for name, ug in u.groups.items():
         _guard(out, f"group {name}", _check_group, name, ug, p, new_stage, name in split_dsts and name not in senders,
-               out)
+               out, msg_bits)
 
     # synapse groups: kept ones identical, split ones as their pieces; everything in placed claimed once
     claimed: set[str] = set()
@@ -200,7 +201,8 @@ def _check(u: Graph, p: Graph, out: list[str]) -> None:
         into.setdefault(s.dst, []).append(s)
         outof.setdefault(s.src, []).append(s)
     for name, ks in splits.items():
-        _guard(out, f"synapse {name}", _check_split, name, ks, u, p, into, outof, new_stage, claimed, out)
+        _guard(out, f"synapse {name}", _check_split, name, ks, u, p, into, outof, new_stage, claimed, out,
+               msg_bits)
     for name, s in p.synapses.items():
         if name not in claimed:
             out.append(f"synapse {name} ({getattr(s, 'src', '?')} -> {getattr(s, 'dst', '?')}.{getattr(s, 'port', '?')}): "
@@ -225,7 +227,7 @@ def _check_delay(name, s, p: Graph, out: list[str]) -> None:
                    f"{dst.stage} - {src.stage} - 1 = {want}")
 
 
-def _check_group(name, ug, p: Graph, new_stage, may_widen: bool, out: list[str]) -> None:
+def _check_group(name, ug, p: Graph, new_stage, may_widen: bool, out: list[str], msg_bits: int) -> None:
     pg = p.groups.get(name)
     if pg is None:
         out.append(f"group {name}: missing from the placed graph")
@@ -254,9 +256,9 @@ def _check_group(name, ug, p: Graph, new_stage, may_widen: bool, out: list[str])
         out.append(f"{w}: stage {pg.stage} in the placed graph, expected {want} (unsplit stage {ug.stage} moved by "
                    f"the {want - ug.stage} split stage(s) at or before it)")
     if pg.out_bits != ug.out_bits:
-        if not may_widen or not ug.out_bits < pg.out_bits <= MSG_BITS_MAX:
+        if not may_widen or not ug.out_bits < pg.out_bits <= msg_bits:
             out.append(f"{w}: out_bits {pg.out_bits} in the placed graph vs {ug.out_bits} unsplit (only a split "
-                       f"destination that feeds nothing but the host may widen, up to {MSG_BITS_MAX} bits)")
+                       f"destination that feeds nothing but the host may widen, up to {msg_bits} bits)")
         else:
             need = _output_bound(p, name)
             if need != pg.out_bits:
@@ -313,7 +315,7 @@ def _check_kept(name, us, ps, out: list[str]) -> None:
 
 
 def _check_split(name, ks: dict[int, str], u: Graph, p: Graph, into, outof, new_stage, claimed: set,
-                 out: list[str]) -> None:
+                 out: list[str], msg_bits: int) -> None:
     S = u.synapses[name]
     w = f"synapse {name}"
     K = max(ks) + 1
@@ -428,8 +430,8 @@ def _check_split(name, ks: dict[int, str], u: Graph, p: Graph, into, outof, new_
             if pg.out_bits != need:
                 out.append(f"{pw}: out_bits {pg.out_bits}, but its partial sums of {src.out_bits}-bit inputs range over "
                            f"[{plo}, {phi}], which needs {need} bits")
-            if need > MSG_BITS_MAX:
-                out.append(f"{pw}: its partial sums need {need} bits, more than a {MSG_BITS_MAX}-bit message")
+            if need > msg_bits:
+                out.append(f"{pw}: its partial sums need {need} bits, more than a {msg_bits}-bit message")
         # its one output: identity into dst.port
         outs = outof.get(pn, [])
         claimed.update(s.name for s in outs)
