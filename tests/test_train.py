@@ -87,3 +87,25 @@ def test_trained_checkpoint_compiles_and_verifies(trained, tmp_path):
     assert r.exit_code == 0, r.output
     v = json.loads(r.output)
     assert v["ok"] and v["tokens"] == 12
+
+
+def test_parameter_names_are_the_declared_structure():
+    """train.py cannot import mflc, so its module names are checked here against the structure declared in
+    compiler/model/structure.py: the same tensor names with the same shapes."""
+    from mflc.compiler.model.config import ModelConfig
+    from mflc.compiler.model.structure import tensor_shapes
+
+    py = _torch_python()
+    if py is None:
+        if os.environ.get("MFLC_REQUIRE_TRAIN"):
+            pytest.fail("no Python with torch; MFLC_REQUIRE_TRAIN is set")
+        pytest.skip("no Python with torch (run: bash tools/setup.sh --train)")
+    code = ("import json, sys, train\n"
+            "cfg = train.make_config(type('A', (), dict(hidden=8, layers=3, intermediate=12))())\n"
+            "m = train.HGRNBit(cfg)\n"
+            "json.dump(dict(cfg=cfg, shapes=[[k, list(v.shape)] for k, v in m.state_dict().items()]), sys.stdout)\n")
+    r = subprocess.run([py, "-c", code], capture_output=True, text=True, timeout=300, cwd=TRAIN_PY.parent)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout)
+    want = tensor_shapes(ModelConfig.from_dict(got["cfg"]))
+    assert {k: tuple(s) for k, s in got["shapes"]} == want
