@@ -139,13 +139,13 @@ class FloatModel:
     def _mixer_inputs(self, i: int, x: np.ndarray, obs: Observer | None):
         ly = self.layers[i]
         if obs:
-            obs(f"L{i}.x", x)
+            obs(S.site(i, "x"), x)
         u = rms_norm(x, ly["attn_norm"], self.eps)
         if obs:
-            obs(f"L{i}.attn_norm", u)
+            obs(S.site(i, "attn_norm"), u)
         fi, ff, fg = ly["i"](u, obs), ly["f"](u, obs), ly["g"](u, obs)
         if obs:
-            obs(f"L{i}.i", fi), obs(f"L{i}.f", ff), obs(f"L{i}.g", fg)
+            obs(S.site(i, "i"), fi), obs(S.site(i, "f"), ff), obs(S.site(i, "g"), fg)
         beta = self.betas[i]
         f = beta + (1.0 - beta) * sigmoid(ff)
         c = silu(fi) * (1.0 - f)
@@ -154,41 +154,41 @@ class FloatModel:
     def _mixer_output(self, i: int, x, h, g, obs: Observer | None):
         ly = self.layers[i]
         if obs:
-            obs(f"L{i}.h", h)
+            obs(S.site(i, S.STATE_SITE), h)
         gn = rms_norm(g, ly["gn"], self.eps)
         if obs:
-            obs(f"L{i}.gn", gn)
+            obs(S.site(i, "gn"), gn)
         o = gn * silu(h)
         if obs:
-            obs(f"L{i}.o", o)
+            obs(S.site(i, "o"), o)
         a_out = ly["o"](o, obs)
         if obs:
-            obs(f"L{i}.attn_out", a_out)
+            obs(S.site(i, "attn_out"), a_out)
         r = x + a_out
         if obs:
-            obs(f"L{i}.r", r)
+            obs(S.site(i, "r"), r)
         v = rms_norm(r, ly["mlp_norm"], self.eps)
         if obs:
-            obs(f"L{i}.mlp_norm", v)
+            obs(S.site(i, "mlp_norm"), v)
         ab = ly["gate"](v, obs)
         m = self.cfg.m
         a, b = ab[..., :m], ab[..., m:]
         if obs:
-            obs(f"L{i}.a", a), obs(f"L{i}.b", b)
+            obs(S.site(i, "a"), a), obs(S.site(i, "b"), b)
         z = silu(a) * b
         if obs:
-            obs(f"L{i}.z", z)
+            obs(S.site(i, "z"), z)
         mo = ly["down"](z, obs)
         if obs:
-            obs(f"L{i}.mlp_out", mo)
+            obs(S.site(i, "mlp_out"), mo)
         return r + mo
 
     def _head(self, x, obs: Observer | None):
         if obs:
-            obs("final.x", x)
+            obs(S.FINAL_NORM.src_site, x)
         xn = rms_norm(x, self.final_norm, self.eps)
         if obs:
-            obs("final.norm", xn)
+            obs(S.FINAL_NORM.key, xn)
         return self.head(xn, obs)
 
     def step(self, token: int, state: np.ndarray, observe: Observer | None = None):

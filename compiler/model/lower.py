@@ -21,6 +21,7 @@ from mflc.ir.validate import validate
 
 from .csr import synapses_from_dense
 from .quantize import QuantizedModel
+from .structure import next_x
 
 I = Instr.make
 
@@ -170,7 +171,7 @@ def _lower_channel_mixer(b: _Builder, i: int, r: str) -> str:
     """mlp_norm → (inner norm) → gate_proj → GLU → (inner norm) → down_proj → residual."""
     qm, inner = b.qm, not b.qm.options.remove_inner_norm
     L, layer, m = f"L{i}.", i, qm.cfg.m
-    nxt = f"L{i + 1}.x" if i + 1 < qm.cfg.L else "final.x"
+    nxt = next_x(qm.cfg, i)
     vm = b.norm(L + "mlp_norm", r, L + "r", L + "mlp_norm", L + "mlp_norm", layer)
     vg = b.norm(L + "gate_in", vm, L + "v", L + "gate_in", L + "gate_in", layer) if inner else vm
     glu = b.group(L + "glu", m, ["pa", "pb"], [

@@ -48,7 +48,7 @@ MSE_MAX_CLIP_OCTAVES = 3    # the "mse" search tries scales up to 2^3 finer than
 @dataclass
 class QuantOptions:
     act_bits: int = 8
-    state_bits: int = 24
+    state_bits: int = fp.STATE_BITS_MAX        # the neuron state word (hardware figure state_word_bits)
     site_bits: dict = field(default_factory=dict)   # per site kind, e.g. {"r": 12, "x": 12}
     # Sites that keep at least this many bits whatever act_bits says (explicit site_bits still win); {}
     # gives the paper's uniform widths. 12 bits is well inside a 24-bit graded spike.
@@ -262,9 +262,9 @@ def _check_meta(meta: dict, sites: dict, tensor_names, opts: QuantOptions, jf: P
         raise CheckpointError(f"{jf}: meta.absmean: weight scale {k!r} is missing (tensor W.{k} needs it)")
     for k in sorted(have - want):
         raise CheckpointError(f"{jf}: meta.absmean: unexpected {k!r} (no tensor W.{k})")
-    head_in = "final.norm" if opts.remove_inner_norm else "head.in"
-    if "head" in have and head_in in sites:
-        again = meta["absmean"]["head"] * sites[head_in]["scale"]
+    head_in = S.HEAD.src_site if opts.remove_inner_norm else S.HEAD.in_site
+    if S.HEAD.key in have and head_in in sites:
+        again = meta["absmean"][S.HEAD.key] * sites[head_in]["scale"]
         if meta["logit_scale"] != again:
             raise CheckpointError(f"{jf}: meta.logit_scale is {meta['logit_scale']!r}, but meta.absmean.head × "
                                   f"sites.{head_in}.scale = {again!r}")
@@ -277,8 +277,7 @@ def _check_site_scales(sites: dict, opts: QuantOptions, jf: Path) -> None:
     if opts.scale_method != "max":
         return
     for name, site in sites.items():
-        kind = name.split(".", 1)[1] if name.startswith("L") and "." in name else name
-        head = opts.state_headroom_bits if kind == "h" else 0
+        head = opts.state_headroom_bits if site_kind(name) == S.STATE_SITE else 0
         s, frac = _site_scale(site["amax"], site["bits"], opts.pow2, head)
         if (site["scale"], site["frac"]) != (s, frac):
             raise CheckpointError(f"{jf}: sites.{name}: scale {site['scale']!r} / frac {site['frac']!r}, but amax "
