@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from mflc.cli import resolve_model, app, check_out_dir, emit_json, guarded, kv_table, out, progress_bar
+from mflc.ir import fixedpoint as fp
 from mflc.ir.errors import ConfigError
 
 
@@ -72,7 +73,7 @@ CalibOpt = typer.Option(None, "--calib", help="Calibration text file (default: t
                         "else the evaluated text's first 256 tokens (eval), else random tokens).")
 CalibTokensOpt = typer.Option(None, "--calib-tokens", help="Use at most this many calibration tokens (default: all of a file, 256 otherwise).")
 ActBits = typer.Option(8, help="Bits of every activation quantization site.")
-StateBits = typer.Option(24, help="Bits of the recurrent state h (<= 24).")
+StateBits = typer.Option(fp.STATE_BITS_MAX, help=f"Bits of the recurrent state h (<= {fp.STATE_BITS_MAX}).")
 SiteBits = typer.Option(None, "--site-bits", help="Per-site override, e.g. --site-bits r=12 (repeatable). The product "
                         "sites o and z default to 12 bits (docs/accuracy.md); see --uniform.")
 Uniform = typer.Option(False, "--uniform", help="The paper's scheme: every site --act-bits wide, o and z included "
