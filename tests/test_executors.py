@@ -69,6 +69,7 @@ def test_every_executor_gives_the_same_integers(tiny_qm, tiny_graph, tokens):
 def test_stepping_equals_one_whole_run(tiny_qm, tiny_graph, tokens, chunk):
     for n in _fast_names():
         ex = E.create(n, qm=tiny_qm, graph=tiny_graph)
+        assert isinstance(ex, E.Executor) and ex.name == n
         whole = ex.run(tokens)
         ex.reset()                                   # reset: the same run again
         assert _equal(ex.run(tokens), whole), n
