@@ -34,7 +34,24 @@ def synapse_encoding(s: SynapseGroup) -> str:
     return "csr"
 
 
-def save_graph(g: Graph, path: str | Path) -> None:
+def _same_arrays(s: SynapseGroup, t: SynapseGroup | None) -> bool:
+    return t is not None and tuple(s.shape) == tuple(t.shape) and s.values is not None and t.values is not None \
+        and np.array_equal(s.indptr, t.indptr) and np.array_equal(s.indices, t.indices) \
+        and np.array_equal(s.values, t.values)
+
+
+def _shared(a: np.ndarray) -> np.ndarray:
+    """A read-only view of an array two graphs share: editing one graph's copy must not edit the other's
+    unseen (the partition check compares them), so an edit raises; copy first to change it."""
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+def save_graph(g: Graph, path: str | Path, base: Graph | None = None) -> None:
+    """Write ``g``; with ``base`` (the graph stored beside it, e.g. a build's unsplit IR), every synapse
+    group and host table whose integers equal the base's is written as a reference to it ("base"),
+    so a placed IR holds only what splitting changed."""
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
@@ -50,8 +67,10 @@ def save_graph(g: Graph, path: str | Path) -> None:
                            program=[[i.op, i.out, list(i.args), dict(i.imm)] for i in grp.program]))
     syns = []
     for s in g.synapses.values():
-        enc = synapse_encoding(s)
-        if enc == "ternary2":
+        enc = "base" if base is not None and _same_arrays(s, base.synapses.get(s.name)) else synapse_encoding(s)
+        if enc == "base":
+            pass
+        elif enc == "ternary2":
             arrays[f"syn/{s.name}/ternary2"] = ternary.pack_csr(s.shape, s.indptr, s.indices, s.values)
         else:
             arrays[f"syn/{s.name}/indptr"] = np.ascontiguousarray(s.indptr, dtype=np.int64)
@@ -59,11 +78,14 @@ def save_graph(g: Graph, path: str | Path) -> None:
             arrays[f"syn/{s.name}/values"] = np.ascontiguousarray(s.values, dtype=np.int8)
         syns.append(dict(name=s.name, src=s.src, dst=s.dst, port=s.port, shape=list(s.shape), encoding=enc,
                          weight_exp=s.weight_exp, delay=s.delay, acc_bits=s.acc_bits, meta=s.meta))
+    host_in_base = sorted(k for k, v in g.host_tensors.items()
+                          if base is not None and k in base.host_tensors and np.array_equal(v, base.host_tensors[k]))
     for k, v in g.host_tensors.items():             # the narrowest integer type that holds the table
-        arrays[f"host/{k}"] = np.ascontiguousarray(v, dtype=_narrowest(v))
+        if k not in host_in_base:
+            arrays[f"host/{k}"] = np.ascontiguousarray(v, dtype=_narrowest(v))
     head = dict(format=FORMAT, version=VERSION, groups=groups, synapses=syns,
                 inputs=[vars(i) for i in g.inputs], outputs=[vars(o) for o in g.outputs],
-                host_tensors=sorted(g.host_tensors), state={k: list(v) for k, v in g.state.items()}, meta=g.meta)
+                host_tensors=sorted(g.host_tensors), host_tensors_in_base=host_in_base, state={k: list(v) for k, v in g.state.items()}, meta=g.meta)
     (d / "graph.json").write_text(json.dumps(head, indent=1) + "\n")
     save_file(arrays, str(d / "graph.safetensors"))
 
@@ -82,13 +104,14 @@ GRAPH_SCHEMA = {
     "format": str, "version": int, "groups": [GROUP_SCHEMA], "synapses": [SYNAPSE_SCHEMA],
     "inputs": [{"name": str, "group": str, "port": str, "table": str, STRICT: True}],
     "outputs": [{"name": str, "group": str, STRICT: True}],
-    "host_tensors": [str], "state": MapOf(Tup(str, str, label="[group, register]")), "meta": Opt(dict),
+    "host_tensors": [str], "host_tensors_in_base": [str], "state": MapOf(Tup(str, str, label="[group, register]")), "meta": Opt(dict),
 }
 
 
-def load_graph(path: str | Path) -> Graph:
+def load_graph(path: str | Path, base: Graph | None = None) -> Graph:
     """The graph of an IR directory; a damaged graph.json or graph.safetensors raises an MflcError naming
-    the file and the field, array, dtype or shape at fault."""
+    the file and the field, array, dtype or shape at fault. ``base``: the graph its "base" references
+    point to (see save_graph)."""
     d = Path(path)
     jf, af = d / "graph.json", d / "graph.safetensors"
     for f in (jf, af):
@@ -145,7 +168,14 @@ def load_graph(path: str | Path) -> Graph:
         rows, cols = sd["shape"]
         if rows < 0 or cols < 0:
             raise MflcError(f"{jf}: {w}.shape: {sd['shape']} has a negative size")
-        if sd["encoding"] == "ternary2":
+        if sd["encoding"] == "base":
+            t = base.synapses.get(n) if base is not None else None
+            if t is None or tuple(t.shape) != (rows, cols) or t.values is None:
+                why = "no base graph was given (open it through its build)" if base is None else \
+                    "the base graph has no such synapse group of that shape"
+                raise MflcError(f"{jf}: {w}: stored as a reference to the unsplit IR, but {why}")
+            indptr, indices, values = (_shared(a) for a in (t.indptr, t.indices, t.values))
+        elif sd["encoding"] == "ternary2":
             key = f"syn/{n}/ternary2"
             indptr, indices, values = ternary.unpack_to_csr(
                 arr(key, np.uint8, (ternary.packed_bytes(rows, cols),), where=w), (rows, cols), f"{af}: array {key!r}")
@@ -157,12 +187,20 @@ def load_graph(path: str | Path) -> Graph:
             indices = arr(f"syn/{n}/indices", np.int32, (nnz,), where=w)
             values = arr(f"syn/{n}/values", np.int8, (nnz,), where=w)
         else:
-            raise MflcError(f"{jf}: {w}.encoding: {sd['encoding']!r}, expected 'csr' or 'ternary2'")
+            raise MflcError(f"{jf}: {w}.encoding: {sd['encoding']!r}, expected 'csr', 'ternary2' or 'base'")
         g.add_synapse(SynapseGroup(n, sd["src"], sd["dst"], sd["port"], (rows, cols), indptr, indices, values,
                                    sd["weight_exp"], sd["delay"], sd["acc_bits"], sd.get("meta", {})))
     g.inputs = [GraphInput(**i) for i in head["inputs"]]
     g.outputs = [GraphOutput(**o) for o in head["outputs"]]
-    g.host_tensors = {k: arr(f"host/{k}", None, ndim=2, where="host_tensors").astype(np.int64, copy=False)
+    in_base = set(head["host_tensors_in_base"])
+    for k in sorted(in_base):
+        if k not in head["host_tensors"] or base is None or k not in base.host_tensors:
+            raise MflcError(f"{jf}: host_tensors_in_base: {k!r} " + (
+                "is not one of host_tensors" if k not in head["host_tensors"] else
+                "refers to the unsplit IR, but no base graph was given (open it through its build)" if base is None
+                else "is not a host table of the base graph"))
+    g.host_tensors = {k: _shared(base.host_tensors[k]) if k in in_base else
+                      arr(f"host/{k}", None, ndim=2, where="host_tensors").astype(np.int64, copy=False)
                       for k in head["host_tensors"]}
     for ii, i in enumerate(g.inputs):
         if i.table not in g.host_tensors:
@@ -171,28 +209,46 @@ def load_graph(path: str | Path) -> Graph:
     return g
 
 
-def graphs_equal(a: Graph, b: Graph) -> bool:
-    """Structural and bit-exact equality of two graphs (used by round-trip tests)."""
-    if set(a.groups) != set(b.groups) or set(a.synapses) != set(b.synapses):
-        return False
+def graph_difference(a: Graph, b: Graph) -> str | None:
+    """The first difference between two graphs, in words (None: equal in structure and in every integer)."""
+    for what, x, y in (("groups", a.groups, b.groups), ("synapse groups", a.synapses, b.synapses)):
+        if set(x) != set(y):
+            only = sorted(set(x) ^ set(y))
+            return f"{what} differ: {', '.join(only[:3])} in only one of them"
     for n, x in a.groups.items():
         y = b.groups[n]
-        if (x.size, x.ports, x.program, x.output, x.out_bits, x.stage, x.registers, x.send, x.meta) != \
-           (y.size, y.ports, y.program, y.output, y.out_bits, y.stage, y.registers, y.send, y.meta):
-            return False
-        for dx, dy in ((x.params, y.params), (x.tables, y.tables)):
-            if set(dx) != set(dy) or any(not np.array_equal(dx[k], dy[k]) for k in dx):
-                return False
+        for f in ("size", "ports", "program", "output", "out_bits", "stage", "registers", "send", "meta"):
+            if getattr(x, f) != getattr(y, f):
+                return f"group {n}: {f} differs"
+        for what, dx, dy in (("param", x.params, y.params), ("table", x.tables, y.tables)):
+            if set(dx) != set(dy):
+                return f"group {n}: {what}s differ"
+            for k in dx:
+                if not np.array_equal(dx[k], dy[k]):
+                    return f"group {n}: {what} {k!r} differs"
     for n, s in a.synapses.items():
         t = b.synapses[n]
-        if (s.src, s.dst, s.port, tuple(s.shape), s.weight_exp, s.delay, s.acc_bits, s.meta) != \
-           (t.src, t.dst, t.port, tuple(t.shape), t.weight_exp, t.delay, t.acc_bits, t.meta):
-            return False
-        if not (np.array_equal(s.indptr, t.indptr) and np.array_equal(s.indices, t.indices)
-                and np.array_equal(s.values, t.values)):
-            return False
-    if [vars(i) for i in a.inputs] != [vars(i) for i in b.inputs] or [vars(o) for o in a.outputs] != [vars(o) for o in b.outputs]:
-        return False
-    if set(a.host_tensors) != set(b.host_tensors) or any(not np.array_equal(a.host_tensors[k], b.host_tensors[k]) for k in a.host_tensors):
-        return False
-    return a.state == b.state and a.meta == b.meta
+        for f in ("src", "dst", "port", "shape", "weight_exp", "delay", "acc_bits", "meta"):
+            if (tuple(getattr(s, f)) if f == "shape" else getattr(s, f)) != \
+                    (tuple(getattr(t, f)) if f == "shape" else getattr(t, f)):
+                return f"synapse {n}: {f} differs"
+        for f in ("indptr", "indices", "values"):
+            if not np.array_equal(getattr(s, f), getattr(t, f)):
+                return f"synapse {n}: weights differ ({f})"
+    if [vars(i) for i in a.inputs] != [vars(i) for i in b.inputs]:
+        return "inputs differ"
+    if [vars(o) for o in a.outputs] != [vars(o) for o in b.outputs]:
+        return "outputs differ"
+    if set(a.host_tensors) != set(b.host_tensors):
+        return "host tables differ"
+    for k in a.host_tensors:
+        if not np.array_equal(a.host_tensors[k], b.host_tensors[k]):
+            return f"host table {k!r} differs"
+    if a.state != b.state:
+        return "state differs"
+    return "graph meta differs" if a.meta != b.meta else None
+
+
+def graphs_equal(a: Graph, b: Graph) -> bool:
+    """Structural and bit-exact equality of two graphs (used by round-trip tests and verify)."""
+    return graph_difference(a, b) is None

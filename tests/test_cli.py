@@ -118,7 +118,7 @@ def test_verify_fails_on_a_corrupted_weight(build, tmp_path):
 
     bad = tmp_path / "bad"
     shutil.copytree(build / "b", bad)
-    graph_dir = bad / "placed_ir"
+    graph_dir = bad / "ir"                          # placed_ir/ refers to it for synapses it did not split
     arrays = load_file(str(graph_dir / "graph.safetensors"))
     key = next(k for k in sorted(arrays) if k.startswith("syn/L0.i_in->L0.mlgru") and k.endswith("/ternary2"))
     packed = arrays[key].copy()                     # 2-bit weights (ir/ternary.py): negate the first eight
@@ -129,12 +129,12 @@ def test_verify_fails_on_a_corrupted_weight(build, tmp_path):
     arrays[key] = packed
     save_file(arrays, str(graph_dir / "graph.safetensors"))
     r = run("verify", bad, "--tokens", "4", ok=False)
-    assert r.exit_code == 1 and "placed_ir/graph.safetensors" in r.output and "SHA-256" in r.output
-    rehash_build(bad)                               # hashes fixed up: the partition check still sees it
+    assert r.exit_code == 1 and "ir/graph.safetensors" in r.output and "SHA-256" in r.output
+    rehash_build(bad)                               # hashes fixed up: re-lowering quant/ still sees it
     r = run("verify", bad, "--tokens", "4", ok=False)
-    assert r.exit_code == 1 and "L0.i_in->L0.mlgru" in r.output and "partition" in r.output
+    assert r.exit_code == 1 and "L0.i_in->L0.mlgru" in r.output and "same source" in r.output
     js = json.loads(run("verify", bad, "--tokens", "4", "--json", ok=False).output)
-    assert js["ok"] is False and js["failed_check"] == "placed IR is a partition of the IR"
+    assert js["ok"] is False and js["failed_check"] == "same source"
 
 
 def test_verify_locates_a_divergence_in_a_corrupted_graph(build):

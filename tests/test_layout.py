@@ -438,10 +438,10 @@ def test_estimate_measures_density_from_weights_and_compile_writes_the_layout(tm
     r = runner.invoke(app, ["compile", str(m), "--out", str(tmp_path / "b"), "--plot", str(tmp_path / "b.png")])
     assert r.exit_code == 0, r.output
     assert "chips needed" in r.output and (tmp_path / "b.png").is_file()
-    from mflc.ir.serialize import load_graph
+    from mflc.build import Build
 
     lay = load_layout(tmp_path / "b" / "layout.json")
-    assert check_layout(lay, load_graph(tmp_path / "b" / "placed_ir")) == []
+    assert check_layout(lay, Build.load(tmp_path / "b").placed) == []
 
 
 def test_hw_overrides_one_figure_at_a_time(tmp_path):

@@ -104,3 +104,29 @@ def test_version_1_ir_asks_for_a_recompile(tmp_path):
     (tmp_path / "g" / "graph.json").write_text(json.dumps(head))
     with pytest.raises(MflcError, match="older mflc.*recompile"):
         load_graph(tmp_path / "g")
+
+
+def test_a_graph_saved_against_a_base_stores_only_what_differs(tmp_path):
+    """A build's placed IR refers to its unsplit IR for every synapse group and host table it did not
+    change; opened without that base it says so, and the shared arrays are read-only."""
+    import json
+
+    rng = np.random.default_rng(1)
+    base = _graph(rng.choice(np.array([0, 1, -1], np.int8), size=(8, 6)))
+    base.host_tensors["emb"] = rng.integers(-128, 128, (5, 6))
+    save_graph(base, tmp_path / "base")
+    save_graph(base, tmp_path / "g", base=base)
+    head = json.loads((tmp_path / "g" / "graph.json").read_text())
+    assert [s["encoding"] for s in head["synapses"]] == ["base"] and head["host_tensors_in_base"] == ["emb"]
+    with pytest.raises(MflcError, match="reference to the unsplit IR, but no base graph"):
+        load_graph(tmp_path / "g")
+    b = load_graph(tmp_path / "base")
+    g = load_graph(tmp_path / "g", base=b)
+    assert graphs_equal(g, base)
+    with pytest.raises(ValueError):
+        g.synapses["a->b"].values[0] = 0            # editing one graph must not edit the other unseen
+    other = _graph(rng.choice(np.array([0, 1, -1], np.int8), size=(8, 6)))
+    with pytest.raises(MflcError, match="no such synapse group|base graph has no"):
+        load_graph(tmp_path / "g", base=_graph(np.ones((3, 2), np.int8)))
+    save_graph(other, tmp_path / "o", base=base)    # different weights: stored, not referenced
+    assert json.loads((tmp_path / "o" / "graph.json").read_text())["synapses"][0]["encoding"] == "ternary2"

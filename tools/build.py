@@ -163,7 +163,7 @@ class Build:
             if model_dir is not None:
                 copy_tokenizer(model_dir, tmp / "quant")
             save_graph(graph, tmp / "ir")
-            save_graph(placed, tmp / "placed_ir")
+            save_graph(placed, tmp / "placed_ir", base=graph)   # only what splitting changed
             save_layout(layout, tmp / "layout.json")
             t0 = time.perf_counter()
             files = {rel: file_sha256(tmp / rel) for rel in _files_under(tmp)}
@@ -266,7 +266,7 @@ class Build:
         """The fan-in split IR the layout places (``placed_ir/``)."""
         from mflc.ir.serialize import load_graph
 
-        return self._get("placed", lambda: load_graph(self.path / "placed_ir"))
+        return self._get("placed", lambda: load_graph(self.path / "placed_ir", base=self.graph))
 
     @property
     def layout(self):
@@ -374,16 +374,17 @@ class Build:
         from dataclasses import asdict
 
         from mflc.compiler.model.lower import lower
-        from mflc.ir.serialize import graphs_equal
+        from mflc.ir.serialize import graph_difference
 
         qm = self.quantized
         found = []
         if asdict(qm.options) != self.manifest["quantization"]:
             found.append(f"quant/: quantization settings differ from {MANIFEST}'s")
         again = lower(qm, check=False)
-        if not graphs_equal(again, self.graph):
-            found.append("ir/: differs from the lowering of quant/ (the IR and the quantized model come from "
-                         "different sources, or one was edited)")
+        diff = graph_difference(again, self.graph)
+        if diff:
+            found.append(f"ir/: differs from the lowering of quant/ ({diff}): the IR and the quantized model "
+                         "come from different sources, or one was edited")
         return found, "ir/ is exactly the lowering of quant/"
 
     # ---- execution --------------------------------------------------------------------------------------
