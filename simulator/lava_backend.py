@@ -524,34 +524,11 @@ def verify_lava(int_model, graph: Graph, tokens, progress=None, schedule: str = 
     n · depth. Returns a ``simulator.verify.VerifyResult``; a divergence names the token and the first
     differing value (Lava records only outputs and states, so no step is located).
     """
-    from .verify import Divergence, VerifyResult, _first_diff
+    from .verify import VerifyResult, compare_run, expected_run
 
     tokens = [int(t) for t in tokens]
-    st = int_model.init_state()
-    want_logits, want_states = [], []
-    for k, t in enumerate(tokens):
-        lg, st = int_model.step(t, st)
-        want_logits.append(lg)
-        want_states.append(st.copy())
-        if progress:
-            progress(k + 1)
+    want_logits, want_states = expected_run(int_model, tokens, progress)
     res = run_lava(graph, tokens, schedule, **kw)
-    got = res.outputs["logits"]
-    compared, div = 0, None
-    out_group = graph.outputs[0].group
-    for k in range(len(tokens)):
-        for i in range(int_model.cfg.L):
-            reg_group, _ = graph.state[f"L{i}.h"]
-            d = _first_diff(want_states[k][i], res.states[f"L{i}.h"][k])
-            compared += want_states[k][i].size
-            if d is not None and div is None:
-                div = Divergence(k, None, None, reg_group, d[0], int(want_states[k][i][d]),
-                                 int(res.states[f"L{i}.h"][k][d]), f"state L{i}.h")
-        d = _first_diff(want_logits[k], got[k])
-        compared += want_logits[k].size
-        if d is not None and div is None:
-            div = Divergence(k, None, None, out_group, d[0], int(want_logits[k][d]), int(got[k][d]), "logit")
-        if div is not None:
-            break
+    compared, div = compare_run(graph, want_logits, want_states, res.outputs, res.states)
     info = {k: v for k, v in res.lava.items() if k != "final_registers"}
     return VerifyResult(div is None, len(tokens), compared, div, dict(lava_steps=res.steps, schedule=schedule, **info))

@@ -55,14 +55,8 @@ def _first_diff(a: np.ndarray, b: np.ndarray):
     return tuple(int(i) for i in idx[0]) if idx.size else None
 
 
-def verify(int_model, graph: Graph, tokens, core_map: CoreMap | None = None, progress=None,
-           reference_graph=None) -> VerifyResult:
-    """``reference_graph``: an independent lowering of the same quantized model (a Graph, or a function
-    that makes one, called only on a mismatch: lowering a large model costs seconds), used only to locate
-    a divergence."""
-    tokens = [int(t) for t in tokens]
-    eng = Engine(graph, core_map)
-    counters = Counters.zeros(eng.cm.n_cores)
+def expected_run(int_model, tokens, progress=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The integer reference model's logits and recurrent states after every token."""
     st = int_model.init_state()
     want_logits, want_states = [], []
     for k, t in enumerate(tokens):
@@ -71,23 +65,25 @@ def verify(int_model, graph: Graph, tokens, core_map: CoreMap | None = None, pro
         want_states.append(st.copy())
         if progress:
             progress(k + 1)
-    fired: dict[tuple[int, str], tuple[int, np.ndarray]] = {}
-    res = eng.run(tokens, "sequential", counters, trace=lambda t, k, name, out: fired.__setitem__((k, name), (t, out.copy())))
-    # the graph says which of its states are the integer model's state rows (layer order) and which
-    # output is the logits (ir.roles)
+    return want_logits, want_states
+
+
+def compare_run(graph: Graph, want_logits, want_states, outputs: dict, states: dict) -> tuple[int, Divergence | None]:
+    """(values compared, first divergence) of a run's outputs and states against the expected ones, token
+    by token, states before logits. The graph says which of its states are the model's state rows (layer
+    order) and which output is the logits (ir.roles), so no name is spelt here."""
     out = logits_output(graph)
-    got_logits = res.outputs[out.name]
-    compared = 0
-    div = None
-    out_group = out.group
+    got_logits = outputs[out.name]
     state_names = recurrent_states(graph)
-    if len(state_names) != int_model.cfg.L:
+    n_layers = len(want_states[0]) if want_states else len(state_names)
+    if len(state_names) != n_layers:
         raise ValueError(f"graph holds {len(state_names)} recurrent state(s) ({', '.join(state_names)}) but the "
-                         f"model has {int_model.cfg.L} layer(s)")
-    for k in range(len(tokens)):
+                         f"model has {n_layers} layer(s)")
+    compared, div = 0, None
+    for k in range(len(want_logits)):
         for i, name in enumerate(state_names):
             reg_group, _ = graph.state[name]
-            got = res.states[name][k]
+            got = states[name][k]
             d = _first_diff(want_states[k][i], got)
             compared += want_states[k][i].size
             if d is not None and div is None:
@@ -95,9 +91,24 @@ def verify(int_model, graph: Graph, tokens, core_map: CoreMap | None = None, pro
         d = _first_diff(want_logits[k], got_logits[k])
         compared += want_logits[k].size
         if d is not None and div is None:
-            div = Divergence(k, None, None, out_group, d[0], int(want_logits[k][d]), int(got_logits[k][d]), "logit")
+            div = Divergence(k, None, None, out.group, d[0], int(want_logits[k][d]), int(got_logits[k][d]), "logit")
         if div is not None:
             break
+    return compared, div
+
+
+def verify(int_model, graph: Graph, tokens, core_map: CoreMap | None = None, progress=None,
+           reference_graph=None) -> VerifyResult:
+    """``reference_graph``: an independent lowering of the same quantized model (a Graph, or a function
+    that makes one, called only on a mismatch: lowering a large model costs seconds), used only to locate
+    a divergence."""
+    tokens = [int(t) for t in tokens]
+    eng = Engine(graph, core_map)
+    counters = Counters.zeros(eng.cm.n_cores)
+    want_logits, want_states = expected_run(int_model, tokens, progress)
+    fired: dict[tuple[int, str], tuple[int, np.ndarray]] = {}
+    res = eng.run(tokens, "sequential", counters, trace=lambda t, k, name, out: fired.__setitem__((k, name), (t, out.copy())))
+    compared, div = compare_run(graph, want_logits, want_states, res.outputs, res.states)
     if div is not None:
         ref = reference_graph() if callable(reference_graph) else reference_graph
         div = _locate(ref or graph, tokens, fired, eng.cm) or div
