@@ -79,3 +79,35 @@ def unpack_to_csr(packed: np.ndarray, shape: tuple[int, int], where: str = "pack
     indices = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int32)
     values = np.concatenate(val_parts) if val_parts else np.zeros(0, np.int8)
     return indptr, indices, values
+
+
+def pack_dense(w: np.ndarray) -> np.ndarray:
+    """The 2-bit packed form of a dense int8 matrix of -1/0/+1 (a quantized model's projection)."""
+    flat = np.ascontiguousarray(w, dtype=np.int8).reshape(-1)
+    out = np.zeros(packed_bytes(flat.size, 1), np.uint8)
+    step = CHUNK_ELEMENTS - CHUNK_ELEMENTS % 4
+    for e0 in range(0, flat.size, step):
+        c = (flat[e0:e0 + step] & 3).astype(np.uint8)
+        c = np.concatenate([c, np.zeros((-c.size) % 4, np.uint8)]).reshape(-1, 4)
+        out[e0 // 4:e0 // 4 + c.shape[0]] = c[:, 0] | (c[:, 1] << 2) | (c[:, 2] << 4) | (c[:, 3] << 6)
+    return out
+
+
+def unpack_dense(packed: np.ndarray, shape: tuple[int, ...], where: str = "packed ternary block") -> np.ndarray:
+    """The dense int8 matrix of a 2-bit packed block; the same errors as ``unpack_to_csr``."""
+    n = int(np.prod(shape)) if len(shape) else 1
+    if packed.dtype != np.uint8 or packed.ndim != 1 or packed.size != packed_bytes(n, 1):
+        raise MflcError(f"{where}: {packed.size} byte(s) of {packed.dtype}, expected {packed_bytes(n, 1)} uint8 "
+                        f"for {n} weights at 2 bits each")
+    if n % 4 and int(packed[-1]) >> (2 * (n % 4)):
+        raise MflcError(f"{where}: padding bits after the last weight are not zero")
+    out = np.empty(n, np.int8)
+    step = CHUNK_ELEMENTS - CHUNK_ELEMENTS % 4
+    for e0 in range(0, n, step):
+        e1 = min(n, e0 + step)
+        codes = ((packed[e0 // 4:(e1 + 3) // 4, None] >> _SHIFTS) & 3).reshape(-1)[:e1 - e0]
+        bad = np.flatnonzero(codes == 2)
+        if bad.size:
+            raise MflcError(f"{where}: code 0b10 at weight {e0 + int(bad[0])} is not a ternary weight")
+        out[e0:e1] = codes.astype(np.int8) - ((codes & 2) << 1).astype(np.int8)
+    return out.reshape(shape)

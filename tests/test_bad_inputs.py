@@ -195,8 +195,8 @@ QUANT_HEAD_CASES = {
     "no_logit_scale": (lambda h: h["meta"].pop("logit_scale"), "meta.logit_scale: missing"),
     "tensor_not_listed": (lambda h: h["tensor_dtypes"].pop("L0.B"), "tensor 'L0.B' is missing (the config and options need it)"),
     "dtype_mismatch_json": (lambda h: _retype(h, "L0.B", "float32"), "tensor_dtypes.L0.B: 'float32', but quant.safetensors holds int64"),
-    "config_larger_than_tensors": (lambda h: h["config"].__setitem__("vocab_size", 300),
-                                   "tensor 'emb.Q': shape [256, 32], expected [300, 32]"),
+    "config_larger_than_tensors": (lambda h: h["config"].__setitem__("vocab_size", 300),  # 2-bit head weights
+                                   "tensor 'W.head': 2048 byte(s) of uint8, expected 2400 uint8 for 9600 weights"),
 }
 
 
@@ -207,10 +207,16 @@ def test_damaged_quant_json(models, tmp_path, case):
 
 
 def test_quant_tensor_of_wrong_shape(models, tmp_path):
-    def edit(a):
+    def edit(a):                      # W.* are stored at 2 bits per weight: one byte short is 4 weights short
         a["W.L1.gate"] = a["W.L1.gate"][:-1].copy()
     d = damaged_quant(models, tmp_path, tensors=edit)
-    bad("verify", d, "--tokens", "1", fragments=["quant.safetensors", "tensor 'W.L1.gate'", "shape [127, 32], expected [128, 32]"])
+    bad("verify", d, "--tokens", "1", fragments=["quant.safetensors", "tensor 'W.L1.gate'", "1023 byte(s)",
+                                                 "expected 1024 uint8 for 4096 weights"])
+
+    def edit_table(a):                # G.* are stored at their narrowest integer type
+        a["G.L0.gn"] = a["G.L0.gn"][:-1].copy()
+    d = damaged_quant(models, tmp_path / "g", tensors=edit_table)
+    bad("verify", d, "--tokens", "1", fragments=["quant.safetensors", "tensor 'G.L0.gn'", "shape [31], expected [32]"])
 
 
 def test_quant_tensor_of_wrong_dtype(models, tmp_path):
@@ -220,7 +226,7 @@ def test_quant_tensor_of_wrong_dtype(models, tmp_path):
     def head(h):
         h["tensor_dtypes"]["G.L0.gn"] = "float32"
     d = damaged_quant(models, tmp_path, head=head, tensors=edit)
-    bad("verify", d, "--tokens", "1", fragments=["quant.safetensors", "tensor 'G.L0.gn'", "dtype float32, expected int64"])
+    bad("verify", d, "--tokens", "1", fragments=["quant.safetensors", "tensor 'G.L0.gn'", "dtype float32, expected int16"])
 
 
 def test_quant_lut_of_wrong_length(models, tmp_path):

@@ -100,7 +100,11 @@ def test_quantized_load_errors(tmp_path, tiny_qm):
     (tmp_path / "quant.json").write_text(json.dumps(head))
     with pytest.raises(CheckpointError, match="version 99"):
         QuantizedModel.load(tmp_path)
-    head["version"], head["format"] = 1, "other"
+    head["version"] = 1
+    (tmp_path / "quant.json").write_text(json.dumps(head))
+    with pytest.raises(CheckpointError, match="version 1 .*older mflc.*again"):
+        QuantizedModel.load(tmp_path)
+    head["version"], head["format"] = 2, "other"
     (tmp_path / "quant.json").write_text(json.dumps(head))
     with pytest.raises(CheckpointError, match="format"):
         QuantizedModel.load(tmp_path)

@@ -20,6 +20,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from mflc.ir import fixedpoint as fp
+from mflc.ir import ternary
 from mflc.ir.errors import CheckpointError, ConfigError
 from mflc.ir.schema import STRICT, MapOf, OneOf, Opt, check, read_json
 from mflc.ir.tensorfile import load_tensors
@@ -30,7 +31,7 @@ from .float_model import FloatModel, sigmoid, silu
 from .structure import FINAL_SITES, LAYER_SITES, site_kind  # noqa: F401  (re-exported)
 
 FORMAT = "mflc-quantized"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: ternary weights at 2 bits, tables at their narrowest type ("storage")
 
 # The activation sites (structure.LAYER_SITES of every layer, then structure.FINAL_SITES) are declared
 # with the rest of the model's structure in .structure.
@@ -190,11 +191,16 @@ class QuantizedModel:
     def save(self, path: str | Path) -> None:
         d = Path(path)
         d.mkdir(parents=True, exist_ok=True)
+        stored, storage = {}, {}
+        for k, v in self.tensors.items():
+            stored[k], enc = _stored_form(v)
+            if enc != str(v.dtype):
+                storage[k] = enc
         head = dict(format=FORMAT, version=FORMAT_VERSION, config=self.cfg.to_dict(),
                     options=asdict(self.options), sites=self.sites, scalars=self.scalars, meta=self.meta,
-                    tensor_dtypes={k: str(v.dtype) for k, v in self.tensors.items()})
+                    tensor_dtypes={k: str(v.dtype) for k, v in self.tensors.items()}, storage=storage)
         (d / "quant.json").write_text(json.dumps(head, indent=1, sort_keys=True) + "\n")
-        save_file({k: np.ascontiguousarray(v) for k, v in self.tensors.items()}, str(d / "quant.safetensors"))
+        save_file(stored, str(d / "quant.safetensors"))
 
     @classmethod
     def load(cls, path: str | Path) -> "QuantizedModel":
@@ -209,7 +215,10 @@ class QuantizedModel:
         if head.get("format") != FORMAT:
             raise CheckpointError(f"{jf}: field 'format' is {head.get('format')!r}, expected {FORMAT!r}")
         if head.get("version") != FORMAT_VERSION:
-            raise CheckpointError(f"{jf}: format version {head.get('version')!r} is not supported (this mflc reads version {FORMAT_VERSION})")
+            old = " (written by an older mflc, weights at 8 bits); quantize or compile it again" \
+                if head.get("version") == 1 else ""
+            raise CheckpointError(f"{jf}: format version {head.get('version')!r} is not supported (this mflc reads "
+                                  f"version {FORMAT_VERSION}){old}")
         check(head, _QUANT_JSON_SCHEMA, str(jf), CheckpointError)
         cfg = ModelConfig.from_dict(head["config"], source=f"{jf}: config")
         _written_as_is(head["config"], cfg.to_dict(), jf, "config")
@@ -223,6 +232,7 @@ class QuantizedModel:
         if missing:
             raise CheckpointError(f"{tf}: missing tensor(s) {', '.join(missing[:5])}")
         shapes = expected_tensors(cfg, opts, head["sites"], jf)
+        _decode_storage(tensors, head["storage"], shapes, jf, tf)
         for name in sorted(set(shapes) - set(want)):
             raise CheckpointError(f"{jf}: tensor_dtypes: tensor {name!r} is missing (the config and options need it)")
         for name in sorted(set(want) - set(shapes)):
@@ -241,10 +251,45 @@ class QuantizedModel:
         return cls(cfg, opts, head["sites"], {k: tensors[k] for k in want}, head["scalars"], head["meta"])
 
 
+def _stored_form(v: np.ndarray) -> tuple[np.ndarray, str]:
+    """How a tensor is kept on disk: ternary int8 matrices at 2 bits per weight ("ternary2",
+    mflc.ir.ternary), other integers at the narrowest integer type holding them, the rest as they are."""
+    if v.dtype == np.int8 and v.ndim == 2 and ternary.is_ternary(v[v != 0]):
+        return ternary.pack_dense(v), "ternary2"
+    if np.issubdtype(v.dtype, np.signedinteger) and v.size:
+        lo, hi = int(v.min()), int(v.max())
+        t = next(t for t in (np.int8, np.int16, np.int32, np.int64) if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
+        if np.dtype(t).itemsize < v.dtype.itemsize:
+            return np.ascontiguousarray(v, dtype=t), np.dtype(t).name
+    return np.ascontiguousarray(v), str(v.dtype)
+
+
+def _decode_storage(tensors: dict, storage: dict, shapes: dict, jf: Path, tf: Path) -> None:
+    """Turn each stored form back into the tensor of its declared dtype and shape, in place."""
+    for name, enc in sorted(storage.items()):
+        if name not in shapes or name not in tensors:
+            raise CheckpointError(f"{jf}: storage: {name!r} is not a tensor of this model")
+        shape, dtype = shapes[name]
+        a = tensors[name]
+        if enc == "ternary2":
+            if dtype != "int8":
+                raise CheckpointError(f"{jf}: storage.{name}: 'ternary2' holds int8 weights, the tensor is {dtype}")
+            tensors[name] = ternary.unpack_dense(a, shape, f"{tf}: tensor {name!r}")
+        elif enc in ("int8", "int16", "int32"):
+            if str(a.dtype) != enc:
+                raise CheckpointError(f"{tf}: tensor {name!r}: dtype {a.dtype}, expected {enc} (its stored form "
+                                      f"per {jf.name}'s storage; the tensor is {dtype})")
+            if np.dtype(enc).itemsize >= np.dtype(dtype).itemsize:
+                raise CheckpointError(f"{jf}: storage.{name}: {enc!r} is not narrower than the tensor's {dtype}")
+            tensors[name] = a.astype(dtype)
+        else:
+            raise CheckpointError(f"{jf}: storage.{name}: {enc!r}, expected 'ternary2' or a narrower integer type")
+
+
 _SITE_SCHEMA = {"bits": int, "scale": float, "frac": OneOf(int, None), "amax": float}
 _QUANT_JSON_SCHEMA = {
     "format": str, "version": int, "config": dict, "options": dict, "sites": MapOf(_SITE_SCHEMA),
-    "scalars": MapOf(int), "meta": {"logit_scale": float, "absmean": MapOf(float)}, "tensor_dtypes": MapOf(str),
+    "scalars": MapOf(int), "meta": {"logit_scale": float, "absmean": MapOf(float)}, "tensor_dtypes": MapOf(str), "storage": MapOf(str),
 }
 _OPTION_SCHEMA = {
     "act_bits": int, "state_bits": int, "site_bits": MapOf(int), "min_site_bits": Opt(MapOf(int)), "pow2": bool,
