@@ -14,6 +14,20 @@ from .errors import MflcError
 
 CHUNK_ELEMENTS = 1 << 22          # rows are converted this many weights at a time (memory bound, not speed)
 _SHIFTS = np.array([0, 2, 4, 6], np.uint8)
+# byte -> its four weights (one table gather decodes four), and whether it holds the refused code 0b10
+_CODES = (np.arange(256, dtype=np.uint8)[:, None] >> _SHIFTS) & 3
+_WEIGHTS = (_CODES.astype(np.int8) - ((_CODES & 2) << 1).astype(np.int8))
+_HAS_BAD = np.any(_CODES == 2, axis=1)
+
+
+def _decode(packed: np.ndarray, e0: int, e1: int, where: str) -> np.ndarray:
+    """Weights e0..e1 (int8) of a packed block; a 0b10 code is named by its weight index."""
+    b0, b1 = e0 // 4, (e1 + 3) // 4
+    chunk = packed[b0:b1]
+    if _HAS_BAD[chunk].any():
+        k = 4 * b0 + int(np.flatnonzero((_CODES[chunk] == 2).reshape(-1))[0])
+        raise MflcError(f"{where}: code 0b10 at weight {k} is not a ternary weight")
+    return _WEIGHTS[chunk].reshape(-1)[e0 - 4 * b0:e1 - 4 * b0]
 
 
 def packed_bytes(rows: int, cols: int) -> int:
@@ -63,19 +77,11 @@ def unpack_to_csr(packed: np.ndarray, shape: tuple[int, int], where: str = "pack
     step = _rows_per_chunk(cols)
     for r0 in range(0, rows, step):
         r1 = min(rows, r0 + step)
-        e0, e1 = r0 * cols, r1 * cols
-        b0, b1 = e0 // 4, (e1 + 3) // 4
-        codes = ((packed[b0:b1, None] >> _SHIFTS) & 3).reshape(-1)[e0 - 4 * b0:e1 - 4 * b0]
-        bad = np.flatnonzero(codes == 2)
-        if bad.size:
-            k = e0 + int(bad[0])
-            raise MflcError(f"{where}: code 0b10 at weight {k} (row {k // cols}, column {k % cols}) is not a "
-                            "ternary weight")
-        block = codes.reshape(r1 - r0, cols)
-        r, c = np.nonzero(block)
-        indptr[r0 + 1:r1 + 1] = indptr[r0] + np.cumsum(np.bincount(r, minlength=r1 - r0))
-        idx_parts.append(c.astype(np.int32))
-        val_parts.append(np.where(block[r, c] == 1, 1, -1).astype(np.int8))
+        block = _decode(packed, r0 * cols, r1 * cols, where).reshape(r1 - r0, cols)
+        nz = block != 0
+        indptr[r0 + 1:r1 + 1] = indptr[r0] + np.cumsum(nz.sum(axis=1))
+        idx_parts.append(np.nonzero(nz)[1].astype(np.int32))
+        val_parts.append(block[nz])
     indices = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int32)
     values = np.concatenate(val_parts) if val_parts else np.zeros(0, np.int8)
     return indptr, indices, values
@@ -105,9 +111,5 @@ def unpack_dense(packed: np.ndarray, shape: tuple[int, ...], where: str = "packe
     step = CHUNK_ELEMENTS - CHUNK_ELEMENTS % 4
     for e0 in range(0, n, step):
         e1 = min(n, e0 + step)
-        codes = ((packed[e0 // 4:(e1 + 3) // 4, None] >> _SHIFTS) & 3).reshape(-1)[:e1 - e0]
-        bad = np.flatnonzero(codes == 2)
-        if bad.size:
-            raise MflcError(f"{where}: code 0b10 at weight {e0 + int(bad[0])} is not a ternary weight")
-        out[e0:e1] = codes.astype(np.int8) - ((codes & 2) << 1).astype(np.int8)
+        out[e0:e1] = _decode(packed, e0, e1, where)
     return out.reshape(shape)
