@@ -289,3 +289,7 @@ _op("mlgru_candidate", 2, ("bits",), lambda a, i, t: fp.mlgru_candidate(a[0], a[
     lambda r, i, t: bits_range(i["bits"]), _candidate_domain)
 _op("mlgru_update", 3, ("bits",), lambda a, i, t: fp.mlgru_update(a[0], a[1], a[2], i["bits"]),
     lambda r, i, t: bits_range(i["bits"]), _update_domain)
+
+# Each op's number in encoded programs (simulator/nbprogram): defined once, here, in OPS order. Append new
+# ops at the end of OPS so existing numbers stay put (Numba's on-disk cache freezes them at compile time).
+OPCODE: dict[str, int] = {name: k for k, name in enumerate(OPS)}

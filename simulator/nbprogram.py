@@ -14,10 +14,16 @@ import numpy as np
 
 from mflc.ir import fixedpoint as fp
 from mflc.ir.graph import NeuronGroup
+from mflc.ir.ops import OPCODE
 
-OPCODES = {name: k for k, name in enumerate(
-    ["copy", "rescale", "mul_shr", "add_sat", "square", "lut", "rms_factor", "rms_apply",
-     "forget_gate", "mlgru_candidate", "mlgru_update", "square_shr"])}
+OPCODES = OPCODE                        # the op table's numbering (mflc.ir.ops), re-exported for callers
+# Numba reads these globals as compile-time constants, one per branch of run_program_flat
+_COPY, _RESCALE, _MUL_SHR, _ADD_SAT = OPCODE["copy"], OPCODE["rescale"], OPCODE["mul_shr"], OPCODE["add_sat"]
+_SQUARE, _SQUARE_SHR, _LUT, _RMS_FACTOR = OPCODE["square"], OPCODE["square_shr"], OPCODE["lut"], OPCODE["rms_factor"]
+_RMS_APPLY, _FORGET_GATE = OPCODE["rms_apply"], OPCODE["forget_gate"]
+_MLGRU_CANDIDATE, _MLGRU_UPDATE = OPCODE["mlgru_candidate"], OPCODE["mlgru_update"]
+HANDLED = frozenset({"copy", "rescale", "mul_shr", "add_sat", "square", "square_shr", "lut", "rms_factor",
+                     "rms_apply", "forget_gate", "mlgru_candidate", "mlgru_update"})   # ops transcribed below
 # immediates in instruction columns 5..8, by op
 _IMM = {"rescale": ("mult", "shift", "bits"), "mul_shr": ("shift", "bits"), "add_sat": ("bits",),
         "lut": ("table", "in_bits"), "rms_factor": ("eps",), "rms_apply": ("gain_shift", "bits"),
@@ -66,7 +72,8 @@ def run_program_flat(code, c0, c1, env, tables, t0, rt, lo, hi):
 
     Columns of code: opcode, out, a0, a1, a2, imm0..imm3; out and a* are the flat offsets of the rows
     (row base + neuron index addresses a value). Table immediates are offsets from ``t0`` into
-    ``tables``. Returns 0, or 1 if a table input was outside its domain (the caller raises).
+    ``tables``. Returns 0, 1 if a table input was outside its domain, or 2 for an opcode without a branch
+    (an op added to ``mflc.ir.ops`` but not transcribed here); the caller raises.
     """
     # instruction-outer, neuron-inner: the opcode branch is taken once per instruction and each inner
     # loop is one op over contiguous rows, which LLVM can vectorise
@@ -74,49 +81,56 @@ def run_program_flat(code, c0, c1, env, tables, t0, rt, lo, hi):
         op = code[p, 0]
         o, x, y, z = code[p, 1], code[p, 2], code[p, 3], code[p, 4]
         i0, i1, i2, i3 = code[p, 5], code[p, 6], code[p, 7], code[p, 8]
-        if op == 0:
+        if op == _COPY:
             for i in range(lo, hi):
                 env[o + i] = env[x + i]
-        elif op == 1:
+        elif op == _RESCALE:
             for i in range(lo, hi):
                 env[o + i] = sat(shr_round(env[x + i] * i0, i1), i2)
-        elif op == 2:
+        elif op == _MUL_SHR:
             for i in range(lo, hi):
                 env[o + i] = sat(shr_round(env[x + i] * env[y + i], i0), i1)
-        elif op == 3:
+        elif op == _ADD_SAT:
             for i in range(lo, hi):
                 env[o + i] = sat(env[x + i] + env[y + i], i0)
-        elif op == 4:
+        elif op == _SQUARE:
             for i in range(lo, hi):
                 env[o + i] = env[x + i] * env[x + i]
-        elif op == 5:
+        elif op == _LUT:
             half = np.int64(1) << (i1 - 1)
             for i in range(lo, hi):
                 a = env[x + i]
                 if a < -half or a >= half:
                     return 1
                 env[o + i] = tables[t0 + i0 + a + half]
-        elif op == 6:
+        elif op == _RMS_FACTOR:
             for i in range(lo, hi):
                 env[o + i] = rsqrt_packed(env[x + i] + i0, rt)
-        elif op == 7:
+        elif op == _RMS_APPLY:
             for i in range(lo, hi):
                 packed = env[y + i]
                 env[o + i] = sat(shr_round(env[x + i] * env[z + i] * (packed >> 6), 23 + (packed & 63) - 32 + i0), i1)
-        elif op == 8:
+        elif op == _FORGET_GATE:
             for i in range(lo, hi):
                 beta = env[y + i]
                 env[o + i] = beta + shr_round(((np.int64(1) << 15) - beta) * env[x + i], 15)
-        elif op == 9:
+        elif op == _MLGRU_CANDIDATE:
             for i in range(lo, hi):
                 env[o + i] = sat(shr_round(env[x + i] * ((np.int64(1) << 15) - env[y + i]), 15), i0)
-        elif op == 10:
+        elif op == _MLGRU_UPDATE:
             for i in range(lo, hi):
                 env[o + i] = sat(shr_round(env[y + i] * env[x + i], 15) + env[z + i], i0)
-        else:
+        elif op == _SQUARE_SHR:
             for i in range(lo, hi):
                 env[o + i] = shr_round(env[x + i] * env[x + i], i0)
+        else:
+            return 2
     return 0
+
+
+# run_program_flat's nonzero returns, as the callers report them
+RUN_ERRORS = {1: "a lut input is outside its table's domain",
+              2: "an opcode has no branch in nbprogram.run_program_flat (op not transcribed)"}
 
 
 @dataclass
@@ -141,8 +155,9 @@ class EncodedProgram:
             self.env[self.slot[name], lo:hi] = v[lo:hi]
         if self._flat is None:
             self._flat = self.flat_code()
-        if run_program_flat(self._flat, 0, len(self._flat), self.env.reshape(-1), self.tables, 0, _RT, lo, hi):
-            raise ValueError(f"group {group}: a lut input is outside its table's domain")
+        err = run_program_flat(self._flat, 0, len(self._flat), self.env.reshape(-1), self.tables, 0, _RT, lo, hi)
+        if err:
+            raise ValueError(f"group {group}: " + RUN_ERRORS[err])
 
 
 def encode(grp: NeuronGroup) -> EncodedProgram:
@@ -163,7 +178,9 @@ def encode(grp: NeuronGroup) -> EncodedProgram:
         args = list(ins.args)
         if ins.op == "mlgru_update":          # kernel expects a0 = f, a1 = h, a2 = c
             args = [args[1], args[0], args[2]]
-        code[p, 0] = OPCODES[ins.op]
+        if ins.op not in HANDLED:
+            raise ValueError(f"op {ins.op!r} has no Numba transcription in simulator/nbprogram")
+        code[p, 0] = OPCODE[ins.op]
         code[p, 1] = slot[ins.out]
         for k, a in enumerate(args):
             code[p, 2 + k] = slot[a]

@@ -95,3 +95,49 @@ def test_huge_right_shifts_round_to_zero_in_both(n):
     assert np.array_equal(fp.shr_round(xs, n), np.zeros(4, np.int64))
     assert [shr_round(int(x), n) for x in xs] == [0, 0, 0, 0]
     assert np.array_equal(fp.shr_round(xs, np.full(4, n)), np.zeros(4, np.int64))
+
+
+# one call per op, with arguments and immediates inside its domain: the op table (mflc.ir.ops.OPS) is the
+# list to cover, so an op added there without a case here (or without a Numba branch) fails below
+def _op_cases(rng, n=4096):
+    sig = rng.integers(0, (1 << fp.GATE_FRAC) + 1, n)
+    f = fp.forget_gate(sig, rng.integers(0, (1 << fp.GATE_FRAC) + 1, n))
+    w = lambda b: rng.integers(-(1 << (b - 1)), 1 << (b - 1), n)  # noqa: E731
+    table = rng.integers(-(1 << 20), 1 << 20, 1 << 10)
+    packed = fp.rms_factor(rng.integers(1, 1 << 30, n), 1)
+    return {
+        "copy": ([w(24)], {}, {}),
+        "rescale": ([w(24)], dict(mult=int(rng.integers(0, 1 << 22)), shift=30, bits=16), {}),
+        "mul_shr": ([w(16), w(16)], dict(shift=7, bits=20), {}),
+        "add_sat": ([w(24), w(24)], dict(bits=24), {}),
+        "square": ([w(24)], {}, {}),
+        "square_shr": ([w(24)], dict(shift=9), {}),
+        "lut": ([w(10)], dict(table="t", in_bits=10), {"t": table}),
+        "rms_factor": ([rng.integers(0, 1 << 40, n)], dict(eps=3), {}),
+        "rms_apply": ([w(12), packed, w(16)], dict(gain_shift=4, bits=24), {}),
+        "forget_gate": ([sig, rng.integers(0, (1 << fp.GATE_FRAC) + 1, n)], {}, {}),
+        "mlgru_candidate": ([w(24), f], dict(bits=24), {}),
+        "mlgru_update": ([w(24), f, w(24)], dict(bits=24), {}),
+    }
+
+
+def test_every_op_has_an_opcode_and_a_numba_branch_equal_to_its_definition():
+    from mflc.ir.ops import OPCODE, OPS
+    from mflc.simulator.nbprogram import HANDLED, OPCODES
+    assert set(OPCODE) == set(OPS) == set(HANDLED) and OPCODES is OPCODE
+    assert sorted(OPCODE.values()) == list(range(len(OPS)))
+    cases = _op_cases(np.random.default_rng(14))
+    assert set(cases) == set(OPS), "every op in OPS needs a case here"
+    for name, spec in OPS.items():
+        args, imm, tables = cases[name]
+        assert len(args) == spec.n_args and set(imm) == set(spec.imm), name
+        want = np.asarray(spec.fn([np.asarray(a, np.int64) for a in args], imm, tables), np.int64)
+        assert np.array_equal(run_one(name, args, tables=tables, **imm), want), name
+
+
+def test_an_op_without_a_numba_branch_is_refused():
+    g = NeuronGroup("t", 2, ["a0"], [I("copy", "y", "a0")], "y", 24, 0)
+    p = encode(g)
+    p.code[0, 0] = 99                          # an opcode the interpreter has no branch for
+    with pytest.raises(ValueError, match="no branch"):
+        p.run({"a0": np.zeros(2, np.int64)}, 0, 2, "t")
