@@ -50,6 +50,9 @@ from mflc.ir.coremap import CoreMap
 from mflc.ir.errors import ConfigError
 from mflc.ir.graph import Graph
 
+from . import gpu_baseline as gb
+from .constant import Constant
+
 # ---- sources ----------------------------------------------------------------------------------------
 DAVIES_2018 = ("M. Davies et al., 'Loihi: a neuromorphic manycore processor with on-chip learning', IEEE Micro "
                "38(1), 2018, Table 2 (Loihi 1, 14 nm; pre-silicon SDF/SPICE at 0.75 V, consistent with early silicon)")
@@ -75,31 +78,8 @@ MEAN_ROUTER_HOPS = (8 * 8 - 1) / (3 * 8) + (4 * 4 - 1) / (3 * 4)
 MEAN_HOP_ENERGY = 3.5e-12          # Davies 2018: 3.0 pJ E-W, 4.0 pJ N-S per tile hop
 
 
-@dataclass(frozen=True)
-class Constant:
-    """One figure of the model: value in SI units, its source, a confidence and a plausible range."""
-
-    value: float
-    unit: str
-    source: str
-    confidence: str                 # high | medium | low
-    low: float | None = None
-    high: float | None = None
-    note: str = ""
-
-    def with_value(self, value: float, source: str | None = None, confidence: str | None = None) -> "Constant":
-        return replace(self, value=float(value), source=source or f"user override (was: {self.source})",
-                       confidence=confidence or "user", low=None if source is None else self.low,
-                       high=None if source is None else self.high)
-
-    def as_dict(self) -> dict:
-        return dict(value=self.value, unit=self.unit, source=self.source, confidence=self.confidence,
-                    low=self.low, high=self.high, note=self.note)
-
-
 def _gpu_default():
-    from .gpu_baseline import JETSON_ORIN_NANO_8GB
-    return JETSON_ORIN_NANO_8GB
+    return gb.JETSON_ORIN_NANO_8GB
 
 
 # Fraction of neurons of each role (``NeuronGroup.meta["role"]``) that send a non-zero message per token.
@@ -538,8 +518,6 @@ def cost_report(g: Graph, core_map, profile=None, params: CostParams | None = No
     with ``assumed_profile`` and the params' rates. ``chips``: chips of the system (static power and
     barrier), at least the chips the core map uses (default: those). ``baselines``: GPU baseline models
     (``gpu_baseline.TransformerSpec``), default Qwen2.5-0.5B and Llama-3.2-1B on ``params.gpu``."""
-    from . import gpu_baseline as gb
-
     p = params or CostParams()
     if prompt_len < 1:
         raise ConfigError(f"prompt length {prompt_len} must be >= 1")

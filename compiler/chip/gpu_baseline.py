@@ -6,7 +6,7 @@ or the compute time if that is longer; the prompt (prefill) is compute-bound: 2Â
 causal attention, at the GPU's peak rate times a utilisation. Energy is the module's power budget times
 the time. Efficiency and utilisation default to 1 (the GPU at its published peak): the baseline is the
 GPU's best case, so a Loihi advantage computed against it is conservative. Every figure is a
-``Constant`` with its source and confidence (``mflc.compiler.chip.costmodel``); the JSON override file of
+``Constant`` with its source and confidence (``mflc.compiler.chip.constant``); the JSON override file of
 ``load_cost_params`` changes them under its ``"gpu"`` key.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 
-from .costmodel import Constant
+from .constant import Constant
 
 JETSON_DATASHEET = ("NVIDIA Jetson Orin Nano Series module data sheet (8 GB module: 1024 CUDA cores, 32 tensor "
                     "cores, 128-bit LPDDR5 at 68 GB/s, up to 40 sparse INT8 TOPS, 7 W / 15 W power modes)")
