@@ -48,6 +48,9 @@ ESTIMATE_ROUTES = (DAVIES_2018 + " (constraint 3: 4,096 output axons per core). 
                    "estimates without a layout (costmodel.packed_core_map) uses it, as a cost assumption; the "
                    "compiler's layout checks max_axons_out")
 ASSUMED = "assumption (no public figure)"
+NARROW = ("Lava proc/dense: num_weight_bits is set per connection process (w_scale = 8 - num_weight_bits + "
+          "weight_exp + isMixed()), and the sign mode (mixed, excitatory, inhibitory) per process: the synaptic "
+          "memory of a group holds num_weight_bits per weight")
 
 # ---- what Lava's fixed-point models run ----------------------------------------------------------------
 # Fixed by Lava, not by a profile: its graded spikes carry 24 bits, its neuron state words are 24 bits, Dense
@@ -81,7 +84,12 @@ class HardwareProfile:
     max_axons_out: int = _fig(32768, "routing entries", AXONS, "low",
                               "(neuron, destination core) pairs; Loihi 1: 4,096")
     weight_bits: int = _fig(LAVA_LIMITS["weight_bits"], "bits per weight", PAPER, "medium",
-                            "ternary weights need only 2 (Lava Dense num_weight_bits can be set lower)")
+                            "the widest weight a synapse group stores; with narrow_weights each group is stored "
+                            "at the narrowest width holding its values (ternary: 2), else every group at this")
+    narrow_weights: int = _fig(1, "0 or 1", NARROW, "medium",
+                               "1: each synapse group at its narrowest width <= weight_bits (Lava num_weight_bits); "
+                               "0: every group at weight_bits. Setting weight_bits alone (--hw weight_bits=8, "
+                               "a profile file) sets 0: that width is then the one stored")
     sparse_index_bits: int = _fig(13, "bits per sparse synapse index", ASSUMED
                                   + ": a neuron index within a core (log2 8192)", "low")
     row_overhead_bits: int = _fig(32, "bits per stored row", ASSUMED + ": one list header word per (row, synapse group)",
@@ -133,8 +141,49 @@ PROFILES: dict[str, HardwareProfile] = {
 DEFAULT = PROFILES["loihi2"]     # what every reader of a figure uses when it is given no profile
 
 
+# ---- the width a synapse group's weights are stored at (compiler cost, Lava num_weight_bits) -------------
+def weight_range(s) -> tuple[int, int] | None:
+    """(min, max) of the group's weights ((0, 0) when it has none); a virtual group's ``meta["weight_range"]``,
+    else [-1, 1] for a ternary one, [1, 1] for identity / reduce / broadcast ones (as the real ones), else
+    None (unknown)."""
+    if s.virtual:
+        r = s.meta.get("weight_range")
+        if r is not None:
+            return int(r[0]), int(r[1])
+        kind = s.meta.get("kind")
+        if kind == "ternary":
+            return -1, 1
+        return (1, 1) if kind in ("identity", "reduce", "broadcast") else None     # weight-1 by construction
+    if not s.values.size:
+        return 0, 0
+    return int(s.values.min()), int(s.values.max())
+
+
+def narrowest_weight_bits(lo: int, hi: int) -> int:
+    """The narrowest weight width holding [lo, hi] exactly in Lava's sign modes, i.e. its ``num_weight_bits``:
+    mixed signs need a signed width (as bits_for_range: {-1, 0, 1} -> 2, [-5, 5] -> 4); one sign stores the
+    magnitude only (EXCITATORY / INHIBITORY: [0, 1] -> 1, [0, 5] -> 3); at least 1."""
+    if lo < 0 < hi:
+        b = 1
+        while lo < -(1 << (b - 1)) or hi > (1 << (b - 1)) - 1:
+            b += 1
+        return b
+    return max(1, max(abs(lo), abs(hi)).bit_length())
+
+
+def weight_width(s, hw: "HardwareProfile") -> int:
+    """Bits per stored weight of ``s`` (mflc.compiler.chip.hardware): its narrowest width, at most ``weight_bits``, or
+    ``weight_bits`` when ``narrow_weights`` is 0 or the range of a virtual group is unknown."""
+    if not hw.narrow_weights:
+        return int(hw.weight_bits)
+    r = weight_range(s)
+    return int(hw.weight_bits) if r is None else min(int(hw.weight_bits), narrowest_weight_bits(*r))
+
+
 # ---- profile files ----------------------------------------------------------------------------------------
-_MIN = {"row_overhead_bits": 0, "neuron_overhead_bits": 0, "sparse_index_bits": 1, "max_synapse_delay": 0}
+_MIN = {"row_overhead_bits": 0, "neuron_overhead_bits": 0, "sparse_index_bits": 1, "max_synapse_delay": 0,
+        "narrow_weights": 0}
+_MAX = {"narrow_weights": 1}
 
 
 def _profile_from_mapping(raw, source: str, base: HardwareProfile) -> HardwareProfile:
@@ -164,8 +213,15 @@ def _profile_from_mapping(raw, source: str, base: HardwareProfile) -> HardwarePr
         lo = _MIN.get(key, 1)
         if isinstance(val, bool) or not isinstance(val, int) or val < lo:
             raise ConfigError(f"{source}: {key!r} must be an integer >= {lo}, got {val!r}")
+        if key in _MAX and val > _MAX[key]:
+            raise ConfigError(f"{source}: {key!r} must be an integer from {lo} to {_MAX[key]}, got {val!r}")
         kw[key] = val
         sources[key] = (src, conf)
+    if "weight_bits" in kw and "narrow_weights" not in raw:
+        # a width asked for is the width stored (--hw weight_bits=8 is the paper's 8-bit layout); a layout
+        # file writes both figures, so its own setting is kept
+        kw["narrow_weights"] = 0
+        sources["narrow_weights"] = (f"hardware profile {source}: weight_bits given without narrow_weights", "user")
     if isinstance(raw.get("sources"), dict):        # as written by to_dict (layout files)
         for k, v in raw["sources"].items():
             if k in FIGURE_KEYS and isinstance(v, (list, tuple)) and len(v) == 2:

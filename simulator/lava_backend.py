@@ -17,9 +17,12 @@ Synapse semantics. Lava's ``fixed_pt`` Dense/Sparse models are the reference. Th
 then truncate them according to the sign mode: in ``SignMode.MIXED`` the lowest weight bit is dropped
 (``(w >> 1) << 1``), so raw ternary {-1, 0, 1} would become {-2, 0, 0}. The export therefore encodes each
 synapse group exactly: groups whose weights all have one sign use ``EXCITATORY`` / ``INHIBITORY`` (nothing
-is truncated, weights as stored); mixed-sign groups are pre-scaled by 2**k (``mixed_shift`` k >= 1, default
-1) with ``weight_exp - k``, which Lava's floor shift turns back into exactly the IR's
-``shr_floor(W·s, -weight_exp)``. Lava accumulates in int32 and wraps silently (numpy); the export proves,
+is truncated, weights as stored); mixed-sign groups are pre-scaled by 2**k (``mixed_shift`` k >= 1) with
+``weight_exp - k``, which Lava's floor shift turns back into exactly the IR's ``shr_floor(W·s, -weight_exp)``.
+By default each group runs at the weight width the chip stores it at (``mflc.ir.hardware.weight_width``:
+``num_weight_bits`` n, ternary 2): Lava truncates 8 - n (+1 when mixed) low bits, so the weights are
+pre-scaled by exactly that many (ternary: ±128 with ``weight_exp - 7``); a group whose accumulation could
+not take that pre-scale in int32 gets the narrowest wider n that can. Lava accumulates in int32 and wraps silently (numpy); the export proves,
 per synapse group, that the worst-case accumulation including the pre-scale fits int32, and refuses
 otherwise. Under these conditions Lava's synapses and the IR's are the same integers.
 
@@ -38,7 +41,7 @@ import numpy as np
 from mflc.ir import fixedpoint as fp
 from mflc.ir.errors import MflcError
 from mflc.ir.graph import Graph, NeuronGroup, SynapseGroup
-from mflc.ir.hardware import LAVA_LIMITS
+from mflc.ir.hardware import DEFAULT, LAVA_LIMITS, weight_width
 from mflc.ir.validate import validate
 
 from .program import run_program
@@ -152,33 +155,45 @@ def _peak_message(grp: NeuronGroup) -> int:
     return 2 * peak if grp.send == "delta" else peak
 
 
-def encode_synapse(g: Graph, s: SynapseGroup, mixed_shift: int = 1,
-                   sparse_max_density: float = SPARSE_MAX_DENSITY) -> SynapseEncoding:
-    """Pick the Lava process and the exact weight encoding of one synapse group (see the module doc)."""
+def encode_synapse(g: Graph, s: SynapseGroup, mixed_shift: int | None = None,
+                   sparse_max_density: float = SPARSE_MAX_DENSITY, hw=None) -> SynapseEncoding:
+    """Pick the Lava process and the exact weight encoding of one synapse group (see the module doc).
+
+    ``mixed_shift`` None (default): ``num_weight_bits`` = the group's stored width (``weight_width`` for the
+    profile ``hw``, default the default profile: its narrowest width, ternary 2), weights pre-scaled by
+    2**(8 - num_weight_bits + mixed) so that Lava's truncation keeps them; when the int32 accumulator
+    cannot take that pre-scale the width is widened until it can (at most 8). ``mixed_shift`` k: the 8-bit
+    encoding of earlier builds, num_weight_bits = 8 + 1 - k for mixed-sign groups, 8 (no pre-scale) else."""
     if s.virtual:
         raise LavaExportError(f"synapse {s.name} is virtual (a skeleton graph): no weights to export")
-    if mixed_shift < 1:
+    if mixed_shift is not None and mixed_shift < 1:
         raise ValueError("mixed_shift must be >= 1: Lava drops the lowest weight bit in mixed sign mode")
     v = s.values.astype(np.int64)
     lo, hi = (int(v.min()), int(v.max())) if v.size else (0, 0)
-    if lo >= 0:
-        mode, shift = "EXCITATORY", 0
-    elif hi <= 0:
-        mode, shift = "INHIBITORY", 0
+    mode = "EXCITATORY" if lo >= 0 else "INHIBITORY" if hi <= 0 else "MIXED"
+    mixed = int(mode == "MIXED")
+    if mixed_shift is not None:
+        widths = [LAVA_WEIGHT_BITS + 1 - mixed_shift if mixed else LAVA_WEIGHT_BITS]
     else:
-        mode, shift = "MIXED", mixed_shift
+        first = min(weight_width(s, hw or DEFAULT), LAVA_WEIGHT_BITS)
+        widths = list(range(first, LAVA_WEIGHT_BITS + 1))
+    row_abs = np.zeros(s.shape[0], np.int64)
+    np.add.at(row_abs, np.repeat(np.arange(s.shape[0]), s.row_counts()), np.abs(v))
+    peak = (int(row_abs.max()) if row_abs.size else 0) * _peak_message(g.groups[s.src])
+    limit = fp.smax(LAVA_ACC_BITS)
+    for nwb in widths:       # the narrowest width whose pre-scale the accumulator takes (the last is checked below)
+        shift = LAVA_WEIGHT_BITS - nwb + mixed
+        if max(peak << shift, (peak << shift) << max(s.weight_exp - shift, 0)) <= limit:
+            break
     # Lava clips to [-2^8, 2^8 - 1] (mixed), [0, 2^8 - 1] (excitatory) or [-(2^8 - 1), 0] (inhibitory)
     top = (1 << LAVA_WEIGHT_BITS) - 1
     bottom = -(1 << LAVA_WEIGHT_BITS) if mode == "MIXED" else -top
     if (hi << shift) > top or (lo << shift) < bottom:
         raise LavaExportError(f"synapse {s.name}: weights in [{lo}, {hi}] scaled by 2^{shift} leave Lava's "
                               f"8-bit {mode.lower()} weight range")
-    row_abs = np.zeros(s.shape[0], np.int64)
-    np.add.at(row_abs, np.repeat(np.arange(s.shape[0]), s.row_counts()), np.abs(v))
-    acc = (int(row_abs.max()) if row_abs.size else 0) * _peak_message(g.groups[s.src]) << shift
+    acc = peak << shift
     lava_exp = s.weight_exp - shift
     after = acc << max(lava_exp, 0)
-    limit = fp.smax(LAVA_ACC_BITS)
     if acc > limit or after > limit:
         raise LavaExportError(f"synapse {s.name}: worst-case accumulation {max(acc, after)} (weights pre-scaled "
                               f"by 2^{shift}) overflows Lava's int32 accumulator, which wraps silently")
@@ -188,7 +203,7 @@ def encode_synapse(g: Graph, s: SynapseGroup, mixed_shift: int = 1,
     cls = ("Delay" if s.delay > 0 else "") + ("Sparse" if sparse else "Dense")
     port = ("d_" if g.groups[s.src].send == "delta" else "a_") + s.port
     return SynapseEncoding(s.name, cls, s.src, s.dst, port, tuple(s.shape), s.nnz, mode, shift, s.weight_exp,
-                           lava_exp, LAVA_WEIGHT_BITS, g.groups[s.src].out_bits, s.delay, acc,
+                           lava_exp, nwb, g.groups[s.src].out_bits, s.delay, acc,
                            max(after, 1).bit_length() + 1)
 
 
@@ -210,7 +225,7 @@ def _neuron_ports(g: Graph, name: str) -> dict[str, list[str]]:
                 out=list(dict.fromkeys(outs)))
 
 
-def plan_lava(g: Graph, tokens=(), schedule: str = "sequential", mixed_shift: int = 1,
+def plan_lava(g: Graph, tokens=(), schedule: str = "sequential", mixed_shift: int | None = None,
               sparse_max_density: float = SPARSE_MAX_DENSITY, hw=None) -> dict:
     """The Lava process network for ``g`` as plain data: processes, ports, connections, weight encodings.
 
@@ -224,7 +239,7 @@ def plan_lava(g: Graph, tokens=(), schedule: str = "sequential", mixed_shift: in
     depth = g.depth
     inject = injection_steps(len(tokens), depth, schedule)
     steps = (inject[-1] + depth) if tokens else depth
-    syn = {n: encode_synapse(g, s, mixed_shift, sparse_max_density) for n, s in g.synapses.items()}
+    syn = {n: encode_synapse(g, s, mixed_shift, sparse_max_density, hw) for n, s in g.synapses.items()}
     procs, conns = [], []
     for name, grp in g.groups.items():
         p = _neuron_ports(g, name)
@@ -437,7 +452,7 @@ class LavaNetwork:
         return RunResult(outs, states, out_steps, self.steps)
 
 
-def export_lava(graph: Graph, tokens, schedule: str = "sequential", mixed_shift: int = 1,
+def export_lava(graph: Graph, tokens, schedule: str = "sequential", mixed_shift: int | None = None,
                 sparse_max_density: float = SPARSE_MAX_DENSITY, hw=None) -> LavaNetwork:
     """Build the Lava process network that runs ``tokens`` through ``graph`` (see the module doc)."""
     _require_lava()
@@ -462,7 +477,7 @@ def export_lava(graph: Graph, tokens, schedule: str = "sequential", mixed_shift:
         net.neurons[name] = proc
         net.model_map[proc] = L["model_for"](ports, grp.registers)
     for name, s in g.synapses.items():
-        e = encode_synapse(g, s, mixed_shift, sparse_max_density)
+        e = encode_synapse(g, s, mixed_shift, sparse_max_density, hw)
         w = e.lava_weights(s)
         kw = dict(weight_exp=e.lava_weight_exp, num_weight_bits=e.num_weight_bits, sign_mode=SignMode[e.sign_mode],
                   num_message_bits=e.num_message_bits, name=f"syn:{name}")

@@ -121,7 +121,7 @@ def test_build_checks_use_the_builds_profile(tiny_dir, tmp_path):
 
 # ---- partitioner, placer and layout check: per-core limits ------------------------------------------------------
 @pytest.mark.parametrize("override", [
-    "neurons_per_core=256", "synaptic_memory_bits=100000", "neuron_memory_bits=100000", "program_memory_instr=300",
+    "neurons_per_core=256", "synaptic_memory_bits=30000", "neuron_memory_bits=100000", "program_memory_instr=300",
     "microcode_per_op=40",
 ])
 def test_partitioner_uses_more_cores(est_default, override):

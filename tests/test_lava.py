@@ -82,19 +82,22 @@ def test_encoding_of_each_synapse_kind(tiny_qm):
     assert len(syn) == len(g.synapses)
     for name, p in syn.items():
         s = g.synapses[name]
-        if s.meta.get("kind") == "ternary":
-            assert (p["sign_mode"], p["weight_shift"], p["lava_weight_exp"]) == ("MIXED", 1, s.weight_exp - 1)
+        if s.meta.get("kind") == "ternary":       # stored at 2 bits: the ±128 encoding (2 - 8 - 1 = -7)
+            assert (p["sign_mode"], p["num_weight_bits"], p["weight_shift"], p["lava_weight_exp"]) == \
+                ("MIXED", 2, 7, s.weight_exp - 7)
             assert p["lava_class"] == ("DelayDense" if s.delay else "Dense")
-        else:
-            assert (p["sign_mode"], p["weight_shift"]) == ("EXCITATORY", 0)
+        else:                                     # weight 1: 1 bit, widened only if int32 cannot take 2^7
+            assert p["sign_mode"] == "EXCITATORY" and p["weight_shift"] == 8 - p["num_weight_bits"]
+            assert p["num_weight_bits"] == 1 or p["acc_bound"] << 1 > 2**31 - 1
         assert p["acc_bits"] <= 32 and p["delay"] == s.delay
         assert p["lava_class"].startswith("Delay") == (s.delay > 0)
     assert plan["steps"] == 2 + g.depth - 1
     json.dumps(plan, default=int)                          # the description is JSON
-    # the ±128 encoding of loihi2.md costs 6 more accumulator bits
-    p7 = {p["name"]: p for p in LB.plan_lava(g, [1], mixed_shift=7)["processes"] if p.get("kind") == "synapse"}
+    # the ±128 encoding of loihi2.md (2-bit ternary) costs 6 more accumulator bits than the 8-bit ±2 one
+    p1 = {p["name"]: p for p in LB.plan_lava(g, [1], mixed_shift=1)["processes"] if p.get("kind") == "synapse"}
     tern = [n for n, p in syn.items() if p["sign_mode"] == "MIXED"]
-    assert all(p7[f"syn:{n}"]["acc_bits"] == syn[n]["acc_bits"] + 6 for n in tern)
+    assert all(p1[f"syn:{n}"]["acc_bits"] == syn[n]["acc_bits"] - 6 for n in tern)
+    assert all(p1[f"syn:{n}"]["num_weight_bits"] == 8 for n in syn)
 
 
 def test_export_refuses_what_lava_cannot_do_exactly():
@@ -185,7 +188,7 @@ def test_tiny_preset_through_lava(tiny_qm):
 SMALL = [
     dict(cfg=dict(vocab_size=24, hidden_size=6, num_hidden_layers=1, expand_ratio=2, intermediate_size=10,
                   use_lower_bound=False, tie_word_embeddings=True), seed=11, opts=dict(act_bits=6, state_bits=16),
-         schedule="sequential", toks=[5, 23, 5], kw=dict(sparse_max_density=0.0, mixed_shift=7)),
+         schedule="sequential", toks=[5, 23, 5], kw=dict(sparse_max_density=0.0, mixed_shift=1)),
     dict(cfg=dict(vocab_size=40, hidden_size=9, num_hidden_layers=2, expand_ratio=1, intermediate_size=7,
                   use_lower_bound=True, tie_word_embeddings=False), seed=12,
          opts=dict(act_bits=9, state_bits=20, pow2=False, remove_inner_norm=True),
@@ -193,7 +196,7 @@ SMALL = [
 ]
 
 
-@pytest.mark.parametrize("case", SMALL, ids=["1-layer-dense-x128-sequential", "2-layer-sparse-pipelined"])
+@pytest.mark.parametrize("case", SMALL, ids=["1-layer-dense-8bit-sequential", "2-layer-sparse-pipelined"])
 def test_random_small_models_through_lava(case):
     _cross_check(_small_qm(case), case["toks"], case["schedule"], **case["kw"])
 

@@ -59,7 +59,7 @@ def export_lava_cmd(build: Path = typer.Argument(..., help="Build directory (fro
                     tokens: int = typer.Option(4, help="Tokens the input RingBuffer holds (random, from --seed)"),
                     seed: int = typer.Option(0, help="Seed of the random tokens"),
                     schedule: str = typer.Option("sequential", help="sequential or pipelined token injection"),
-                    mixed_shift: int = typer.Option(1, help="Pre-scale of mixed-sign weights: 2^k with weight_exp - k (k >= 1; 7 gives the ±128 encoding)"),
+                    mixed_shift: Optional[int] = typer.Option(None, help="Default: each synapse group at its stored weight width (num_weight_bits; ternary 2, the ±128 encoding). k: the 8-bit encoding, mixed-sign weights pre-scaled by 2^k with weight_exp - k (k >= 1)"),
                     json_out: bool = typer.Option(False, "--json", help="Print the whole description as JSON")):
     """Export a build as a lava-nc process network: neuron programs as fixed-point Lava processes, synapse
     groups as Lava Dense/Sparse (with delays: DelayDense/DelaySparse), host I/O as RingBuffers. Lava objects
@@ -72,7 +72,7 @@ def export_lava_cmd(build: Path = typer.Argument(..., help="Build directory (fro
         raise MflcError(f"--schedule {schedule!r}: choose sequential or pipelined")
     if tokens < 1:
         raise MflcError(f"--tokens must be >= 1, got {tokens}")
-    if mixed_shift < 1:
+    if mixed_shift is not None and mixed_shift < 1:
         raise MflcError(f"--mixed-shift must be >= 1 (Lava drops the lowest weight bit of mixed-sign weights), got {mixed_shift}")
     from mflc.cli_sim import is_build_dir
     from mflc.simulator.lava_backend import check_profile_for_lava

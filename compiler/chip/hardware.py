@@ -6,8 +6,8 @@ figure is written; re-exported here with ``FIGURES``, ``PROFILES``, ``load_profi
 How a core is costed (``Costs.core``, the single definition used by the partitioner, the placer and the
 independent layout checker). On Loihi a neuron's incoming synapses live on the neuron's own core, so a
 core holds neuron slices ``(group, start, stop)`` and, for each, the same rows of every synapse group
-into that group. Only row counts (``indptr``), shapes and the weight width are used, never the stored
-weights, so virtual skeleton graphs are costed like real ones.
+into that group. Only row counts (``indptr``), shapes and each group's weight width (from the range of
+its values) are used, never the weights one by one, so virtual skeleton graphs are costed like real ones.
 
 - ``neurons``: neurons on the core (≤ ``neurons_per_core``).
 - ``neuron_bits`` (neuron state memory): per neuron a configuration word, every register rounded up to
@@ -16,9 +16,13 @@ weights, so virtual skeleton graphs are costed like real ones.
   into that port plus one (pipelined tokens arrive while older ones wait); plus, once per group on the
   core, its lookup tables (one state word per entry).
 - ``synapse_bits`` (synaptic memory): each synapse group is stored dense (every source column of a row
-  holds a ``weight_bits`` weight, zeros included) or sparse (each non-zero holds a weight and a
-  ``sparse_index_bits`` index), whichever is smaller for the whole group; every stored row also costs
-  ``row_overhead_bits`` (its list header).
+  holds a weight, zeros included) or sparse (each non-zero holds a weight and a ``sparse_index_bits``
+  index), whichever is smaller for the whole group; every stored row also costs ``row_overhead_bits`` (its
+  list header). A weight takes ``weight_width`` bits: with ``narrow_weights`` (the default) the narrowest
+  width holding the group's values in its Lava sign mode (mixed signs: signed, ternary 2 bits; one sign:
+  the magnitude's bits), at most ``weight_bits``; with ``narrow_weights`` = 0, ``weight_bits``. A virtual
+  (skeleton) group has no values: ``meta["weight_range"]`` if given, else [-1, 1] for ``kind`` "ternary"
+  and [1, 1] for identity / reduce / broadcast (as the real groups), else ``weight_bits``.
 - ``axons_in``: distinct input axons, one per source neuron whose messages reach the core. Identity
   synapses bring the source neurons of their rows; a broadcast (one source neuron) brings one; any other
   synapse group brings min(its source columns, its non-zeros on the core) (every column assumed used);
@@ -38,7 +42,7 @@ from mflc.ir import fixedpoint as fp
 from mflc.ir.errors import ConfigError
 from mflc.ir.graph import Graph, SynapseGroup
 from mflc.ir.hardware import (FIGURE_KEYS, FIGURES, PROFILES, HardwareProfile,  # noqa: F401 (re-exported)
-                              load_profile, resolve_profile)
+                              load_profile, narrowest_weight_bits, resolve_profile, weight_range, weight_width)
 
 
 # ---- systems (boards of chips) -------------------------------------------------------------------------------
@@ -118,28 +122,32 @@ def src_span(s: SynapseGroup) -> tuple[int, int]:
     return (int(c[0]), int(c[1])) if c else (0, int(s.shape[1]))
 
 
-def synapse_format(s: SynapseGroup, hw: HardwareProfile) -> str:
+def synapse_format(s: SynapseGroup, hw: HardwareProfile, width: int | None = None) -> str:
+    """dense or sparse, whichever stores the whole group in fewer bits; ``width``: weight_width(s, hw)."""
+    wb = weight_width(s, hw) if width is None else width
     n_dst = s.shape[0]
     c0, c1 = src_span(s)
-    dense = n_dst * (c1 - c0) * hw.weight_bits
-    sparse = s.nnz * (hw.weight_bits + hw.sparse_index_bits)
+    dense = n_dst * (c1 - c0) * wb
+    sparse = s.nnz * (wb + hw.sparse_index_bits)
     return "dense" if dense <= sparse else "sparse"
 
 
-def row_bits(s: SynapseGroup, hw: HardwareProfile) -> np.ndarray:
+def row_bits(s: SynapseGroup, hw: HardwareProfile, width: int | None = None) -> np.ndarray:
     """Synaptic memory of each destination row [n_dst] (int64)."""
+    wb = weight_width(s, hw) if width is None else width
     n_dst = s.shape[0]
     c0, c1 = src_span(s)
-    if synapse_format(s, hw) == "dense":
-        return np.full(n_dst, (c1 - c0) * hw.weight_bits + hw.row_overhead_bits, dtype=np.int64)
-    return s.row_counts().astype(np.int64) * (hw.weight_bits + hw.sparse_index_bits) + hw.row_overhead_bits
+    if synapse_format(s, hw, wb) == "dense":
+        return np.full(n_dst, (c1 - c0) * wb + hw.row_overhead_bits, dtype=np.int64)
+    return s.row_counts().astype(np.int64) * (wb + hw.sparse_index_bits) + hw.row_overhead_bits
 
 
-def slice_bits(s: SynapseGroup, a: int, b: int, hw: HardwareProfile) -> int:
+def slice_bits(s: SynapseGroup, a: int, b: int, hw: HardwareProfile, width: int | None = None) -> int:
+    wb = weight_width(s, hw) if width is None else width
     c0, c1 = src_span(s)
-    if synapse_format(s, hw) == "dense":
-        return (b - a) * ((c1 - c0) * hw.weight_bits + hw.row_overhead_bits)
-    return int(s.indptr[b] - s.indptr[a]) * (hw.weight_bits + hw.sparse_index_bits) + (b - a) * hw.row_overhead_bits
+    if synapse_format(s, hw, wb) == "dense":
+        return (b - a) * ((c1 - c0) * wb + hw.row_overhead_bits)
+    return int(s.indptr[b] - s.indptr[a]) * (wb + hw.sparse_index_bits) + (b - a) * hw.row_overhead_bits
 
 
 def slice_axons(s: SynapseGroup, a: int, b: int) -> tuple[str, int, int]:
@@ -180,6 +188,7 @@ class Costs:
             delay[key] = max(delay.get(key, 0), int(s.delay))
             if s.dst in self.incoming:
                 self.incoming[s.dst].append(s)
+        self.width: dict[str, int] = {n: weight_width(s, hw) for n, s in graph.synapses.items()}
         self.per_neuron: dict[str, int] = {}
         self.table_bits: dict[str, int] = {}
         self.program: dict[str, int] = {}
@@ -218,7 +227,7 @@ class Costs:
         per_src: dict[str, tuple[list, int]] = {}
         for sname, a, b in synapse_slices:
             s = g.synapses[sname]
-            u["synapse_bits"] += slice_bits(s, a, b, hw)
+            u["synapse_bits"] += slice_bits(s, a, b, hw, self.width.get(sname))
             u["synapses"] += int(s.indptr[b] - s.indptr[a])
             kind, x, y = slice_axons(s, a, b)
             iv, cnt = per_src.get(s.src, ([], 0))
@@ -314,4 +323,5 @@ def ceil_div(a: int, b: int) -> int:
 
 
 __all__ = ["HardwareProfile", "FIGURES", "PROFILES", "SYSTEMS", "System", "load_profile", "resolve_profile",
-           "core_cost", "Costs", "limits", "over_limits", "fanout_from_cores", "get_system", "smallest_system"]
+           "core_cost", "Costs", "limits", "over_limits", "fanout_from_cores", "get_system", "smallest_system",
+           "weight_width", "weight_range", "narrowest_weight_bits"]

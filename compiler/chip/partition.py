@@ -30,7 +30,7 @@ from mflc.ir.errors import FitError
 from mflc.ir.graph import Graph, Instr, NeuronGroup, SynapseGroup
 
 from .hardware import (KINDS, Costs, HardwareProfile, bits_for_range, fanout_of, limits, outgoing, over_limits,
-                       row_bits, slice_axons, src_span, synapse_kind, _union_length)
+                       row_bits, slice_axons, src_span, synapse_kind, weight_width, _union_length)
 
 
 @dataclass
@@ -173,7 +173,7 @@ def _try_k(s: SynapseGroup, k: int, c0: int, c1: int, src_bits: int, hw: Hardwar
     counts = _block_counts(s, bounds)
     widths = np.diff(bounds)
     nnz = counts.sum(axis=0)
-    wb, ib, ov = hw.weight_bits, hw.sparse_index_bits, hw.row_overhead_bits
+    wb, ib, ov = weight_width(s, hw), hw.sparse_index_bits, hw.row_overhead_bits
     dense = s.shape[0] * widths * wb <= nnz * (wb + ib)
     part_rows = np.where(dense[None, :], widths[None, :] * wb + ov, counts * (wb + ib) + ov)
     part_axons = widths[None, :]

@@ -13,7 +13,8 @@ import numpy as np
 
 from mflc.ir.graph import Graph
 
-from .hardware import KINDS, LIMIT_OF, SYSTEMS, Costs, HardwareProfile, limits, smallest_system
+from .hardware import (KINDS, LIMIT_OF, SYSTEMS, Costs, HardwareProfile, ceil_div, limits, slice_bits,
+                       smallest_system)
 from .layout import Layout
 
 
@@ -47,6 +48,28 @@ def _layer_rank(layer) -> tuple:
     if layer == "head":
         return (2, 0)
     return (3, str(layer))
+
+
+# the kinds whose total demand does not depend on the layout; input axons and routing entries do (shared
+# axons, destination cores), so they give no bound before a layout exists
+BOUND_KINDS = ("neurons", "neuron_bits", "synapse_bits", "program_instr")
+
+
+def core_lower_bound(graph: Graph, hw: HardwareProfile, costs: Costs | None = None) -> dict:
+    """The fewest cores any layout of ``graph`` can use: max over the kinds of BOUND_KINDS of
+    ceil(total demand / one core's limit). Demand: every neuron; its state plus each group's tables once;
+    every synapse group's rows (at its weight width and format, as ``Costs.core`` costs them); each group's
+    program once. ``cores``, the binding ``kind``, and ``by_kind`` {kind: dict(demand, per_core_limit, cores)}."""
+    costs = costs or Costs(graph, hw)
+    lim = limits(hw)
+    demand = dict(neurons=sum(g.size for g in graph.groups.values()),
+                  neuron_bits=sum(costs.neuron_usage(n, g.size) for n, g in graph.groups.items()),
+                  synapse_bits=sum(slice_bits(s, 0, s.shape[0], hw, costs.width.get(n))
+                                   for n, s in graph.synapses.items()),
+                  program_instr=sum(costs.program.values()))
+    by = {k: dict(demand=int(demand[k]), per_core_limit=lim[k], cores=ceil_div(demand[k], lim[k])) for k in BOUND_KINDS}
+    kind = max(BOUND_KINDS, key=lambda k: (by[k]["cores"], by[k]["demand"] / lim[k]))
+    return dict(cores=max(1, by[kind]["cores"]), kind=kind, by_kind=by)
 
 
 def build_report(graph: Graph, layout: Layout, hw: HardwareProfile | None = None, source: dict | None = None) -> dict:
@@ -86,6 +109,11 @@ def build_report(graph: Graph, layout: Layout, hw: HardwareProfile | None = None
     chips = layout.n_chips
     best = smallest_system(chips)
     totals = graph.totals()
+    lb = core_lower_bound(graph, hw, costs)
+    lb["ratio"] = n / lb["cores"]
+    widths = defaultdict(int)
+    for s in graph.synapses.values():
+        widths[costs.width[s.name]] += s.nnz
     rep = dict(
         source=source or {},
         hardware=dict(name=hw.name, cores_per_chip=hw.cores_per_chip, figures=hw.figures()),
@@ -97,6 +125,8 @@ def build_report(graph: Graph, layout: Layout, hw: HardwareProfile | None = None
         core_fill=dict(mean=float(fills.mean()) if n else 0.0, min=float(fills.min()) if n else 0.0,
                        binding_limit={k: int(v) for k, v in sorted(binding.items(), key=lambda kv: -kv[1])}),
         cores=n, chips=chips, cores_per_chip=hw.cores_per_chip,
+        lower_bound=lb,
+        weight_bits={str(b): int(c) for b, c in sorted(widths.items())},
         system=layout.system,
         smallest_system=best.name if best else None,
         systems=[dict(name=s.name, chips=s.chips, fits=chips <= s.chips) for s in SYSTEMS.values()],
@@ -176,6 +206,10 @@ def render_report(rep: dict, console, detail: bool = False, title: str = "layout
                  ("synapses", f"{rep['graph']['synapses']:,}"),
                  ("fan-in splits (partial-sum groups)", f"{rep['graph']['fan_in_splits']} ({rep['graph']['partial_sum_groups']})"),
                  ("cores", f"{rep['cores']:,}"),
+                 ("lower bound of cores (total demand / one core)",
+                  f"{rep['lower_bound']['cores']:,} ({SHORT[rep['lower_bound']['kind']]}); layout / bound = "
+                  f"{rep['lower_bound']['ratio']:.3f}"),
+                 ("weight widths (bits: synapses)", ", ".join(f"{b}: {_n(c)}" for b, c in rep["weight_bits"].items())),
                  ("mean core fill (largest kind)", f"{100 * rep['core_fill']['mean']:.1f} %"),
                  ("chips needed", f"{rep['chips']:,} at {rep['cores_per_chip']} cores per chip"),
                  ("smallest system that fits", rep["smallest_system"] or "none listed"),
