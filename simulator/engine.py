@@ -207,6 +207,36 @@ class Engine:
                     c.add(core, stage, fi, int(n))
                     c.add(core, stage, 5, int(n) * bits)
 
+    def _ports(self, t: int, name: str, token: int, pending: dict) -> dict[str, np.ndarray]:
+        """Group ``name``'s input ports at step t: what arrived (zeros if nothing did), delta sums, the token's row."""
+        g = self.g
+        grp = g.groups[name]
+        ports = {p: pending.pop((t, name, p), None) for p in grp.ports}
+        ports = {p: (v if v is not None else np.zeros(grp.size, np.int64)) for p, v in ports.items()}
+        for s in self.delta_in.get(name, ()):
+            ports[s.port] = ports[s.port] + self.delta_acc[s.name]
+        if name in self.host:
+            inp = self.host[name]
+            table = g.host_tensors[inp.table]
+            if not 0 <= token < table.shape[0]:
+                raise ValueError(f"token {token} outside the input table {inp.table} [0, {table.shape[0]})")
+            ports[inp.port] = ports[inp.port] + table[token].astype(np.int64)
+        return ports
+
+    def _send(self, t: int, name: str, msg: np.ndarray, counters, pending: dict, delta_pending: dict) -> None:
+        """Deliver group ``name``'s message through its synapses, to arrive after each synapse's delay."""
+        stage = self.g.groups[name].stage
+        for sy in self.syn_out[name]:
+            contrib = self._deliver(sy, msg, counters, stage)
+            arrive = t + 1 + sy.s.delay
+            if sy.s.name in self.delta_acc:
+                key = (arrive, sy.s.name)
+                delta_pending[key] = delta_pending.get(key, 0) + contrib
+            else:
+                key = (arrive, sy.s.dst, sy.s.port)
+                prev = pending.get(key)
+                pending[key] = contrib if prev is None else prev + contrib
+
     def run(self, tokens, schedule: str = "sequential", counters: Counters | None = None, trace=None) -> RunResult:
         """Run tokens from the current state; pass a ``Counters`` to accumulate activity into it."""
         g = self.g
@@ -234,16 +264,7 @@ class Engine:
             for k in [k for k, s0 in enumerate(inject) if s0 <= t < s0 + depth]:
                 for name in self.by_stage.get(t - inject[k], ()):
                     grp = g.groups[name]
-                    ports = {p: pending.pop((t, name, p), None) for p in grp.ports}
-                    ports = {p: (v if v is not None else np.zeros(grp.size, np.int64)) for p, v in ports.items()}
-                    for s in self.delta_in.get(name, ()):
-                        ports[s.port] = ports[s.port] + self.delta_acc[s.name]
-                    if name in self.host:
-                        inp = self.host[name]
-                        table = g.host_tensors[inp.table]
-                        if not 0 <= tokens[k] < table.shape[0]:
-                            raise ValueError(f"token {tokens[k]} outside the input table {inp.table} [0, {table.shape[0]})")
-                        ports[inp.port] = ports[inp.port] + table[tokens[k]].astype(np.int64)
+                    ports = self._ports(t, name, tokens[k], pending)
                     prog = self.progs[name]
                     for a, b, _core in self.cm.slices[name]:      # each core runs its own slice
                         prog.run(ports, a, b, name)
@@ -271,18 +292,8 @@ class Engine:
                     sent[name] = sent.get(name, 0) + int(np.count_nonzero(msg))
                     if counters is not None:
                         self._count_messages(name, msg, counters)
-                    if not np.any(msg):
-                        continue   # event-driven: nothing sent, nothing accumulated (zeros add nothing)
-                    for sy in self.syn_out[name]:
-                        contrib = self._deliver(sy, msg, counters, grp.stage)
-                        arrive = t + 1 + sy.s.delay
-                        if sy.s.name in self.delta_acc:
-                            key = (arrive, sy.s.name)
-                            delta_pending[key] = delta_pending.get(key, 0) + contrib
-                        else:
-                            key = (arrive, sy.s.dst, sy.s.port)
-                            prev = pending.get(key)
-                            pending[key] = contrib if prev is None else prev + contrib
+                    if np.any(msg):   # event-driven: nothing sent, nothing accumulated (zeros add nothing)
+                        self._send(t, name, msg, counters, pending, delta_pending)
             if counters is not None:
                 counters.per_step["synops"].append(int(counters.synops.sum() - syn0))
                 counters.per_step["neuron_updates"].append(step_upd)

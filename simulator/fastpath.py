@@ -113,7 +113,19 @@ class FastEngine:
         self.tables = np.concatenate(tabs)
         self.slices = np.asarray(slices, np.int64).reshape(-1, 2)
         self.g_code, self.g_ports, self.g_slices, self.g_out, self.g_size, self.g_tab = g_code, g_ports, g_slices, g_out, g_size, g_tab
-        # synapses, grouped by source in stage order, one row per destination core slice
+        self._pack_synapses(names, cm)
+        maxn = max(grp.size for grp in graph.groups.values())
+        self.msg16, self.outbuf = np.zeros(maxn, np.int16), np.zeros(maxn, np.int64)
+        self.acc32 = np.zeros(maxn, np.int32)
+        self.host = [(graph.host_tensors[i.table], self.base[i.group] + self.slot[i.group][i.port] * graph.groups[i.group].size,
+                      graph.groups[i.group].size) for i in graph.inputs]
+        self.out_name = {o.name: o.group for o in graph.outputs}
+        self.reset()
+
+    def _pack_synapses(self, names: list[str], cm: CoreMap) -> None:
+        """Synapses grouped by source in stage order, one row per destination core slice: dense int8
+        blocks where at least a quarter of the weights are nonzero, CSR elsewhere (the kernel's two paths)."""
+        graph, G = self.g, len(names)
         rows, w8, ptrs, inds, vals = [], [], [np.zeros(1, np.int64)], [], []
         g_syn = np.zeros((G, 2), np.int64)
         w_off = ptr_off = nnz_off = 0
@@ -154,13 +166,6 @@ class FastEngine:
         self.w8 = np.concatenate(w8) if w8 else np.zeros(1, np.int8)
         self.syn = np.asarray(rows, np.int64).reshape(-1, 8)
         self.g_syn = g_syn
-        maxn = max(grp.size for grp in graph.groups.values())
-        self.msg16, self.outbuf = np.zeros(maxn, np.int16), np.zeros(maxn, np.int64)
-        self.acc32 = np.zeros(maxn, np.int32)
-        self.host = [(graph.host_tensors[i.table], self.base[i.group] + self.slot[i.group][i.port] * graph.groups[i.group].size,
-                      graph.groups[i.group].size) for i in graph.inputs]
-        self.out_name = {o.name: o.group for o in graph.outputs}
-        self.reset()
 
     def reset(self) -> None:
         self.env = self.env0.copy()

@@ -64,17 +64,30 @@ def time_tokens(fn, n: int) -> float:
 
 
 def main(argv=None) -> dict:
-    from mflc import executors
-    from mflc.compiler.model.float_model import FloatModel
-
+    """Benchmark the simulators on tiny and on ``--preset``; print (or ``--json``) and return the figures."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="370M")
     ap.add_argument("--tokens", type=int, default=8)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     res: dict = {"preset": args.preset}
+    res["tiny"] = _bench_tiny()
+    from mflc.simulator.lava_backend import lava_available
 
-    # tiny: engine vs IR reference executor
+    if lava_available():                     # issue 6: the same tiny network under Lava's CPU simulation
+        res["tiny_lava"] = lava_vs_engine_tiny()
+    _bench_preset(args.preset, args.tokens, res)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        _print_summary(res, args.preset)
+    return res
+
+
+def _bench_tiny() -> dict:
+    """Engine and fast path against the IR reference executor on tiny: the speed-ups that need no big build."""
+    from mflc import executors
+
     _, _, _, g_tiny = build("tiny")
     toks = np.random.default_rng(1).integers(0, 256, 32).tolist()
     executors.create("engine", graph=g_tiny).run(toks[:2])            # JIT warm-up
@@ -83,17 +96,19 @@ def main(argv=None) -> dict:
     ft = executors.create("fast", graph=g_tiny)
     ft.step(0)
     t0 = time.perf_counter(); [ft.step(t) for t in toks]; t_fast = time.perf_counter() - t0
-    res["tiny"] = dict(reference_tokens_per_s=len(toks) / t_ref, engine_tokens_per_s=len(toks) / t_eng,
-                       fast_tokens_per_s=len(toks) / t_fast, engine_over_reference=t_ref / t_eng,
-                       fast_over_reference=t_ref / t_fast)
-    from mflc.simulator.lava_backend import lava_available
+    return dict(reference_tokens_per_s=len(toks) / t_ref, engine_tokens_per_s=len(toks) / t_eng,
+                fast_tokens_per_s=len(toks) / t_fast, engine_over_reference=t_ref / t_eng,
+                fast_over_reference=t_ref / t_fast)
 
-    if lava_available():                     # issue 6: the same tiny network under Lava's CPU simulation
-        res["tiny_lava"] = lava_vs_engine_tiny()
 
-    print(f"building {args.preset} (random weights) ...", flush=True)
+def _bench_preset(preset: str, tokens: int, res: dict) -> None:
+    """Engine, fast path and float model on a full-size preset, against the memory-bandwidth bound (into res)."""
+    from mflc import executors
+    from mflc.compiler.model.float_model import FloatModel
+
+    print(f"building {preset} (random weights) ...", flush=True)
     t0 = time.perf_counter()
-    cfg, w, qm, g = build(args.preset)
+    cfg, w, qm, g = build(preset)
     res["build_seconds"] = time.perf_counter() - t0
     weight_bytes = sum(v.nbytes for v in w.values())
     fm = FloatModel(cfg, w)
@@ -101,12 +116,12 @@ def main(argv=None) -> dict:
     eng = executors.create("engine", graph=g, check=False)
     res["synapses"] = int(sum(s.nnz for s in g.synapses.values()))
     rng = np.random.default_rng(2)
-    toks = rng.integers(0, cfg.vocab_size, args.tokens + 1).tolist()
+    toks = rng.integers(0, cfg.vocab_size, tokens + 1).tolist()
     eng.run(toks[:1])                        # warm-up (JIT, caches)
-    res["engine_tokens_per_s"] = time_tokens(lambda k: eng.run([toks[k + 1]]), args.tokens)
+    res["engine_tokens_per_s"] = time_tokens(lambda k: eng.run([toks[k + 1]]), tokens)
     fast = executors.create("fast", graph=g)
     fast.step(toks[0])
-    res["fast_tokens_per_s"] = time_tokens(lambda k: fast.step(toks[(k + 1) % len(toks)]), max(args.tokens, 20))
+    res["fast_tokens_per_s"] = time_tokens(lambda k: fast.step(toks[(k + 1) % len(toks)]), max(tokens, 20))
     st = fm.init_state()
 
     def fstep(k):
@@ -114,7 +129,7 @@ def main(argv=None) -> dict:
         _, st = fm.step(toks[k], st)
 
     fstep(0)
-    res["float_tokens_per_s"] = time_tokens(fstep, args.tokens)
+    res["float_tokens_per_s"] = time_tokens(fstep, tokens)
     bw = measure_bandwidth()
     fe = fast.fe                             # the FastEngine's arrays
     bpt = fe.w8.nbytes + fe.ind.nbytes + fe.val.nbytes + fe.ptr.nbytes
@@ -124,27 +139,28 @@ def main(argv=None) -> dict:
                fast_over_float=res["fast_tokens_per_s"] / res["float_tokens_per_s"],
                float_weight_bytes=weight_bytes, peak_rss_gib=peak_rss_gib(),
                peak_rss_over_weights=peak_rss_gib() * 2**30 / weight_bytes)
-    if args.json:
-        print(json.dumps(res, indent=2))
-    else:
-        t = res["tiny"]
-        print(f"tiny: fast path {t['fast_tokens_per_s']:.0f} tok/s ({t['fast_over_reference']:.1f}x), engine "
-              f"{t['engine_tokens_per_s']:.1f} tok/s ({t['engine_over_reference']:.2f}x), IR reference {t['reference_tokens_per_s']:.1f} tok/s")
-        if "tiny_lava" in res:
-            lv = res["tiny_lava"]
-            print(f"tiny under Lava (Loihi2SimCfg fixed_pt, {lv['processes']} processes, sequential): "
-                  f"{lv['lava_seconds_per_token']:.2f} s/token + {lv['lava_startup_seconds']:.1f} s start-up; engine "
-                  f"{lv['engine_seconds_per_token'] * 1e3:.1f} ms/token: engine {lv['engine_over_lava']:.0f}x faster "
-                  f"({lv['engine_over_lava_with_startup']:.0f}x with Lava's start-up), fast path {lv['fast_over_lava']:.0f}x; "
-                  f"bit-exact: {lv['bit_exact']}")
-        print(f"{args.preset}: {res['synapses']:,} synapses, built in {res['build_seconds']:.1f} s")
-        print(f"  fast path (generation)  {res['fast_tokens_per_s']:8.3f} tok/s   (fast/float {res['fast_over_float']:.2f}x)")
-        print(f"  engine (generation)     {res['engine_tokens_per_s']:8.3f} tok/s   (per-group dispatch, counters capable)")
-        print(f"  float numpy reference   {res['float_tokens_per_s']:8.3f} tok/s   (engine/float {res['engine_over_float']:.2f}x)")
-        print(f"  bandwidth bound         {res['bound_tokens_per_s']:8.3f} tok/s   ({bpt / 1e9:.2f} GB/token at {bw / 1e9:.1f} GB/s)")
-        print(f"  fast path / bound       {res['fraction_of_bound']:8.2f}")
-        print(f"  peak RSS {res['peak_rss_gib']:.2f} GiB = {res['peak_rss_over_weights']:.1f}x the float32 weights")
-    return res
+
+
+def _print_summary(res: dict, preset: str) -> None:
+    """The human-readable form of ``main``'s figures."""
+    bpt, bw_gb = res["engine_bytes_per_token"], res["bandwidth_gb_s"]
+    t = res["tiny"]
+    print(f"tiny: fast path {t['fast_tokens_per_s']:.0f} tok/s ({t['fast_over_reference']:.1f}x), engine "
+          f"{t['engine_tokens_per_s']:.1f} tok/s ({t['engine_over_reference']:.2f}x), IR reference {t['reference_tokens_per_s']:.1f} tok/s")
+    if "tiny_lava" in res:
+        lv = res["tiny_lava"]
+        print(f"tiny under Lava (Loihi2SimCfg fixed_pt, {lv['processes']} processes, sequential): "
+              f"{lv['lava_seconds_per_token']:.2f} s/token + {lv['lava_startup_seconds']:.1f} s start-up; engine "
+              f"{lv['engine_seconds_per_token'] * 1e3:.1f} ms/token: engine {lv['engine_over_lava']:.0f}x faster "
+              f"({lv['engine_over_lava_with_startup']:.0f}x with Lava's start-up), fast path {lv['fast_over_lava']:.0f}x; "
+              f"bit-exact: {lv['bit_exact']}")
+    print(f"{preset}: {res['synapses']:,} synapses, built in {res['build_seconds']:.1f} s")
+    print(f"  fast path (generation)  {res['fast_tokens_per_s']:8.3f} tok/s   (fast/float {res['fast_over_float']:.2f}x)")
+    print(f"  engine (generation)     {res['engine_tokens_per_s']:8.3f} tok/s   (per-group dispatch, counters capable)")
+    print(f"  float numpy reference   {res['float_tokens_per_s']:8.3f} tok/s   (engine/float {res['engine_over_float']:.2f}x)")
+    print(f"  bandwidth bound         {res['bound_tokens_per_s']:8.3f} tok/s   ({bpt / 1e9:.2f} GB/token at {bw_gb:.1f} GB/s)")
+    print(f"  fast path / bound       {res['fraction_of_bound']:8.2f}")
+    print(f"  peak RSS {res['peak_rss_gib']:.2f} GiB = {res['peak_rss_over_weights']:.1f}x the float32 weights")
 
 
 def lava_vs_engine_tiny(n_tokens: int = 3, seed: int = 1) -> dict:

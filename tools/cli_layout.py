@@ -56,43 +56,12 @@ def _peak_rss_mb() -> float:
     return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
 
 
-@app.command("estimate")
-@guarded
-def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model directory (checkpoint or quantized model; "
-                                                                    "default: the embedded default model); or give --preset"),
-                 preset: Optional[str] = typer.Option(None, "--preset", help="370M, 1.3B, 2.7B or tiny"),
-                 density: Optional[float] = typer.Option(None, "--density", help="Fraction of non-zero ternary weights "
-                                                         "(default: measured from MODEL's weights, else the stated default)"),
-                 hardware: Optional[str] = HardwareOpt, hw_set: list[str] = HwSetOpt, system: Optional[str] = SystemOpt,
-                 plot: Optional[Path] = PlotOpt,
-                 remove_inner_norm: bool = typer.Option(False, "--remove-inner-norm",
-                                                        help="Estimate the model without each BitLinear's own RMSNorm"),
-                 detail: bool = typer.Option(False, "--detail", help="One table row per neuron group"),
-                 prompt_len: int = typer.Option(500, "--prompt-len", help="Prompt length for time to first token"),
-                 gen_len: int = typer.Option(100, "--gen-len", help="Tokens generated after the prompt"),
-                 cost_params: Optional[Path] = typer.Option(None, "--cost-params",
-                                                           help="JSON file overriding cost-model constants"),
-                 json_out: bool = typer.Option(False, "--json")):
-    """Partition and place a model on Loihi 2 from its configuration alone; report cores, chips, traffic,
-    and the estimated throughput, latency and energy (with a GPU baseline)."""
+def _estimate_source(model: Optional[Path], preset: Optional[str], density: Optional[float], options):
+    """What ``estimate`` sizes: (config, its name, weight density, where the density came from, quantizer
+    options), from a preset or from a model directory (a build's quantized model once its integrity is checked)."""
     from mflc.compiler.model.config import ModelConfig, preset as get_preset
-    from mflc.compiler.chip.hardware import resolve_profile
-    from mflc.compiler.chip.layout import check_layout
-    from mflc.compiler.chip.place import layout_graph
-    from mflc.compiler.model.quantize import QuantOptions
-    from mflc.compiler.chip.report import build_report, plot_layout, render_report
-    from mflc.compiler.model.skeleton import DEFAULT_TERNARY_DENSITY, check_skeleton_memory, skeleton_graph
+    from mflc.compiler.model.skeleton import DEFAULT_TERNARY_DENSITY, check_skeleton_memory
 
-    t0 = time.perf_counter()
-    if model is not None and preset is not None:
-        raise ConfigError("give either --preset NAME (370M, 1.3B, 2.7B, tiny) or a MODEL directory, not both")
-    if preset is None:
-        model = resolve_model(model)           # neither: the embedded default model
-    hw = resolve_profile(hardware, hw_set)
-    from mflc.compiler.chip.costmodel import CostParams, cost_report, format_report, load_cost_params, plot_scaling
-
-    params = load_cost_params(cost_params) if cost_params is not None else CostParams()
-    options = QuantOptions(remove_inner_norm=remove_inner_norm)
     if preset is not None:
         cfg = get_preset(preset)
         what = f"preset {preset}"
@@ -126,6 +95,46 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
                 options = qopts
         if dens <= 0:
             raise ConfigError(f"{model}: every ternarized weight is zero; give --density")
+    return cfg, what, dens, dens_src, options
+
+
+@app.command("estimate")
+@guarded
+def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model directory (checkpoint or quantized model; "
+                                                                    "default: the embedded default model); or give --preset"),
+                 preset: Optional[str] = typer.Option(None, "--preset", help="370M, 1.3B, 2.7B or tiny"),
+                 density: Optional[float] = typer.Option(None, "--density", help="Fraction of non-zero ternary weights "
+                                                         "(default: measured from MODEL's weights, else the stated default)"),
+                 hardware: Optional[str] = HardwareOpt, hw_set: list[str] = HwSetOpt, system: Optional[str] = SystemOpt,
+                 plot: Optional[Path] = PlotOpt,
+                 remove_inner_norm: bool = typer.Option(False, "--remove-inner-norm",
+                                                        help="Estimate the model without each BitLinear's own RMSNorm"),
+                 detail: bool = typer.Option(False, "--detail", help="One table row per neuron group"),
+                 prompt_len: int = typer.Option(500, "--prompt-len", help="Prompt length for time to first token"),
+                 gen_len: int = typer.Option(100, "--gen-len", help="Tokens generated after the prompt"),
+                 cost_params: Optional[Path] = typer.Option(None, "--cost-params",
+                                                           help="JSON file overriding cost-model constants"),
+                 json_out: bool = typer.Option(False, "--json")):
+    """Partition and place a model on Loihi 2 from its configuration alone; report cores, chips, traffic,
+    and the estimated throughput, latency and energy (with a GPU baseline)."""
+    from mflc.compiler.chip.hardware import resolve_profile
+    from mflc.compiler.chip.layout import check_layout
+    from mflc.compiler.chip.place import layout_graph
+    from mflc.compiler.model.quantize import QuantOptions
+    from mflc.compiler.chip.report import build_report, plot_layout, render_report
+    from mflc.compiler.model.skeleton import skeleton_graph
+
+    t0 = time.perf_counter()
+    if model is not None and preset is not None:
+        raise ConfigError("give either --preset NAME (370M, 1.3B, 2.7B, tiny) or a MODEL directory, not both")
+    if preset is None:
+        model = resolve_model(model)           # neither: the embedded default model
+    hw = resolve_profile(hardware, hw_set)
+    from mflc.compiler.chip.costmodel import CostParams, cost_report, format_report, load_cost_params, plot_scaling
+
+    params = load_cost_params(cost_params) if cost_params is not None else CostParams()
+    options = QuantOptions(remove_inner_norm=remove_inner_norm)
+    cfg, what, dens, dens_src, options = _estimate_source(model, preset, density, options)
     g = skeleton_graph(cfg, dens, options)
     t1 = time.perf_counter()
     g2, lay = layout_graph(g, hw, system)

@@ -282,7 +282,8 @@ def lr_at(step: int, args) -> float:
     return args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line of ``main`` (model shape, schedule, limits, outputs)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="checkpoint directory to write")
@@ -307,31 +308,20 @@ def main(argv=None) -> int:
     ap.add_argument("--stdlib", type=Path, default=None, help="stdlib directory (default: this interpreter's)")
     ap.add_argument("--dump-check", type=Path, default=None,
                     help="also write float64 logits of a few held-out sequences (.npz) to compare with mflc")
-    args = ap.parse_args(argv)
+    return ap
 
-    t0 = time.time()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
 
-    corpus = load_corpus(args.stdlib)
-    tr, ho = corpus["train"], corpus["heldout"]
-    print(f"corpus {args.stdlib or sysconfig.get_paths()['stdlib']}: train {len(corpus['names']['train'])} files "
-          f"{len(tr):,} bytes, held-out {len(corpus['names']['heldout'])} files {len(ho):,} bytes", flush=True)
-
-    cfg = make_config(args)
-    model = HGRNBit(cfg)
-    model.init_weights(gen)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"model d={args.hidden} L={args.layers} m={args.intermediate}: {n_params:,} parameters; python "
-          f"{sys.version.split()[0]}, torch {torch.__version__}, {args.threads} threads", flush=True)
-
+def _optimizer(model, args) -> torch.optim.Optimizer:
+    """AdamW with weight decay on the projection matrices (and the head) only."""
     decay = [p for n, p in model.named_parameters() if p.ndim == 2 and "proj" in n or n == "lm_head.weight"]
     ids = {id(p) for p in decay}
     rest = [p for p in model.parameters() if id(p) not in ids]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                              {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def _train(model, opt, tr, ho, rng, args) -> tuple[int, float, float]:
+    """The training loop with its progress lines; returns (last step, EMA train bits/byte, minutes)."""
     train_fwd = model if args.no_compile else torch.compile(model)  # evaluation and sampling stay eager
     it = batches(tr, args.batch, args.seq_len, rng)
     ema = None
@@ -359,7 +349,43 @@ def main(argv=None) -> int:
         if el > args.max_minutes * 60:
             print(f"time limit {args.max_minutes} min reached at step {step}; stopping", flush=True)
             break
-    train_min = (time.time() - t_train) / 60
+    return step, ema, (time.time() - t_train) / 60
+
+
+def _dump_check(model, ho, path: Path) -> None:
+    """float64 logits of three held-out sequences, for comparing the trained model with mflc's."""
+    md = model.double()
+    seqs = [ho[s:s + 200].astype(np.int64) for s in (0, len(ho) // 3, 2 * len(ho) // 3)]
+    with torch.no_grad():
+        lg = [md(torch.from_numpy(s)[None])[0][0].numpy() for s in seqs]
+    np.savez(path, tokens=np.stack(seqs), logits=np.stack(lg))
+    print(f"wrote {path}", flush=True)
+
+
+def main(argv=None) -> int:
+    """Train a small HGRN-Bit on the stdlib corpus and save a checkpoint mflc can compile."""
+    args = _parser().parse_args(argv)
+
+    t0 = time.time()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+
+    corpus = load_corpus(args.stdlib)
+    tr, ho = corpus["train"], corpus["heldout"]
+    print(f"corpus {args.stdlib or sysconfig.get_paths()['stdlib']}: train {len(corpus['names']['train'])} files "
+          f"{len(tr):,} bytes, held-out {len(corpus['names']['heldout'])} files {len(ho):,} bytes", flush=True)
+
+    cfg = make_config(args)
+    model = HGRNBit(cfg)
+    model.init_weights(gen)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model d={args.hidden} L={args.layers} m={args.intermediate}: {n_params:,} parameters; python "
+          f"{sys.version.split()[0]}, torch {torch.__version__}, {args.threads} threads", flush=True)
+
+    opt = _optimizer(model, args)
+    step, ema, train_min = _train(model, opt, tr, ho, rng, args)
     hb = heldout_bits(model, ho, 512, args.eval_windows)
     print(f"done: {step + 1} steps in {train_min:.1f} min; train (EMA) {ema:.3f} bits/byte, held-out {hb:.3f} "
           f"bits/byte ({args.eval_windows} windows of 512)", flush=True)
@@ -370,12 +396,7 @@ def main(argv=None) -> int:
     for p in (b"def ", b"import ", b"class "):
         print(f"sample (greedy) {p!r}: {sample(model, p, 160, 0.0, gen)!r}", flush=True)
     if args.dump_check:
-        md = model.double()
-        seqs = [ho[s:s + 200].astype(np.int64) for s in (0, len(ho) // 3, 2 * len(ho) // 3)]
-        with torch.no_grad():
-            lg = [md(torch.from_numpy(s)[None])[0][0].numpy() for s in seqs]
-        np.savez(args.dump_check, tokens=np.stack(seqs), logits=np.stack(lg))
-        print(f"wrote {args.dump_check}", flush=True)
+        _dump_check(model, ho, args.dump_check)
     print(f"total wall time {(time.time() - t0) / 60:.1f} min", flush=True)
     return 0
 

@@ -509,6 +509,17 @@ def _chips_used(core_map) -> int:
     return int(np.unique(chips).size) if chips.size else 1
 
 
+def _dynamic_energy(profile, p: CostParams) -> tuple[dict, dict]:
+    """The profile's activity per token summed over cores and stages, and the dynamic energy of each kind."""
+    tot = {f: float(sum(r[f] for r in profile)) for f in FIELDS}
+    e_parts = dict(synops_J=tot["synops"] * p.v("e_synop"),
+                   neuron_updates_J=tot["neuron_updates"] * p.v("e_neuron_update"),
+                   msgs_on_core_J=tot["msgs_on_core"] * p.v("e_msg_core"),
+                   msgs_on_chip_J=tot["msgs_on_chip"] * p.v("e_msg_chip"),
+                   msgs_between_chips_J=tot["msgs_between_chips"] * p.e_msg_between_chips)
+    return tot, e_parts
+
+
 def cost_report(g: Graph, core_map, profile=None, params: CostParams | None = None, prompt_len: int = 500,
                 gen_len: int = 100, chips: int | None = None, baselines=None, seq_lens=None,
                 profile_source: str | None = None) -> dict:
@@ -558,12 +569,7 @@ def cost_report(g: Graph, core_map, profile=None, params: CostParams | None = No
     ttft = pipeline_time(work, link, prompt_len, tb)
     total_time = ttft + max(gen_len - 1, 0) * t_gen
 
-    tot = {f: float(sum(r[f] for r in profile)) for f in FIELDS}
-    e_parts = dict(synops_J=tot["synops"] * p.v("e_synop"),
-                   neuron_updates_J=tot["neuron_updates"] * p.v("e_neuron_update"),
-                   msgs_on_core_J=tot["msgs_on_core"] * p.v("e_msg_core"),
-                   msgs_on_chip_J=tot["msgs_on_chip"] * p.v("e_msg_chip"),
-                   msgs_between_chips_J=tot["msgs_between_chips"] * p.e_msg_between_chips)
+    tot, e_parts = _dynamic_energy(profile, p)
     e_dyn = sum(e_parts.values())
     p_static = p.v("p_static_chip") * n_chips
     passes = prompt_len + max(gen_len - 1, 0)
@@ -588,6 +594,15 @@ def cost_report(g: Graph, core_map, profile=None, params: CostParams | None = No
                     total_J=passes * e_dyn + p_static * total_time),
         params=p.table(),
     )
+    _add_gpu_comparison(report, p, baselines, seq_lens, work, link, tb, prompt_len, gen_len)
+    return report
+
+
+def _add_gpu_comparison(report: dict, p: CostParams, baselines, seq_lens, work, link, tb: float, prompt_len: int,
+                        gen_len: int) -> None:
+    """The GPU baselines, Loihi's advantage over each, and both against sequence length (into report)."""
+    t_gen, ttft = report["time"]["generation_token_s"], report["latency"]["ttft_s"]
+    e_dyn, p_static = report["energy"]["dynamic_per_token_J"], report["energy"]["static_power_W"]
     models = list(gb.BASELINE_MODELS.values()) if baselines is None else list(baselines)
     report["gpu_baselines"] = []
     for m in models:
@@ -608,7 +623,6 @@ def cost_report(g: Graph, core_map, profile=None, params: CostParams | None = No
                    prefill_energy_per_token_J=[e_dyn + p_static * pipeline_time(work, link, n, tb) / n for n in lens]),
         gpu={m.name: gb.gpu_scaling(m, p.gpu, lens) for m in models},
         gpu_name=p.gpu.name)
-    return report
 
 
 def _si(x: float, unit: str) -> str:

@@ -316,6 +316,8 @@ def _check_kept(name, us, ps, out: list[str]) -> None:
 
 def _check_split(name, ks: dict[int, str], u: Graph, p: Graph, into, outof, new_stage, claimed: set,
                  out: list[str], msg_bits: int) -> None:
+    """Synapse ``name`` split into partial-sum groups ``ks``: each part, its piece and its identity synapse
+    must be exactly what the partitioner makes, and the pieces together exactly the unsplit synapse."""
     S = u.synapses[name]
     w = f"synapse {name}"
     K = max(ks) + 1
@@ -349,28 +351,7 @@ def _check_split(name, ks: dict[int, str], u: Graph, p: Graph, into, outof, new_
         pn = ks[k]
         pg = p.groups[pn]
         pw = f"group {pn}"
-        # the part group: a copy neuron just before dst
-        for f, want in (("size", n_dst), ("ports", ["x"]), ("program", _COPY), ("output", "y"), ("registers", {}),
-                        ("send", "every"), ("stage", stage)):
-            got = getattr(pg, f)
-            if not _same(got, want):
-                shown = [_instr(i) for i in got] if f == "program" else got
-                out.append(f"{pw}: {f} {shown!r}, expected {_instr(_COPY[0]) if f == 'program' else want!r} for a "
-                           f"partial-sum group of {name}")
-        for f in ("params", "tables"):
-            if getattr(pg, f):
-                out.append(f"{pw}: has {f} {sorted(getattr(pg, f))}; a partial-sum group has none")
-        cols = pg.meta.get("columns") if isinstance(pg.meta, dict) else None
-        try:
-            lo, hi = int(cols[0]), int(cols[1])
-            if len(cols) != 2:
-                raise ValueError
-        except Exception:  # noqa: BLE001
-            out.append(f"{pw}: meta columns {cols!r} is not a [start, stop) column block")
-            lo = hi = None
-        want_meta = dict(layer=dst.meta.get("layer"), role="partial_sum", split_of=name, columns=cols)
-        if not _same(pg.meta, want_meta):
-            out.append(f"{pw}: meta {pg.meta!r}, expected {want_meta!r}")
+        cols, lo, hi = _check_part_group(pg, pw, name, n_dst, stage, dst, out)
         if lo is not None:
             blocks.append((k, lo, hi))
         # its one input: the k-th piece of S
@@ -381,51 +362,12 @@ def _check_split(name, ks: dict[int, str], u: Graph, p: Graph, into, outof, new_
                        f"partial-sum group is fed by exactly one piece of {name}")
         for ps in ins[:1]:
             sw = f"synapse {ps.name} (piece {k} of {name})"
-            want_name = f"{S.src}->{pn}.x"
-            if ps.name != want_name:
-                out.append(f"{sw}: named {ps.name!r}, expected {want_name!r}")
-            for f, want in (("src", S.src), ("port", "x"), ("weight_exp", S.weight_exp), ("acc_bits", S.acc_bits)):
-                if not _same(getattr(ps, f), want):
-                    out.append(f"{sw}: {f} {getattr(ps, f)!r}, expected {want!r} (as {name})")
-            if tuple(ps.shape) != (n_dst, n_src):
-                out.append(f"{sw}: shape {tuple(ps.shape)}, expected {(n_dst, n_src)} (as {name})")
-                continue
-            want_meta = dict(S.meta, split_of=name, columns=cols)
-            if not _same(ps.meta, want_meta):
-                out.append(f"{sw}: meta {ps.meta!r}, expected {want_meta!r}")
-            bad = _csr_problem(ps, n_dst, n_src)
-            if bad:
-                out.append(f"{sw}: malformed CSR ({bad})")
-                continue
-            if (ps.values is None) != virtual:
-                out.append(f"{sw}: {'virtual' if ps.values is None else 'real'} weights, but {name}'s are "
-                           f"{'virtual' if virtual else 'real'}")
+            if not _check_piece_form(ps, sw, pn, name, S, n_dst, n_src, cols, virtual, out):
                 continue
             if lo is not None:
-                if virtual:
-                    rc = np.diff(np.asarray(ps.indptr))
-                    if rc.size and int(rc.max()) > max(hi - lo, 0):
-                        r = int(np.argmax(rc))
-                        out.append(f"{sw}: row {r} has {int(rc[r])} weights, more than its block [{lo}, {hi}) has columns")
-                else:
-                    ind = np.asarray(ps.indices)
-                    outside = (ind < lo) | (ind >= hi)
-                    if outside.any():
-                        i = int(np.argmax(outside))
-                        row = int(np.searchsorted(np.asarray(ps.indptr), i, side="right")) - 1
-                        out.append(f"{sw}: {int(outside.sum())} weights outside its column block [{lo}, {hi}) (first: "
-                                   f"row {row}, column {int(ind[i])})")
+                _check_piece_columns(ps, sw, lo, hi, virtual, out)
             pieces.append((k, ps))
-            # the part's out_bits: the worst case of its partial sums, as the validator bounds a port
-            if virtual:
-                rc = np.diff(np.asarray(ps.indptr))
-                top = (int(rc.max()) if rc.size else 0) * max(-slo, shi)
-                plo, phi = -top, top
-            else:
-                ip, v = np.asarray(ps.indptr, np.int64), np.asarray(ps.values)
-                pos, neg = _row_sums(ip, np.maximum(v, 0)), _row_sums(ip, np.minimum(v, 0))
-                plo = int((pos * slo + neg * shi).min()) if n_dst else 0
-                phi = int((pos * shi + neg * slo).max()) if n_dst else 0
+            plo, phi = _partial_sum_range(ps, virtual, slo, shi, n_dst)
             need = _bits(plo, phi)
             if pg.out_bits != need:
                 out.append(f"{pw}: out_bits {pg.out_bits}, but its partial sums of {src.out_bits}-bit inputs range over "
@@ -441,9 +383,14 @@ def _check_split(name, ks: dict[int, str], u: Graph, p: Graph, into, outof, new_
         for os_ in outs[:1]:
             _check_identity(os_, pn, S, n_dst, virtual, out)
 
-    # the column blocks: disjoint, contiguous, tiling S's source columns
+    _check_blocks(w, name, blocks, len(ks), c0, c1, out)
+    _check_rows(w, S, pieces, virtual, n_dst, n_src, out)
+
+
+def _check_blocks(w: str, name: str, blocks: list, n_parts: int, c0: int, c1: int, out: list[str]) -> None:
+    """The pieces' column blocks must be disjoint and contiguous and tile the split synapse's source columns."""
     blocks.sort()
-    if blocks and len(blocks) == len(ks):
+    if blocks and len(blocks) == n_parts:
         edges = [blocks[0][1]] + [b[2] for b in blocks]
         starts = [b[1] for b in blocks]
         if edges[0] != c0 or edges[-1] != c1:
@@ -455,7 +402,10 @@ def _check_split(name, ks: dict[int, str], u: Graph, p: Graph, into, outof, new_
             if nxt is not None and nxt != hi:
                 out.append(f"{w}: piece {k}'s column block ends at {hi} but piece {k + 1}'s starts at {nxt} "
                            f"({'overlap' if nxt < hi else 'gap'}); the blocks must be disjoint and cover every column")
-    # the weights: the pieces' rows together hold exactly S's rows
+
+
+def _check_rows(w: str, S, pieces: list, virtual: bool, n_dst: int, n_src: int, out: list[str]) -> None:
+    """The pieces' rows together must hold exactly the unsplit synapse's weights (counts, if virtual)."""
     if virtual:
         tot = np.zeros(n_dst, np.int64)
         for _, ps in pieces:
@@ -468,6 +418,91 @@ def _check_split(name, ks: dict[int, str], u: Graph, p: Graph, into, outof, new_
                        f"({diff.size} rows differ)")
     else:
         _check_weights(w, S, [ps for _, ps in pieces], n_dst, n_src, out)
+
+
+def _check_part_group(pg, pw: str, name: str, n_dst: int, stage: int, dst, out: list[str]):
+    """A partial-sum group must be a bare copy neuron just before dst; returns (columns, lo, hi) of its
+    meta's column block (lo = hi = None if malformed)."""
+    for f, want in (("size", n_dst), ("ports", ["x"]), ("program", _COPY), ("output", "y"), ("registers", {}),
+                    ("send", "every"), ("stage", stage)):
+        got = getattr(pg, f)
+        if not _same(got, want):
+            shown = [_instr(i) for i in got] if f == "program" else got
+            out.append(f"{pw}: {f} {shown!r}, expected {_instr(_COPY[0]) if f == 'program' else want!r} for a "
+                       f"partial-sum group of {name}")
+    for f in ("params", "tables"):
+        if getattr(pg, f):
+            out.append(f"{pw}: has {f} {sorted(getattr(pg, f))}; a partial-sum group has none")
+    cols = pg.meta.get("columns") if isinstance(pg.meta, dict) else None
+    try:
+        lo, hi = int(cols[0]), int(cols[1])
+        if len(cols) != 2:
+            raise ValueError
+    except Exception:  # noqa: BLE001
+        out.append(f"{pw}: meta columns {cols!r} is not a [start, stop) column block")
+        lo = hi = None
+    want_meta = dict(layer=dst.meta.get("layer"), role="partial_sum", split_of=name, columns=cols)
+    if not _same(pg.meta, want_meta):
+        out.append(f"{pw}: meta {pg.meta!r}, expected {want_meta!r}")
+    return cols, lo, hi
+
+
+def _check_piece_form(ps, sw: str, pn: str, name: str, S, n_dst: int, n_src: int, cols, virtual: bool,
+                      out: list[str]) -> bool:
+    """A piece must look like the split synapse (name, fields, shape, meta, sound CSR, same kind of weights);
+    False if it is too broken to check further."""
+    want_name = f"{S.src}->{pn}.x"
+    if ps.name != want_name:
+        out.append(f"{sw}: named {ps.name!r}, expected {want_name!r}")
+    for f, want in (("src", S.src), ("port", "x"), ("weight_exp", S.weight_exp), ("acc_bits", S.acc_bits)):
+        if not _same(getattr(ps, f), want):
+            out.append(f"{sw}: {f} {getattr(ps, f)!r}, expected {want!r} (as {name})")
+    if tuple(ps.shape) != (n_dst, n_src):
+        out.append(f"{sw}: shape {tuple(ps.shape)}, expected {(n_dst, n_src)} (as {name})")
+        return False
+    want_meta = dict(S.meta, split_of=name, columns=cols)
+    if not _same(ps.meta, want_meta):
+        out.append(f"{sw}: meta {ps.meta!r}, expected {want_meta!r}")
+    bad = _csr_problem(ps, n_dst, n_src)
+    if bad:
+        out.append(f"{sw}: malformed CSR ({bad})")
+        return False
+    if (ps.values is None) != virtual:
+        out.append(f"{sw}: {'virtual' if ps.values is None else 'real'} weights, but {name}'s are "
+                   f"{'virtual' if virtual else 'real'}")
+        return False
+    return True
+
+
+def _check_piece_columns(ps, sw: str, lo: int, hi: int, virtual: bool, out: list[str]) -> None:
+    """A piece's weights must lie in its column block [lo, hi) (virtual: no row longer than the block)."""
+    if virtual:
+        rc = np.diff(np.asarray(ps.indptr))
+        if rc.size and int(rc.max()) > max(hi - lo, 0):
+            r = int(np.argmax(rc))
+            out.append(f"{sw}: row {r} has {int(rc[r])} weights, more than its block [{lo}, {hi}) has columns")
+    else:
+        ind = np.asarray(ps.indices)
+        outside = (ind < lo) | (ind >= hi)
+        if outside.any():
+            i = int(np.argmax(outside))
+            row = int(np.searchsorted(np.asarray(ps.indptr), i, side="right")) - 1
+            out.append(f"{sw}: {int(outside.sum())} weights outside its column block [{lo}, {hi}) (first: "
+                       f"row {row}, column {int(ind[i])})")
+
+
+def _partial_sum_range(ps, virtual: bool, slo: int, shi: int, n_dst: int) -> tuple[int, int]:
+    """The worst case of a piece's partial sums over [slo, shi] inputs, as the validator bounds a port
+    (what the part group's out_bits must hold)."""
+    if virtual:
+        rc = np.diff(np.asarray(ps.indptr))
+        top = (int(rc.max()) if rc.size else 0) * max(-slo, shi)
+        return -top, top
+    ip, v = np.asarray(ps.indptr, np.int64), np.asarray(ps.values)
+    pos, neg = _row_sums(ip, np.maximum(v, 0)), _row_sums(ip, np.minimum(v, 0))
+    plo = int((pos * slo + neg * shi).min()) if n_dst else 0
+    phi = int((pos * shi + neg * slo).max()) if n_dst else 0
+    return plo, phi
 
 
 def _check_identity(s, pn: str, S, n: int, virtual: bool, out: list[str]) -> None:
