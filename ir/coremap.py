@@ -14,6 +14,8 @@ from .graph import Graph
 
 @dataclass
 class CoreMap:
+    """Which core runs which neuron slice of each group, and which chip each core is on: what executors and the cost model need of a layout."""
+
     slices: dict[str, list[tuple[int, int, int]]]   # group -> [(start, stop, core id)]
     chip_of_core: np.ndarray                         # core id -> chip id
     # core id -> (chip, core index on chip); by default the cores of each chip numbered in core-id order
@@ -32,6 +34,7 @@ class CoreMap:
 
     @property
     def n_cores(self) -> int:
+        """Number of cores the map uses."""
         return int(self.chip_of_core.size)
 
     def core_of_neurons(self, group: str, size: int) -> np.ndarray:

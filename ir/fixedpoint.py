@@ -36,10 +36,12 @@ GATE_FRAC = 15        # forget gate f and (1 - f) are fractions with 15 fraction
 
 
 def smin(bits: int) -> int:
+    """Smallest value of a signed ``bits``-bit word."""
     return -(1 << (bits - 1))
 
 
 def smax(bits: int) -> int:
+    """Largest value of a signed ``bits``-bit word."""
     return (1 << (bits - 1)) - 1
 
 
@@ -203,6 +205,7 @@ def pack_rsqrt(r, j):
 
 
 def unpack_rsqrt(p):
+    """Split rms_factor's packed word into its mantissa and its (unbiased) exponent."""
     p = _i64(p)
     return p >> RSQRT_EXP_BITS, (p & ((1 << RSQRT_EXP_BITS) - 1)) - RSQRT_EXP_BIAS
 

@@ -36,15 +36,19 @@ class Instr:
 
     @property
     def imm_dict(self) -> dict:
+        """The immediates as a dict (they are stored as sorted pairs so instructions stay hashable)."""
         return dict(self.imm)
 
     @staticmethod
     def make(op: str, out: str, *args: str, **imm) -> "Instr":
+        """Build an instruction with keyword immediates, normalised to sorted pairs for equality."""
         return Instr(op, out, tuple(args), tuple(sorted(imm.items())))
 
 
 @dataclass
 class NeuronGroup:
+    """A population of identical neurons: one integer program run per neuron per token, and what it sends."""
+
     name: str
     size: int
     ports: list[str]                              # dendritic inputs, each fed by one or more synapse groups
@@ -82,6 +86,7 @@ class SynapseGroup:
 
     @property
     def nnz(self) -> int:
+        """Number of stored weights (CSR entries), also for virtual synapses."""
         return int(self.indptr[-1]) if self.indptr.size else 0
 
     @property
@@ -91,10 +96,12 @@ class SynapseGroup:
 
     @property
     def density(self) -> float:
+        """Fraction of the dense matrix that is stored: what sizing and cost estimates scale with."""
         n = self.shape[0] * self.shape[1]
         return self.nnz / n if n else 0.0
 
     def row_counts(self) -> np.ndarray:
+        """Weights per destination row, from the CSR pointers."""
         return np.diff(self.indptr)
 
     def row_sums(self, per_synapse: np.ndarray) -> np.ndarray:
@@ -108,6 +115,7 @@ class SynapseGroup:
         return out
 
     def to_dense(self) -> np.ndarray:
+        """The weights as a dense int64 matrix, for tests and small-graph checks."""
         dense = np.zeros(self.shape, dtype=np.int64)
         rows = np.repeat(np.arange(self.shape[0]), self.row_counts())
         dense[rows, self.indices] = self.values
@@ -115,6 +123,7 @@ class SynapseGroup:
 
     @classmethod
     def from_dense(cls, name, src, dst, port, w: np.ndarray, **kw) -> "SynapseGroup":
+        """The CSR synapse group of a dense ternary matrix (its nonzeros only)."""
         w = np.asarray(w)
         rows, cols = np.nonzero(w)
         indptr = np.zeros(w.shape[0] + 1, dtype=np.int64)
@@ -130,6 +139,7 @@ class SynapseGroup:
 
     @classmethod
     def identity(cls, name, src, dst, port, n: int, **kw) -> "SynapseGroup":
+        """A one-to-one synapse group of unit weights: forwards a group's output unchanged to a port."""
         return cls(name, src, dst, port, (n, n), np.arange(n + 1, dtype=np.int64),
                    np.arange(n, dtype=np.int32), np.ones(n, np.int8), **kw)
 
@@ -160,6 +170,8 @@ class GraphOutput:
 
 @dataclass
 class Graph:
+    """The whole compiled network: neuron and synapse groups, host inputs and outputs, named states."""
+
     groups: dict[str, NeuronGroup] = field(default_factory=dict)
     synapses: dict[str, SynapseGroup] = field(default_factory=dict)
     inputs: list[GraphInput] = field(default_factory=list)
@@ -169,12 +181,14 @@ class Graph:
     meta: dict = field(default_factory=dict)
 
     def add_group(self, g: NeuronGroup) -> NeuronGroup:
+        """Add a neuron group; a repeated name is refused so groups cannot silently replace each other."""
         if g.name in self.groups:
             raise ValueError(f"duplicate neuron group {g.name!r}")
         self.groups[g.name] = g
         return g
 
     def add_synapse(self, s: SynapseGroup) -> SynapseGroup:
+        """Add a synapse group; a repeated name is refused so synapses cannot silently replace each other."""
         if s.name in self.synapses:
             raise ValueError(f"duplicate synapse group {s.name!r}")
         self.synapses[s.name] = s
@@ -186,12 +200,15 @@ class Graph:
         return 1 + max((g.stage for g in self.groups.values()), default=0)
 
     def incoming(self, group: str) -> list[SynapseGroup]:
+        """The synapse groups feeding ``group`` (any port)."""
         return [s for s in self.synapses.values() if s.dst == group]
 
     def outgoing(self, group: str) -> list[SynapseGroup]:
+        """The synapse groups ``group`` sends on."""
         return [s for s in self.synapses.values() if s.src == group]
 
     def totals(self) -> dict:
+        """Summary counts of the graph (groups, neurons, synapses, depth), for reports and logs."""
         return dict(groups=len(self.groups), neurons=sum(g.size for g in self.groups.values()),
                     synapse_groups=len(self.synapses), synapses=sum(s.nnz for s in self.synapses.values()),
                     depth=self.depth)

@@ -23,6 +23,7 @@ Range = tuple[int, int]
 
 
 def bits_range(bits: int) -> Range:
+    """The closed interval a signed ``bits``-bit word holds."""
     return fp.smin(bits), fp.smax(bits)
 
 
@@ -55,6 +56,7 @@ def fmt_int(v: int) -> str:
 
 
 def fmt_range(r: Range) -> str:
+    """An interval for messages, large bounds written as powers of two."""
     return f"[{fmt_int(r[0])}, {fmt_int(r[1])}]"
 
 
@@ -249,6 +251,8 @@ def imm_problems(spec: "OpSpec", imm: dict, tables: dict) -> list[str]:
 
 @dataclass(frozen=True)
 class OpSpec:
+    """One op of the instruction set: arity, immediates, its definition, result range and domain."""
+
     name: str
     n_args: int
     imm: tuple[str, ...]

@@ -16,6 +16,7 @@ def recurrent_states(graph: Graph) -> list[str]:
     """Names of the graph's state entries in layer order (the group's ``meta["layer"]``; entries whose
     group has no integer layer keep their declaration order, after the others)."""
     def layer(name: str) -> tuple[int, int]:
+        """Sort key: integer layer first, in order; groups without one after, in declaration order."""
         group = graph.groups.get(graph.state[name][0])
         lay = group.meta.get("layer") if group is not None else None
         return (0, lay) if isinstance(lay, int) and not isinstance(lay, bool) else (1, 0)

@@ -27,20 +27,28 @@ STRICT = "__strict__"
 
 @dataclass(frozen=True)
 class Opt:
+    """Marks a key of a dict schema as optional."""
+
     schema: object
 
 
 @dataclass(frozen=True)
 class MapOf:
+    """A JSON object whose keys are free and whose every value matches one schema."""
+
     schema: object
 
 
 class Tup:
+    """A fixed-length JSON array whose items match the given schemas in order."""
+
     def __init__(self, *items, label: str | None = None):
         self.items, self.label = items, label
 
 
 class OneOf:
+    """A value matching any one of several schemas."""
+
     def __init__(self, *options):
         self.options = options
 
@@ -50,6 +58,7 @@ _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "tru
 
 
 def describe(schema) -> str:
+    """A schema in words, for error messages that say what was expected."""
     if isinstance(schema, Tup):
         return schema.label or "[" + ", ".join(describe(s) for s in schema.items) + "]"
     if isinstance(schema, OneOf):
@@ -69,6 +78,8 @@ def _short(v) -> str:
 
 
 class SchemaError(Exception):
+    """A JSON document not matching its schema, with the path to the offending value."""
+
     def __init__(self, where: str, msg: str):
         self.where, self.msg = where, msg
         super().__init__(f"{where}: {msg}" if where else msg)

@@ -31,6 +31,7 @@ def _decode(packed: np.ndarray, e0: int, e1: int, where: str) -> np.ndarray:
 
 
 def packed_bytes(rows: int, cols: int) -> int:
+    """Bytes that rows x cols ternary weights take at 2 bits each."""
     return (rows * cols + 3) // 4
 
 
@@ -40,6 +41,7 @@ def csr_bytes(rows: int, nnz: int) -> int:
 
 
 def is_ternary(values: np.ndarray) -> bool:
+    """Whether every stored value is +1 or -1 (the 2-bit encoding's precondition)."""
     return bool(np.all((values == 1) | (values == -1))) if values.size else True
 
 

@@ -261,6 +261,7 @@ def problems(g: Graph, **limits) -> list[str]:
 
 
 def validate(g: Graph, **limits) -> None:
+    """Raise IRValidationError listing every problem of the graph, or return if it is sound."""
     found = problems(g, **limits)
     if found:
         raise IRValidationError(found)

@@ -53,6 +53,7 @@ class Counters:
     FIELDS = ("synops", "neuron_updates", "msgs_on_core", "msgs_on_chip", "msgs_between_chips", "payload_bits")
 
     def add(self, core: int, stage: int, field_index: int, value: int) -> None:
+        """Add to one (core, stage) field of the per-token activity profile."""
         key = (int(core), int(stage))
         row = self.by_core_stage.get(key)
         if row is None:
@@ -67,10 +68,12 @@ class Counters:
 
     @classmethod
     def zeros(cls, n_cores: int) -> "Counters":
+        """Empty counters for n_cores cores."""
         z = lambda: np.zeros(n_cores, np.int64)  # noqa: E731
         return cls(z(), z(), z(), z(), z(), z(), {k: [] for k in ("synops", "neuron_updates", "messages")}, {})
 
     def totals(self) -> dict:
+        """The counters summed over cores, for reports."""
         return dict(synops=int(self.synops.sum()), neuron_updates=int(self.neuron_updates.sum()),
                     msgs_on_core=int(self.msgs_on_core.sum()), msgs_on_chip=int(self.msgs_on_chip.sum()),
                     msgs_between_chips=int(self.msgs_between_chips.sum()), payload_bits=int(self.payload_bits.sum()))
@@ -106,6 +109,8 @@ def _prepare_synapse(s: SynapseGroup, slices, msg_bits: int) -> _Syn:
 
 
 class Engine:
+    """Event-driven executor of a placed IR: per group, per core slice, counting the activity the cost model prices."""
+
     def __init__(self, graph: Graph, core_map: CoreMap | None = None, check: bool = True, parallel: bool = True):
         if check:
             validate(graph)
@@ -144,6 +149,7 @@ class Engine:
         return k // n_cores, k % n_cores
 
     def reset(self) -> None:
+        """Back to the initial state: fresh programs, delta senders' last messages and accumulators zeroed."""
         g = self.g
         self.progs = {n: encode(grp) for n, grp in g.groups.items()}
         self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == "delta"}

@@ -168,9 +168,11 @@ class FastEngine:
         self.g_syn = g_syn
 
     def reset(self) -> None:
+        """Back to the initial state (parameters loaded, registers and ports zero)."""
         self.env = self.env0.copy()
 
     def read(self, group: str, name: str) -> np.ndarray:
+        """A copy of one slot (register, port or temporary) of a group, for states and tests."""
         grp = self.g.groups[group]
         b = self.base[group] + self.slot[group][name] * grp.size
         return self.env[b:b + grp.size].copy()

@@ -13,6 +13,7 @@ import numpy as np
 
 @nb.njit(cache=True, nogil=True)
 def ternary_rows(pos_ptr, pos_idx, neg_ptr, neg_idx, msg, out, lo, hi):
+    """Accumulate a ternary group's rows lo..hi (adds for +1, subtracts for -1); returns the synaptic ops."""
     ops = 0
     for r in range(lo, hi):
         acc = 0
@@ -30,6 +31,7 @@ def ternary_rows(pos_ptr, pos_idx, neg_ptr, neg_idx, msg, out, lo, hi):
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def ternary_rows_parallel(pos_ptr, pos_idx, neg_ptr, neg_idx, msg, out, lo, hi):
+    """ternary_rows over rows in parallel, for large slices; same sums and op count."""
     n = hi - lo
     ops = np.zeros(n, np.int64)
     for j in nb.prange(n):
@@ -51,6 +53,7 @@ def ternary_rows_parallel(pos_ptr, pos_idx, neg_ptr, neg_idx, msg, out, lo, hi):
 
 @nb.njit(cache=True, nogil=True)
 def csr_rows(indptr, indices, values, msg, out, lo, hi):
+    """Accumulate an int8 CSR group's rows lo..hi; returns the synaptic ops."""
     ops = 0
     for r in range(lo, hi):
         acc = 0
@@ -81,6 +84,7 @@ def shift_floor_inplace(a, weight_exp):
 # synapse group from its source's width) use the int16 kernels, which vectorise best.
 @nb.njit(cache=True, nogil=True, fastmath=True)
 def dense_rows16(w, msg, out, lo, hi):
+    """Accumulate dense int8 rows lo..hi against <= 16-bit messages in int32 lanes (vectorised)."""
     n = w.shape[1]
     for r in range(lo, hi):
         acc = np.int32(0)
@@ -91,6 +95,7 @@ def dense_rows16(w, msg, out, lo, hi):
 
 @nb.njit(cache=True, nogil=True, fastmath=True, parallel=True)
 def dense_rows16_parallel(w, msg, out, lo, hi):
+    """dense_rows16 over rows in parallel."""
     n = w.shape[1]
     for r in nb.prange(lo, hi):
         acc = np.int32(0)
@@ -101,6 +106,7 @@ def dense_rows16_parallel(w, msg, out, lo, hi):
 
 @nb.njit(cache=True, nogil=True, fastmath=True)
 def dense_rows32(w, msg, out, lo, hi):
+    """Accumulate dense int8 rows lo..hi against wider messages in int32 lanes."""
     n = w.shape[1]
     for r in range(lo, hi):
         acc = np.int32(0)
@@ -111,6 +117,7 @@ def dense_rows32(w, msg, out, lo, hi):
 
 @nb.njit(cache=True, nogil=True, fastmath=True, parallel=True)
 def dense_rows32_parallel(w, msg, out, lo, hi):
+    """dense_rows32 over rows in parallel."""
     n = w.shape[1]
     for r in nb.prange(lo, hi):
         acc = np.int32(0)

@@ -35,6 +35,7 @@ _RT_BASE = int(fp._RSQRT_TABLE_BASE)
 
 @nb.njit(cache=True, inline="always")
 def sat(x, bits):
+    """fp.saturate on one int64: clamp to the signed ``bits``-bit range."""
     lo = -(np.int64(1) << (bits - 1))
     hi = (np.int64(1) << (bits - 1)) - 1
     return lo if x < lo else (hi if x > hi else x)
@@ -42,6 +43,7 @@ def sat(x, bits):
 
 @nb.njit(cache=True, inline="always")
 def shr_round(x, n):
+    """fp.shr_round on one int64: shift right rounding half away from zero (left if n < 0)."""
     if n > 62:                 # fp.SHIFT_MAX: same clamp as the definition
         n = 62
     if n <= 0:
@@ -52,6 +54,7 @@ def shr_round(x, n):
 
 @nb.njit(cache=True)
 def rsqrt_packed(t, table):
+    """fp.rms_factor on one int64: table seed plus two Newton steps, packed with its exponent."""
     k = 0
     v = t
     while v > 0:
@@ -151,6 +154,7 @@ class EncodedProgram:
         return c
 
     def run(self, ports: dict[str, np.ndarray], lo: int, hi: int, group: str) -> None:
+        """Load the ports and run the program on neurons lo..hi, raising on a domain error."""
         for name, v in ports.items():
             self.env[self.slot[name], lo:hi] = v[lo:hi]
         if self._flat is None:
@@ -161,6 +165,7 @@ class EncodedProgram:
 
 
 def encode(grp: NeuronGroup) -> EncodedProgram:
+    """Encode a group's program as opcode rows over slot numbers, with its tables and initial slot matrix."""
     slot: dict[str, int] = {}
     for name in [*grp.registers, *grp.params, *grp.ports]:
         slot.setdefault(name, len(slot))

@@ -35,6 +35,8 @@ def injection_steps(n_tokens: int, depth: int, schedule: str) -> list[int]:
 
 @dataclass
 class RunResult:
+    """What any executor returns for a run: outputs and states per token, steps, messages, counters."""
+
     outputs: dict[str, np.ndarray]                  # name -> [tokens, size]
     states: dict[str, np.ndarray]                   # state name -> [tokens, size] after each token
     output_steps: list[int]                         # step at which each token's output was produced
@@ -44,6 +46,8 @@ class RunResult:
 
 
 class ReferenceExecutor:
+    """The IR run as plainly as possible (dense weights, op definitions): the executors' golden reference."""
+
     def __init__(self, graph: Graph, check: bool = True):
         if check:
             validate(graph)
@@ -56,6 +60,7 @@ class ReferenceExecutor:
         self.reset()
 
     def reset(self) -> None:
+        """Back to the initial state: registers, delta senders' last messages and accumulators zeroed."""
         g = self.g
         self.regs = {n: {r: np.zeros(grp.size, np.int64) for r in grp.registers} for n, grp in g.groups.items()}
         self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == "delta"}

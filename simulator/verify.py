@@ -21,6 +21,8 @@ from .reference import ReferenceExecutor
 
 @dataclass
 class Divergence:
+    """The first value where a run departs from the integer model: token, step, core, group, neuron."""
+
     token: int
     step: int | None
     core: tuple[int, int] | None
@@ -31,6 +33,7 @@ class Divergence:
     what: str
 
     def describe(self) -> str:
+        """The divergence in one sentence for reports and CLI output."""
         where = f"step {self.step}, chip {self.core[0]} core {self.core[1]}, " if self.core else ""
         return (f"first divergence at token {self.token}, {where}group {self.group}, neuron {self.neuron} "
                 f"({self.what}): expected {self.expected}, got {self.got}")
@@ -38,6 +41,8 @@ class Divergence:
 
 @dataclass
 class VerifyResult:
+    """The outcome of a verification run: pass or fail, how much was compared, the first divergence."""
+
     ok: bool
     tokens: int
     compared_values: int
@@ -45,6 +50,7 @@ class VerifyResult:
     counters: dict
 
     def to_dict(self) -> dict:
+        """The result as JSON reports print it."""
         d = asdict(self)
         d["divergence"] = asdict(self.divergence) if self.divergence else None
         return d
@@ -123,6 +129,7 @@ def _locate(graph: Graph, tokens, fired, cm: CoreMap) -> Divergence | None:
     first = None
 
     def check(t, k, name, out):
+        """Trace hook: remember the earliest firing whose output differs from the engine's."""
         nonlocal first
         if first is not None or (k, name) not in fired or fired[(k, name)][1].shape != out.shape:
             return

@@ -16,6 +16,7 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Time the integer and float models on held-out bytes and check the two integer engines agree."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokens", type=int, default=512, help="bytes of the held-out sample to run")
     ap.add_argument("--json", action="store_true")

@@ -40,10 +40,12 @@ def engine_bytes_per_token(engine) -> int:
 
 
 def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far, in GiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def build(preset_name: str, seed: int = 0, calib: int = 32):
+    """A preset with random weights, quantized and lowered: (config, weights, quantized model, IR)."""
     from mflc.compiler.model.checkpoint import init_weights
     from mflc.compiler.model.config import preset
     from mflc.compiler.model.lower import lower
@@ -57,6 +59,7 @@ def build(preset_name: str, seed: int = 0, calib: int = 32):
 
 
 def time_tokens(fn, n: int) -> float:
+    """Tokens per second of calling fn(k) for k = 0..n-1."""
     t0 = time.perf_counter()
     for k in range(n):
         fn(k)
@@ -125,6 +128,7 @@ def _bench_preset(preset: str, tokens: int, res: dict) -> None:
     st = fm.init_state()
 
     def fstep(k):
+        """One float-model step on token k, carrying the state."""
         nonlocal st
         _, st = fm.step(toks[k], st)
 

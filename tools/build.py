@@ -43,6 +43,7 @@ class BuildError(MflcError):
 
 
 def file_sha256(path: Path) -> str:
+    """A file's SHA-256, read in chunks so multi-GB weight files need no memory."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_HASH_CHUNK):
@@ -128,6 +129,7 @@ class Check:
     problems: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The check as JSON reports print it (at most 50 problems listed, all counted)."""
         return dict(name=self.name, ok=self.ok, detail=self.detail, seconds=round(self.seconds, 3),
                     problems=self.problems[:50], n_problems=len(self.problems))
 
@@ -182,6 +184,7 @@ class Build:
     # ---- loading ----------------------------------------------------------------------------------------
     @classmethod
     def read_manifest(cls, path: Path) -> dict:
+        """The build's manifest, with a clear error for a missing directory, file or malformed JSON."""
         path = Path(path)
         if not path.exists():
             raise BuildError(f"{path}: no such build directory")
@@ -250,6 +253,7 @@ class Build:
 
     @property
     def quantized(self):
+        """The build's quantized model, loaded once on first use."""
         from mflc.compiler.model.quantize import QuantizedModel
 
         return self._get("quant", lambda: QuantizedModel.load(self.path / "quant"))
@@ -270,17 +274,20 @@ class Build:
 
     @property
     def layout(self):
+        """The build's layout, loaded once on first use."""
         from mflc.compiler.chip.layout import load_layout
 
         return self._get("layout", lambda: load_layout(self.path / "layout.json"))
 
     @property
     def hardware(self):
+        """The hardware profile the build was compiled for, as recorded in its manifest."""
         from mflc.compiler.chip.hardware import HardwareProfile
 
         return HardwareProfile.from_dict(self.manifest["hardware"], f"{self.path / MANIFEST}: field 'hardware'")
 
     def core_map(self):
+        """The core map of the build's layout, as the simulators take it."""
         from mflc.ir.coremap import CoreMap
 
         return CoreMap.from_layout(self.layout)
@@ -427,8 +434,10 @@ class BuildVerdict:
 
     @property
     def ok(self) -> bool:
+        """True only if every check passed and the simulation ran and matched."""
         return all(c.ok for c in self.checks) and self.simulation is not None and self.simulation.ok
 
     @property
     def failed(self) -> Check | None:
+        """The first failed check, or None."""
         return next((c for c in self.checks if not c.ok), None)

@@ -26,6 +26,7 @@ def guarded(fn):
 
     @functools.wraps(fn)
     def wrapper(*a, **k):
+        """The command, with user errors printed in one line and exit status 1."""
         try:
             return fn(*a, **k)
         except MflcError as e:
@@ -81,6 +82,7 @@ def check_out_file(path: Path, option: str = "--out") -> None:
 
 
 def emit_json(obj) -> None:
+    """Print a --json result on stdout, sorted and with numpy values made plain."""
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
@@ -99,6 +101,7 @@ def _json_default(o):
 
 
 def kv_table(title: str, rows: list[tuple[str, object]]) -> Table:
+    """A two-column table of named figures for the CLI's human output."""
     t = Table(title=title, show_header=False, title_justify="left")
     t.add_column("what", style="bold")
     t.add_column("value", justify="right")
@@ -142,6 +145,7 @@ from mflc import cli_accuracy, cli_build, cli_layout, cli_model, cli_sim, cli_la
 
 
 def main() -> None:
+    """The ``mflc`` console entry point."""
     app()
 
 

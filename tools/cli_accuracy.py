@@ -70,6 +70,7 @@ def fixed_point_results(fm, qm, seqs, engine: str, float_logits: dict | None = N
     results, done = [], 0
     for name, toks in seqs:
         def step(n, base=done):
+            """Progress callback offset by the tokens of earlier sequences."""
             if progress:
                 progress(base + n)
         ex.reset()

@@ -12,6 +12,7 @@ from mflc.ir.errors import ConfigError
 
 
 def parse_site_bits(specs: list[str]) -> dict:
+    """SITE=BITS options into a dict, with a usage error for a malformed one."""
     bits = {}
     for s in specs or []:
         if "=" not in s:
@@ -26,6 +27,7 @@ def parse_site_bits(specs: list[str]) -> dict:
 
 def quant_options(act_bits: int, state_bits: int, site_bits: list[str], no_pow2: bool, remove_inner_norm: bool,
                   rms_eps: float | None = None, scale_method: str = "max", uniform: bool = False):
+    """The QuantOptions the quantizing commands' shared options describe."""
     from mflc.compiler.model.quantize import DEFAULT_MIN_SITE_BITS, QuantOptions
 
     return QuantOptions(act_bits=act_bits, state_bits=state_bits, site_bits=parse_site_bits(site_bits),
@@ -46,12 +48,14 @@ def read_text(path: Path, tokenizer, max_tokens: int | None) -> tuple[list[int],
 
 
 def read_text_tokens(path: Path, vocab_size: int, model_dir: Path | None, max_tokens: int | None) -> list[int]:
+    """A text file as the model's tokens (its own tokenizer, or bytes), at most max_tokens."""
     from mflc.compiler.model.tokenizer import tokenizer_for
 
     return read_text(path, tokenizer_for(model_dir, vocab_size), max_tokens)[0]
 
 
 def check_calib_tokens(calib_tokens: int | None) -> None:
+    """Refuse a calibration length below one token as a usage error."""
     if calib_tokens is not None and calib_tokens < 1:
         raise ConfigError(f"--calib-tokens must be >= 1, got {calib_tokens}")
 

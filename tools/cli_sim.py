@@ -18,6 +18,7 @@ MAX_NEW_TOKENS = 100_000           # generate steps the simulated chip once per 
 
 
 def check_count(option: str, value: int, lo: int, hi: int, limit_name: str) -> None:
+    """Refuse a count option outside [lo, hi], naming the limit that sets hi."""
     if value < lo:
         raise MflcError(f"{option} must be >= {lo}, got {value}")
     if value > hi:
@@ -50,6 +51,7 @@ def load_for_simulation(path: Path):
 
 
 def render_checks(checks, title: str) -> None:
+    """Print a build's verification checks as a table."""
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")

@@ -23,6 +23,7 @@ def split_of(rel: str) -> str:
 
 
 def stdlib_dir() -> Path:
+    """This interpreter's stdlib directory, the default corpus."""
     return Path(sysconfig.get_paths()["stdlib"])
 
 
@@ -42,4 +43,5 @@ def corpus_files(stdlib: Path | None = None) -> list[tuple[str, Path]]:
 
 
 def heldout_files(stdlib: Path | None = None) -> list[tuple[str, Path]]:
+    """The corpus files of the held-out split (never trained on)."""
     return [(rel, p) for rel, p in corpus_files(stdlib) if split_of(rel) == "heldout"]

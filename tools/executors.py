@@ -27,6 +27,8 @@ from mflc.simulator.reference import RunResult, injection_steps
 
 @runtime_checkable
 class Executor(Protocol):
+    """What every simulator of a compiled model offers, so CLI commands and tests can swap them by name."""
+
     name: str
 
     def run(self, tokens) -> RunResult:
@@ -49,6 +51,8 @@ class ExecutorUnavailable(MflcError):
 
 @dataclass(frozen=True)
 class ExecutorSpec:
+    """A registry entry: how to make an executor, what input it needs and why it may be unavailable here."""
+
     name: str
     needs: str                                        # "quantized" (a QuantizedModel) or "graph" (IR + core map)
     description: str
@@ -68,6 +72,7 @@ def register(name: str, *, needs: str, description: str, unavailable: Callable |
         raise ValueError(f"needs must be 'quantized' or 'graph', not {needs!r}")
 
     def deco(cls):
+        """Record the class under its name and aliases (twice is an error) and return it unchanged."""
         if name in REGISTRY or name in ALIASES:
             raise ValueError(f"executor {name!r} registered twice")
         cls.name = name
@@ -85,6 +90,7 @@ def names() -> list[str]:
 
 
 def choices_text() -> str:
+    """The registered names and aliases, for help texts and error messages."""
     al = ", ".join(f"{a} = {n}" for a, n in ALIASES.items())
     return ", ".join(REGISTRY) + (f" (aliases: {al})" if al else "")
 
@@ -98,6 +104,7 @@ def canonical(name: str, option: str = "--engine") -> str:
 
 
 def spec(name: str, option: str = "--engine") -> ExecutorSpec:
+    """The registry entry of a name or alias; an unknown one is a usage error naming ``option``."""
     return REGISTRY[canonical(name, option)]
 
 
@@ -162,6 +169,7 @@ class _Base:
     name = ""
 
     def step(self, token: int) -> np.ndarray:
+        """One token in, its logits out: the interface generation loops use."""
         return self.run([int(token)]).outputs["logits"][0]
 
 
@@ -173,6 +181,8 @@ def _graph_runnable(graph) -> str | None:
 @register("int-model", needs="quantized", aliases=("reference",),
           description="the numpy integer reference model (compiler/model/int_model.py): the golden integers")
 class IntModelExecutor(_Base):
+    """The golden integers: the numpy integer model, run token by token without any IR."""
+
     def __init__(self, *, qm, **_):
         from mflc.compiler.model.int_model import IntModel
 
@@ -180,9 +190,11 @@ class IntModelExecutor(_Base):
         self.reset()
 
     def reset(self) -> None:
+        """Back to the model's all-zero recurrent state."""
         self.state = self.im.init_state()
 
     def run(self, tokens) -> RunResult:
+        """Step the integer model through tokens, keeping logits and each layer's state per token."""
         logits, states = [], []
         for t in tokens:
             lg, self.state = self.im.step(int(t), self.state)
@@ -195,21 +207,27 @@ class IntModelExecutor(_Base):
 @register("ir-reference", needs="graph", unavailable=_graph_runnable,
           description="the IR reference executor (simulator/reference.py): a plain numpy interpreter of the IR")
 class IRReferenceExecutor(_Base):
+    """The IR run by the plain reference executor: the definitions themselves, slow but obviously right."""
+
     def __init__(self, *, graph, schedule: str = "sequential", check: bool = True, **_):
         from mflc.simulator.reference import ReferenceExecutor
 
         self.x, self.schedule = ReferenceExecutor(graph, check=check), schedule
 
     def reset(self) -> None:
+        """Back to the initial (all-zero) state."""
         self.x.reset()
 
     def run(self, tokens) -> RunResult:
+        """Run tokens with the executor's schedule, continuing from the current state."""
         return self.x.run(tokens, self.schedule)
 
 
 @register("engine", needs="graph", unavailable=_graph_runnable,
           description="the Numba engine (simulator/engine.py): step by step, per core, with activity counters")
 class EngineExecutor(_Base):
+    """The placed IR on the event-driven engine, with optional activity counters for the cost model."""
+
     def __init__(self, *, graph, core_map=None, schedule: str = "sequential", counters: bool = False,
                  check: bool = True, parallel: bool = True, **_):
         from mflc.simulator.engine import Engine
@@ -219,12 +237,14 @@ class EngineExecutor(_Base):
         self.reset()
 
     def reset(self) -> None:
+        """Back to the initial state, with fresh counters if they are kept."""
         from mflc.simulator.engine import Counters
 
         self.eng.reset()
         self.counters = Counters.zeros(self.eng.cm.n_cores) if self.keep_counters else None
 
     def run(self, tokens, trace=None) -> RunResult:
+        """Run tokens with the executor's schedule; the result carries the accumulated counters."""
         res = self.eng.run(tokens, self.schedule, self.counters, trace=trace)
         res.counters = self.counters
         return res
@@ -243,6 +263,8 @@ def _fast_unavailable(graph) -> str | None:
 @register("fast", needs="graph", unavailable=_fast_unavailable,
           description="the whole-token Numba fast path (simulator/fastpath.py): generation speed, no counters")
 class FastExecutor(_Base):
+    """The placed IR on the fused Numba fast path: generation speed, sequential schedule only."""
+
     def __init__(self, *, graph, core_map=None, **_):
         from mflc.simulator.fastpath import FastEngine
 
@@ -250,9 +272,11 @@ class FastExecutor(_Base):
         self.out_stage = {o.name: graph.groups[o.group].stage for o in graph.outputs}
 
     def reset(self) -> None:
+        """Back to the initial (all-zero) state."""
         self.fe.reset()
 
     def run(self, tokens) -> RunResult:
+        """Step the fast path through tokens, gathering outputs and named states as the other executors do."""
         g = self.g
         outs = {n: [] for n in self.fe.out_name}
         states = {k: [] for k in g.state}
@@ -288,9 +312,11 @@ class LavaExecutor(_Base):
         self.reset()
 
     def reset(self) -> None:
+        """Forget the tokens replayed on the next run (Lava networks cannot continue a state)."""
         self.history: list[int] = []
 
     def run(self, tokens) -> RunResult:
+        """Re-run every token since the last reset under Lava and return only the new ones."""
         from mflc.simulator.lava_backend import run_lava
 
         tokens = [int(t) for t in tokens]

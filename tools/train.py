@@ -58,6 +58,7 @@ except ImportError:  # pragma: no cover
 
 
 def load_corpus(stdlib: Path | None = None) -> dict:
+    """The stdlib bytes split into train and held-out by file (split_of), with the file names of each side."""
     files = corpus_files(stdlib)
     data = {"train": [], "heldout": []}
     names = {"train": [], "heldout": []}
@@ -70,12 +71,15 @@ def load_corpus(stdlib: Path | None = None) -> dict:
 
 # ---- model -----------------------------------------------------------------------------------------
 class RMSNorm(nn.Module):
+    """RMSNorm with a learned gain, as in the HGRN-Bit checkpoints mflc loads."""
+
     def __init__(self, n: int, eps: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(n))
         self.eps = eps
 
     def forward(self, x):
+        """Normalise over the last axis by the root mean square, then scale by the gain."""
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
@@ -93,6 +97,7 @@ class BitLinear(nn.Module):
         self.norm = RMSNorm(n_in, eps)
 
     def forward(self, x):
+        """Quantization-aware forward: int8 activations and ternary weights, straight-through gradients."""
         xn = self.norm(x)
         s = 127.0 / xn.abs().amax(-1, keepdim=True).clamp(min=1e-5)
         xq = ste(xn, (xn * s).round().clamp(-128, 127) / s)
@@ -117,6 +122,8 @@ def scan(f, c):
 
 
 class MLGRU(nn.Module):
+    """The MatMul-free token mixer: a gated linear recurrence whose projections are all ternary BitLinears."""
+
     def __init__(self, d: int, eps: float):
         super().__init__()
         self.i_proj = BitLinear(d, d, eps)
@@ -126,6 +133,7 @@ class MLGRU(nn.Module):
         self.o_proj = BitLinear(d, d, eps)
 
     def forward(self, u, beta, h0=None):
+        """Run the recurrence over the sequence (from h0 if given); returns outputs and the last state."""
         f = beta + (1 - beta) * torch.sigmoid(self.f_proj(u))
         c = F.silu(self.i_proj(u)) * (1 - f)
         if h0 is not None:  # fold a carried state into the first step
@@ -136,6 +144,8 @@ class MLGRU(nn.Module):
 
 
 class GLU(nn.Module):
+    """The channel mixer: a SiLU-gated linear unit of ternary projections."""
+
     def __init__(self, d: int, m: int, eps: float):
         super().__init__()
         self.m = m
@@ -143,11 +153,14 @@ class GLU(nn.Module):
         self.down_proj = BitLinear(m, d, eps)
 
     def forward(self, x):
+        """SiLU(gate) times the up half, projected back to the model width."""
         ab = self.gate_proj(x)
         return self.down_proj(F.silu(ab[..., : self.m]) * ab[..., self.m:])
 
 
 class Block(nn.Module):
+    """One layer: pre-norm MLGRU then pre-norm GLU, each with a residual."""
+
     def __init__(self, d, m, eps):
         super().__init__()
         self.attn_norm = RMSNorm(d, eps)
@@ -156,12 +169,15 @@ class Block(nn.Module):
         self.mlp = GLU(d, m, eps)
 
     def forward(self, x, beta, h0=None):
+        """The layer on a sequence, returning its output and the MLGRU's last state."""
         a, h = self.attn(self.attn_norm(x), beta, h0)
         r = x + a
         return r + self.mlp(self.mlp_norm(r)), h
 
 
 class Backbone(nn.Module):
+    """Embeddings, the layers with their learned forget-gate lower bounds, and the final norm."""
+
     def __init__(self, V, d, L, m, eps):
         super().__init__()
         self.embeddings = nn.Embedding(V, d)
@@ -182,6 +198,7 @@ class HGRNBit(nn.Module):
         self.lm_head = BitLinear(d, V, eps)
 
     def betas(self):
+        """Each layer's forget-gate lower bound, increasing with depth (cumulative softmax, first layer 0)."""
         sm = torch.softmax(self.model.lower_bounds, dim=0)
         return torch.cumsum(sm, dim=0) - sm[0:1]
 
@@ -227,6 +244,7 @@ def make_config(args) -> dict:
 
 
 def save(model: HGRNBit, out: Path, extra_meta: dict) -> None:
+    """Write config.json and model.safetensors under the checkpoint names mflc's loader expects."""
     from safetensors.numpy import save_file
 
     out.mkdir(parents=True, exist_ok=True)
@@ -238,6 +256,7 @@ def save(model: HGRNBit, out: Path, extra_meta: dict) -> None:
 
 # ---- training --------------------------------------------------------------------------------------
 def batches(data: np.ndarray, batch: int, seq: int, rng: np.random.Generator):
+    """Endless random windows of seq + 1 bytes (inputs and shifted targets) for training."""
     while True:
         starts = rng.integers(0, len(data) - seq - 1, batch)
         idx = starts[:, None] + np.arange(seq + 1)[None]
@@ -262,6 +281,7 @@ def heldout_bits(model: HGRNBit, data: np.ndarray, seq: int, n_windows: int) -> 
 
 @torch.no_grad()
 def sample(model: HGRNBit, prompt: bytes, n: int, temperature: float, gen: torch.Generator) -> bytes:
+    """Generate n bytes after a prompt (greedy at temperature 0): a quick look at what the model learnt."""
     model.eval()
     toks = torch.tensor([list(prompt)])
     logits, st = model(toks)
@@ -276,6 +296,7 @@ def sample(model: HGRNBit, prompt: bytes, n: int, temperature: float, gen: torch
 
 
 def lr_at(step: int, args) -> float:
+    """Linear warm-up then cosine decay to min_lr_frac of the peak rate."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
     p = (step - args.warmup) / max(1, args.steps - args.warmup)

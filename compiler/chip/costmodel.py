@@ -160,13 +160,16 @@ class CostParams:
              "p_static_chip")
 
     def v(self, name: str) -> float:
+        """A constant's value in SI units, by field name."""
         return float(getattr(self, name).value)
 
     @property
     def e_msg_between_chips(self) -> float:
+        """Energy of one chip-to-chip message: on-chip routing at both ends plus the wire bits."""
         return 2 * self.v("e_msg_chip") + self.v("msg_wire_bits") * self.v("e_link_bit")
 
     def rate(self, role) -> float:
+        """The assumed non-zero message rate of a group role (1 if none is given)."""
         c = self.rates.get(role)
         return 1.0 if c is None else float(c.value)
 
@@ -376,6 +379,7 @@ class RateMeter:
         self.total[role] += int(msg.size)
 
     def rates(self) -> dict[str, float]:
+        """Measured fraction of non-zero messages per role, to feed back as assumed rates."""
         return {r: self.nonzero[r] / self.total[r] for r in self.total if self.total[r]}
 
 
@@ -458,6 +462,7 @@ def chip_grid_diameter(chips: int) -> int:
 
 
 def barrier_time(chips: int, p: CostParams) -> float:
+    """Time of one chip-wide barrier: a fixed part plus a per-hop part over the chip grid's diameter."""
     return p.v("t_barrier_chip") + p.v("t_barrier_chip_hop") * chip_grid_diameter(chips)
 
 

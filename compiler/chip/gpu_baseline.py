@@ -44,6 +44,7 @@ class TransformerSpec:
 
     @property
     def n_params(self) -> int:
+        """Parameter count from the architecture (attention, MLP, norms, embeddings, untied head)."""
         d, kv = self.d_model, self.n_kv_heads * self.head_dim
         q = self.n_heads * self.head_dim
         attn = d * q + 2 * d * kv + q * d + ((q + 2 * kv) if self.qkv_bias else 0)
@@ -71,6 +72,8 @@ BASELINE_MODELS = {m.name: m for m in (QWEN2_5_0_5B, LLAMA3_2_1B)}
 
 @dataclass(frozen=True)
 class GpuParams:
+    """The GPU's published figures (bandwidth, peak FLOP/s, power, efficiencies), each a sourced Constant."""
+
     name: str = "Jetson Orin Nano 8GB (15 W)"
     mem_bw: Constant = Constant(68e9, "B/s", JETSON_DATASHEET, "high", 68e9, 102e9,
                                 "peak DRAM bandwidth; the Super firmware raises it to 102 GB/s")
@@ -88,9 +91,11 @@ class GpuParams:
     bytes_per_kv: Constant = Constant(2.0, "B", "assumption: FP16 KV cache", "medium", 1.0, 2.0)
 
     def value(self, name: str) -> float:
+        """A figure's value in SI units, by field name."""
         return float(getattr(self, name).value)
 
     def constants(self) -> dict[str, Constant]:
+        """Every figure by field name, for reports and overrides."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name"}
 
 
@@ -104,10 +109,12 @@ GPUS = {"orin-nano": JETSON_ORIN_NANO_8GB, "orin-nano-super": JETSON_ORIN_NANO_S
 
 
 def weight_bytes(m: TransformerSpec, gpu: GpuParams) -> float:
+    """Bytes read per generated token for the weights (every weight once, at batch size 1)."""
     return m.n_params * gpu.value("bytes_per_weight")
 
 
 def kv_bytes(m: TransformerSpec, gpu: GpuParams, context: int) -> float:
+    """Bytes of KV cache read per generated token at a given context length."""
     return m.kv_elements_per_token() * context * gpu.value("bytes_per_kv")
 
 
@@ -172,5 +179,6 @@ def gpu_scaling(m: TransformerSpec, gpu: GpuParams, seq_lens) -> dict:
 
 
 def default_seq_lens(max_len: int = 65536) -> list[int]:
+    """Sequence lengths spaced by powers of two up to max_len, for the scaling plot."""
     n = max(2, int(math.log2(max_len)) + 1)
     return sorted({int(round(2 ** (k * math.log2(max_len) / (n - 1)))) for k in range(n)} | {1})

@@ -56,9 +56,11 @@ class _Split:
 
     @property
     def k(self) -> int:
+        """Number of column blocks (partial-sum parts) of the split."""
         return len(self.bounds) - 1
 
     def part(self, k: int) -> str:
+        """Name of the k-th partial-sum group (the partition checker expects exactly this)."""
         return f"{self.syn.name}#part{k}"
 
 
@@ -185,6 +187,7 @@ def _try_k(s: SynapseGroup, k: int, c0: int, c1: int, src_bits: int, hw: Hardwar
         return _Split(s, bounds, counts, bits), None, 1.0
 
     def messages(where: str) -> list[str]:
+        """Why the fan-in of this synapse cannot be split to fit a core, phrased for ``where``."""
         out = []
         if r_bits > 1:
             out.append(f"{where}: a partial sum over one source column needs {max(bits)} bits, more than the "
@@ -277,6 +280,7 @@ def _rewrite(graph: Graph, plans: dict[str, _Split], hw: HardwareProfile) -> Gra
     z = sorted({graph.groups[p.syn.dst].stage for p in plans.values()})
 
     def ns(stage: int) -> int:
+        """A stage's new number once a partial-sum stage is inserted before each split destination."""
         return stage + bisect_right(z, stage)
 
     by_dst: dict[str, list[_Split]] = defaultdict(list)
@@ -295,6 +299,7 @@ def _rewrite(graph: Graph, plans: dict[str, _Split], hw: HardwareProfile) -> Gra
         new.add_group(replace(grp, stage=ns(grp.stage)))
 
     def delay(src: str, dst: str) -> int:
+        """The synapse delay that keeps an edge arriving at its destination's (new) stage."""
         return new.groups[dst].stage - new.groups[src].stage - 1
 
     for s in graph.synapses.values():

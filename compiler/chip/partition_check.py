@@ -181,6 +181,7 @@ def _check(u: Graph, p: Graph, out: list[str], msg_bits: int) -> None:
     z = sorted({u.groups[u.synapses[n].dst].stage for n in splits if u.synapses[n].dst in u.groups})
 
     def new_stage(stage: int) -> int:
+        """A stage's number in the placed IR: one later for each partial-sum stage inserted at or before it."""
         return stage + bisect_right(z, stage)
 
     split_dsts = {u.synapses[n].dst for n in splits}

@@ -158,6 +158,7 @@ def place(pieces: list[Piece], graph: Graph, hw: HardwareProfile, system: str | 
 
 
 def traffic_summary(sc, dc, cnt, chip_of: np.ndarray) -> dict:
+    """Messages per token on a core, between cores and between chips, and the busiest senders, from edge counts."""
     if cnt.size == 0:
         return dict(messages_on_core=0, messages_between_cores=0, messages_between_chips=0, busiest_chip_out=0,
                     busiest_core_out=0)

@@ -7,6 +7,7 @@ from mflc.ir.graph import Graph
 
 
 def ir_summary(g: Graph) -> dict:
+    """Per-role counts and widths of an IR (groups, neurons, message and register bits) for reports."""
     roles = defaultdict(lambda: dict(groups=0, neurons=0, max_out_bits=0, max_register_bits=0))
     for grp in g.groups.values():
         r = roles[grp.meta.get("role", "other")]
