@@ -18,6 +18,7 @@ from . import fixedpoint as fp
 from .errors import IRValidationError
 from .graph import Graph
 from .hardware import DEFAULT as _HW
+from .modes import Send
 from .ops import OPS, Range, bits_range, fmt_range, imm_problems, range_bits
 
 SYNAPSE_DELAY_MAX = _HW.max_synapse_delay     # the default profile's figure (its source: mflc.ir.hardware)
@@ -104,7 +105,7 @@ def _rule_programs(g: Graph, **_) -> Iterator[str]:
             known.add(ins.out)
         if grp.output not in known:
             yield f"group {grp.name}: output {grp.output!r} is never computed"
-        if grp.send not in ("every", "delta"):
+        if grp.send not in Send.values():
             yield f"group {grp.name}: send mode {grp.send!r} must be 'every' or 'delta'"
 
 
@@ -214,13 +215,13 @@ def _rule_widths(g: Graph, msg_bits: int = LIMITS["msg_bits"], state_bits: int =
             lo, hi = out_range[grp.name]
             out_range[grp.name] = max(lo, rng[grp.output][0]), min(hi, rng[grp.output][1])
     for grp in g.groups.values():
-        if grp.send == "delta" and 1 <= grp.out_bits <= msg_bits:
+        if grp.send == Send.DELTA and 1 <= grp.out_bits <= msg_bits:
             lo, hi = out_range[grp.name]
             if range_bits((lo - hi, hi - lo)) > msg_bits:
                 yield (f"group {grp.name}: delta messages (changes of values in {fmt_range((lo, hi))}) may need "
                        f"{range_bits((lo - hi, hi - lo))} bits, above the graded-spike limit of {msg_bits}")
     # what a synapse carries: the sender's values, or for a delta sender their changes
-    carried = {n: ((r[0] - r[1], r[1] - r[0]) if g.groups[n].send == "delta" else r) for n, r in out_range.items()}
+    carried = {n: ((r[0] - r[1], r[1] - r[0]) if g.groups[n].send == Send.DELTA else r) for n, r in out_range.items()}
     for s in g.synapses.values():
         if s.dst in g.groups and s.src in g.groups and _csr_ok(s):
             peak = _accumulator_range(g, s, carried, sums)
@@ -242,7 +243,7 @@ def _rule_timing(g: Graph, max_delay: int = LIMITS["max_delay"], **_) -> Iterato
             yield f"synapse {s.name}: negative delay {s.delay} (destination runs before its source)"
         if s.delay > max_delay:
             yield f"synapse {s.name}: delay {s.delay} exceeds the limit of {max_delay} steps (max_synapse_delay)"
-        if g.groups[s.src].send == "delta" and s.weight_exp != 0:
+        if g.groups[s.src].send == Send.DELTA and s.weight_exp != 0:
             yield f"synapse {s.name}: delta sender {s.src} needs weight_exp 0 for exact reconstruction, has {s.weight_exp}"
 
 

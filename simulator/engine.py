@@ -14,6 +14,7 @@ import numpy as np
 
 from mflc.ir.coremap import CoreMap
 from mflc.ir.graph import Graph, SynapseGroup
+from mflc.ir.modes import Send
 from mflc.ir.validate import validate
 
 from . import kernels as K
@@ -122,7 +123,7 @@ class Engine:
             if s.virtual:
                 raise ValueError(f"synapse {s.name} is virtual (a skeleton graph); it cannot be executed")
             src = graph.groups[s.src]      # a delta (the change of a b-bit value) needs b + 1 bits
-            self.syn_out[s.src].append(_prepare_synapse(s, self.cm.slices[s.dst], src.out_bits + (src.send == "delta")))
+            self.syn_out[s.src].append(_prepare_synapse(s, self.cm.slices[s.dst], src.out_bits + (src.send == Send.DELTA)))
         self.core_of = {n: self.cm.core_of_neurons(n, grp.size) for n, grp in graph.groups.items()}
         self._reach = {n: self._reach_pairs(n) for n in graph.groups}
         self.by_stage: dict[int, list[str]] = {}
@@ -152,9 +153,9 @@ class Engine:
         """Back to the initial state: fresh programs, delta senders' last messages and accumulators zeroed."""
         g = self.g
         self.progs = {n: encode(grp) for n, grp in g.groups.items()}
-        self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == "delta"}
+        self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == Send.DELTA}
         self.delta_acc = {s.name: np.zeros(s.shape[0], np.int64) for s in g.synapses.values()
-                          if g.groups[s.src].send == "delta"}
+                          if g.groups[s.src].send == Send.DELTA}
         self.delta_in: dict[str, list[SynapseGroup]] = {}
         for s in g.synapses.values():
             if s.name in self.delta_acc:
@@ -290,7 +291,7 @@ class Engine:
                         out_steps[k] = t
                     for sk, reg in state_of.get(name, ()):
                         states[sk][k] = prog.env[prog.slot[reg]].copy()
-                    if grp.send == "delta":
+                    if grp.send == Send.DELTA:
                         msg = out - self.last_sent[name]
                         self.last_sent[name] = out.copy()
                     else:

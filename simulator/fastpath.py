@@ -13,6 +13,7 @@ import numpy as np
 
 from mflc.ir.coremap import CoreMap
 from mflc.ir.graph import Graph
+from mflc.ir.modes import Send
 
 from . import kernels as K
 from .nbprogram import _RT, encode, run_program_flat
@@ -67,7 +68,7 @@ def unsupported(graph: Graph) -> list[str]:
     """What of ``graph`` the fast path cannot run (synapses with a weight shift or virtual, delta senders);
     empty if it runs the whole graph."""
     bad = [s.name for s in graph.synapses.values() if s.weight_exp != 0 or s.virtual]
-    return bad + [n for n, grp in graph.groups.items() if grp.send != "every"]
+    return bad + [n for n, grp in graph.groups.items() if grp.send != Send.EVERY]
 
 
 class FastEngine:

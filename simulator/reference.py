@@ -14,6 +14,7 @@ import numpy as np
 
 from mflc.ir import fixedpoint as fp
 from mflc.ir.graph import Graph
+from mflc.ir.modes import Schedule, Send
 from mflc.ir.validate import validate
 
 from .program import run_program
@@ -26,9 +27,9 @@ def synapse_output(dense_w: np.ndarray, msg: np.ndarray, weight_exp: int) -> np.
 
 def injection_steps(n_tokens: int, depth: int, schedule: str) -> list[int]:
     """'pipelined': one token per step (prefill); 'sequential': next token after the last one finished."""
-    if schedule == "pipelined":
+    if schedule == Schedule.PIPELINED:
         return list(range(n_tokens))
-    if schedule == "sequential":
+    if schedule == Schedule.SEQUENTIAL:
         return [k * depth for k in range(n_tokens)]
     raise ValueError(f"unknown schedule {schedule!r}")
 
@@ -63,8 +64,8 @@ class ReferenceExecutor:
         """Back to the initial state: registers, delta senders' last messages and accumulators zeroed."""
         g = self.g
         self.regs = {n: {r: np.zeros(grp.size, np.int64) for r in grp.registers} for n, grp in g.groups.items()}
-        self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == "delta"}
-        self.delta_acc = {s.name: np.zeros(s.shape[0], np.int64) for s in g.synapses.values() if g.groups[s.src].send == "delta"}
+        self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == Send.DELTA}
+        self.delta_acc = {s.name: np.zeros(s.shape[0], np.int64) for s in g.synapses.values() if g.groups[s.src].send == Send.DELTA}
 
     def run(self, tokens, schedule: str = "sequential", trace=None) -> RunResult:
         """Run a token sequence from the current state (call ``reset`` for a fresh one)."""
@@ -110,7 +111,7 @@ class ReferenceExecutor:
                 for sname, (sg, reg) in g.state.items():
                     if sg == name:
                         states[sname][k] = self.regs[name][reg].copy()
-                if grp.send == "delta":
+                if grp.send == Send.DELTA:
                     msg = out - self.last_sent[name]
                     self.last_sent[name] = out.copy()
                 else:

@@ -49,6 +49,7 @@ import numpy as np
 from mflc.ir.coremap import CoreMap
 from mflc.ir.errors import ConfigError
 from mflc.ir.graph import Graph
+from mflc.ir.modes import Send
 
 from . import gpu_baseline as gb
 from .constant import Constant
@@ -370,7 +371,7 @@ class RateMeter:
     def __call__(self, t, k, name, out) -> None:
         grp = self.g.groups[name]
         msg = np.asarray(out)
-        if grp.send == "delta":
+        if grp.send == Send.DELTA:
             prev = self._last.get(name)
             self._last[name] = msg.copy()
             msg = msg - (prev if prev is not None else 0)
