@@ -35,6 +35,8 @@ def default_intermediate_size(hidden_size: int, hidden_ratio: int) -> int:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """An HGRN-Bit checkpoint's config.json fields that mflc uses, checked, with unknown ones kept."""
+
     vocab_size: int
     hidden_size: int
     num_hidden_layers: int
@@ -53,6 +55,7 @@ class ModelConfig:
     # ---- derived sizes -------------------------------------------------------------------
     @property
     def d(self) -> int:
+        """Model width (hidden_size), under the name the maths uses."""
         return self.hidden_size
 
     @property
@@ -69,9 +72,11 @@ class ModelConfig:
 
     @property
     def L(self) -> int:
+        """Number of layers, under the name the maths uses."""
         return self.num_hidden_layers
 
     def n_params(self) -> int:
+        """Parameter count implied by the configuration (for reports and sizing)."""
         d, e, m, V, L = self.d, self.d_attn, self.m, self.vocab_size, self.L
         per_layer = 3 * e * d + e * d + 2 * m * d + m * d + (2 * d + e) + (3 * d + e + d + m)
         head = (0 if self.tie_word_embeddings else V * d) + d  # lm_head.norm exists even when tied
@@ -81,6 +86,7 @@ class ModelConfig:
     # ---- (de)serialisation ----------------------------------------------------------------
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: str = "config") -> "ModelConfig":
+        """Parse and check a config mapping, errors naming ``source`` and the field."""
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: expected a JSON object, got {type(raw).__name__}")
         mt = raw.get("model_type", MODEL_TYPE)
@@ -102,6 +108,7 @@ class ModelConfig:
         return cfg
 
     def validate(self, source: str = "config") -> None:
+        """Refuse sizes and options mflc cannot compile, as a ConfigError naming the field."""
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_heads", "expand_ratio", "hidden_ratio"):
             v = getattr(self, name)
             if v < 1:
@@ -121,6 +128,7 @@ class ModelConfig:
             raise ConfigError(f"{source}: field 'rms_norm_eps' must be in [0, 1), got {self.rms_norm_eps}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The config.json mapping, unknown fields preserved, model_type set."""
         out = dict(self.extra)
         out.update({k: v for k, v in asdict(self).items() if k != "extra"})
         out["model_type"] = MODEL_TYPE
@@ -129,12 +137,14 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelConfig":
+        """Read and check a config.json file."""
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
         return cls.from_dict(read_json(p, ConfigError), source=str(p))
 
     def save(self, path: str | Path) -> None:
+        """Write the configuration as config.json."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
@@ -174,6 +184,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str) -> ModelConfig:
+    """The configuration of a named preset size (370M, 1.3B, 2.7B, tiny)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return ModelConfig.from_dict(dict(PRESETS[name]), source=f"preset {name}")

@@ -16,6 +16,8 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 
 @dataclass
 class EvalResult:
+    """Float against fixed-point next-token quality on one text: bits per token and top-1 figures."""
+
     tokens: int
     float_bits_per_token: float
     fixed_bits_per_token: float
@@ -25,9 +27,11 @@ class EvalResult:
 
     @property
     def relative_gap(self) -> float:
+        """How much worse the fixed-point model predicts, as a fraction of the float model's bits per token."""
         return self.fixed_bits_per_token / self.float_bits_per_token - 1.0
 
     def to_dict(self) -> dict:
+        """The result as JSON reports print it, the relative gap included."""
         d = asdict(self)
         d["relative_gap"] = self.relative_gap
         return d
@@ -78,6 +82,7 @@ def combine(results: list[EvalResult]) -> EvalResult:
         raise ValueError("no predictions to combine")
 
     def avg(field: str) -> float:
+        """A figure averaged over the results, weighted by their tokens."""
         return float(sum(getattr(r, field) * r.tokens for r in results) / n)
 
     return EvalResult(tokens=n, float_bits_per_token=avg("float_bits_per_token"),

@@ -25,14 +25,17 @@ EPS_CLAMP = 1e-5  # released code clamps absmax and absmean at 1e-5
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """RMSNorm over the last axis, with gain w."""
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
 
 
 def silu(x: np.ndarray) -> np.ndarray:
+    """x times sigmoid(x), the models' activation."""
     return x / (1.0 + np.exp(-x))
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function (forget gates)."""
     return 1.0 / (1.0 + np.exp(-x))
 
 
@@ -82,6 +85,7 @@ class BitLinear:
     @classmethod
     def from_weights(cls, name, weights, eps, use_norm=True, act_quant=True, cache_float32=True,
                      site=None) -> "BitLinear":
+        """A BitLinear from checkpoint weights: ternarized matrix, its absmean and the inner norm's gain."""
         wt, absmean = ternarize(weights[f"{name}.weight"])
         nw = weights[f"{name}.norm.weight"].astype(np.float64) if use_norm else None
         return cls(name, wt, absmean, nw, eps, act_quant, cache_float32, site)
@@ -114,6 +118,7 @@ class FloatModel:
                       else np.zeros((cfg.L, cfg.d_attn)))
 
         def mk(proj: S.Projection, layer: int | None, ws=weights) -> BitLinear:
+            """The BitLinear of one projection of a layer, named and observed as the structure says."""
             module = S.weight_name(proj, layer)[: -len(".weight")]
             return BitLinear.from_weights(module, ws, self.inner_eps, not remove_inner_norm, act_quant,
                                           not low_memory, S.site(layer, proj.in_site))

@@ -23,12 +23,15 @@ def ternary_matvec(w: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 class IntModel:
+    """The golden integer model: the quantized network stepped in numpy, with no IR in between."""
+
     def __init__(self, qm: QuantizedModel):
         self.qm = qm
         self.cfg = qm.cfg
         self.inner = not qm.options.remove_inner_norm
 
     def init_state(self) -> np.ndarray:
+        """The all-zero recurrent state of every layer."""
         return np.zeros((self.cfg.L, self.cfg.d_attn), dtype=np.int64)
 
     # -- building blocks, each a direct use of the op library --
@@ -113,4 +116,5 @@ class IntModel:
         return np.stack(out) if out else np.zeros((0, self.cfg.vocab_size), np.int64), st
 
     def logits_to_float(self, logits: np.ndarray) -> np.ndarray:
+        """Integer logits in real units (times the logit scale), to compare with the float model."""
         return logits.astype(np.float64) * self.qm.meta["logit_scale"]

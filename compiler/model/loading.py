@@ -12,6 +12,7 @@ from .quantize import QuantizedModel, QuantOptions, quantize
 
 
 def is_quantized_dir(path: Path) -> bool:
+    """Whether a directory holds a quantized model (its quant.json)."""
     return (Path(path) / "quant.json").is_file()
 
 
@@ -32,6 +33,7 @@ def resolve_calibration(cfg: ModelConfig, model_dir: Path | None, calib_file: Pa
         raise CheckpointError(f"calibration token count (--calib-tokens) must be >= 1, got {n}")
 
     def from_file(f: Path, what: str):
+        """Calibration tokens from a text file, refusing one shorter than two tokens."""
         if not Path(f).is_file():
             raise CheckpointError(f"{f}: calibration text not found")
         toks = tokenizer_for(model_dir, cfg.vocab_size).encode(Path(f).read_bytes(), source=str(f))
@@ -60,6 +62,7 @@ def calibration_tokens(cfg: ModelConfig, text_tokens: list[int] | None, seed: in
 
 
 def load_float(path) -> tuple[ModelConfig, dict]:
+    """A float checkpoint's config and weights, with a clear error for a quantized-only directory."""
     from .checkpoint import load_checkpoint
 
     p = Path(path)

@@ -38,6 +38,7 @@ class VirtualTernary:
         return VirtualTernary((n, self.shape[1]), self.density)
 
     def row_counts(self) -> np.ndarray:
+        """The nonzeros each row of the stand-in matrix is assumed to hold (density times columns)."""
         return np.full(self.shape[0], int(round(self.density * self.shape[1])), dtype=np.int64)
 
 
@@ -48,9 +49,11 @@ class _Builder:
                                  logit_scale=qm.meta["logit_scale"], inner_norm=not qm.options.remove_inner_norm))
 
     def stage(self, name: str) -> int:
+        """A built group's pipeline stage."""
         return self.g.groups[name].stage
 
     def group(self, name, size, ports, program, output, out_bits, stage, **kw) -> str:
+        """Add a neuron group and return its name, so builders can chain."""
         self.g.add_group(NeuronGroup(name=name, size=int(size), ports=list(ports), program=list(program),
                                      output=output, out_bits=int(out_bits), stage=int(stage), **kw))
         return name
@@ -59,15 +62,18 @@ class _Builder:
         return self.stage(dst) - self.stage(src) - 1
 
     def identity(self, src, dst, port):
+        """Forward src's output unchanged to dst.port, with the delay the stages require."""
         n = self.g.groups[src].size
         self.g.add_synapse(SynapseGroup.identity(f"{src}->{dst}.{port}", src, dst, port, n, delay=self._delay(src, dst),
                                                  meta=dict(kind="identity")))
 
     def ones(self, src, dst, port, kind):
+        """All-ones synapses from src to dst.port: a sum over src (a reduction)."""
         self.g.add_synapse(SynapseGroup.ones(f"{src}->{dst}.{port}", src, dst, port, self.g.groups[dst].size,
                                              self.g.groups[src].size, delay=self._delay(src, dst), meta=dict(kind=kind)))
 
     def dense(self, src, dst, port, w, layer):
+        """A ternary weight matrix from src to dst.port (virtual rows for a skeleton)."""
         if isinstance(w, VirtualTernary):
             self.g.add_synapse(SynapseGroup.from_row_counts(
                 f"{src}->{dst}.{port}", src, dst, port, w.shape, w.row_counts(), delay=self._delay(src, dst),
@@ -92,6 +98,7 @@ class _Builder:
 
     def norm_apply(self, name, src, sm, apply_key, out_site, layer, extra_ports=(), extra=(), output="y",
                    out_bits=None, stage=None) -> str:
+        """The group applying an RMS factor and gain to src's messages, at out_site's width."""
         qm = self.qm
         prog = [I("rms_apply", "y", "x", "r", "gain", gain_shift=qm.s(f"gexp.{apply_key}"), bits=qm.bits(out_site))]
         prog += list(extra)
@@ -103,10 +110,12 @@ class _Builder:
         return name
 
     def norm(self, name, src, red_key, apply_key, out_site, layer) -> str:
+        """A whole RMSNorm of src: reduction then application; returns the applied group."""
         sm = self.norm_reduction(src, red_key, name, layer)
         return self.norm_apply(name, src, sm, apply_key, out_site, layer)
 
     def rescale(self, out, arg, key, bits):
+        """A rescale instruction with the multiplier and shift quantize stored under key."""
         return I("rescale", out, arg, mult=self.qm.s(f"M.{key}"), shift=self.qm.s(f"s.{key}"), bits=bits)
 
 

@@ -48,6 +48,8 @@ MSE_MAX_CLIP_OCTAVES = 3    # the "mse" search tries scales up to 2^3 finer than
 
 @dataclass
 class QuantOptions:
+    """How to quantize: activation, state and per-site widths, power-of-two scales, scale method, norm options."""
+
     act_bits: int = 8
     state_bits: int = fp.STATE_BITS_MAX        # the neuron state word (hardware figure state_word_bits)
     site_bits: dict = field(default_factory=dict)   # per site kind, e.g. {"r": 12, "x": 12}
@@ -68,6 +70,7 @@ class QuantOptions:
     scale_method: str = "max"
 
     def bits(self, kind: str) -> int:
+        """The width of a site kind: an explicit site_bits entry, the state word for h, else act_bits raised to its minimum."""
         if kind in self.site_bits:
             return int(self.site_bits[kind])
         if kind == "h":
@@ -75,6 +78,7 @@ class QuantOptions:
         return max(self.act_bits, int(self.min_site_bits.get(kind, 0)))
 
     def validate(self) -> None:
+        """Refuse options the hardware or the quantizer cannot honour, as a ConfigError naming the option."""
         for name, b in [("act_bits", self.act_bits), *[(f"site_bits[{k}]", v) for k, v in self.site_bits.items()]]:
             if not 2 <= int(b) <= fp.MSG_BITS_MAX:
                 raise ConfigError(f"quantization option {name} = {b}: must be in [2, {fp.MSG_BITS_MAX}] (graded-spike width)")
@@ -101,6 +105,7 @@ def calibrate(fm: FloatModel, token_seqs: Iterable[Iterable[int]], keep_values: 
     vals: dict[str, list[np.ndarray]] = {}
 
     def obs(name: str, v: np.ndarray) -> None:   # name: a site (the float model observes by site name)
+        """Calibration hook: track each site's max |x| (and keep its values for MSE scales)."""
         amax[name] = max(amax.get(name, 0.0), float(np.max(np.abs(v))) if v.size else 0.0)
         if keep_values:
             vals.setdefault(name, []).append(np.asarray(v, np.float64).ravel())
@@ -158,6 +163,8 @@ def _site_scale(amax: float, bits: int, pow2: bool, headroom: int = 0) -> tuple[
 # ---- the quantized model -----------------------------------------------------------------------------
 @dataclass
 class QuantizedModel:
+    """The integer model: site widths and scales, integer tensors and scalars, what lowering and the integer executors read."""
+
     cfg: ModelConfig
     options: QuantOptions
     sites: dict            # name -> {"bits": int, "scale": float, "frac": int | None, "amax": float}
@@ -167,11 +174,13 @@ class QuantizedModel:
 
     # accessors name what is missing: a quantized model read from a hand-edited quant.json may lack an entry
     def t(self, name: str) -> np.ndarray:
+        """A tensor by name; a missing one is a CheckpointError naming the file it should be in."""
         if name not in self.tensors:
             raise CheckpointError(f"quantized model: tensor {name!r} is missing (quant.safetensors / tensor_dtypes)")
         return self.tensors[name]
 
     def s(self, name: str) -> int:
+        """A scalar by name; a missing one is a CheckpointError naming quant.json."""
         if name not in self.scalars:
             raise CheckpointError(f"quantized model: quant.json field 'scalars' has no {name!r}")
         return self.scalars[name]
@@ -182,13 +191,16 @@ class QuantizedModel:
         return self.sites[site]
 
     def bits(self, site: str) -> int:
+        """A site's width in bits."""
         return self._site(site)["bits"]
 
     def scale(self, site: str) -> float:
+        """A site's real value per integer step."""
         return self._site(site)["scale"]
 
     # ---- persistence ----
     def save(self, path: str | Path) -> None:
+        """Write quant.json, quant.safetensors (each tensor at its narrowest stored form) and config.json."""
         d = Path(path)
         d.mkdir(parents=True, exist_ok=True)
         stored, storage = {}, {}
@@ -358,6 +370,7 @@ def expected_tensors(cfg: ModelConfig, opts: QuantOptions, sites: dict, source: 
     size = S.dim_sizes(cfg)
 
     def dim(sym: str) -> int:
+        """A tensor dimension named in the schema: a config size, or a lut site's 2^bits entries."""
         if not sym.startswith("lut:"):
             return size[sym]
         site = sym[len("lut:"):]
@@ -458,9 +471,11 @@ class _Params:
         self.meta: dict = {"absmean": {}}
 
     def sc(self, site: str) -> float:
+        """A calibrated site's scale."""
         return self.sites[site]["scale"]
 
     def bits(self, site: str) -> int:
+        """A calibrated site's width in bits."""
         return self.sites[site]["bits"]
 
     def rescale(self, key: str, s_from: float, s_to: float) -> None:

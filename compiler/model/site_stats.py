@@ -20,6 +20,8 @@ from .quantize import QuantizedModel, calibrate, site_kind
 
 @dataclass
 class SiteStats:
+    """One activation site's width, scale and measured spread (rms, crest factor) on a text."""
+
     site: str
     kind: str
     bits: int
@@ -32,6 +34,7 @@ class SiteStats:
     sqnr_db: float           # 10 log10(mean x^2 / mean (x - q(x))^2)
 
     def to_dict(self) -> dict:
+        """The statistics as JSON reports print them."""
         return asdict(self)
 
 

@@ -69,6 +69,7 @@ def check_skeleton_memory(cfg: ModelConfig, ram_bytes: int | None = None, source
 
 class _SkeletonQM(QuantizedModel):
     def t(self, name: str):
+        """A tensor by name, as a plain lookup: QuantizedModel.t's stored-model check does not apply to a skeleton."""
         return self.tensors[name]
 
 

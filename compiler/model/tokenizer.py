@@ -31,6 +31,8 @@ def _as_text(text: str | bytes, source: str) -> str:
 
 
 class ByteTokenizer:
+    """Tokens as UTF-8 bytes, for byte-level models (vocab_size >= 256) without a tokenizer.json."""
+
     kind = "bytes"
 
     def __init__(self, vocab_size: int):
@@ -40,10 +42,12 @@ class ByteTokenizer:
         self.vocab_size = vocab_size
 
     def encode(self, text: str | bytes, source: str = "text") -> list[int]:
+        """The text's UTF-8 bytes as token ids."""
         data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
         return list(data)
 
     def decode(self, tokens) -> str:
+        """Token ids back to text, ids outside a byte dropped and bad UTF-8 replaced."""
         return bytes(int(t) for t in tokens if 0 <= int(t) < 256).decode("utf-8", errors="replace")
 
     def encode_spans(self, text: str | bytes, source: str = "text") -> tuple[list[int], np.ndarray]:
@@ -52,6 +56,7 @@ class ByteTokenizer:
         return ids, np.arange(1, len(ids) + 1, dtype=np.int64)
 
     def decode_continuation(self, prompt, new) -> str:
+        """The text of newly generated tokens (bytes need no prompt context to decode)."""
         return self.decode(new)
 
     def start_tokens(self) -> list[int]:
@@ -91,6 +96,7 @@ class HFTokenizer:
                               f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
     def encode(self, text: str | bytes, source: str = "text") -> list[int]:
+        """The text's token ids under the model's subword tokenizer."""
         return list(self._encode(_as_text(text, source), source).ids)
 
     def encode_spans(self, text: str | bytes, source: str = "text") -> tuple[list[int], np.ndarray]:
@@ -109,6 +115,7 @@ class HFTokenizer:
         return list(enc.ids), char_bytes[ends]
 
     def decode(self, tokens) -> str:
+        """Token ids back to text, ids beyond the tokenizer's vocabulary dropped."""
         # Ids of the model's padded vocabulary beyond the tokenizer's have no spelling: dropped.
         return self.tok.decode([int(t) for t in tokens if 0 <= int(t) < self.n], skip_special_tokens=True)
 
