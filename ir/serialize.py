@@ -108,33 +108,22 @@ GRAPH_SCHEMA = {
 }
 
 
-def load_graph(path: str | Path, base: Graph | None = None) -> Graph:
-    """The graph of an IR directory; a damaged graph.json or graph.safetensors raises an MflcError naming
-    the file and the field, array, dtype or shape at fault. ``base``: the graph its "base" references
-    point to (see save_graph)."""
-    d = Path(path)
-    jf, af = d / "graph.json", d / "graph.safetensors"
-    for f in (jf, af):
-        if not f.is_file():
-            raise MflcError(f"{f}: IR file not found (expected graph.json + graph.safetensors from `mflc compile`)")
-    head = read_json(jf, MflcError, object_required=True)
-    if head.get("format") != FORMAT:
-        raise MflcError(f"{jf}: field 'format' is {head.get('format')!r}, expected {FORMAT!r}")
-    if head.get("version") != VERSION:
-        old = " (written by an older mflc, with CSR weights); recompile it with `mflc compile`" \
-            if head.get("version") == 1 else ""
-        raise MflcError(f"{jf}: IR version {head.get('version')!r} not supported (this mflc reads {VERSION}){old}")
-    check(head, GRAPH_SCHEMA, str(jf))
-    try:
-        arrays = load_tensors(af)
-    except Exception as e:
-        raise MflcError(f"{af}: cannot read arrays ({e})") from None
+class _Arrays:
+    """The arrays of one graph.safetensors, each handed out only with the dtype and shape it must have."""
 
-    def arr(key, dtype, shape=None, ndim=None, where=""):
+    def __init__(self, af: Path, jf: Path):
+        self.af, self.jf = af, jf
+        try:
+            self.arrays = load_tensors(af)
+        except Exception as e:
+            raise MflcError(f"{af}: cannot read arrays ({e})") from None
+
+    def get(self, key, dtype, shape=None, ndim=None, where=""):
         """Array ``key`` of the given dtype (None: any integer dtype) and shape (None entries: any)."""
-        if key not in arrays:
-            raise MflcError(f"{af}: array {key!r} is missing{f' (named by {jf.name}: {where})' if where else ''}")
-        a = arrays[key]
+        af = self.af
+        if key not in self.arrays:
+            raise MflcError(f"{af}: array {key!r} is missing{f' (named by {self.jf.name}: {where})' if where else ''}")
+        a = self.arrays[key]
         if (a.dtype != np.dtype(dtype)) if dtype is not None else not np.issubdtype(a.dtype, np.integer):
             raise MflcError(f"{af}: array {key!r}: dtype {a.dtype}, expected {np.dtype(dtype) if dtype else 'an integer dtype'}")
         if ndim is not None and a.ndim != ndim or shape is not None and (
@@ -143,11 +132,25 @@ def load_graph(path: str | Path, base: Graph | None = None) -> Graph:
             raise MflcError(f"{af}: array {key!r}: shape {list(a.shape)}, expected {want}")
         return a
 
+
+def _read_head(jf: Path) -> dict:
+    """graph.json, its format and version checked (a version-1 IR asks for a recompile), schema-checked."""
+    head = read_json(jf, MflcError, object_required=True)
+    if head.get("format") != FORMAT:
+        raise MflcError(f"{jf}: field 'format' is {head.get('format')!r}, expected {FORMAT!r}")
+    if head.get("version") != VERSION:
+        old = " (written by an older mflc, with CSR weights); recompile it with `mflc compile`" \
+            if head.get("version") == 1 else ""
+        raise MflcError(f"{jf}: IR version {head.get('version')!r} not supported (this mflc reads {VERSION}){old}")
+    check(head, GRAPH_SCHEMA, str(jf))
     for what, items, key in (("groups", head["groups"], "role"), ("synapses", head["synapses"], "kind")):
         for i, d in enumerate(items):         # meta is free-form, but reports and the cost model read these
             if isinstance(d.get("meta"), dict) and not isinstance(d["meta"].get(key, ""), str):
                 raise MflcError(f"{jf}: {what}[{i}].meta.{key}: {d['meta'][key]!r}, expected a string")
-    g = Graph(meta=head.get("meta", {}))
+    return head
+
+
+def _read_groups(g: Graph, head: dict, arr: _Arrays, jf: Path) -> None:
     for gi, gd in enumerate(head["groups"]):
         w, n = f"groups[{gi}]", gd["name"]
         if n in g.groups:
@@ -158,9 +161,35 @@ def load_graph(path: str | Path, base: Graph | None = None) -> Graph:
             name=n, size=gd["size"], ports=list(gd["ports"]),
             program=[Instr(op, out, tuple(args), tuple(sorted(imm.items()))) for op, out, args, imm in gd["program"]],
             output=gd["output"], out_bits=gd["out_bits"], stage=gd["stage"], registers=dict(gd["registers"]),
-            params={k: arr(f"group/{n}/param/{k}", np.int64, (gd["size"],), where=f"{w}.params") for k in gd["params"]},
-            tables={k: arr(f"group/{n}/table/{k}", np.int64, ndim=1, where=f"{w}.tables") for k in gd["tables"]},
+            params={k: arr.get(f"group/{n}/param/{k}", np.int64, (gd["size"],), where=f"{w}.params") for k in gd["params"]},
+            tables={k: arr.get(f"group/{n}/table/{k}", np.int64, ndim=1, where=f"{w}.tables") for k in gd["tables"]},
             send=gd["send"], meta=gd.get("meta", {})))
+
+
+def _read_weights(sd: dict, w: str, arr: _Arrays, base: Graph | None, jf: Path):
+    """(indptr, indices, values) of one synapse group, from whichever encoding it is stored in."""
+    n, (rows, cols), af = sd["name"], sd["shape"], arr.af
+    if sd["encoding"] == "base":
+        t = base.synapses.get(n) if base is not None else None
+        if t is None or tuple(t.shape) != (rows, cols) or t.values is None:
+            why = "no base graph was given (open it through its build)" if base is None else \
+                "the base graph has no such synapse group of that shape"
+            raise MflcError(f"{jf}: {w}: stored as a reference to the unsplit IR, but {why}")
+        return tuple(_shared(a) for a in (t.indptr, t.indices, t.values))
+    if sd["encoding"] == "ternary2":
+        key = f"syn/{n}/ternary2"
+        return ternary.unpack_to_csr(arr.get(key, np.uint8, (ternary.packed_bytes(rows, cols),), where=w),
+                                     (rows, cols), f"{af}: array {key!r}")
+    if sd["encoding"] == "csr":
+        indptr = arr.get(f"syn/{n}/indptr", np.int64, (rows + 1,), where=w)
+        if indptr[0] != 0 or (indptr.size > 1 and bool((np.diff(indptr) < 0).any())):
+            raise MflcError(f"{af}: array 'syn/{n}/indptr': not a CSR row pointer (must start at 0 and never decrease)")
+        nnz = int(indptr[-1])
+        return indptr, arr.get(f"syn/{n}/indices", np.int32, (nnz,), where=w), arr.get(f"syn/{n}/values", np.int8, (nnz,), where=w)
+    raise MflcError(f"{jf}: {w}.encoding: {sd['encoding']!r}, expected 'csr', 'ternary2' or 'base'")
+
+
+def _read_synapses(g: Graph, head: dict, arr: _Arrays, base: Graph | None, jf: Path) -> None:
     for si, sd in enumerate(head["synapses"]):
         w, n = f"synapses[{si}]", sd["name"]
         if n in g.synapses:
@@ -168,30 +197,12 @@ def load_graph(path: str | Path, base: Graph | None = None) -> Graph:
         rows, cols = sd["shape"]
         if rows < 0 or cols < 0:
             raise MflcError(f"{jf}: {w}.shape: {sd['shape']} has a negative size")
-        if sd["encoding"] == "base":
-            t = base.synapses.get(n) if base is not None else None
-            if t is None or tuple(t.shape) != (rows, cols) or t.values is None:
-                why = "no base graph was given (open it through its build)" if base is None else \
-                    "the base graph has no such synapse group of that shape"
-                raise MflcError(f"{jf}: {w}: stored as a reference to the unsplit IR, but {why}")
-            indptr, indices, values = (_shared(a) for a in (t.indptr, t.indices, t.values))
-        elif sd["encoding"] == "ternary2":
-            key = f"syn/{n}/ternary2"
-            indptr, indices, values = ternary.unpack_to_csr(
-                arr(key, np.uint8, (ternary.packed_bytes(rows, cols),), where=w), (rows, cols), f"{af}: array {key!r}")
-        elif sd["encoding"] == "csr":
-            indptr = arr(f"syn/{n}/indptr", np.int64, (rows + 1,), where=w)
-            if indptr[0] != 0 or (indptr.size > 1 and bool((np.diff(indptr) < 0).any())):
-                raise MflcError(f"{af}: array 'syn/{n}/indptr': not a CSR row pointer (must start at 0 and never decrease)")
-            nnz = int(indptr[-1])
-            indices = arr(f"syn/{n}/indices", np.int32, (nnz,), where=w)
-            values = arr(f"syn/{n}/values", np.int8, (nnz,), where=w)
-        else:
-            raise MflcError(f"{jf}: {w}.encoding: {sd['encoding']!r}, expected 'csr', 'ternary2' or 'base'")
+        indptr, indices, values = _read_weights(sd, w, arr, base, jf)
         g.add_synapse(SynapseGroup(n, sd["src"], sd["dst"], sd["port"], (rows, cols), indptr, indices, values,
                                    sd["weight_exp"], sd["delay"], sd["acc_bits"], sd.get("meta", {})))
-    g.inputs = [GraphInput(**i) for i in head["inputs"]]
-    g.outputs = [GraphOutput(**o) for o in head["outputs"]]
+
+
+def _read_host(g: Graph, head: dict, arr: _Arrays, base: Graph | None, jf: Path) -> None:
     in_base = set(head["host_tensors_in_base"])
     for k in sorted(in_base):
         if k not in head["host_tensors"] or base is None or k not in base.host_tensors:
@@ -200,11 +211,30 @@ def load_graph(path: str | Path, base: Graph | None = None) -> Graph:
                 "refers to the unsplit IR, but no base graph was given (open it through its build)" if base is None
                 else "is not a host table of the base graph"))
     g.host_tensors = {k: _shared(base.host_tensors[k]) if k in in_base else
-                      arr(f"host/{k}", None, ndim=2, where="host_tensors").astype(np.int64, copy=False)
+                      arr.get(f"host/{k}", None, ndim=2, where="host_tensors").astype(np.int64, copy=False)
                       for k in head["host_tensors"]}
     for ii, i in enumerate(g.inputs):
         if i.table not in g.host_tensors:
             raise MflcError(f"{jf}: inputs[{ii}].table: {i.table!r} is not one of host_tensors {sorted(g.host_tensors)}")
+
+
+def load_graph(path: str | Path, base: Graph | None = None) -> Graph:
+    """The graph of an IR directory; a damaged graph.json or graph.safetensors raises an MflcError naming
+    the file and the field, array, dtype or shape at fault. ``base``: the graph its "base" references
+    point to (see save_graph)."""
+    d = Path(path)
+    jf, af = d / "graph.json", d / "graph.safetensors"
+    for f in (jf, af):
+        if not f.is_file():
+            raise MflcError(f"{f}: IR file not found (expected graph.json + graph.safetensors from `mflc compile`)")
+    head = _read_head(jf)
+    arr = _Arrays(af, jf)
+    g = Graph(meta=head.get("meta", {}))
+    _read_groups(g, head, arr, jf)
+    _read_synapses(g, head, arr, base, jf)
+    g.inputs = [GraphInput(**i) for i in head["inputs"]]
+    g.outputs = [GraphOutput(**o) for o in head["outputs"]]
+    _read_host(g, head, arr, base, jf)
     g.state = {k: tuple(v) for k, v in head["state"].items()}
     return g
 
