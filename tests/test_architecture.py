@@ -88,7 +88,7 @@ def test_no_module_level_import_cycle_in_the_packages():
 
 def test_ir_uses_only_numpy_and_safetensors():
     allowed = ("numpy", "safetensors", "mflc.ir", "__future__", "dataclasses", "typing", "json", "pathlib",
-               "collections", "math", "functools", "itertools", "struct")
+               "collections", "math", "functools", "itertools", "struct", "enum")
     bad = [f"{f.name}: {m}" for f in (ROOT / "ir").glob("*.py") for m in _imports(f)
            if not m.startswith(allowed)]
     assert not bad, bad
