@@ -108,15 +108,18 @@ class HardwareProfile:
     sources: dict = field(default_factory=dict, compare=False)   # figure -> (source, confidence) of overrides
 
     def figure(self, key: str) -> dict:
+        """One figure with its unit, source and confidence (a user override's source if it has one), for reports."""
         f = {x.name: x for x in fields(self)}[key]
         src, conf = self.sources.get(key, (f.metadata["source"], f.metadata["confidence"]))
         return dict(name=key, value=getattr(self, key), unit=f.metadata["unit"], source=src, confidence=conf,
                     note=f.metadata.get("note", ""))
 
     def figures(self) -> list[dict]:
+        """Every figure of the profile in table order, for reports and `mflc hardware`."""
         return [self.figure(k) for k in FIGURE_KEYS]
 
     def to_dict(self) -> dict:
+        """The profile as layout.json and build.json record it (values and overridden sources)."""
         return dict(name=self.name, **{k: getattr(self, k) for k in FIGURE_KEYS},
                     sources={k: list(v) for k, v in self.sources.items()})
 
@@ -127,6 +130,7 @@ class HardwareProfile:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "layout") -> "HardwareProfile":
+        """A profile read back from a layout or build file, checked, errors naming ``source``."""
         return _profile_from_mapping(d, source, base=cls())
 
 

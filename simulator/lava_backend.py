@@ -146,6 +146,7 @@ class SynapseEncoding:
     acc_bits: int              # signed bits that bound needs (<= 32)
 
     def lava_weights(self, s: SynapseGroup) -> np.ndarray:
+        """The group's dense weights as Lava stores them (shifted up by weight_shift)."""
         return s.to_dense().astype(np.int32) << self.weight_shift
 
 
@@ -286,6 +287,7 @@ def _check_connected(g: Graph) -> None:
     parent = {n: n for n in g.groups}
 
     def find(a):
+        """Union-find root, with path halving."""
         while parent[a] != a:
             parent[a] = parent[parent[a]]
             a = parent[a]
@@ -350,6 +352,7 @@ def _lava_classes():
             self.out = np.zeros(n, np.int64)
 
         def run_spk(self):
+            """One Lava time step: receive ports, fire the group's program on its steps, send."""
             t = self.time_step - 1                       # Lava counts steps from 1, the IR from 0
             vals = {p: getattr(self, f"a_{p}").recv().astype(np.int64) for p in self.ports["a"]}
             for p in self.ports["d"]:
@@ -377,6 +380,7 @@ def _lava_classes():
                     getattr(self, p).send(getattr(self, f"r_{p[3:]}"))
 
     def model_for(ports: dict, registers) -> type:
+        """A ProcessModel class with the ports and registers of one neuron group."""
         attrs = {f"a_{p}": LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=LAVA_ACC_BITS) for p in ports["a"]}
         attrs.update({f"d_{p}": LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=LAVA_ACC_BITS) for p in ports["d"]})
         attrs.update({p: LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=LAVA_MSG_BITS) for p in ports["out"]})
@@ -415,9 +419,11 @@ class LavaNetwork:
 
     @property
     def n_processes(self) -> int:
+        """Number of Lava processes the network has."""
         return len(self.neurons) + len(self.synapses) + len(self.sources) + len(self.output_sinks) + len(self.state_sinks)
 
     def run_config(self):
+        """The Lava run configuration: CPU fixed-point models, with this network's neuron models."""
         from lava.magma.core.run_configs import Loihi2SimCfg
 
         return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=dict(self.model_map))

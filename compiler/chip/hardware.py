@@ -48,6 +48,8 @@ from mflc.ir.hardware import (FIGURE_KEYS, FIGURES, PROFILES, HardwareProfile,  
 # ---- systems (boards of chips) -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class System:
+    """A known Loihi 2 system and its chip count, as ``--system`` names it."""
+
     name: str
     chips: int
     description: str
@@ -63,6 +65,7 @@ SYSTEMS: dict[str, System] = {
 
 
 def get_system(name: str | None) -> System | None:
+    """The named system (case and separators ignored), None for none; an unknown name is a ConfigError."""
     if name is None:
         return None
     key = name.lower().replace("-", "_").replace(" ", "_")
@@ -72,6 +75,7 @@ def get_system(name: str | None) -> System | None:
 
 
 def smallest_system(chips: int) -> System | None:
+    """The smallest known system with at least ``chips`` chips, for reports (None if none is that big)."""
     fit = [s for s in SYSTEMS.values() if s.chips >= chips]
     return min(fit, key=lambda s: s.chips) if fit else None
 
@@ -85,6 +89,7 @@ LABEL = {"neurons": "neurons", "neuron_bits": "bits of neuron state memory", "sy
 
 
 def limits(hw: HardwareProfile) -> dict[str, int]:
+    """The per-core limit of every resource kind under the profile."""
     return {k: int(getattr(hw, LIMIT_OF[k])) for k in KINDS}
 
 
@@ -143,6 +148,7 @@ def row_bits(s: SynapseGroup, hw: HardwareProfile, width: int | None = None) -> 
 
 
 def slice_bits(s: SynapseGroup, a: int, b: int, hw: HardwareProfile, width: int | None = None) -> int:
+    """Synaptic memory of rows a..b of a synapse group on one core (dense or sparse, at its weight width)."""
     wb = weight_width(s, hw) if width is None else width
     c0, c1 = src_span(s)
     if synapse_format(s, hw, wb) == "dense":
@@ -203,6 +209,7 @@ class Costs:
             self.program[n] = len(grp.program) * hw.microcode_per_op
 
     def neuron_usage(self, group: str, n: int) -> int:
+        """Neuron memory n neurons of a group take on one core (tables once, plus per-neuron state)."""
         return self.table_bits[group] + n * self.per_neuron[group] if n else 0
 
     def core(self, neuron_slices, synapse_slices, fanout: dict | None = None) -> dict:
@@ -248,6 +255,7 @@ def core_cost(neuron_slices, synapse_slices, graph: Graph, hw: HardwareProfile, 
 
 
 def outgoing(graph: Graph) -> dict[str, list[SynapseGroup]]:
+    """Every group's outgoing synapse groups, indexed once for the placer and checkers."""
     by_src: dict[str, list[SynapseGroup]] = {n: [] for n in graph.groups}
     for s in graph.synapses.values():
         by_src.setdefault(s.src, []).append(s)
@@ -291,6 +299,7 @@ def fanout_of(graph: Graph, name: str, core_of: dict[str, np.ndarray], by_src: d
 
 
 def core_of_from_slices(graph: Graph, core_slices) -> dict[str, np.ndarray]:
+    """Each neuron's core from per-core neuron slices (-1 where none holds it)."""
     core_of = {n: np.full(grp.size, -1, np.int64) for n, grp in graph.groups.items()}
     for c, slices in enumerate(core_slices):
         for name, a, b in slices:
@@ -315,10 +324,12 @@ def bits_for_range(lo: int, hi: int) -> int:
 
 
 def kib(bits: int | float) -> float:
+    """Bits as KiB, for reports."""
     return bits / 8192.0
 
 
 def ceil_div(a: int, b: int) -> int:
+    """Integer ceiling of a / b."""
     return -(-int(a) // int(b))
 
 

@@ -31,6 +31,8 @@ WRITTEN_KEYS = ("hardware", "system", "graph", "traffic", "meta", "totals", "cor
 
 @dataclass(frozen=True)
 class NeuronSlice:
+    """Neurons start..stop of a group held by one core."""
+
     group: str
     start: int
     stop: int
@@ -38,6 +40,8 @@ class NeuronSlice:
 
 @dataclass(frozen=True)
 class SynapseSlice:
+    """Destination rows row_start..row_stop of a synapse group stored on one core."""
+
     synapse: str
     row_start: int
     row_stop: int
@@ -45,6 +49,8 @@ class SynapseSlice:
 
 @dataclass
 class Core:
+    """One core of the layout: where it is, which neurons and synapse rows it holds, what they use."""
+
     chip: int
     core: int                                   # index on its chip
     neurons: list[NeuronSlice]
@@ -52,14 +58,18 @@ class Core:
     usage: dict = field(default_factory=dict)   # kind -> use (see hardware.KINDS; plus "synapses")
 
     def neuron_tuples(self) -> list[tuple[str, int, int]]:
+        """The core's neuron slices as (group, start, stop) tuples."""
         return [(n.group, n.start, n.stop) for n in self.neurons]
 
     def synapse_tuples(self) -> list[tuple[str, int, int]]:
+        """The core's synapse slices as (synapse, row_start, row_stop) tuples."""
         return [(s.synapse, s.row_start, s.row_stop) for s in self.synapses]
 
 
 @dataclass
 class Layout:
+    """The placement of a graph on chips and cores, with its hardware profile and traffic: what layout.json holds."""
+
     cores: list[Core]
     hardware: HardwareProfile
     system: str | None = None
@@ -69,15 +79,18 @@ class Layout:
 
     @property
     def n_chips(self) -> int:
+        """Number of chips the layout spans."""
         return 1 + max((c.chip for c in self.cores), default=-1)
 
     def totals(self) -> dict:
+        """Cores, chips and every resource summed over the cores."""
         used = {k: int(sum(c.usage.get(k, 0) for c in self.cores)) for k in KINDS + ("synapses",)}
         return dict(cores=len(self.cores), chips=self.n_chips, **used)
 
 
 # ---- file ----------------------------------------------------------------------------------------------------
 def layout_to_dict(layout: Layout) -> dict:
+    """The layout as layout.json holds it (format, version, profile, cores, totals)."""
     return dict(format=FORMAT, version=VERSION, hardware=layout.hardware.to_dict(), system=layout.system,
                 graph=layout.graph, traffic=layout.traffic, meta=layout.meta, totals=layout.totals(),
                 cores=[dict(chip=c.chip, core=c.core, neurons=[list(t) for t in c.neuron_tuples()],
@@ -86,6 +99,7 @@ def layout_to_dict(layout: Layout) -> dict:
 
 
 def save_layout(layout: Layout, path) -> None:
+    """Write layout.json (compact: large models have many cores)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(layout_to_dict(layout), indent=None, separators=(",", ":"), default=_json_default) + "\n")
@@ -115,6 +129,7 @@ def _slice(v, where: str):
 
 
 def layout_from_dict(d, source: str = "layout") -> Layout:
+    """A layout read back from its JSON, every key checked, errors naming ``source``."""
     if not isinstance(d, dict):
         raise MflcError(f"{source}: a layout must be a JSON object")
     if d.get("format") != FORMAT:
@@ -166,6 +181,7 @@ def layout_from_dict(d, source: str = "layout") -> Layout:
 
 
 def load_layout(path) -> Layout:
+    """Read and check a layout.json file."""
     p = Path(path)
     if not p.is_file():
         raise MflcError(f"{p}: layout file not found (make one with `mflc compile MODEL --out DIR`)")
@@ -195,6 +211,7 @@ def check_layout(layout: Layout, graph: Graph, hw: HardwareProfile | None = None
     problems: list[str] = []
 
     def label(ci: int) -> str:
+        """A core named as problem messages name it."""
         c = layout.cores[ci]
         return f"core (chip {c.chip}, core {c.core})"
 

@@ -73,6 +73,7 @@ def core_lower_bound(graph: Graph, hw: HardwareProfile, costs: Costs | None = No
 
 
 def build_report(graph: Graph, layout: Layout, hw: HardwareProfile | None = None, source: dict | None = None) -> dict:
+    """The layout's resources per group and in total, traffic and widths, as a JSON-ready report."""
     hw = hw or layout.hardware
     lim = limits(hw)
     costs = Costs(graph, hw)
@@ -172,6 +173,7 @@ def aggregate_rows(rows: list[dict], by: str) -> list[dict]:
 
 
 def render_report(rep: dict, console, detail: bool = False, title: str = "layout") -> None:
+    """Print a build_report as tables (per group, or per role for large models)."""
     from rich.table import Table
 
     rows = rep["groups"]
