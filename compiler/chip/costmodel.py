@@ -315,7 +315,11 @@ def packed_core_map(g: Graph, max_neurons: int | None = None, max_synapses: int 
     ``max_synapses`` incoming synapses and ``max_fanout`` outgoing (neuron, destination core) routes
     (destination cores estimated from each destination group's size); cores fill chips in order. A limit
     not given is read from the hardware profile ``hw`` (default: loihi2): neurons_per_core,
-    synaptic_memory_bits // weight_bits (128 KB of 8-bit weights), cores_per_chip, estimate_routes_per_core."""
+    synaptic_memory_bits // weight_bits (128 KB of 8-bit weights), cores_per_chip, estimate_routes_per_core.
+
+    Kept, though ``mflc estimate`` uses the real layout: ``estimate_doc_tables`` reproduces the stand-in
+    tables of docs/estimates.md with it, and the real placement (place.layout_graph) gives other figures
+    (370M: 2,714 stand-in cores against the layout's 2,805 at 8-bit weights), so it cannot replace it there."""
     from mflc.ir.hardware import DEFAULT
 
     hw = DEFAULT if hw is None else hw
