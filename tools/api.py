@@ -24,7 +24,7 @@ def compile(model: str | Path | None = None, out: str | Path = None, *, options=
     """Quantize (unless ``model`` is already quantized), lower, validate, lay out on Loihi 2, and write the
     build atomically at ``out``. ``hw``: figure overrides, ``["weight_bits=2"]`` or ``{"weight_bits": 2}``.
     ``stages``: an optional context-manager factory called with each step's name (the CLI's progress)."""
-    from mflc.cli import resolve_model
+    from mflc.cli_app import resolve_model
     from mflc.compiler.chip.hardware import resolve_profile
     from mflc.compiler.chip.layout import check_layout
     from mflc.compiler.model.loading import is_quantized_dir, load_float, resolve_calibration

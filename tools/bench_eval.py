@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
-    from mflc.cli import resolve_model
+    from mflc.cli_app import resolve_model
     from mflc.compiler.model.float_model import FloatModel
     from mflc import executors
     from mflc.compiler.model.loading import load_float, resolve_calibration

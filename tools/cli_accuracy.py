@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mflc.cli import app, emit_json, guarded, out, progress_bar, resolve_model
+from mflc.cli_app import app, emit_json, guarded, out, progress_bar, resolve_model
 from mflc.cli_model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
                             Uniform, quant_options, quantize_with_calibration, read_text)
 from mflc.ir.errors import ConfigError

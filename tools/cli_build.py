@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mflc.cli import Stages, resolve_model, app, emit_json, guarded, kv_table, out
+from mflc.cli_app import Stages, resolve_model, app, emit_json, guarded, kv_table, out
 from mflc.cli_layout import HardwareOpt, HwSetOpt, PlotOpt, SystemOpt
 from mflc.cli_model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
                             Uniform, quant_options)

@@ -10,7 +10,8 @@ import typer
 
 from rich.markup import escape
 
-from mflc.cli import resolve_model, app, emit_json, err, guarded, kv_table, out, progress_bar
+from mflc.cli_app import resolve_model, app, emit_json, err, guarded, kv_table, out, progress_bar
+from mflc.cli_open import is_build_dir, load_for_simulation, render_checks
 from mflc.ir.errors import MflcError
 
 MAX_VERIFY_TOKENS = 1_000_000      # verify runs the integer reference and the simulator on every token
@@ -23,49 +24,6 @@ def check_count(option: str, value: int, lo: int, hi: int, limit_name: str) -> N
         raise MflcError(f"{option} must be >= {lo}, got {value}")
     if value > hi:
         raise MflcError(f"{option} {value:,} is above the limit {limit_name} = {hi:,}")
-
-
-def is_build_dir(path: Path) -> bool:
-    """A build (or what is left of one): its manifest or any of its parts. Such a path is always opened
-    through ``Build``, so a half-written or edited build is named as such, never run as a model."""
-    from mflc.build import MANIFEST, PARTS
-
-    return path.is_dir() and any((path / p).exists() for p in (MANIFEST,) + PARTS)
-
-
-def load_for_simulation(path: Path):
-    """(quantized model, engine graph, core map, reference graph) from a build dir or a model dir; for a
-    build (hashes checked), the reference graph is a function that lowers it afresh, run only if needed."""
-    from mflc.build import Build
-    from mflc.compiler.model.loading import load_quantized
-    from mflc.compiler.model.lower import lower
-
-    if not path.exists():
-        raise MflcError(f"{path}: no such model or build directory")
-    if is_build_dir(path):
-        qm, placed, cm = Build.load(path).runnable()
-        return qm, placed, cm, lambda: lower(qm)
-    qm = load_quantized(path)
-    g = lower(qm)
-    return qm, g, None, g
-
-
-def render_checks(checks, title: str) -> None:
-    """Print a build's verification checks as a table."""
-    from rich.table import Table
-
-    t = Table(title=title, title_justify="left")
-    for c in ("check", "result", "seconds", "detail"):
-        t.add_column(c, justify="right" if c == "seconds" else "left")
-    for c in checks:
-        t.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAILED[/]", f"{c.seconds:.2f}", escape(c.detail))
-    out.print(t)
-    for c in checks:
-        if not c.ok:
-            for p in c.problems[:20]:
-                err.print(f"[red]{c.name}:[/] {escape(p)}", soft_wrap=True, highlight=False)
-            if len(c.problems) > 20:
-                err.print(f"[red]{c.name}:[/] ... and {len(c.problems) - 20} more", highlight=False)
 
 
 def counter_rows(counters: dict) -> list[tuple[str, str]]:
