@@ -306,8 +306,6 @@ def _lava_classes():
     _require_lava()
     from lava.magma.core.decorator import implements, requires, tag
     from lava.magma.core.model.py.model import PyLoihiProcessModel
-    from lava.magma.core.model.py.ports import PyInPort, PyOutPort
-    from lava.magma.core.model.py.type import LavaPyType
     from lava.magma.core.process.ports.ports import InPort, OutPort
     from lava.magma.core.process.process import AbstractProcess
     from lava.magma.core.process.variable import Var
@@ -379,15 +377,20 @@ def _lava_classes():
                 else:                                     # st_<reg>: the register now
                     getattr(self, p).send(getattr(self, f"r_{p[3:]}"))
 
-    def model_for(ports: dict, registers) -> type:
-        """A ProcessModel class with the ports and registers of one neuron group."""
-        attrs = {f"a_{p}": LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=LAVA_ACC_BITS) for p in ports["a"]}
-        attrs.update({f"d_{p}": LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=LAVA_ACC_BITS) for p in ports["d"]})
-        attrs.update({p: LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=LAVA_MSG_BITS) for p in ports["out"]})
-        attrs.update({f"r_{r}": LavaPyType(np.ndarray, np.int64, precision=b) for r, b in registers.items()})
-        return type("PyIRNeuronModelFixed_", (PyIRNeuronModelFixed,), attrs)
+    return dict(IRNeuronProcess=IRNeuronProcess, PyIRNeuronModelFixed=PyIRNeuronModelFixed,
+                model_for=functools.partial(_model_for, PyIRNeuronModelFixed))
 
-    return dict(IRNeuronProcess=IRNeuronProcess, PyIRNeuronModelFixed=PyIRNeuronModelFixed, model_for=model_for)
+
+def _model_for(base: type, ports: dict, registers) -> type:
+    """A ProcessModel class (a subclass of ``base``) with the ports and registers of one neuron group."""
+    from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+    from lava.magma.core.model.py.type import LavaPyType
+
+    attrs = {f"a_{p}": LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=LAVA_ACC_BITS) for p in ports["a"]}
+    attrs.update({f"d_{p}": LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=LAVA_ACC_BITS) for p in ports["d"]})
+    attrs.update({p: LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=LAVA_MSG_BITS) for p in ports["out"]})
+    attrs.update({f"r_{r}": LavaPyType(np.ndarray, np.int64, precision=b) for r, b in registers.items()})
+    return type("PyIRNeuronModelFixed_", (base,), attrs)
 
 
 def __getattr__(name):
