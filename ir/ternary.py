@@ -79,11 +79,11 @@ def unpack_to_csr(packed: np.ndarray, shape: tuple[int, int], where: str = "pack
     step = _rows_per_chunk(cols)
     for r0 in range(0, rows, step):
         r1 = min(rows, r0 + step)
-        block = _decode(packed, r0 * cols, r1 * cols, where).reshape(r1 - r0, cols)
-        nz = block != 0
-        indptr[r0 + 1:r1 + 1] = indptr[r0] + np.cumsum(nz.sum(axis=1))
-        idx_parts.append(np.nonzero(nz)[1].astype(np.int32))
-        val_parts.append(block[nz])
+        flat = _decode(packed, r0 * cols, r1 * cols, where)
+        pos = np.flatnonzero(flat)                     # row-major, so already in CSR order
+        indptr[r0 + 1:r1 + 1] = indptr[r0] + np.cumsum(np.count_nonzero(flat.reshape(r1 - r0, cols), axis=1))
+        idx_parts.append((pos % cols).astype(np.int32))
+        val_parts.append(flat[pos])
     indices = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int32)
     values = np.concatenate(val_parts) if val_parts else np.zeros(0, np.int8)
     return indptr, indices, values
