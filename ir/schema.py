@@ -173,3 +173,16 @@ def read_json(path, error=MflcError, object_required: bool = False):
     if object_required and not isinstance(v, dict):
         raise error(f"{p}: expected a JSON object, got {type(v).__name__}")
     return v
+
+
+def check_format(head: dict, fmt: str, version: int, path, error=MflcError, noun: str = "format version",
+                 older: dict | None = None, otherwise: str = "") -> None:
+    """A file's ``format`` and ``version`` fields are the ones this mflc writes; a known older version
+    gets its own hint (``older``: version -> what to do), any other version ``otherwise``."""
+    if head.get("format") != fmt:
+        raise error(f"{path}: field 'format' is {head.get('format')!r}, expected {fmt!r}")
+    v = head.get("version")
+    if v != version:
+        known = older and isinstance(v, int) and not isinstance(v, bool) and v in older
+        hint = f" ({older[v]})" if known else f" ({otherwise})" if otherwise else ""
+        raise error(f"{path}: {noun} {v!r} is not supported (this mflc reads version {version}){hint}")

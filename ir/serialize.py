@@ -10,18 +10,11 @@ from safetensors.numpy import save_file
 from . import ternary
 from .errors import MflcError
 from .graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, SynapseGroup
-from .schema import STRICT, MapOf, OneOf, Opt, Tup, check, read_json
-from .tensorfile import load_tensors
+from .schema import STRICT, MapOf, OneOf, Opt, Tup, check, check_format, read_json
+from .tensorfile import load_tensors, narrowest_int
 
 FORMAT = "mflc-ir"
 VERSION = 2          # 2: ternary synapse blocks at 2 bits per weight ("encoding"); 1: CSR only
-
-
-def _narrowest(v: np.ndarray):
-    """int8/16/32/64, whichever first holds every value (an 8-bit embedding is a byte per entry on disk)."""
-    lo, hi = (int(v.min()), int(v.max())) if v.size else (0, 0)
-    return next(t for t in (np.int8, np.int16, np.int32, np.int64)
-                if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
 
 
 def synapse_encoding(s: SynapseGroup) -> str:
@@ -82,7 +75,7 @@ def save_graph(g: Graph, path: str | Path, base: Graph | None = None) -> None:
                           if base is not None and k in base.host_tensors and np.array_equal(v, base.host_tensors[k]))
     for k, v in g.host_tensors.items():             # the narrowest integer type that holds the table
         if k not in host_in_base:
-            arrays[f"host/{k}"] = np.ascontiguousarray(v, dtype=_narrowest(v))
+            arrays[f"host/{k}"] = np.ascontiguousarray(v, dtype=narrowest_int(v))
     head = dict(format=FORMAT, version=VERSION, groups=groups, synapses=syns,
                 inputs=[vars(i) for i in g.inputs], outputs=[vars(o) for o in g.outputs],
                 host_tensors=sorted(g.host_tensors), host_tensors_in_base=host_in_base, state={k: list(v) for k, v in g.state.items()}, meta=g.meta)
@@ -136,12 +129,8 @@ class _Arrays:
 def _read_head(jf: Path) -> dict:
     """graph.json, its format and version checked (a version-1 IR asks for a recompile), schema-checked."""
     head = read_json(jf, MflcError, object_required=True)
-    if head.get("format") != FORMAT:
-        raise MflcError(f"{jf}: field 'format' is {head.get('format')!r}, expected {FORMAT!r}")
-    if head.get("version") != VERSION:
-        old = " (written by an older mflc, with CSR weights); recompile it with `mflc compile`" \
-            if head.get("version") == 1 else ""
-        raise MflcError(f"{jf}: IR version {head.get('version')!r} not supported (this mflc reads {VERSION}){old}")
+    check_format(head, FORMAT, VERSION, jf, MflcError, "IR version",
+                 {1: "written by an older mflc, with CSR weights; recompile it with `mflc compile`"})
     check(head, GRAPH_SCHEMA, str(jf))
     for what, items, key in (("groups", head["groups"], "role"), ("synapses", head["synapses"], "kind")):
         for i, d in enumerate(items):         # meta is free-form, but reports and the cost model read these

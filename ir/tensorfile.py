@@ -58,3 +58,10 @@ def load_tensors(path: str | Path) -> dict[str, np.ndarray]:
                 f.seek(start + begin)
                 out[name] = np.frombuffer(f.read(end - begin), dtype=dtype).reshape(shape).copy()
         return out
+
+
+def narrowest_int(v: np.ndarray) -> np.dtype:
+    """int8/16/32/64, whichever first holds every value of ``v``: how integer tables are kept on disk."""
+    lo, hi = (int(v.min()), int(v.max())) if v.size else (0, 0)
+    return np.dtype(next(t for t in (np.int8, np.int16, np.int32, np.int64)
+                         if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max))

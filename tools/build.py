@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from mflc.ir.errors import MflcError
-from mflc.ir.schema import read_json
+from mflc.ir.schema import check_format, read_json
 
 FORMAT = "mflc-build"
 VERSION = 1
@@ -199,11 +199,7 @@ class Build:
                                  f"`mflc compile MODEL --out {path}`")
             raise BuildError(f"{path}: not a build directory (no {MANIFEST}; make one with `mflc compile MODEL --out {path}`)")
         m = read_json(mf, BuildError, object_required=True)
-        if m.get("format") != FORMAT:
-            raise BuildError(f"{mf}: field 'format' is {m.get('format')!r}, expected {FORMAT!r}")
-        if m.get("version") != VERSION:
-            raise BuildError(f"{mf}: build format version {m.get('version')!r} is not supported (this mflc "
-                             f"reads version {VERSION}); recompile")
+        check_format(m, FORMAT, VERSION, mf, BuildError, "build format version", otherwise="recompile")
         files = m.get("files")
         if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
             raise BuildError(f"{mf}: field 'files' must map each file to its SHA-256")

@@ -169,6 +169,21 @@ def slice_axons(s: SynapseGroup, a: int, b: int) -> tuple[str, int, int]:
     return ("count", int(min(c1 - c0, s.indptr[b] - s.indptr[a])), 0)
 
 
+def input_axons(g: Graph, slices) -> int:
+    """Input axons a core needs for the synapse slices ``(synapse group, row start, row stop)`` it holds:
+    per source group, the union of the source neurons they read, at most the group's size."""
+    per_src: dict[str, tuple[list, int]] = {}
+    for s, a, b in slices:
+        kind, x, y = slice_axons(s, a, b)
+        iv, cnt = per_src.get(s.src, ([], 0))
+        if kind == "interval":
+            iv.append((x, y))
+        else:
+            cnt += x
+        per_src[s.src] = (iv, cnt)
+    return sum(min(g.groups[src].size, _union_length(iv) + cnt) for src, (iv, cnt) in per_src.items())
+
+
 def _union_length(intervals: list[tuple[int, int]]) -> int:
     total, end = 0, None
     for lo, hi in sorted(intervals):
@@ -231,20 +246,11 @@ class Costs:
             if fanout is not None and name in fanout:
                 f = fanout[name]
                 u["axons_out"] += int(f) * n if np.isscalar(f) else int(np.sum(f[a:b]))
-        per_src: dict[str, tuple[list, int]] = {}
         for sname, a, b in synapse_slices:
             s = g.synapses[sname]
             u["synapse_bits"] += slice_bits(s, a, b, hw, self.width.get(sname))
             u["synapses"] += int(s.indptr[b] - s.indptr[a])
-            kind, x, y = slice_axons(s, a, b)
-            iv, cnt = per_src.get(s.src, ([], 0))
-            if kind == "interval":
-                iv.append((x, y))
-            else:
-                cnt += x
-            per_src[s.src] = (iv, cnt)
-        for src, (iv, cnt) in per_src.items():
-            u["axons_in"] += min(g.groups[src].size, _union_length(iv) + cnt)
+        u["axons_in"] += input_axons(g, ((g.synapses[n], a, b) for n, a, b in synapse_slices))
         return {k: int(v) for k, v in u.items()}
 
 

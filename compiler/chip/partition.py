@@ -30,7 +30,7 @@ from mflc.ir.errors import FitError
 from mflc.ir.graph import Graph, Instr, NeuronGroup, SynapseGroup
 
 from .hardware import (KINDS, Costs, HardwareProfile, bits_for_range, fanout_of, limits, outgoing, over_limits,
-                       row_bits, slice_axons, src_span, synapse_kind, weight_width, _union_length)
+                       row_bits, src_span, synapse_kind, weight_width, input_axons)
 
 
 @dataclass
@@ -386,19 +386,6 @@ def _widen_outputs(g: Graph, dsts: list[str], hw: HardwareProfile) -> None:
 
 
 # ---- cutting and packing --------------------------------------------------------------------------------------
-def _axons(inc: list[SynapseGroup], graph: Graph, a: int, b: int) -> int:
-    per: dict[str, tuple[list, int]] = {}
-    for s in inc:
-        kind, x, y = slice_axons(s, a, b)
-        iv, cnt = per.get(s.src, ([], 0))
-        if kind == "interval":
-            iv.append((x, y))
-        else:
-            cnt += x
-        per[s.src] = (iv, cnt)
-    return sum(min(graph.groups[src].size, _union_length(iv) + cnt) for src, (iv, cnt) in per.items())
-
-
 def _cut(name: str, graph: Graph, costs: Costs, fan: np.ndarray, lim: dict, hw: HardwareProfile):
     """Largest-first contiguous neuron ranges of one group that each fit a core alone."""
     grp = graph.groups[name]
@@ -421,11 +408,11 @@ def _cut(name: str, graph: Graph, costs: Costs, fan: np.ndarray, lim: dict, hw: 
         e = min(n, s + max(kmax, 0))
         e = min(e, int(np.searchsorted(R, R[s] + lim["synapse_bits"], side="right")) - 1)
         e = min(e, int(np.searchsorted(F, F[s] + lim["axons_out"], side="right")) - 1)
-        if e > s and _axons(inc, graph, s, e) > lim["axons_in"]:
+        if e > s and input_axons(graph, ((x, s, e) for x in inc)) > lim["axons_in"]:
             lo, hi = s, e                              # axons(s, lo) fits, axons(s, hi) does not
             while hi - lo > 1:
                 mid = (lo + hi) // 2
-                if _axons(inc, graph, s, mid) <= lim["axons_in"]:
+                if input_axons(graph, ((x, s, mid) for x in inc)) <= lim["axons_in"]:
                     lo = mid
                 else:
                     hi = mid

@@ -22,8 +22,8 @@ from safetensors.numpy import save_file
 from mflc.ir import fixedpoint as fp
 from mflc.ir import ternary
 from mflc.ir.errors import CheckpointError, ConfigError
-from mflc.ir.schema import STRICT, MapOf, OneOf, Opt, check, read_json
-from mflc.ir.tensorfile import load_tensors
+from mflc.ir.schema import STRICT, MapOf, OneOf, Opt, check, check_format, read_json
+from mflc.ir.tensorfile import load_tensors, narrowest_int
 
 from . import structure as S
 from .config import BITLINEAR_NORM_EPS, ModelConfig
@@ -224,13 +224,8 @@ class QuantizedModel:
             if not f.is_file():
                 raise CheckpointError(f"{f}: quantized-model file not found")
         head = read_json(jf, CheckpointError, object_required=True)
-        if head.get("format") != FORMAT:
-            raise CheckpointError(f"{jf}: field 'format' is {head.get('format')!r}, expected {FORMAT!r}")
-        if head.get("version") != FORMAT_VERSION:
-            old = " (written by an older mflc, weights at 8 bits); quantize or compile it again" \
-                if head.get("version") == 1 else ""
-            raise CheckpointError(f"{jf}: format version {head.get('version')!r} is not supported (this mflc reads "
-                                  f"version {FORMAT_VERSION}){old}")
+        check_format(head, FORMAT, FORMAT_VERSION, jf, CheckpointError, "format version",
+                     {1: "written by an older mflc, weights at 8 bits; quantize or compile it again"})
         check(head, _QUANT_JSON_SCHEMA, str(jf), CheckpointError)
         cfg = ModelConfig.from_dict(head["config"], source=f"{jf}: config")
         _written_as_is(head["config"], cfg.to_dict(), jf, "config")
@@ -269,10 +264,9 @@ def _stored_form(v: np.ndarray) -> tuple[np.ndarray, str]:
     if v.dtype == np.int8 and v.ndim == 2 and ternary.is_ternary(v[v != 0]):
         return ternary.pack_dense(v), "ternary2"
     if np.issubdtype(v.dtype, np.signedinteger) and v.size:
-        lo, hi = int(v.min()), int(v.max())
-        t = next(t for t in (np.int8, np.int16, np.int32, np.int64) if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
-        if np.dtype(t).itemsize < v.dtype.itemsize:
-            return np.ascontiguousarray(v, dtype=t), np.dtype(t).name
+        t = narrowest_int(v)
+        if t.itemsize < v.dtype.itemsize:
+            return np.ascontiguousarray(v, dtype=t), t.name
     return np.ascontiguousarray(v), str(v.dtype)
 
 
