@@ -270,3 +270,50 @@ def pow2_rescale(frac_from: int, frac_to: int) -> tuple[int, int]:
     """(M, s) moving a value from 2^-frac_from to 2^-frac_to units: a pure shift."""
     d = frac_from - frac_to
     return (1, d) if d >= 0 else (1 << (-d), 0)
+
+
+# ---- exact integer matrix products through floating-point BLAS -------------------------------------------
+FLOAT32_EXACT_BITS = 24   # every integer of magnitude <= 2^24 is a float32, and so is every sum that stays there
+FLOAT64_EXACT_BITS = 53   # the same for float64's 53-bit significand
+
+
+def product_bound(n_terms: int, w_max: int, x_bits: int) -> int:
+    """The largest magnitude any partial sum of Σ_j w_j x_j can reach: n_terms · max|w| · max|x|, with
+    max|x| = 2^(x_bits-1) for a signed ``x_bits``-bit operand. It bounds every partial sum whatever the
+    order of summation, so it is the quantity the mantissa must hold for a float product to be exact."""
+    if n_terms < 0 or w_max < 0 or x_bits < 1:
+        raise ValueError(f"product_bound: n_terms={n_terms}, w_max={w_max}, x_bits={x_bits} out of domain")
+    return int(n_terms) * int(w_max) * (1 << (int(x_bits) - 1))
+
+
+def exact_product_dtype(n_terms: int, w_max: int, x_bits: int) -> np.dtype:
+    """The cheapest dtype whose matrix product of integer operands is exact: float32 while every partial
+    sum is provably <= 2^24 (``product_bound``), float64 while <= 2^53, else int64 (numpy's integer
+    product, exact because the IR's accumulators are proven to fit 32 bits and int64 holds any sum below
+    2^63). The bound comes from the declared widths (``x_bits`` of the messages, ``w_max`` of the weight
+    format), never from the values of one run, so the choice holds for every input. Every product of two
+    such operands is itself an integer of at most the bound, hence exactly representable, and adding
+    integers whose running sums stay within 2^p in a p-bit significand never rounds: BLAS's blocking and
+    summation order cannot change the result. The integer model and the sequence executor both choose
+    through this one function (docs/fixed-point.md, "Exact matrix products")."""
+    b = product_bound(n_terms, w_max, x_bits)
+    if b <= 1 << FLOAT32_EXACT_BITS:
+        return np.dtype(np.float32)
+    if b <= 1 << FLOAT64_EXACT_BITS:
+        return np.dtype(np.float64)
+    return np.dtype(np.int64)
+
+
+def exact_matmul(x, w, x_bits: int, w_max: int, dtype=None) -> np.ndarray:
+    """x @ w.T exactly, as int64: x [T, n] integers of at most ``x_bits`` signed bits, w [m, n] integers
+    of magnitude <= ``w_max``. Computed in ``exact_product_dtype``'s dtype (or ``dtype`` to force one, e.g.
+    int64 to test the fallback). Refuses a forced float dtype the bound does not allow."""
+    x, w = np.asarray(x), np.asarray(w)
+    safe = exact_product_dtype(x.shape[-1], w_max, x_bits)
+    dt = safe if dtype is None else np.dtype(dtype)
+    if dt.kind == "f" and (dt.itemsize < safe.itemsize or safe.kind == "i"):
+        raise ValueError(f"exact_matmul: {dt} is not exact for {x.shape[-1]} terms of |w| <= {w_max} and "
+                         f"{x_bits}-bit inputs (bound {product_bound(x.shape[-1], w_max, x_bits)}); use {safe}")
+    if dt.kind == "i":
+        return x.astype(np.int64) @ w.astype(np.int64).T
+    return (x.astype(dt) @ w.astype(dt).T).astype(np.int64)
