@@ -115,3 +115,30 @@ def unpack_dense(packed: np.ndarray, shape: tuple[int, ...], where: str = "packe
         e1 = min(n, e0 + step)
         out[e0:e1] = _decode(packed, e0, e1, where)
     return out.reshape(shape)
+
+
+# ---- bit planes: the layout the generation kernels read -------------------------------------------------
+# A ternary row is two bit masks, one of its +1 columns and one of its -1 columns, in 64-bit words (bit j of
+# word k is column 64k + j; bits past the last column are zero). Still 2 bits per weight, but a row's sum
+# against a message's two's-complement bit planes is AND and popcount, with no decode (simulator/kernels.py).
+
+def plane_words(cols: int) -> int:
+    """64-bit words per row of one bit plane."""
+    return (cols + 63) // 64
+
+
+def planes_from_csr(shape: tuple[int, int], indptr: np.ndarray, indices: np.ndarray, values: np.ndarray):
+    """(plus, minus) uint64 [rows, plane_words(cols)] masks of a CSR matrix whose values are all ±1."""
+    rows, cols = shape
+    nw = plane_words(cols)
+    plus = np.zeros((rows, nw), np.uint64)
+    minus = np.zeros((rows, nw), np.uint64)
+    step = _rows_per_chunk(64 * nw)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        a, b = int(indptr[r0]), int(indptr[r1])
+        blk = np.zeros((r1 - r0, 64 * nw), np.int8)
+        blk[np.repeat(np.arange(r1 - r0), np.diff(indptr[r0:r1 + 1])), indices[a:b]] = values[a:b]
+        plus[r0:r1] = np.packbits(blk == 1, axis=1, bitorder="little").view("<u8")
+        minus[r0:r1] = np.packbits(blk == -1, axis=1, bitorder="little").view("<u8")
+    return plus, minus

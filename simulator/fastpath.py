@@ -14,6 +14,7 @@ import numpy as np
 from mflc.ir.coremap import CoreMap
 from mflc.ir.graph import Graph
 from mflc.ir.modes import Send
+from mflc.ir.ternary import is_ternary, planes_from_csr
 
 from . import kernels as K
 from .nbprogram import _RT, encode, run_program_flat
@@ -22,13 +23,20 @@ from .nbprogram import _RT, encode, run_program_flat
 # only blocks large enough to repay it run on all cores.
 PARALLEL_MIN_WEIGHTS = 1 << 20
 
+# How a synapse group is stored for the kernels (the first column of FastEngine.syn)
+KIND_INT8, KIND_CSR, KIND_PLANES = 0, 1, 2
+KERNELS = ("packed", "int8")      # packed: ternary blocks as 2-bit bit planes; int8: one byte per weight
+MAX_PLANE_BITS = 32               # messages wider than this take the CSR kernel
+
 
 
 @nb.njit  # not cached: Numba's cache of a function calling a parallel kernel can crash on reload
 def _token(order, g_code, g_out, g_size, g_tab, g_ports, g_slices, slices, code, env, tables, rt,
-           g_syn, syn, w8, ptr, ind, val, msg16, outbuf, acc32):
-    """One token through every group in stage order. Returns -1, or the group index of a table-domain error."""
-    for gi in range(order.size):
+           g_syn, syn, w8, ptr, ind, val, pw, planes, msg16, outbuf, acc32):
+    """One token through every group in stage order. Returns -1; or g for a table-domain error of group g;
+    or G + g when group g sent a message wider than its bit planes hold."""
+    G = order.size
+    for gi in range(G):
         g = order[gi]
         for s in range(g_slices[g, 0], g_slices[g, 1]):
             if run_program_flat(code, g_code[g, 0], g_code[g, 1], env, tables, g_tab[g], rt, slices[s, 0], slices[s, 1]):
@@ -38,10 +46,25 @@ def _token(order, g_code, g_out, g_size, g_tab, g_ports, g_slices, slices, code,
             outbuf[k] = env[out0 + k]
         for q in range(g_ports[g, 0], g_ports[g, 1]):     # ports consumed: clear them for the next token
             env[q] = 0
+        planes_bits = 0                                   # the bit planes of this message, made once
         for si in range(g_syn[g, 0], g_syn[g, 1]):        # one entry per (synapse group, core row slice)
-            dst, r_lo, r_hi = syn[si, 1], syn[si, 4], syn[si, 5]
-            if syn[si, 0] == 0:
-                ncols, nrows = syn[si, 3], syn[si, 7]
+            kind, dst, r_lo, r_hi, nrows = syn[si, 0], syn[si, 1], syn[si, 4], syn[si, 5], syn[si, 7]
+            if kind == KIND_PLANES:
+                ncols, nch = syn[si, 3], syn[si, 8]
+                if planes_bits < 8 * nch:
+                    planes_bits = 8 * nch
+                    if K.message_planes(outbuf, ncols, planes_bits, planes) >= 0:
+                        return G + g
+                nw = (ncols + 63) // 64
+                plus = pw[syn[si, 2]:syn[si, 2] + nrows * nw].reshape((nrows, nw))
+                minus = pw[syn[si, 2] + nrows * nw:syn[si, 2] + 2 * nrows * nw].reshape((nrows, nw))
+                port = env[dst:dst + nrows]                   # the sums go straight into the port
+                if (r_hi - r_lo) * ncols >= PARALLEL_MIN_WEIGHTS:
+                    K.planes_rows_parallel(plus, minus, planes, nch, port, r_lo, r_hi)
+                else:
+                    K.planes_rows(plus, minus, planes, nch, port, r_lo, r_hi)
+            elif kind == KIND_INT8:
+                ncols = syn[si, 3]
                 for k in range(ncols):
                     msg16[k] = outbuf[k]
                 # a 2-D view of this synapse's block: the kernel's inner loop vectorises on it
@@ -74,7 +97,10 @@ def unsupported(graph: Graph) -> list[str]:
 class FastEngine:
     """Generation-speed executor of a placed IR; same integers as ``Engine`` (sequential schedule only)."""
 
-    def __init__(self, graph: Graph, core_map: CoreMap | None = None):
+    def __init__(self, graph: Graph, core_map: CoreMap | None = None, kernel: str = "packed"):
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown fast-path kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+        self.kernel = kernel
         bad = unsupported(graph)
         if bad:
             raise NotImplementedError(f"fast path needs weight_exp 0 and 'every' messages; not: {', '.join(bad[:5])}")
@@ -118,45 +144,62 @@ class FastEngine:
         maxn = max(grp.size for grp in graph.groups.values())
         self.msg16, self.outbuf = np.zeros(maxn, np.int16), np.zeros(maxn, np.int64)
         self.acc32 = np.zeros(maxn, np.int32)
+        self.planes = np.zeros((self.max_plane_bits, (maxn + 63) // 64), np.uint64)
         self.host = [(graph.host_tensors[i.table], self.base[i.group] + self.slot[i.group][i.port] * graph.groups[i.group].size,
                       graph.groups[i.group].size) for i in graph.inputs]
         self.out_name = {o.name: o.group for o in graph.outputs}
         self.reset()
 
+    def _kind(self, s) -> int:
+        """Which kernel runs synapse group s: dense blocks (at least a quarter non-zero) as bit planes when
+        ternary (kernel 'packed') or int8, everything sparser as CSR."""
+        src_bits = self.g.groups[s.src].out_bits
+        if s.nnz < 0.25 * s.shape[0] * s.shape[1] or s.shape[1] <= 1:
+            return KIND_CSR
+        if self.kernel == "packed" and src_bits <= MAX_PLANE_BITS and is_ternary(s.values):
+            return KIND_PLANES
+        return KIND_INT8 if src_bits <= 16 else KIND_CSR
+
     def _pack_synapses(self, names: list[str], cm: CoreMap) -> None:
-        """Synapses grouped by source in stage order, one row per destination core slice: dense int8
-        blocks where at least a quarter of the weights are nonzero, CSR elsewhere (the kernel's two paths)."""
+        """Synapses grouped by source in stage order, one row per destination core slice, each stored for
+        its kernel (``_kind``). Row: kind, destination port offset, weight offset, columns, slice lo, hi,
+        CSR pointer offset, rows, plane chunks (8-bit units of the source's message width)."""
         graph, G = self.g, len(names)
-        rows, w8, ptrs, inds, vals = [], [], [np.zeros(1, np.int64)], [], []
+        rows, w8, pw, ptrs, inds, vals = [], [], [], [np.zeros(1, np.int64)], [], []
         g_syn = np.zeros((G, 2), np.int64)
-        w_off = ptr_off = nnz_off = 0
+        w_off = pw_off = ptr_off = nnz_off = 0
         by_src = {n: [] for n in names}
         for s in graph.synapses.values():
             by_src[s.src].append(s)
+        self.max_plane_bits = 8
         for k, n in enumerate(names):
             g_syn[k, 0] = len(rows)
             for s in by_src[n]:
                 dst_base = self.base[s.dst] + self.slot[s.dst][s.port] * graph.groups[s.dst].size
-                dense = (s.nnz >= 0.25 * s.shape[0] * s.shape[1] and s.shape[1] > 1
-                         and graph.groups[s.src].out_bits <= 16)
-                if dense:
+                kind, p0, nch = self._kind(s), 0, 0
+                if kind == KIND_PLANES:
+                    plus, minus = planes_from_csr(s.shape, s.indptr, s.indices, s.values)
+                    pw += [plus.ravel(), minus.ravel()]
+                    entry = (kind, dst_base, pw_off, s.shape[1])
+                    pw_off += plus.size + minus.size
+                    nch = -(-graph.groups[s.src].out_bits // 8)
+                    self.max_plane_bits = max(self.max_plane_bits, 8 * nch)
+                elif kind == KIND_INT8:
                     blk = np.zeros(s.shape, np.int8)
                     blk[np.repeat(np.arange(s.shape[0]), s.row_counts()), s.indices] = s.values
                     w8.append(blk.ravel())
-                    entry = (0, dst_base, w_off, s.shape[1])
+                    entry = (kind, dst_base, w_off, s.shape[1])
                     w_off += blk.size
-                    p0 = 0
                 else:
                     ptrs.append(s.indptr[1:].astype(np.int64) + nnz_off)   # ptr[p0 + r] .. ptr[p0 + r + 1]
                     p0 = ptr_off
                     ptr_off += s.shape[0]
                     inds.append(s.indices.astype(np.int64))
                     vals.append(s.values.astype(np.int64))
-                    entry = (1, dst_base, 0, s.shape[1])
-                for lo, hi, _ in sorted(cm.slices[s.dst]):
-                    rows.append((*entry, lo, hi, p0, s.shape[0]))
-                if not dense:
+                    entry = (kind, dst_base, 0, s.shape[1])
                     nnz_off += s.nnz
+                for lo, hi, _ in sorted(cm.slices[s.dst]):
+                    rows.append((*entry, lo, hi, p0, s.shape[0], nch))
             g_syn[k, 1] = len(rows)
         # CSR pointers: ptrs[0] is the leading 0; each synapse appended its row ends shifted by nnz_off,
         # so entry p0 + r is the start of row r and p0 + r + 1 its end (the previous synapse's last end
@@ -165,8 +208,13 @@ class FastEngine:
         self.ind = np.concatenate(inds) if inds else np.zeros(1, np.int64)
         self.val = np.concatenate(vals) if vals else np.zeros(1, np.int64)
         self.w8 = np.concatenate(w8) if w8 else np.zeros(1, np.int8)
-        self.syn = np.asarray(rows, np.int64).reshape(-1, 8)
+        self.pw = np.concatenate(pw) if pw else np.zeros(1, np.uint64)
+        self.syn = np.asarray(rows, np.int64).reshape(-1, 9)
         self.g_syn = g_syn
+
+    def weight_bytes(self) -> int:
+        """Bytes of synaptic arrays one token reads (weights, index lists, row pointers): the bandwidth bound."""
+        return self.w8.nbytes + self.pw.nbytes + self.ind.nbytes + self.val.nbytes + self.ptr.nbytes
 
     def reset(self) -> None:
         """Back to the initial state (parameters loaded, registers and ports zero)."""
@@ -186,9 +234,14 @@ class FastEngine:
             self.env[b:b + n] += table[token]
         bad = _token(self.order, self.g_code, self.g_out, self.g_size, self.g_tab, self.g_ports, self.g_slices,
                      self.slices, self.code, self.env, self.tables, _RT, self.g_syn, self.syn, self.w8, self.ptr,
-                     self.ind, self.val, self.msg16, self.outbuf, self.acc32)
+                     self.ind, self.val, self.pw, self.planes, self.msg16, self.outbuf, self.acc32)
         if bad >= 0:
-            raise ValueError(f"group {list(self.index)[bad]}: a lut input is outside its table's domain")
+            names, G = list(self.index), len(self.index)
+            if bad >= G:
+                grp = self.g.groups[names[bad - G]]
+                raise ValueError(f"group {names[bad - G]}: a message does not fit the {8 * -(-grp.out_bits // 8)}-bit "
+                                 f"planes of its declared out_bits {grp.out_bits} (the graph's ranges are wrong)")
+            raise ValueError(f"group {names[bad]}: a lut input is outside its table's domain")
         return {name: self.read(grp, self.g.groups[grp].output) for name, grp in self.out_name.items()}
 
 

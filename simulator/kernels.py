@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from numba import types
+from numba.extending import intrinsic
 
 
 @nb.njit(cache=True, nogil=True)
@@ -124,3 +126,92 @@ def dense_rows32_parallel(w, msg, out, lo, hi):
         for c in range(n):
             acc = np.int32(acc + np.int32(np.int32(w[r, c]) * msg[c]))
         out[r] += acc
+
+
+# ---- ternary blocks at 2 bits: bit planes and popcount --------------------------------------------------
+# A ternary row is two bit masks (ir/ternary.py: columns of +1, columns of -1); a message of B-bit two's
+# complement integers is B bit planes. Then Σ_j w_j x_j = Σ_b c_b (popcount(plus & X_b) - popcount(minus & X_b))
+# with c_b = 2^b, except c_{B-1} = -2^(B-1) (the sign bit's weight): exact for every x that fits B bits,
+# with no decoding of the weights and 2 bits read per weight. The row-inner loop over words vectorises to
+# AVX-512 VPOPCNTQ where the machine has it.
+
+@intrinsic
+def popcount64(typingctx, x):
+    """The number of set bits of a uint64 (LLVM's ctpop)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        """Emit llvm.ctpop.i64."""
+        return builder.ctpop(args[0])
+
+    return sig, codegen
+
+
+@nb.njit(cache=True, nogil=True)
+def message_planes(msg, n, nbits, planes):
+    """Write the nbits two's-complement bit planes of msg[:n] into planes[:nbits, :words] (nbits a multiple
+    of 8, the kernels' unit); returns the index of the first value that nbits cannot hold, or -1."""
+    nw = (n + 63) // 64
+    lo, hi = -(1 << (nbits - 1)), (1 << (nbits - 1)) - 1
+    for b in range(nbits):
+        for k in range(nw):
+            planes[b, k] = 0
+    mask = (1 << nbits) - 1
+    for j in range(n):
+        v = msg[j]
+        if v < lo or v > hi:
+            return j
+        u = np.uint64(v & mask)
+        word, bit = j >> 6, np.uint64(j & 63)
+        b = 0
+        while u:
+            if u & np.uint64(1):
+                planes[b, word] |= np.uint64(1) << bit
+            u >>= np.uint64(1)
+            b += 1
+    return -1
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _chunk8(plus, minus, planes, p0, r):
+    """(Σ_b 2^b s_b over planes p0..p0+7, s of plane p0+7), s_b = popcount(plus & X_b) - popcount(minus & X_b).
+    Eight explicit sums: each weight word is loaded once for eight planes (twice the speed of a plane loop)."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.int32(0)
+    for k in range(plus.shape[1]):
+        p, m = plus[r, k], minus[r, k]
+        s0 += np.int32(popcount64(p & planes[p0, k])) - np.int32(popcount64(m & planes[p0, k]))
+        s1 += np.int32(popcount64(p & planes[p0 + 1, k])) - np.int32(popcount64(m & planes[p0 + 1, k]))
+        s2 += np.int32(popcount64(p & planes[p0 + 2, k])) - np.int32(popcount64(m & planes[p0 + 2, k]))
+        s3 += np.int32(popcount64(p & planes[p0 + 3, k])) - np.int32(popcount64(m & planes[p0 + 3, k]))
+        s4 += np.int32(popcount64(p & planes[p0 + 4, k])) - np.int32(popcount64(m & planes[p0 + 4, k]))
+        s5 += np.int32(popcount64(p & planes[p0 + 5, k])) - np.int32(popcount64(m & planes[p0 + 5, k]))
+        s6 += np.int32(popcount64(p & planes[p0 + 6, k])) - np.int32(popcount64(m & planes[p0 + 6, k]))
+        s7 += np.int32(popcount64(p & planes[p0 + 7, k])) - np.int32(popcount64(m & planes[p0 + 7, k]))
+    u = (np.int64(s0) + (np.int64(s1) << 1) + (np.int64(s2) << 2) + (np.int64(s3) << 3) + (np.int64(s4) << 4)
+         + (np.int64(s5) << 5) + (np.int64(s6) << 6) + (np.int64(s7) << 7))
+    return u, np.int64(s7)
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _planes_row(plus, minus, planes, nchunks, r):
+    """Row r's exact sum: the planes read as unsigned, minus 2^B times the sign plane's sum (B = 8 nchunks)."""
+    total = np.int64(0)
+    top = np.int64(0)
+    for c in range(nchunks):
+        u, top = _chunk8(plus, minus, planes, 8 * c, r)
+        total += u << (8 * c)
+    return total - (top << (8 * nchunks))
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def planes_rows(plus, minus, planes, nchunks, out, lo, hi):
+    """Accumulate a bit-plane ternary block's rows lo..hi against a message of 8·nchunks-bit planes."""
+    for r in range(lo, hi):
+        out[r] += _planes_row(plus, minus, planes, nchunks, r)
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True, parallel=True)
+def planes_rows_parallel(plus, minus, planes, nchunks, out, lo, hi):
+    """planes_rows over rows in parallel."""
+    for r in nb.prange(lo, hi):
+        out[r] += _planes_row(plus, minus, planes, nchunks, r)

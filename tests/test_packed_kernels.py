@@ -1,0 +1,124 @@
+"""Ternary blocks at 2 bits (bit planes + popcount) give exactly the sums of the int8 kernel and of an
+int64 matrix product: random shapes (odd widths, sizes not a multiple of 4, 5 or 64), all-zero and all-±1
+blocks, every message width up to 32 bits including the extreme values; and the fast path with packed
+weights equals the one with int8 weights and the integer model, token by token."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mflc.compiler.model.int_model import IntModel
+from mflc.compiler.model.lower import lower
+from mflc.ir.graph import SynapseGroup
+from mflc.ir.ternary import plane_words, planes_from_csr
+from mflc.simulator import kernels as K
+from mflc.simulator.fastpath import KIND_INT8, KIND_PLANES, FastEngine
+
+from test_engine import random_core_map
+from util import quantized_models
+
+
+@st.composite
+def ternary_blocks(draw):
+    """A (rows, cols) ternary matrix: random, all zero, all +1, all -1, or one non-zero."""
+    rows, cols = draw(st.integers(1, 40)), draw(st.integers(1, 200))
+    kind = draw(st.sampled_from(["random", "zero", "plus", "minus", "one"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if kind == "random":
+        w = rng.integers(-1, 2, (rows, cols)).astype(np.int8)
+    else:
+        w = np.full((rows, cols), {"zero": 0, "plus": 1, "minus": -1, "one": 0}[kind], np.int8)
+        if kind == "one":
+            w[rng.integers(rows), rng.integers(cols)] = rng.choice([-1, 1])
+    return w
+
+
+def planes_of(x: np.ndarray, bits: int) -> np.ndarray:
+    """The message's bit planes at the kernel's width (a multiple of 8 that holds ``bits``)."""
+    width = 8 * -(-bits // 8)
+    X = np.zeros((width, plane_words(x.size)), np.uint64)
+    assert K.message_planes(x, x.size, width, X) == -1
+    return X
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ternary_blocks(), st.integers(1, 32), st.integers(0, 2**32 - 1))
+def test_bit_plane_sums_equal_the_integer_product(w, bits, seed):
+    rng = np.random.default_rng(seed)
+    rows, cols = w.shape
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    x = rng.integers(lo, hi + 1, cols, dtype=np.int64)
+    x[rng.integers(cols)] = rng.choice([lo, hi])            # the extremes of the width occur
+    s = SynapseGroup.from_dense("s", "a", "b", "in", w)
+    plus, minus = planes_from_csr(s.shape, s.indptr, s.indices, s.values)
+    want = w.astype(np.int64) @ x
+    X, nch = planes_of(x, bits), -(-bits // 8)
+    got = np.zeros(rows, np.int64)
+    K.planes_rows(plus, minus, X, nch, got, 0, rows)
+    assert np.array_equal(got, want)
+    par = np.zeros(rows, np.int64)
+    K.planes_rows_parallel(plus, minus, X, nch, par, 0, rows)
+    assert np.array_equal(par, want)
+    if bits <= 16:                                          # the int8 kernel's domain: the same sums
+        acc = np.zeros(rows, np.int32)
+        K.dense_rows16(w, x.astype(np.int16), acc, 0, rows)
+        assert np.array_equal(acc.astype(np.int64), want)
+
+
+@given(ternary_blocks())
+def test_planes_hold_the_weights(w):
+    s = SynapseGroup.from_dense("s", "a", "b", "in", w)
+    plus, minus = planes_from_csr(s.shape, s.indptr, s.indices, s.values)
+    assert plus.shape == minus.shape == (w.shape[0], plane_words(w.shape[1]))
+    bits = lambda m: np.unpackbits(m.view(np.uint8), axis=1, bitorder="little")[:, :w.shape[1]].astype(np.int8)
+    assert np.array_equal(bits(plus) - bits(minus), w)
+    assert not np.any(bits(plus) & bits(minus))
+    pad = lambda m: np.unpackbits(m.view(np.uint8), axis=1, bitorder="little")[:, w.shape[1]:]
+    assert not pad(plus).any() and not pad(minus).any()     # bits past the last column stay zero
+
+
+def test_a_message_too_wide_for_its_planes_is_named():
+    X = np.zeros((8, 1), np.uint64)
+    assert K.message_planes(np.array([5, 127, -128, 128]), 4, 8, X) == 3
+    assert K.message_planes(np.array([-129]), 1, 8, X) == 0
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(quantized_models(), st.integers(0, 2**16))
+def test_packed_fast_path_equals_int8_and_the_integer_model(case, seed):
+    cfg, _, qm, tokens = case
+    g = lower(qm)
+    cm = random_core_map(g, np.random.default_rng(seed))
+    packed, int8 = FastEngine(g, cm, kernel="packed"), FastEngine(g, cm, kernel="int8")
+    im, st_ = IntModel(qm), None
+    st_ = im.init_state()
+    for t in tokens:
+        want, st_ = im.step(t, st_)
+        assert np.array_equal(packed.step(t)["logits"], want)
+        assert np.array_equal(int8.step(t)["logits"], want)
+        for i in range(cfg.L):
+            grp, reg = g.state[f"L{i}.h"]
+            assert np.array_equal(packed.read(grp, reg), st_[i])
+
+
+def test_packed_kernel_stores_ternary_blocks_as_planes(tiny_qm):
+    g = lower(tiny_qm)
+    packed, int8 = FastEngine(g, kernel="packed"), FastEngine(g, kernel="int8")
+    assert (packed.syn[:, 0] == KIND_PLANES).any() and not (packed.syn[:, 0] == KIND_INT8).any()
+    assert (int8.syn[:, 0] == KIND_INT8).any() and not (int8.syn[:, 0] == KIND_PLANES).any()
+    assert packed.weight_bytes() < int8.weight_bytes()
+
+
+def test_unknown_kernel_is_refused(tiny_qm):
+    with pytest.raises(ValueError, match="unknown fast-path kernel 'int4'"):
+        FastEngine(lower(tiny_qm), kernel="int4")
+
+
+def test_a_graph_whose_ranges_lie_is_caught_not_wrapped(tiny_qm):
+    g = lower(tiny_qm)
+    src = next(s.src for s in g.synapses.values() if s.nnz >= 0.25 * s.shape[0] * s.shape[1] and s.shape[1] > 1)
+    g.groups[src].out_bits = 1                   # the planes then hold 8 bits: real messages overflow them
+    fe = FastEngine(g)
+    with pytest.raises(ValueError, match=f"group {src}: a message does not fit the 8-bit planes"):
+        for t in range(20):
+            fe.step(t)
