@@ -394,7 +394,8 @@ def _slices(core_map, name):
 
 def _reach(g: Graph, core_map, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(source neuron, destination core) pairs, one message each per token it is non-zero: the engine's
-    rule. For virtual (skeleton) synapses every source reaches every core holding a non-empty slice."""
+    rule. For virtual (skeleton) synapses every source reaches every core holding a non-empty slice.
+    (The definition ``assumed_profile`` counts, by intervals, without listing the pairs.)"""
     n_src = g.groups[name].size
     pairs = []
     for s in g.outgoing(name):
@@ -413,21 +414,117 @@ def _reach(g: Graph, core_map, name: str) -> tuple[np.ndarray, np.ndarray]:
     return p >> 24, p & ((1 << 24) - 1)
 
 
+def _reach_runs(n_src: int, out_syns, sorted_slices: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs of ``_reach`` as disjoint runs of source neurons per destination core: arrays (lo, hi,
+    core), sorted by core, the runs of one core merged, so that Σ (hi - lo) counts each pair once."""
+    lo, hi, core = [], [], []
+    for s in out_syns:
+        for a_row, b_row, c in sorted_slices[s.dst]:
+            a, b = int(s.indptr[a_row]), int(s.indptr[b_row])
+            if a == b:
+                continue
+            if s.virtual:
+                lo.append(np.array([0]))
+                hi.append(np.array([n_src]))
+            else:
+                cols = np.flatnonzero(np.bincount(s.indices[a:b], minlength=n_src))
+                brk = np.flatnonzero(np.diff(cols) != 1) + 1
+                lo.append(cols[np.concatenate([[0], brk])])
+                hi.append(cols[np.concatenate([brk - 1, [cols.size - 1]])] + 1)
+            core.append(np.full(lo[-1].size, c, np.int64))
+    if not lo:
+        z = np.zeros(0, np.int64)
+        return z, z, z
+    lo, hi, core = (np.concatenate(x).astype(np.int64) for x in (lo, hi, core))
+    big = n_src + 1                      # one core's runs above every earlier core's: a running max per core
+    order = np.lexsort((lo, core))
+    lo, hi, core = lo[order] + core[order] * big, hi[order] + core[order] * big, core[order]
+    reach = np.maximum.accumulate(hi)
+    start = np.concatenate([[True], lo[1:] > reach[:-1]])
+    first = np.flatnonzero(start)
+    last = np.concatenate([first[1:] - 1, [lo.size - 1]])
+    c = core[first]
+    return lo[first] - c * big, reach[last] - c * big, c
+
+
+def _class_counts(src_slices, runs, chip: np.ndarray) -> dict[int, dict[int, int]]:
+    """{field: {source core: pairs}} of the runs: field 2 the pairs whose source neuron sits on the
+    destination core, 3 another core of its chip, 4 another chip (the classes ``assumed_profile`` counts)."""
+    lo, hi, dst = runs
+    out: dict[int, dict[int, int]] = {2: {}, 3: {}, 4: {}}
+    if lo.size == 0:
+        return out
+    sa = np.array([x[0] for x in src_slices], np.int64)
+    sb = np.array([x[1] for x in src_slices], np.int64)
+    sc = np.array([x[2] for x in src_slices], np.int64)
+    step = max(1, (1 << 22) // lo.size)
+    for k in range(0, sa.size, step):
+        a, b, c = sa[k:k + step, None], sb[k:k + step, None], sc[k:k + step, None]
+        ov = np.maximum(0, np.minimum(b, hi[None]) - np.maximum(a, lo[None]))
+        cls = np.where(c == dst[None], 2, np.where(chip[c] == chip[dst][None], 3, 4))
+        for fi in (2, 3, 4):
+            per = (ov * (cls == fi)).sum(axis=1)
+            for core, n in zip(c[:, 0].tolist(), per.tolist()):
+                if n:
+                    out[fi][core] = out[fi].get(core, 0) + n
+    return out
+
+
+def _rate_of(rates):
+    """The role -> rate function of ``assumed_profile``'s ``rates`` argument."""
+    if rates is None:
+        return lambda role: DEFAULT_RATES.get(role, 1.0)
+    if isinstance(rates, CostParams):
+        return rates.rate
+    if isinstance(rates, (int, float)):
+        return lambda role: float(rates)
+    return lambda role: float(rates.get(role, DEFAULT_RATES.get(role, 1.0)))
+
+
 def assumed_profile(g: Graph, core_map, rates=None) -> list[dict]:
     """Mean work per token of every (core, stage) from the structure and non-zero message rates.
 
     ``rates``: a ``CostParams`` (its ``rates``), a dict role -> fraction, a single fraction for every
     role, or None (``DEFAULT_RATES``). A group of role r sends rate(r)·size messages per destination core
     it reaches; each live message drives its synapses on the receiving cores (synops = nnz·rate of the
-    source, counted at the source's stage like the simulator); every neuron updates once per token."""
-    if rates is None:
-        rate = lambda role: DEFAULT_RATES.get(role, 1.0)  # noqa: E731
-    elif isinstance(rates, CostParams):
-        rate = rates.rate
-    elif isinstance(rates, (int, float)):
-        rate = lambda role: float(rates)  # noqa: E731
-    else:
-        rate = lambda role: float(rates.get(role, DEFAULT_RATES.get(role, 1.0)))  # noqa: E731
+    source, counted at the source's stage like the simulator); every neuron updates once per token.
+    The (source neuron, destination core) pairs of ``_reach`` are counted as runs of neurons
+    (``_reach_runs``), in the same order of additions, so the figures are the same floats."""
+    from .hardware import outgoing
+
+    rate = _rate_of(rates)
+    chip = np.asarray(core_map.chip_of_core)
+    by_src = outgoing(g)
+    sorted_slices = {n: sorted(v) for n, v in core_map.slices.items()}
+    acc: dict[tuple[int, int], np.ndarray] = defaultdict(lambda: np.zeros(len(FIELDS)))
+    for name, grp in g.groups.items():
+        r = rate(grp.meta.get("role"))
+        st = grp.stage
+        for a, b, c in core_map.slices[name]:
+            acc[(int(c), st)][1] += b - a
+        for s in by_src.get(name, []):
+            for lo, hi, core in sorted_slices[s.dst]:
+                nnz = int(s.indptr[hi] - s.indptr[lo])
+                if nnz:
+                    acc[(int(core), st)][0] += nnz * r
+        runs = _reach_runs(grp.size, by_src.get(name, []), sorted_slices)
+        if runs[0].size == 0:
+            continue
+        core_map.core_of_neurons(name, grp.size)          # every source neuron placed (a ConfigError otherwise)
+        counts = _class_counts(core_map.slices[name], runs, chip)
+        for fi in (2, 3, 4):
+            for c in sorted(counts[fi]):
+                n = counts[fi][c]
+                acc[(c, st)][fi] += n * r
+                acc[(c, st)][5] += n * r * grp.out_bits
+    return [dict(core=c, stage=st, **{f: float(v) for f, v in zip(FIELDS, row)})
+            for (c, st), row in sorted(acc.items())]
+
+
+def assumed_profile_direct(g: Graph, core_map, rates=None) -> list[dict]:
+    """``assumed_profile`` by listing every (source neuron, destination core) pair (``_reach``): the
+    definition the run-counting one is tested against."""
+    rate = _rate_of(rates)
     chip = np.asarray(core_map.chip_of_core)
     acc: dict[tuple[int, int], np.ndarray] = defaultdict(lambda: np.zeros(len(FIELDS)))
     for name, grp in g.groups.items():
@@ -497,21 +594,77 @@ def _window_max(prefix: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarra
     return (prefix[:, hi + 1] - prefix[:, lo]).max(axis=0)
 
 
+def _schedule(depth: int, prompt_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stages lo..hi active at each step of a ``prompt_len``-token prompt through ``depth`` stages."""
+    steps = np.arange(prompt_len + depth - 1)
+    return np.maximum(0, steps - prompt_len + 1), np.minimum(depth - 1, steps)
+
+
+class PipelineWindows:
+    """The prefill schedule's window maxima of one (work, link) pair, for any prompt length, in time
+    O(rows x depth) instead of O(rows x (prompt + depth)): a step's active stages are a prefix (lo = 0),
+    a suffix (hi = depth - 1) or, for prompts shorter than the pipeline, a window of prompt_len stages,
+    so the maxima over rows of each kind are computed once per kind (and prefixes and suffixes once for
+    every prompt length). Every window's sum is the same subtraction of the same prefix sums as
+    ``_window_max`` does, so the result is equal to the bit (``pipeline_time_direct``, tests)."""
+
+    def __init__(self, work: np.ndarray, link: np.ndarray):
+        self.depth = work.shape[1]
+        self.prefix = [np.concatenate([np.zeros((m.shape[0], 1)), np.cumsum(m, axis=1)], axis=1) for m in (work, link)]
+        self._pre = [self._rows_max(p, lambda q: q[:, 1:self.depth] - q[:, [0]]) for p in self.prefix]
+        self._suf = [self._rows_max(p, lambda q: q[:, [self.depth]] - q[:, 0:self.depth]) for p in self.prefix]
+        self._full = [self._rows_max(p, lambda q: q[:, [self.depth]] - q[:, [0]])[0] for p in self.prefix]
+
+    def _rows_max(self, prefix: np.ndarray, windows) -> np.ndarray:
+        out = windows(prefix)
+        return out.max(axis=0) if prefix.shape[0] else np.zeros(out.shape[1])
+
+    def _values(self, k: int, lo: np.ndarray, hi: np.ndarray, prompt_len: int) -> np.ndarray:
+        """Max over rows of matrix k's window sum for each step (lo, hi), none of them the full window."""
+        d = self.depth
+        out = np.empty(lo.size)
+        pre, suf = lo == 0, (lo > 0) & (hi == d - 1)
+        out[pre] = self._pre[k][hi[pre]]
+        out[suf] = self._suf[k][lo[suf]]
+        mid = ~pre & ~suf
+        if mid.any():                               # prompts shorter than the pipeline: windows of prompt_len stages
+            p = self.prefix[k]
+            first = int(lo[mid].min())
+            span = p[:, first + prompt_len:d] - p[:, first:d - prompt_len]
+            slide = span.max(axis=0) if p.shape[0] else np.zeros(span.shape[1])
+            out[mid] = slide[lo[mid] - first]
+        return out
+
+    def time(self, prompt_len: int, t_barrier: float) -> float:
+        """Seconds from injecting the first of ``prompt_len`` pipelined tokens to the last one's last stage."""
+        lo, hi = _schedule(self.depth, prompt_len)
+        full = (lo == 0) & (hi == self.depth - 1)
+        part = ~full
+        t_part = np.maximum(self._values(0, lo[part], hi[part], prompt_len),
+                            self._values(1, lo[part], hi[part], prompt_len)).sum()
+        n_full = int(full.sum())
+        t_full = max(self._full[0], self._full[1]) if n_full else 0.0
+        return float(t_part + n_full * t_full + lo.size * t_barrier)
+
+
 def pipeline_time(work: np.ndarray, link: np.ndarray, prompt_len: int, t_barrier: float) -> float:
     """Seconds from injecting the first of ``prompt_len`` pipelined tokens to the last one's last stage."""
+    return PipelineWindows(work, link).time(prompt_len, t_barrier)
+
+
+def pipeline_time_direct(work: np.ndarray, link: np.ndarray, prompt_len: int, t_barrier: float) -> float:
+    """``pipeline_time`` computed window by window over every step: the definition the fast one is tested against."""
     depth = work.shape[1]
     wp = np.concatenate([np.zeros((work.shape[0], 1)), np.cumsum(work, axis=1)], axis=1)
     lp = np.concatenate([np.zeros((link.shape[0], 1)), np.cumsum(link, axis=1)], axis=1)
-    steps = np.arange(prompt_len + depth - 1)
-    lo = np.maximum(0, steps - prompt_len + 1)
-    hi = np.minimum(depth - 1, steps)
+    lo, hi = _schedule(depth, prompt_len)
     full = (lo == 0) & (hi == depth - 1)
     part = ~full
     t_part = np.maximum(_window_max(wp, lo[part], hi[part]), _window_max(lp, lo[part], hi[part])).sum()
     n_full = int(full.sum())
     t_full = max(_window_max(wp, np.array([0]), np.array([depth - 1]))[0],
                  _window_max(lp, np.array([0]), np.array([depth - 1]))[0]) if n_full else 0.0
-    return float(t_part + n_full * t_full + steps.size * t_barrier)
+    return float(t_part + n_full * t_full + lo.size * t_barrier)
 
 
 def _chips_used(core_map) -> int:
@@ -576,7 +729,8 @@ def cost_report(g: Graph, core_map, profile=None, params: CostParams | None = No
     t_pre_work = max(float(core_total.max()) if n_cores else 0.0, float(chip_total.max()) if chip_total.size else 0.0)
     t_pre = t_pre_work + tb
     slow = int(core_total.argmax()) if n_cores else 0
-    ttft = pipeline_time(work, link, prompt_len, tb)
+    windows = PipelineWindows(work, link)
+    ttft = windows.time(prompt_len, tb)
     total_time = ttft + max(gen_len - 1, 0) * t_gen
 
     tot, e_parts = _dynamic_energy(profile, p)
@@ -604,11 +758,11 @@ def cost_report(g: Graph, core_map, profile=None, params: CostParams | None = No
                     total_J=passes * e_dyn + p_static * total_time),
         params=p.table(),
     )
-    _add_gpu_comparison(report, p, baselines, seq_lens, work, link, tb, prompt_len, gen_len)
+    _add_gpu_comparison(report, p, baselines, seq_lens, windows, tb, prompt_len, gen_len)
     return report
 
 
-def _add_gpu_comparison(report: dict, p: CostParams, baselines, seq_lens, work, link, tb: float, prompt_len: int,
+def _add_gpu_comparison(report: dict, p: CostParams, baselines, seq_lens, windows: PipelineWindows, tb: float, prompt_len: int,
                         gen_len: int) -> None:
     """The GPU baselines, Loihi's advantage over each, and both against sequence length (into report)."""
     t_gen, ttft = report["time"]["generation_token_s"], report["latency"]["ttft_s"]
@@ -625,12 +779,13 @@ def _add_gpu_comparison(report: dict, p: CostParams, baselines, seq_lens, work, 
             prefill_energy_x=fig["prefill_energy_per_token_J"] / report["energy"]["prefill_per_token_J"])
         report["gpu_baselines"].append(fig)
     lens = gb.default_seq_lens() if seq_lens is None else [int(n) for n in seq_lens]
+    ttfts = [windows.time(n, tb) for n in lens]
     report["scaling"] = dict(
         seq_len=lens,
         loihi=dict(generation_time_per_token_s=[t_gen] * len(lens),
                    generation_energy_per_token_J=[report["energy"]["generation_per_token_J"]] * len(lens),
-                   prefill_time_per_token_s=[pipeline_time(work, link, n, tb) / n for n in lens],
-                   prefill_energy_per_token_J=[e_dyn + p_static * pipeline_time(work, link, n, tb) / n for n in lens]),
+                   prefill_time_per_token_s=[t / n for t, n in zip(ttfts, lens)],
+                   prefill_energy_per_token_J=[e_dyn + p_static * t / n for t, n in zip(ttfts, lens)]),
         gpu={m.name: gb.gpu_scaling(m, p.gpu, lens) for m in models},
         gpu_name=p.gpu.name)
 
