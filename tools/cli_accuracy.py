@@ -1,16 +1,18 @@
 """Accuracy commands: eval (float vs fixed point on text) and ablate (which quantization site costs what)."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from mflc.cli_app import app, emit_json, guarded, out, progress_bar, resolve_model
+from mflc.cli_tasks import SchedulerOpt, WorkersOpt, run_tasks, runner_from
 from mflc.cli_model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
                             Uniform, quant_options, quantize_with_calibration, read_text)
 from mflc.ir.errors import ConfigError
+from mflc.tasks import Runner, worker_cached
 
 TextOpt = typer.Option(None, "--text", help="Text file to evaluate on, tokenized by the model (bytes, or its tokenizer.json; repeatable)")
 HeldoutOpt = typer.Option(False, "--heldout", help="Evaluate on the held-out split of this Python's standard library "
@@ -58,15 +60,15 @@ def evaluation_texts(model: Path, vocab_size: int, text: list[Path] | None, held
     return seqs
 
 
-def fixed_point_results(fm, qm, seqs, engine: str, float_logits: dict | None = None, progress=None):
+def fixed_point_results(fm, qm, seqs, engine: str, float_logits: dict | None = None, progress=None, ex=None, im=None):
     """EvalResult per sequence for one quantized model; fixed-point logits from the executor named
-    ``engine`` (``mflc.executors``), from a fresh state for each sequence."""
+    ``engine`` (``mflc.executors``; or ``ex``, one already made for ``qm``), from a fresh state for each sequence."""
     from mflc import executors
     from mflc.compiler.model.evaluate import evaluate
     from mflc.compiler.model.int_model import IntModel
 
-    im = IntModel(qm)
-    ex = executors.create(engine, qm=qm)            # an IR executor lowers qm
+    im = im or IntModel(qm)
+    ex = ex or executors.create(engine, qm=qm)      # an IR executor lowers qm
     results, done = [], 0
     for name, toks in seqs:
         def step(n, base=done):
@@ -81,6 +83,96 @@ def fixed_point_results(fm, qm, seqs, engine: str, float_logits: dict | None = N
     return results
 
 
+@dataclass(frozen=True)
+class ModelSource:
+    """A checkpoint and its calibration, by path: what a task needs to rebuild an evaluation's models on
+    any worker (a shared filesystem, the same path). ``identity`` is what the files were when the command
+    started; a worker that sees other files (changed since, or another machine's) refuses to run."""
+
+    model: str
+    calib: Optional[str] = None
+    calib_tokens: Optional[int] = None
+    calib_text: tuple = ()          # the first evaluated text's tokens: the calibration when no file is found
+    remove_inner_norm: bool = False
+    identity: tuple = ()
+
+    @classmethod
+    def of(cls, model: Path, calib: Path | None, calib_tokens: int | None, calib_text, remove_inner_norm: bool = False):
+        """The source of ``model`` as it is on disk now."""
+        return cls(str(model), str(calib) if calib else None, calib_tokens, tuple(int(t) for t in calib_text),
+                   remove_inner_norm, _source_identity(str(model), str(calib) if calib else None))
+
+    def float_model(self):
+        """(config, weights, FloatModel), loaded once per process while the files stay the same."""
+        from mflc.compiler.model.float_model import FloatModel
+        from mflc.compiler.model.loading import load_float
+
+        def make():
+            """Read the checkpoint and build its float model."""
+            cfg, w = load_float(Path(self.model))
+            return cfg, w, FloatModel(cfg, w, remove_inner_norm=self.remove_inner_norm)
+        return worker_cached(("float", self.model, self.remove_inner_norm), self._checked_identity(), make)
+
+    def quantized(self, opts):
+        """The model quantized with ``opts`` and this calibration, once per process and setting."""
+        cfg, w, _ = self.float_model()
+        return worker_cached(self.quant_key(opts), self.identity, lambda: quantize_with_calibration(
+            Path(self.model), cfg, w, Path(self.calib) if self.calib else None, self.calib_tokens, opts,
+            text_tokens=list(self.calib_text)))
+
+    def quant_key(self, opts) -> tuple:
+        """What a quantized model of this source depends on: the cache key of ``quantized(opts)``."""
+        return ("quant", self.model, self.calib, self.calib_tokens, self.calib_text, repr(asdict(opts)))
+
+    def _checked_identity(self) -> tuple:
+        now = _source_identity(self.model, self.calib)
+        if now != self.identity:
+            import socket
+
+            raise ConfigError(f"{self.model}: the checkpoint or calibration file on {socket.gethostname()} differs "
+                              "from the one the command started with (changed meanwhile, or this worker does not "
+                              "share the client's filesystem at the same path)")
+        return now
+
+
+def _source_identity(model: str, calib: str | None) -> tuple:
+    """Sizes and mtimes of the checkpoint's files and of the calibration file."""
+    from mflc.tasks import files_identity
+
+    c = Path(calib) if calib else None
+    return files_identity(Path(model)), (c.name, c.stat().st_size, c.stat().st_mtime_ns) if c and c.is_file() else None
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """One text of ``mflc eval``: a task of its own (tokens by value, the model by path)."""
+
+    source: ModelSource
+    opts: object                    # QuantOptions
+    engine: str
+    name: str
+    tokens: tuple
+
+
+def eval_text(task: EvalTask):
+    """(name, EvalResult) of one text: the worker's cached float and quantized models and executor."""
+    from mflc import executors
+    from mflc.compiler.model.int_model import IntModel
+
+    src = task.source
+    _, _, fm = src.float_model()
+    qm = src.quantized(task.opts)
+    key = ("executor", task.engine, *src.quant_key(task.opts))
+    im, ex = worker_cached(key, src.identity, lambda: (IntModel(qm), executors.create(task.engine, qm=qm)))
+    return fixed_point_results(fm, qm, [(task.name, list(task.tokens))], task.engine, ex=ex, im=im)[0]
+
+
+def eval_results(source: ModelSource, opts, seqs, engine: str, runner: Runner | None = None) -> list:
+    """(name, EvalResult) of every text, in order: each text a task (``mflc.tasks``; serial by default)."""
+    tasks = [EvalTask(source, opts, engine, name, tuple(int(t) for t in toks)) for name, toks in seqs]
+    return run_tasks(eval_text, tasks, [f"file {name}" for name, _ in seqs], runner or Runner(), "files")
+
+
 @app.command("eval")
 @guarded
 def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint directory (default: the embedded default model)"),
@@ -91,28 +183,27 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint direc
              uniform: bool = Uniform,
              no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
              scale_method: str = typer.Option("max", help="max (calibrated max |x|) or mse (least squared error)"),
+             workers: Optional[str] = WorkersOpt, scheduler: Optional[str] = SchedulerOpt,
              json_out: bool = typer.Option(False, "--json")):
     """Float vs fixed-point bits per byte and top-1 agreement of next-token predictions, file by file."""
     model = resolve_model(model)
+    runner = runner_from(workers, scheduler)        # a bad --workers fails before any work
     from mflc.compiler.model.evaluate import combine
-    from mflc.compiler.model.float_model import FloatModel
-    from mflc.compiler.model.loading import load_float
 
     from mflc import executors
 
     executors.canonical(engine)                     # an unknown name fails before any work
     from mflc.compiler.model.tokenizer import tokenizer_for
 
-    cfg, w = load_float(model)
+    base = ModelSource.of(model, calib, calib_tokens, (), remove_inner_norm)
+    cfg, _, _ = base.float_model()                  # read once in this process (serial: the tasks reuse it)
     per, tokens_col = ("byte", "bytes") if tokenizer_for(model, cfg.vocab_size).kind == "bytes" else ("token", "tokens")
     n_bytes: dict[str, int] = {}
     seqs = evaluation_texts(model, cfg.vocab_size, text, heldout, stdlib, max_tokens, max_files, n_bytes)
     opts = quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps, scale_method, uniform)
-    qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens, opts, text_tokens=seqs[0][1])
-    fm = FloatModel(cfg, w, remove_inner_norm=remove_inner_norm)
-    prog, adv = progress_bar(sum(len(t) for _, t in seqs), "fixed-point model")
-    with prog:
-        results = fixed_point_results(fm, qm, seqs, engine, progress=adv)
+    source = replace(base, calib_text=tuple(int(t) for t in seqs[0][1]))
+    qm = source.quantized(opts)                     # serial: the tasks reuse it; Dask: each worker makes its own
+    results = eval_results(source, opts, seqs, engine, runner)
     total = combine([r for _, r in results])
 
     def per_byte(r, nb: int) -> dict:
