@@ -74,3 +74,33 @@ def compile(model: str | Path | None = None, out: str | Path = None, *, options=
     rep["check"] = "ok"
     b.report = rep
     return b
+
+
+def estimate(cfg, density: float | None = None, *, options=None, hardware: str | None = None,
+             hw: list[str] | dict | None = None, system: str | None = None, cost_params=None,
+             prompt_len: int = 500, gen_len: int = 100, source: dict | None = None):
+    """The Loihi 2 layout and cost of a configuration alone (``mflc estimate``): the skeleton graph of
+    ``cfg`` at weight ``density`` (default: the stated default), split, partitioned, placed and checked,
+    then the report and its cost figures. ``cost_params``: a CostParams (default: the sourced defaults).
+    Returns (report, placed skeleton graph, layout)."""
+    from mflc.compiler.chip.costmodel import CostParams, cost_report
+    from mflc.compiler.chip.hardware import resolve_profile
+    from mflc.compiler.chip.layout import check_layout
+    from mflc.compiler.chip.place import layout_graph
+    from mflc.compiler.chip.report import build_report
+    from mflc.compiler.model.skeleton import DEFAULT_TERNARY_DENSITY, skeleton_graph
+    from mflc.ir.coremap import CoreMap
+    from mflc.ir.errors import FitError
+
+    if isinstance(hw, dict):
+        hw = [f"{k}={v}" for k, v in hw.items()]
+    profile = resolve_profile(hardware, hw)
+    dens = DEFAULT_TERNARY_DENSITY if density is None else density
+    g = skeleton_graph(cfg, dens, options)
+    g2, lay = layout_graph(g, profile, system)
+    problems = check_layout(lay, g2, profile)
+    if problems:
+        raise FitError([f"layout check: {p}" for p in problems])
+    rep = build_report(g2, lay, profile, source=source or {})
+    rep["cost"] = cost_report(g2, CoreMap.from_layout(lay), None, cost_params or CostParams(), prompt_len, gen_len)
+    return rep, g2, lay

@@ -114,15 +114,28 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
                  gen_len: int = typer.Option(100, "--gen-len", help="Tokens generated after the prompt"),
                  cost_params: Optional[Path] = typer.Option(None, "--cost-params",
                                                            help="JSON file overriding cost-model constants"),
+                 sweep: Optional[Path] = typer.Option(None, "--sweep", help="JSON grid of models and --hw settings "
+                                                      "(docs/estimates.md, 'Sweeps'): one estimate per point"),
+                 csv_out: Optional[Path] = typer.Option(None, "--csv", help="With --sweep: write the table as CSV here"),
+                 workers: Optional[int] = typer.Option(None, "--workers", help="With --sweep: run the points on N workers"),
+                 scheduler: Optional[str] = typer.Option(None, "--scheduler", help="With --sweep: a Dask scheduler "
+                                                         "address, tcp://HOST:PORT"),
                  json_out: bool = typer.Option(False, "--json")):
     """Partition and place a model on Loihi 2 from its configuration alone; report cores, chips, traffic,
-    and the estimated throughput, latency and energy (with a GPU baseline)."""
+    and the estimated throughput, latency and energy (with a GPU baseline). With --sweep FILE, every
+    point of a grid of models and hardware settings, as a table (--json, --csv, --plot)."""
+    if sweep is not None:
+        if model is not None or preset is not None or hw_set or density is not None or detail or cost_params:
+            raise ConfigError("--sweep FILE takes the models, --hw settings and density from FILE: give no MODEL, "
+                              "--preset, --hw, --density, --detail or --cost-params with it")
+        return _sweep_cmd(sweep, csv_out, plot, workers, scheduler, json_out)
+    if csv_out is not None or workers is not None or scheduler is not None:
+        raise ConfigError("--csv, --workers and --scheduler go with --sweep FILE")
+    from mflc.api import estimate
+    from mflc.compiler.chip.costmodel import CostParams, format_report, load_cost_params, plot_scaling
     from mflc.compiler.chip.hardware import resolve_profile
-    from mflc.compiler.chip.layout import check_layout
-    from mflc.compiler.chip.place import layout_graph
+    from mflc.compiler.chip.report import plot_layout, render_report
     from mflc.compiler.model.quantize import QuantOptions
-    from mflc.compiler.chip.report import build_report, plot_layout, render_report
-    from mflc.compiler.model.skeleton import skeleton_graph
 
     t0 = time.perf_counter()
     if model is not None and preset is not None:
@@ -130,24 +143,14 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
     if preset is None:
         model = resolve_model(model)           # neither: the embedded default model
     hw = resolve_profile(hardware, hw_set)
-    from mflc.compiler.chip.costmodel import CostParams, cost_report, format_report, load_cost_params, plot_scaling
-
     params = load_cost_params(cost_params) if cost_params is not None else CostParams()
     options = QuantOptions(remove_inner_norm=remove_inner_norm)
     cfg, what, dens, dens_src, options = _estimate_source(model, preset, density, options)
-    g = skeleton_graph(cfg, dens, options)
     t1 = time.perf_counter()
-    g2, lay = layout_graph(g, hw, system)
-    problems = check_layout(lay, g2, hw)
-    if problems:
-        from mflc.ir.errors import FitError
-
-        raise FitError([f"layout check: {p}" for p in problems])
-    rep = build_report(g2, lay, hw, source={"model": what, "weight density": f"{dens:.4f} ({dens_src})"})
-    from mflc.ir.coremap import CoreMap
-
-    cost = cost_report(g2, CoreMap.from_layout(lay), None, params, prompt_len, gen_len)
-    rep["cost"] = cost
+    rep, g2, lay = estimate(cfg, dens, options=options, hardware=hardware, hw=hw_set, system=system,
+                            cost_params=params, prompt_len=prompt_len, gen_len=gen_len,
+                            source={"model": what, "weight density": f"{dens:.4f} ({dens_src})"})
+    cost = rep["cost"]
     scaling_plot = None
     if plot is not None:
         plot_layout(lay, plot, g2, title=f"{what}: {lay.totals()['cores']:,} cores on {lay.n_chips:,} chips ({hw.name})")
@@ -165,3 +168,34 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
     if plot is not None:
         out.print(f"layout picture: {plot}; time and energy against sequence length: {scaling_plot}")
     err.print(f"[dim]{rep['seconds']:.1f} s, peak memory {rep['peak_rss_mb']:,.0f} MB[/]")
+
+
+def _sweep_cmd(path: Path, csv_out: Optional[Path], plot: Optional[Path], workers: Optional[int],
+               scheduler: Optional[str], json_out: bool) -> None:
+    """``estimate --sweep``: check the file, run every point as a task, print and write the results."""
+    from mflc.cli_app import check_out_file, progress_bar
+    from mflc.sweep import load_sweep, plot_sweep, rows_table, run_sweep, write_csv
+    from mflc.tasks import Runner
+
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    for opt, p in (("--csv", csv_out), ("--plot", plot)):
+        if p is not None:
+            check_out_file(p, opt)
+    t0 = time.perf_counter()
+    points = load_sweep(path)
+    prog, advance = progress_bar(len(points), f"estimate sweep ({len(points)} points)")
+    with prog:
+        rows = run_sweep(points, Runner(workers, scheduler), advance)
+    if csv_out is not None:
+        write_csv(rows, csv_out)
+    if plot is not None:
+        plot_sweep(rows, plot)
+    if json_out:
+        emit_json(dict(points=rows, seconds=round(time.perf_counter() - t0, 3), file=str(path)))
+        return
+    out.print(rows_table(rows))
+    for what, p in (("CSV", csv_out), ("plot", plot)):
+        if p is not None:
+            out.print(f"{what}: {p}")
+    err.print(f"[dim]{len(rows)} points in {time.perf_counter() - t0:.1f} s[/]")
