@@ -1,9 +1,11 @@
-"""Side-by-side verification: the engine against the integer reference model, exactly.
+"""Side-by-side verification: the placed IR against the integer reference model, exactly.
 
-The integer reference model gives the expected logits and recurrent states of every token. If the engine
-differs, the IR reference executor (which equals the integer model on a correct build) is run with the same
-tokens and the first neuron-group output that differs locates the divergence: token, step, core, group,
-neuron, expected and got.
+The integer reference model gives the expected logits and recurrent states of every token; by default both
+sides run the whole sequence at once (``IntModel.forward_sequence`` and ``sequence.SequenceExecutor``,
+which gives Engine's integers and activity counters), the fast exact path. If they differ, the Numba engine
+re-runs the tokens one by one with a trace, and the IR reference executor (which equals the integer model
+on a correct build) locates the first neuron-group output that differs: token, step, core, group, neuron,
+expected and got. ``stepwise=True`` verifies with both sides token by token, as before.
 """
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ from mflc.ir.roles import logits_output, recurrent_states
 
 from .engine import Counters, Engine
 from .reference import ReferenceExecutor
+from .sequence import SequenceExecutor
+
+SEQUENCE_CHUNK = 32     # tokens per whole-sequence call of the integer model (the progress bar's granularity)
 
 
 @dataclass
@@ -74,6 +79,24 @@ def expected_run(int_model, tokens, progress=None) -> tuple[list[np.ndarray], li
     return want_logits, want_states
 
 
+def expected_sequence(int_model, tokens, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """The same as ``expected_run``, computed by the integer model's whole-sequence forward in chunks of
+    ``SEQUENCE_CHUNK`` tokens (each chunk continues from the previous chunk's last state): logits [T, V],
+    states [T, L, d]."""
+    st = int_model.init_state()
+    logits, states = [], []
+    for a in range(0, len(tokens), SEQUENCE_CHUNK):
+        lg, sts = int_model.forward_sequence(tokens[a:a + SEQUENCE_CHUNK], st)
+        logits.append(lg)
+        states.append(sts)
+        st = sts[-1]
+        if progress:
+            progress(min(a + SEQUENCE_CHUNK, len(tokens)))
+    if not logits:
+        return int_model.forward_sequence([])
+    return np.concatenate(logits), np.concatenate(states)
+
+
 def compare_run(graph: Graph, want_logits, want_states, outputs: dict, states: dict) -> tuple[int, Divergence | None]:
     """(values compared, first divergence) of a run's outputs and states against the expected ones, token
     by token, states before logits. The graph says which of its states are the model's state rows (layer
@@ -104,14 +127,32 @@ def compare_run(graph: Graph, want_logits, want_states, outputs: dict, states: d
 
 
 def verify(int_model, graph: Graph, tokens, core_map: CoreMap | None = None, progress=None,
-           reference_graph=None) -> VerifyResult:
-    """``reference_graph``: an independent lowering of the same quantized model (a Graph, or a function
-    that makes one, called only on a mismatch: lowering a large model costs seconds), used only to locate
-    a divergence."""
+           reference_graph=None, stepwise: bool = False) -> VerifyResult:
+    """The placed IR against the integer model on ``tokens``, exactly. By default both sides run the whole
+    sequence at once; on a mismatch the engine re-runs token by token to locate it. ``stepwise``: both
+    sides token by token (the integer model's ``step``, the engine). ``reference_graph``: an independent
+    lowering of the same quantized model (a Graph, or a function that makes one, called only on a
+    mismatch: lowering a large model costs seconds), used only to locate a divergence."""
     tokens = [int(t) for t in tokens]
+    if stepwise:
+        want_logits, want_states = expected_run(int_model, tokens, progress)
+        return _verify_engine(graph, tokens, core_map, want_logits, want_states, reference_graph)
+    logits, states = expected_sequence(int_model, tokens, progress)
+    want_logits, want_states = list(logits), list(states)
+    ex = SequenceExecutor(graph, core_map)
+    counters = Counters.zeros(ex.cm.n_cores)
+    res = ex.run(tokens, "sequential", counters)
+    compared, div = compare_run(graph, want_logits, want_states, res.outputs, res.states)
+    if div is None:
+        return VerifyResult(True, len(tokens), compared, None, counters.totals())
+    return _verify_engine(graph, tokens, core_map, want_logits, want_states, reference_graph)
+
+
+def _verify_engine(graph: Graph, tokens, core_map, want_logits, want_states, reference_graph) -> VerifyResult:
+    """The engine, token by token with a trace of every firing, against the expected run; a divergence is
+    located to its step, core, group and neuron by the IR reference executor."""
     eng = Engine(graph, core_map)
     counters = Counters.zeros(eng.cm.n_cores)
-    want_logits, want_states = expected_run(int_model, tokens, progress)
     fired: dict[tuple[int, str], tuple[int, np.ndarray]] = {}
     res = eng.run(tokens, "sequential", counters, trace=lambda t, k, name, out: fired.__setitem__((k, name), (t, out.copy())))
     compared, div = compare_run(graph, want_logits, want_states, res.outputs, res.states)

@@ -194,14 +194,21 @@ class IntModelExecutor(_Base):
         self.state = self.im.init_state()
 
     def run(self, tokens) -> RunResult:
-        """Step the integer model through tokens, keeping logits and each layer's state per token."""
-        logits, states = [], []
-        for t in tokens:
-            lg, self.state = self.im.step(int(t), self.state)
-            logits.append(lg)
-            states.append(self.state.copy())
-        st = {f"L{i}.h": _stack([s[i] for s in states]) for i in range(self.im.cfg.L)}
-        return RunResult({"logits": _stack(logits)}, st, list(range(len(logits))), len(logits))
+        """The integer model over tokens from the current state: one token is ``IntModel.step``, several
+        the whole-sequence forward (the same integers, tests/test_int_sequence.py); logits and each
+        layer's state per token."""
+        tokens = [int(t) for t in tokens]
+        if len(tokens) == 1:
+            lg, self.state = self.im.step(tokens[0], self.state)
+            logits, states = lg[None], self.state[None].copy()
+        else:
+            logits, states = self.im.forward_sequence(tokens, self.state)
+            if len(tokens):
+                self.state = states[-1].copy()
+        if not len(tokens):
+            return RunResult({"logits": np.zeros((0,))}, {f"L{i}.h": np.zeros((0,)) for i in range(self.im.cfg.L)}, [], 0)
+        st = {f"L{i}.h": states[:, i] for i in range(self.im.cfg.L)}
+        return RunResult({"logits": logits}, st, list(range(len(logits))), len(logits))
 
 
 @register("ir-reference", needs="graph", unavailable=_graph_runnable,
@@ -250,6 +257,42 @@ class EngineExecutor(_Base):
         return res
 
 
+def _sequence_unavailable(graph) -> str | None:
+    from mflc.simulator.sequence import unsupported
+
+    bad = unsupported(graph) if graph is not None else []
+    return bad[0] + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "") if bad else None
+
+
+@register("sequence", needs="graph", unavailable=_sequence_unavailable,
+          description="the whole-sequence executor (simulator/sequence.py): each synapse for all tokens as one "
+                      "exact product, programs looped over tokens; Engine's counters")
+class SequenceRunExecutor(_Base):
+    """The IR over whole known sequences (verify, eval, prefill): Engine's integers and counters, all
+    tokens of a run at once."""
+
+    def __init__(self, *, graph, core_map=None, schedule: str = "sequential", counters: bool = False,
+                 check: bool = True, **_):
+        from mflc.simulator.sequence import SequenceExecutor
+
+        self.x = SequenceExecutor(graph, core_map, check=check)
+        self.schedule, self.keep_counters = schedule, counters
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the initial state, with fresh counters if they are kept."""
+        from mflc.simulator.engine import Counters
+
+        self.x.reset()
+        self.counters = Counters.zeros(self.x.cm.n_cores) if self.keep_counters else None
+
+    def run(self, tokens, trace=None) -> RunResult:
+        """Run tokens with the executor's schedule; the result carries the accumulated counters."""
+        res = self.x.run(tokens, self.schedule, self.counters, trace=trace)
+        res.counters = self.counters
+        return res
+
+
 def _fast_unavailable(graph) -> str | None:
     from mflc.simulator.fastpath import unsupported
 
@@ -260,28 +303,39 @@ def _fast_unavailable(graph) -> str | None:
             f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''})") if bad else None
 
 
-@register("fast", needs="graph", unavailable=_fast_unavailable,
-          description="the whole-token Numba fast path (simulator/fastpath.py): generation speed, no counters")
-class FastExecutor(_Base):
-    """The placed IR on the fused Numba fast path: generation speed, sequential schedule only."""
+PREFILL_MIN_TOKENS = 2     # runs of at least this many tokens go through the whole-sequence executor
 
-    def __init__(self, *, graph, core_map=None, **_):
+
+@register("fast", needs="graph", unavailable=_fast_unavailable,
+          description="the Numba fast path (simulator/fastpath.py) for generation; runs of several tokens "
+                      "(prompts, eval) whole-sequence (simulator/sequence.py); no counters")
+class FastExecutor(_Base):
+    """The placed IR on the fused Numba fast path, sequential schedule only. A run of several tokens (a
+    prompt, an eval chunk) goes through the whole-sequence executor and then leaves the fast engine in
+    exactly the state token-by-token stepping would (``prefill``; ``prefill=False`` steps every token)."""
+
+    def __init__(self, *, graph, core_map=None, prefill: bool = True, **_):
         from mflc.simulator.fastpath import FastEngine
 
-        self.fe, self.g = FastEngine(graph, core_map), graph
+        self.fe, self.g, self.cm, self.prefill = FastEngine(graph, core_map), graph, core_map, prefill
         self.out_stage = {o.name: graph.groups[o.group].stage for o in graph.outputs}
+        self.seq = None                     # the whole-sequence executor, made on the first prefill
 
     def reset(self) -> None:
         """Back to the initial (all-zero) state."""
         self.fe.reset()
 
     def run(self, tokens) -> RunResult:
-        """Step the fast path through tokens, gathering outputs and named states as the other executors do."""
+        """Tokens from the current state: several at once through the whole-sequence executor (the fast
+        engine's state then set to what stepping would leave), one by one through the fast path."""
+        tokens = [int(t) for t in tokens]
+        if self.prefill and len(tokens) >= PREFILL_MIN_TOKENS:
+            return self._run_sequence(tokens)
         g = self.g
         outs = {n: [] for n in self.fe.out_name}
         states = {k: [] for k in g.state}
         for t in tokens:
-            for n, v in self.fe.step(int(t)).items():
+            for n, v in self.fe.step(t).items():
                 outs[n].append(v)
             for k, (grp, reg) in g.state.items():
                 states[k].append(self.fe.read(grp, reg))
@@ -290,6 +344,26 @@ class FastExecutor(_Base):
         stage = next(iter(self.out_stage.values()), 0)
         return RunResult({k: _stack(v) for k, v in outs.items()}, {k: _stack(v) for k, v in states.items()},
                          [s + stage for s in inject], (inject[-1] + g.depth) if n else 0)
+
+    def _run_sequence(self, tokens: list[int]) -> RunResult:
+        """The run on the sequence executor, starting from and then writing back the fast engine's slots:
+        registers and temporaries as the last token left them, ports consumed (zero), as ``FastEngine.step``
+        leaves them."""
+        from mflc.simulator.sequence import SequenceExecutor
+
+        if self.seq is None:
+            self.seq = SequenceExecutor(self.g, self.cm, check=False)
+        fe = self.fe
+        for name, grp in self.g.groups.items():
+            env = self.seq.group_env(name)
+            env.reshape(-1)[:] = fe.env[fe.base[name]:fe.base[name] + env.size]
+        res = self.seq.run(tokens, "sequential")
+        for name, grp in self.g.groups.items():
+            env = self.seq.group_env(name)
+            for p in grp.ports:
+                env[fe.slot[name][p]] = 0
+            fe.env[fe.base[name]:fe.base[name] + env.size] = env.reshape(-1)
+        return res
 
 
 def _lava_unavailable(graph) -> str | None:
@@ -360,19 +434,25 @@ def verify_executor(name: str, qm, graph, tokens, core_map=None, progress=None, 
                     option: str = "--engine", **options):
     """Executor ``name`` against the integer reference model on ``tokens``, exactly: a
     ``simulator.verify.VerifyResult``. The engine goes through ``simulator.verify.verify``, which also
-    locates a divergence to its step and core; the others name the token and the first differing value."""
+    locates a divergence to its step and core; the others name the token and the first differing value.
+    "engine" and "sequence" verify with both sides over the whole sequence (the sequence executor gives
+    Engine's integers and counters; Engine re-runs to locate a mismatch); ``stepwise=True`` runs both
+    token by token. "fast" checks the fast path's token kernel (``prefill=False`` unless given)."""
     n = canonical(name, option)
     tokens = [int(t) for t in tokens]
-    if n == "engine":
+    if n in ("engine", "sequence"):
         reason = why_unavailable(n, graph)
         if reason:
-            raise ExecutorUnavailable(f"{option} engine: {reason}")
+            raise ExecutorUnavailable(f"{option} {n}: {reason}")
         from mflc.compiler.model.int_model import IntModel
         from mflc.simulator.verify import verify
 
-        return verify(IntModel(qm), graph, tokens, core_map, progress=progress, reference_graph=reference_graph)
+        return verify(IntModel(qm), graph, tokens, core_map, progress=progress, reference_graph=reference_graph,
+                      stepwise=bool(options.get("stepwise", False)))
     from mflc.simulator.verify import VerifyResult
 
+    if n == "fast":
+        options.setdefault("prefill", False)     # verify the token-by-token kernel itself, not the prefill path
     ex = create(n, qm=qm, graph=graph, core_map=core_map, option=option, **options)
     want = run_in_chunks(create("int-model", qm=qm), tokens, progress)
     got = ex.run(tokens)

@@ -1,0 +1,354 @@
+"""Whole-sequence executor of an IR graph: every group over all tokens at once, the same integers as the
+token-by-token executors.
+
+Why it is exact. The IR's timing contract (ir/graph.py) puts every synapse from a group of stage s to a
+group of stage s' > s with delay s' - s - 1, so a token's inputs to a group are exactly its sources'
+outputs *for the same token*; the only thing that carries from one token to the next is the groups'
+persistent registers (and a delta sender's last message and its receivers' running sums). So, in stage
+order, each group can take its sources' outputs for all T tokens ([T, n_src]) and
+
+* each synapse's contribution for all tokens is one exact product ([T, n_src] messages times the block,
+  in the dtype ``fp.exact_product_dtype`` proves exact, or a Numba CSR loop for sparse blocks), then
+  Lava's shift (``fp.shr_floor``) elementwise, as ``reference.synapse_output`` does per token;
+* a delta sender's messages are the per-token differences of its outputs (the first against the last
+  message of the previous run); each receiver port adds the running sum (cumsum) of the shifted
+  contributions, as the reference's delta accumulator does token after token;
+* the group's program runs over the tokens in a Numba loop around ``nbprogram.run_program_flat`` (the
+  engine's compiled interpreter), so registers carry from token to token as in ``Engine``.
+
+Activity counters are those ``Engine`` keeps (synaptic ops, neuron updates, messages by distance and
+payload bits, per core, per (core, stage) and per step), computed from how many tokens each neuron sent a
+non-zero message. tests/test_sequence.py checks outputs, states and counters equal to Engine's and
+the reference executor's. Both schedules give the same per-token integers; only the step numbers differ.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from mflc.ir import fixedpoint as fp
+from mflc.ir.coremap import CoreMap
+from mflc.ir.errors import MflcError
+from mflc.ir.graph import Graph, SynapseGroup
+from mflc.ir.modes import Send
+from mflc.ir.validate import validate
+
+from .engine import DENSE_MIN_DENSITY, Counters, reach_pairs
+from .nbprogram import _RT, RUN_ERRORS, encode, run_program_flat
+from .reference import RunResult, injection_steps
+
+FLOAT_CACHE_BYTES = 256 << 20   # float copies of dense blocks are kept between runs up to this total
+
+
+class SequenceUnsupported(MflcError):
+    """The graph is not one the whole-sequence executor can run (virtual synapses, a broken delay contract)."""
+
+
+@nb.njit(cache=True)
+def _run_tokens(code, env, tables, rt, size, port_rows, ports, out_row, outs, reg_rows, regs):
+    """The group's program once per token, registers carried in ``env`` ([n_slots, size] flat): loads
+    token t's ports, runs the compiled program on every neuron, copies out the output and the registers
+    asked for. Returns -1, or t · 4 + the interpreter's error code of the first failing token."""
+    for t in range(ports.shape[1]):
+        for p in range(port_rows.size):
+            b = port_rows[p] * size
+            for i in range(size):
+                env[b + i] = ports[p, t, i]
+        err = run_program_flat(code, 0, code.shape[0], env, tables, 0, rt, 0, size)
+        if err:
+            return t * 4 + err
+        b = out_row * size
+        for i in range(size):
+            outs[t, i] = env[b + i]
+        for r in range(reg_rows.size):
+            b = reg_rows[r] * size
+            for i in range(size):
+                regs[r, t, i] = env[b + i]
+    return -1
+
+
+@nb.njit(cache=True)
+def _csr_tokens(indptr, indices, values, msgs_t, out):
+    """out[t, r] = Σ_q values[q] · msgs_t[indices[q], t] over row r's entries: a sparse block for all
+    tokens in int64; the inner loop runs over contiguous tokens of the transposed messages."""
+    acc = np.zeros(msgs_t.shape[1], np.int64)
+    for r in range(indptr.size - 1):
+        acc[:] = 0
+        for q in range(indptr[r], indptr[r + 1]):
+            j, v = indices[q], values[q]
+            for t in range(msgs_t.shape[1]):
+                acc[t] += v * msgs_t[j, t]
+        for t in range(msgs_t.shape[1]):
+            out[t, r] = acc[t]
+
+
+class _Block:
+    """One synapse group ready for whole-sequence products: a dense int8 block (BLAS in the exact dtype)
+    for dense-ish blocks, CSR arrays for sparse ones."""
+
+    def __init__(self, s: SynapseGroup, msg_bits: int):
+        self.s, self.msg_bits = s, msg_bits
+        self.w_max = int(np.abs(s.values.astype(np.int64)).max()) if s.nnz else 0   # the compiled weights' bound
+        self.dense = s.density >= DENSE_MIN_DENSITY and s.shape[1] > 1
+        self.dtype = fp.exact_product_dtype(s.shape[1], self.w_max, msg_bits)
+        self.cached = None
+        if self.dense:
+            blk = np.zeros(s.shape, np.int8)
+            blk[np.repeat(np.arange(s.shape[0]), s.row_counts()), s.indices] = s.values
+            self.w = blk
+        else:
+            self.arrays = (s.indptr.astype(np.int64), s.indices.astype(np.int64), s.values.astype(np.int64))
+
+    def float_bytes(self) -> int:
+        """Bytes a converted copy of the dense block takes (0 for sparse or integer products)."""
+        return self.w.size * self.dtype.itemsize if self.dense and self.dtype.kind == "f" else 0
+
+    def product(self, msgs: np.ndarray, keep: bool) -> np.ndarray:
+        """The exact integer sums W · m_t for every token ([T, n_dst] int64), then Lava's shift."""
+        if self.dense:
+            w = self.cached
+            if w is None:
+                w = self.w.astype(self.dtype) if self.dtype.kind == "f" else self.w
+                if keep:
+                    self.cached = w
+            acc = fp.exact_matmul(msgs, w, self.msg_bits, self.w_max)
+        else:
+            acc = np.empty((msgs.shape[0], self.s.shape[0]), np.int64)
+            _csr_tokens(*self.arrays, np.ascontiguousarray(msgs.T, np.int64), acc)
+        return fp.shr_floor(acc, -self.s.weight_exp) if self.s.weight_exp else acc
+
+
+def unsupported(graph: Graph) -> list[str]:
+    """Why the whole-sequence executor cannot run ``graph`` (empty if it can): virtual synapses, and
+    synapses that break the delay contract (delay == stage(dst) - stage(src) - 1), without which a
+    token's inputs would not be its sources' outputs for that same token."""
+    bad = []
+    for s in graph.synapses.values():
+        if s.virtual:
+            bad.append(f"synapse {s.name} is virtual (a skeleton graph); it cannot be executed")
+            continue
+        want = graph.groups[s.dst].stage - graph.groups[s.src].stage - 1
+        if s.delay != want or want < 0:
+            bad.append(f"synapse {s.name}: delay {s.delay}, but stages {s.src}={graph.groups[s.src].stage} -> "
+                       f"{s.dst}={graph.groups[s.dst].stage} need {want} for per-token semantics")
+    return bad
+
+
+class SequenceExecutor:
+    """The IR over whole token sequences: one exact product per synapse per run, programs looped over
+    tokens in Numba. Same outputs, states and counters as ``Engine`` (which remains the executor that can
+    stop at a step and trace one firing)."""
+
+    def __init__(self, graph: Graph, core_map: CoreMap | None = None, check: bool = True):
+        if check:
+            validate(graph)
+        bad = unsupported(graph)
+        if bad:
+            raise SequenceUnsupported("the sequence executor cannot run this graph: " + "; ".join(bad[:3])
+                                      + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""))
+        self.g = graph
+        self.cm = core_map or CoreMap.one_core_per_group(graph)
+        self.order = sorted(graph.groups, key=lambda n: graph.groups[n].stage)
+        self.out_syn: dict[str, list[_Block]] = {n: [] for n in graph.groups}
+        for s in graph.synapses.values():
+            src = graph.groups[s.src]          # a delta (the change of a b-bit value) needs b + 1 bits
+            self.out_syn[s.src].append(_Block(s, src.out_bits + (src.send == Send.DELTA)))
+        self.keep_float = sum(b.float_bytes() for bl in self.out_syn.values() for b in bl) <= FLOAT_CACHE_BYTES
+        self.host = {i.group: i for i in graph.inputs}
+        self.state_of: dict[str, list[tuple[str, str]]] = {}
+        for k, (grp, reg) in graph.state.items():
+            self.state_of.setdefault(grp, []).append((k, reg))
+        self._counting = None           # per-group counting data, built on the first run with counters
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the initial state: fresh programs, delta senders' last messages and running sums zeroed."""
+        g = self.g
+        self.progs = {n: encode(grp) for n, grp in g.groups.items()}
+        self.flat = {n: p.flat_code() for n, p in self.progs.items()}
+        self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == Send.DELTA}
+        self.delta_acc = {s.name: np.zeros(s.shape[0], np.int64) for s in g.synapses.values()
+                          if g.groups[s.src].send == Send.DELTA}
+
+    # ---- state exchange with token-by-token engines (prefill, then generation) ----
+    def group_env(self, name: str) -> np.ndarray:
+        """Group ``name``'s slot matrix [n_slots, size] (registers, parameters, ports, temporaries), live."""
+        return self.progs[name].env
+
+    def _ports(self, name: str, T: int, tokens: np.ndarray, arriving: dict) -> np.ndarray:
+        """Group ``name``'s port values for all tokens, [n_ports, T, size]: synapse sums, delta running
+        sums, the host's table rows."""
+        grp = self.g.groups[name]
+        ports = np.zeros((len(grp.ports), T, grp.size), np.int64)
+        for p, port in enumerate(grp.ports):
+            for v in arriving.pop((name, port), ()):
+                ports[p] += v
+        if name in self.host:
+            inp = self.host[name]
+            table = self.g.host_tensors[inp.table]
+            bad = (tokens < 0) | (tokens >= table.shape[0])
+            if bad.any():
+                raise ValueError(f"token {int(tokens[bad][0])} outside the input table {inp.table} [0, {table.shape[0]})")
+            ports[grp.ports.index(inp.port)] += table[tokens].astype(np.int64)
+        return ports
+
+    def _fire(self, name: str, ports: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run group ``name``'s program over all tokens: (outputs [T, size], named-state registers [R, T, size])."""
+        grp, prog = self.g.groups[name], self.progs[name]
+        T = ports.shape[1]
+        if not grp.registers:
+            outs, regs = self._fire_stateless(name, ports), np.zeros((0, T, grp.size), np.int64)
+        else:
+            port_rows = np.asarray([prog.slot[p] for p in grp.ports], np.int64)
+            reg_rows = np.asarray([prog.slot[r] for _, r in self.state_of.get(name, ())], np.int64)
+            outs = np.zeros((T, grp.size), np.int64)
+            regs = np.zeros((reg_rows.size, T, grp.size), np.int64)
+            err = _run_tokens(self.flat[name], prog.env.reshape(-1), prog.tables, _RT, grp.size, port_rows,
+                              ports, prog.output, outs, reg_rows, regs)
+            if err >= 0:
+                raise ValueError(f"group {name}, token {err // 4} of the run: " + RUN_ERRORS[err % 4])
+        lim = 1 << (grp.out_bits - 1)
+        if outs.size and (outs.min() < -lim or outs.max() >= lim):
+            raise OverflowError(f"group {name}: output outside its {grp.out_bits}-bit message width")
+        return outs, regs
+
+    def _fire_stateless(self, name: str, ports: np.ndarray) -> np.ndarray:
+        """A group without registers computes each token independently: its program runs once over T·size
+        neurons (token t's neuron i at column t·size + i, parameters tiled), and the last token's columns
+        are written back, leaving the slots exactly as stepping the tokens would."""
+        grp, prog = self.g.groups[name], self.progs[name]
+        T, n = ports.shape[1], grp.size
+        env = np.zeros((prog.env.shape[0], T * n), np.int64)  # the validator: nothing is read before written
+        for pname in grp.params:
+            env[prog.slot[pname]] = np.tile(prog.env[prog.slot[pname]], T)
+        for p, port in enumerate(grp.ports):
+            env[prog.slot[port]] = ports[p].reshape(-1)
+        code = prog.code.copy()
+        code[:, 1:5] *= T * n
+        err = run_program_flat(code, 0, len(code), env.reshape(-1), prog.tables, 0, _RT, 0, T * n)
+        if err:
+            raise ValueError(f"group {name}, one of the run's {T} tokens: " + RUN_ERRORS[err])
+        prog.env[:] = env[:, (T - 1) * n:]
+        return env[prog.output].reshape(T, n)
+
+    def _messages(self, name: str, outs: np.ndarray) -> np.ndarray:
+        """What the group sends per token: its outputs, or (delta senders) their change since the last message."""
+        if self.g.groups[name].send != Send.DELTA:
+            return outs
+        prev = np.concatenate([self.last_sent[name][None], outs[:-1]]) if len(outs) else outs
+        if len(outs):
+            self.last_sent[name] = outs[-1].copy()
+        return outs - prev
+
+    def _send(self, name: str, msgs: np.ndarray, arriving: dict) -> None:
+        """Every outgoing synapse's contribution for all tokens, queued for its destination port."""
+        for b in self.out_syn[name]:
+            contrib = b.product(msgs, self.keep_float)
+            if b.s.name in self.delta_acc:          # the receiver's running sum, token after token
+                contrib = self.delta_acc[b.s.name] + np.cumsum(contrib, axis=0)
+                self.delta_acc[b.s.name] = contrib[-1].copy()
+            arriving.setdefault((b.s.dst, b.s.port), []).append(contrib)
+
+    def run(self, tokens, schedule: str = "sequential", counters: Counters | None = None, trace=None) -> RunResult:
+        """Run a token sequence from the current state (``reset`` for a fresh one), all tokens at once.
+        ``trace(t, k, name, out)`` is called per firing as the token-by-token executors call it, in
+        group-major order; pass a ``Counters`` to accumulate Engine's activity counters into it."""
+        g = self.g
+        toks = np.asarray([int(t) for t in tokens], np.int64)
+        T, depth = len(toks), g.depth
+        inject = np.asarray(injection_steps(T, depth, schedule), np.int64)
+        last = int(inject[-1] + depth) if T else 0
+        outs = {o.name: np.zeros((0,)) for o in g.outputs}
+        states = {k: np.zeros((0,)) for k in g.state}
+        sent: dict[str, int] = {}
+        out_steps = [0] * T
+        if T == 0:
+            return RunResult(outs, states, out_steps, 0, sent)
+        tally = _Tally(self, counters, inject, last) if counters is not None else None
+        arriving: dict[tuple[str, str], list[np.ndarray]] = {}
+        for name in self.order:
+            grp = g.groups[name]
+            out, regs = self._fire(name, self._ports(name, T, toks, arriving))
+            if trace is not None:
+                for k in range(T):
+                    trace(int(inject[k]) + grp.stage, k, name, out[k])
+            for o in g.outputs:
+                if o.group == name:
+                    outs[o.name] = out
+                    out_steps = [int(s) + grp.stage for s in inject]
+            for r, (sk, _) in enumerate(self.state_of.get(name, ())):
+                states[sk] = regs[r]
+            msgs = self._messages(name, out)
+            sent[name] = int(np.count_nonzero(msgs))
+            if tally is not None:
+                tally.group(name, msgs)
+            self._send(name, msgs, arriving)
+        if tally is not None:
+            tally.finish()
+        return RunResult(outs, states, out_steps, last, sent, counters)
+
+
+class _Tally:
+    """Engine's activity counters for one whole-sequence run, from each neuron's count of non-zero messages."""
+
+    def __init__(self, ex: SequenceExecutor, c: Counters, inject: np.ndarray, last: int):
+        if ex._counting is None:
+            ex._counting = {n: _counting_data(ex.g, ex.cm, n) for n in ex.g.groups}
+        self.ex, self.c, self.inject = ex, c, inject
+        self.step_syn, self.step_upd, self.step_msg = (np.zeros(last, np.int64) for _ in range(3))
+
+    def group(self, name: str, msgs: np.ndarray) -> None:
+        """Count one group's firings over the run: updates, synaptic ops and messages, per core and stage."""
+        ex, c = self.ex, self.c
+        grp = ex.g.groups[name]
+        stage, T = grp.stage, len(msgs)
+        steps = self.inject + stage
+        live = msgs != 0
+        per_neuron = live.sum(axis=0).astype(np.int64)          # tokens each neuron sent a non-zero message
+        for a, b, core in ex.cm.slices[name]:
+            c.neuron_updates[core] += T * (b - a)
+            c.add(core, stage, 1, T * (b - a))
+        self.step_upd[steps] += grp.size
+        slices, src, dst_core, src_core = ex._counting[name]
+        sends = bool(live.any())     # Engine delivers (and records a (core, stage) entry) only then
+        for core, cc in slices if sends else ():
+            ops = int(per_neuron @ cc)
+            c.synops[core] += ops
+            c.add(core, stage, 0, ops)
+            self.step_syn[steps] += live.astype(np.int64) @ cc
+        if src.size == 0:
+            return
+        n = per_neuron[src]
+        chip = ex.cm.chip_of_core
+        same_core = src_core == dst_core
+        same_chip = (chip[src_core] == chip[dst_core]) & ~same_core
+        bits = grp.out_bits
+        for fi, sel, arr in ((2, same_core, c.msgs_on_core), (3, same_chip, c.msgs_on_chip),
+                             (4, ~(same_core | same_chip), c.msgs_between_chips)):
+            per_core = np.bincount(src_core[sel], weights=n[sel], minlength=ex.cm.n_cores).astype(np.int64)
+            arr += per_core
+            c.payload_bits += per_core * bits
+            for core in np.flatnonzero(per_core):
+                c.add(core, stage, fi, int(per_core[core]))
+                c.add(core, stage, 5, int(per_core[core]) * bits)
+        self.step_msg[steps] += live[:, src].sum(axis=1)
+
+    def finish(self) -> None:
+        """Append the per-step totals and the token count, as Engine does at the end of a run."""
+        c = self.c
+        c.per_step["synops"] += self.step_syn.tolist()
+        c.per_step["neuron_updates"] += self.step_upd.tolist()
+        c.per_step["messages"] += self.step_msg.tolist()
+        c.tokens += len(self.inject)
+
+
+def _counting_data(g: Graph, cm: CoreMap, name: str):
+    """For counting a group's activity: per destination slice (core, stored synapses per source neuron),
+    and its (source neuron, destination core, source core) message pairs."""
+    slices = []
+    for s in g.outgoing(name):
+        for lo, hi, core in sorted(cm.slices[s.dst]):
+            a, b = int(s.indptr[lo]), int(s.indptr[hi])
+            slices.append((core, np.bincount(s.indices[a:b], minlength=s.shape[1]).astype(np.int64)))
+    src, dst = reach_pairs(g, cm, name)
+    return slices, src, dst, cm.core_of_neurons(name, g.groups[name].size)[src]
