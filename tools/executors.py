@@ -257,42 +257,6 @@ class EngineExecutor(_Base):
         return res
 
 
-def _sequence_unavailable(graph) -> str | None:
-    from mflc.simulator.sequence import unsupported
-
-    bad = unsupported(graph) if graph is not None else []
-    return bad[0] + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "") if bad else None
-
-
-@register("sequence", needs="graph", unavailable=_sequence_unavailable,
-          description="the whole-sequence executor (simulator/sequence.py): each synapse for all tokens as one "
-                      "exact product, programs looped over tokens; Engine's counters")
-class SequenceRunExecutor(_Base):
-    """The IR over whole known sequences (verify, eval, prefill): Engine's integers and counters, all
-    tokens of a run at once."""
-
-    def __init__(self, *, graph, core_map=None, schedule: str = "sequential", counters: bool = False,
-                 check: bool = True, **_):
-        from mflc.simulator.sequence import SequenceExecutor
-
-        self.x = SequenceExecutor(graph, core_map, check=check)
-        self.schedule, self.keep_counters = schedule, counters
-        self.reset()
-
-    def reset(self) -> None:
-        """Back to the initial state, with fresh counters if they are kept."""
-        from mflc.simulator.engine import Counters
-
-        self.x.reset()
-        self.counters = Counters.zeros(self.x.cm.n_cores) if self.keep_counters else None
-
-    def run(self, tokens, trace=None) -> RunResult:
-        """Run tokens with the executor's schedule; the result carries the accumulated counters."""
-        res = self.x.run(tokens, self.schedule, self.counters, trace=trace)
-        res.counters = self.counters
-        return res
-
-
 def _fast_unavailable(graph) -> str | None:
     from mflc.simulator.fastpath import unsupported
 
@@ -404,6 +368,42 @@ class LavaExecutor(_Base):
         return RunResult({k: v[-n:] for k, v in res.outputs.items()}, {k: v[-n:] for k, v in res.states.items()},
                          res.output_steps[-n:], res.steps, {},
                          dict(lava_steps=res.steps, schedule=self.schedule, **info))
+
+
+def _sequence_unavailable(graph) -> str | None:
+    from mflc.simulator.sequence import unsupported
+
+    bad = unsupported(graph) if graph is not None else []
+    return bad[0] + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "") if bad else None
+
+
+@register("sequence", needs="graph", unavailable=_sequence_unavailable,
+          description="the whole-sequence executor (simulator/sequence.py): each synapse for all tokens as one "
+                      "exact product, programs looped over tokens; Engine's counters")
+class SequenceRunExecutor(_Base):
+    """The IR over whole known sequences (verify, eval, prefill): Engine's integers and counters, all
+    tokens of a run at once."""
+
+    def __init__(self, *, graph, core_map=None, schedule: str = "sequential", counters: bool = False,
+                 check: bool = True, **_):
+        from mflc.simulator.sequence import SequenceExecutor
+
+        self.x = SequenceExecutor(graph, core_map, check=check)
+        self.schedule, self.keep_counters = schedule, counters
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the initial state, with fresh counters if they are kept."""
+        from mflc.simulator.engine import Counters
+
+        self.x.reset()
+        self.counters = Counters.zeros(self.x.cm.n_cores) if self.keep_counters else None
+
+    def run(self, tokens, trace=None) -> RunResult:
+        """Run tokens with the executor's schedule; the result carries the accumulated counters."""
+        res = self.x.run(tokens, self.schedule, self.counters, trace=trace)
+        res.counters = self.counters
+        return res
 
 
 # ---- verification: any executor against the integer reference model -------------------------------------
