@@ -392,17 +392,18 @@ class Build:
 
     # ---- execution --------------------------------------------------------------------------------------
     def verify(self, tokens: int | list[int] = 16, seed: int = 0, progress=None, simulate: bool = True,
-               engine: str = "engine") -> "BuildVerdict":
+               engine: str = "engine", checked: list[Check] | None = None) -> "BuildVerdict":
         """Every static check, then (when they pass) the placed network run by executor ``engine`` (a name of
         ``mflc.executors``) against the integer reference model on ``tokens`` (a count of random tokens
-        drawn with ``seed``, or the token ids themselves)."""
+        drawn with ``seed``, or the token ids themselves). ``checked``: static checks already made (many
+        sequences, one round of checks: ``verify(simulate=False)`` once, then ``checked=[]`` per sequence)."""
         import numpy as np
 
         from mflc.compiler.model.lower import lower
         from mflc.executors import canonical, verify_executor
 
         engine = canonical(engine)
-        checks = self.checks()
+        checks = self.checks() if checked is None else list(checked)
         if not simulate or not all(c.ok for c in checks):
             return BuildVerdict(checks, None, [])
         qm = self.quantized

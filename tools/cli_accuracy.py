@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mflc.cli_app import app, emit_json, guarded, out, progress_bar, resolve_model
+from mflc.cli_app import app, emit_json, guarded, out, resolve_model
 from mflc.cli_tasks import SchedulerOpt, WorkersOpt, run_tasks, runner_from
 from mflc.cli_model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
                             Uniform, quant_options, quantize_with_calibration, read_text)
@@ -257,6 +257,53 @@ def ablation_configs(wide: int, sites: list[str]) -> list[tuple[str, dict]]:
     return rows
 
 
+@dataclass(frozen=True)
+class AblateTask:
+    """One setting of ``mflc ablate``: quantize with it and score every text (a task of its own)."""
+
+    source: ModelSource
+    label: str
+    fields: dict                    # QuantOptions fields relative to the defaults
+    seqs: tuple                     # ((name, tokens), ...)
+
+    def texts_key(self) -> str:
+        """A digest of the texts, to share their float logits between the settings a worker runs."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, toks in self.seqs:
+            h.update(name.encode() + b"\0" + ",".join(map(str, toks)).encode() + b"\n")
+        return h.hexdigest()
+
+
+def ablate_setting(task: AblateTask) -> tuple[dict, str]:
+    """(row of the ablation table, calibration source) of one setting, with the float logits of the texts
+    computed once per worker."""
+    from mflc.compiler.model.evaluate import combine
+    from mflc.compiler.model.quantize import QuantOptions
+
+    src = task.source
+    _, _, fm = src.float_model()
+    float_logits = worker_cached(("float logits", src.model, task.texts_key()), src.identity,
+                                 lambda: {name: fm.forward(list(toks))[0] for name, toks in task.seqs})
+    qm = src.quantized(replace(QuantOptions(), **task.fields))
+    seqs = [(name, list(toks)) for name, toks in task.seqs]
+    res = combine([r for _, r in fixed_point_results(fm, qm, seqs, "fast", float_logits)])
+    return dict(config=task.label, options=task.fields, **res.to_dict()), qm.meta["calibration"]
+
+
+def ablation_rows(source: ModelSource, seqs, configs: list[tuple[str, dict]], runner: Runner | None = None):
+    """(rows, calibration source) of the ablation, one row per setting in order: each setting a task."""
+    texts = tuple((name, tuple(int(t) for t in toks)) for name, toks in seqs)
+    tasks = [AblateTask(source, label, fields, texts) for label, fields in configs]
+    done = run_tasks(ablate_setting, tasks, [f"setting {label!r}" for label, _ in configs], runner or Runner(),
+                     "settings")
+    rows = [row for row, _ in done]
+    for r in rows:
+        r["gain_vs_paper"] = rows[0]["fixed_bits_per_token"] - r["fixed_bits_per_token"]
+    return rows, done[-1][1]
+
+
 @app.command("ablate")
 @guarded
 def ablate_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint directory (default: the embedded default model)"),
@@ -264,38 +311,24 @@ def ablate_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint dir
                max_tokens: int = MaxTokensOpt, max_files: Optional[int] = MaxFilesOpt,
                wide: int = typer.Option(12, help="Width given to one site at a time"),
                calib: Optional[Path] = CalibOpt, calib_tokens: Optional[int] = CalibTokensOpt,
+               workers: Optional[str] = WorkersOpt, scheduler: Optional[str] = SchedulerOpt,
                json_out: bool = typer.Option(False, "--json")):
     """Which quantization site costs the accuracy: widen one site at a time (and try other scale rules)
     against the paper's uniform 8-bit scheme; bits per byte over the same texts and calibration."""
     model = resolve_model(model)
-    from mflc.compiler.model.evaluate import combine
-    from mflc.compiler.model.float_model import FloatModel
-    from mflc.compiler.model.loading import load_float
-    from mflc.compiler.model.quantize import FINAL_SITES, LAYER_SITES, QuantOptions
+    runner = runner_from(workers, scheduler)
+    from mflc.compiler.model.quantize import FINAL_SITES, LAYER_SITES
     from mflc.ir import fixedpoint as fp
 
     if not 9 <= wide <= fp.MSG_BITS_MAX:
         raise ConfigError(f"--wide {wide}: must be in [9, {fp.MSG_BITS_MAX}]")
-    cfg, w = load_float(model)
+    base = ModelSource.of(model, calib, calib_tokens, ())
+    cfg, _, _ = base.float_model()
     seqs = evaluation_texts(model, cfg.vocab_size, text, heldout, stdlib, max_tokens, max_files)
-    fm = FloatModel(cfg, w)
+    source = replace(base, calib_text=tuple(int(t) for t in seqs[0][1]))
     sites = [k for k in (*LAYER_SITES, *FINAL_SITES) if k != "h"]
-    configs = ablation_configs(wide, sites)
-    prog, adv = progress_bar(len(configs) + 1, "configurations")
-    rows = []
-    with prog:
-        float_logits = {name: fm.forward(toks)[0] for name, toks in seqs}
-        adv(1)
-        for k, (label, fields) in enumerate(configs):
-            qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens, replace(QuantOptions(), **fields),
-                                           text_tokens=seqs[0][1])
-            res = combine([r for _, r in fixed_point_results(fm, qm, seqs, "fast", float_logits)])
-            rows.append(dict(config=label, options=fields, **res.to_dict()))
-            adv(k + 2)
-    base = rows[0]["fixed_bits_per_token"]
-    for r in rows:
-        r["gain_vs_paper"] = base - r["fixed_bits_per_token"]
-    d = dict(rows=rows, texts=[n for n, _ in seqs], bytes=rows[0]["tokens"], calibration=qm.meta["calibration"],
+    rows, calibration = ablation_rows(source, seqs, ablation_configs(wide, sites), runner)
+    d = dict(rows=rows, texts=[n for n, _ in seqs], bytes=rows[0]["tokens"], calibration=calibration,
              float_bits_per_byte=rows[0]["float_bits_per_token"], wide=wide)
     if json_out:
         emit_json(d)
