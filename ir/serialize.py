@@ -9,7 +9,7 @@ from safetensors.numpy import save_file
 
 from . import ternary
 from .errors import MflcError
-from .graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, SynapseGroup
+from .graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, PackedSynapseGroup, SynapseGroup
 from .schema import STRICT, MapOf, OneOf, Opt, Tup, check, check_format, read_json
 from .tensorfile import load_tensors, narrowest_int
 
@@ -21,6 +21,8 @@ def synapse_encoding(s: SynapseGroup) -> str:
     """How a synapse group is stored: "ternary2" (2 bits per weight of the whole block, ir/ternary.py) for
     ±1 weights wherever that is smaller than CSR, else "csr" (int64 row pointer, int32 index, int8 value)."""
     rows, cols = s.shape
+    if isinstance(s, PackedSynapseGroup) and not s.decoded:
+        return "ternary2"
     if s.values is not None and ternary.is_ternary(s.values) and \
             ternary.packed_bytes(rows, cols) < ternary.csr_bytes(rows, s.nnz):
         return "ternary2"
@@ -28,6 +30,8 @@ def synapse_encoding(s: SynapseGroup) -> str:
 
 
 def _same_arrays(s: SynapseGroup, t: SynapseGroup | None) -> bool:
+    if isinstance(s, PackedSynapseGroup) and isinstance(t, PackedSynapseGroup) and not (s.decoded or t.decoded):
+        return tuple(s.shape) == tuple(t.shape) and (s.codes is t.codes or np.array_equal(s.codes, t.codes))
     return t is not None and tuple(s.shape) == tuple(t.shape) and s.values is not None and t.values is not None \
         and np.array_equal(s.indptr, t.indptr) and np.array_equal(s.indices, t.indices) \
         and np.array_equal(s.values, t.values)
@@ -41,6 +45,53 @@ def _shared(a: np.ndarray) -> np.ndarray:
     return v
 
 
+def group_entry(grp: NeuronGroup, arrays: dict) -> dict:
+    """A group's graph.json entry; its parameters and tables go into ``arrays`` (key -> int64 array)."""
+    for k, v in grp.params.items():
+        arrays[f"group/{grp.name}/param/{k}"] = np.ascontiguousarray(v, dtype=np.int64)
+    for k, v in grp.tables.items():
+        arrays[f"group/{grp.name}/table/{k}"] = np.ascontiguousarray(v, dtype=np.int64)
+    return dict(name=grp.name, size=grp.size, ports=grp.ports, output=grp.output,
+                out_bits=grp.out_bits, stage=grp.stage, registers=grp.registers, send=grp.send,
+                meta=grp.meta, params=sorted(grp.params), tables=sorted(grp.tables),
+                program=[[i.op, i.out, list(i.args), dict(i.imm)] for i in grp.program])
+
+
+def synapse_arrays(s: SynapseGroup, enc: str) -> dict[str, np.ndarray]:
+    """The arrays a synapse group is stored as in encoding ``enc`` ("base": none)."""
+    if enc == "base":
+        return {}
+    if enc == "ternary2":
+        return {f"syn/{s.name}/ternary2": ternary.pack_csr(s.shape, s.indptr, s.indices, s.values)}
+    return {f"syn/{s.name}/indptr": np.ascontiguousarray(s.indptr, dtype=np.int64),
+            f"syn/{s.name}/indices": np.ascontiguousarray(s.indices, dtype=np.int32),
+            f"syn/{s.name}/values": np.ascontiguousarray(s.values, dtype=np.int8)}
+
+
+def synapse_entry(s: SynapseGroup, enc: str) -> dict:
+    """A synapse group's graph.json entry (its arrays are ``synapse_arrays``)."""
+    return dict(name=s.name, src=s.src, dst=s.dst, port=s.port, shape=list(s.shape), encoding=enc,
+                weight_exp=s.weight_exp, delay=s.delay, acc_bits=s.acc_bits, meta=s.meta)
+
+
+def graph_head(g: Graph, groups: list[dict], syns: list[dict], host_in_base: list[str]) -> dict:
+    """graph.json's content, from the group and synapse entries."""
+    return dict(format=FORMAT, version=VERSION, groups=groups, synapses=syns,
+                inputs=[vars(i) for i in g.inputs], outputs=[vars(o) for o in g.outputs],
+                host_tensors=sorted(g.host_tensors), host_tensors_in_base=host_in_base,
+                state={k: list(v) for k, v in g.state.items()}, meta=g.meta)
+
+
+def host_array(v: np.ndarray) -> np.ndarray:
+    """A host table as stored: the narrowest integer type that holds it."""
+    return np.ascontiguousarray(v, dtype=narrowest_int(v))
+
+
+def write_head(head: dict, d: Path) -> None:
+    """Write graph.json."""
+    (d / "graph.json").write_text(json.dumps(head, indent=1) + "\n")
+
+
 def save_graph(g: Graph, path: str | Path, base: Graph | None = None) -> None:
     """Write ``g``; with ``base`` (the graph stored beside it, e.g. a build's unsplit IR), every synapse
     group and host table whose integers equal the base's is written as a reference to it ("base"),
@@ -48,39 +99,61 @@ def save_graph(g: Graph, path: str | Path, base: Graph | None = None) -> None:
     d = Path(path)
     d.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
-    groups = []
-    for grp in g.groups.values():
-        for k, v in grp.params.items():
-            arrays[f"group/{grp.name}/param/{k}"] = np.ascontiguousarray(v, dtype=np.int64)
-        for k, v in grp.tables.items():
-            arrays[f"group/{grp.name}/table/{k}"] = np.ascontiguousarray(v, dtype=np.int64)
-        groups.append(dict(name=grp.name, size=grp.size, ports=grp.ports, output=grp.output,
-                           out_bits=grp.out_bits, stage=grp.stage, registers=grp.registers, send=grp.send,
-                           meta=grp.meta, params=sorted(grp.params), tables=sorted(grp.tables),
-                           program=[[i.op, i.out, list(i.args), dict(i.imm)] for i in grp.program]))
+    groups = [group_entry(grp, arrays) for grp in g.groups.values()]
     syns = []
     for s in g.synapses.values():
         enc = "base" if base is not None and _same_arrays(s, base.synapses.get(s.name)) else synapse_encoding(s)
-        if enc == "base":
-            pass
-        elif enc == "ternary2":
-            arrays[f"syn/{s.name}/ternary2"] = ternary.pack_csr(s.shape, s.indptr, s.indices, s.values)
-        else:
-            arrays[f"syn/{s.name}/indptr"] = np.ascontiguousarray(s.indptr, dtype=np.int64)
-            arrays[f"syn/{s.name}/indices"] = np.ascontiguousarray(s.indices, dtype=np.int32)
-            arrays[f"syn/{s.name}/values"] = np.ascontiguousarray(s.values, dtype=np.int8)
-        syns.append(dict(name=s.name, src=s.src, dst=s.dst, port=s.port, shape=list(s.shape), encoding=enc,
-                         weight_exp=s.weight_exp, delay=s.delay, acc_bits=s.acc_bits, meta=s.meta))
+        arrays.update(synapse_arrays(s, enc))
+        syns.append(synapse_entry(s, enc))
     host_in_base = sorted(k for k, v in g.host_tensors.items()
                           if base is not None and k in base.host_tensors and np.array_equal(v, base.host_tensors[k]))
-    for k, v in g.host_tensors.items():             # the narrowest integer type that holds the table
+    for k, v in g.host_tensors.items():
         if k not in host_in_base:
-            arrays[f"host/{k}"] = np.ascontiguousarray(v, dtype=narrowest_int(v))
-    head = dict(format=FORMAT, version=VERSION, groups=groups, synapses=syns,
-                inputs=[vars(i) for i in g.inputs], outputs=[vars(o) for o in g.outputs],
-                host_tensors=sorted(g.host_tensors), host_tensors_in_base=host_in_base, state={k: list(v) for k, v in g.state.items()}, meta=g.meta)
-    (d / "graph.json").write_text(json.dumps(head, indent=1) + "\n")
+            arrays[f"host/{k}"] = host_array(v)
+    write_head(graph_head(g, groups, syns, host_in_base), d)
     save_file(arrays, str(d / "graph.safetensors"))
+
+
+class StreamingGraphWriter:
+    """``save_graph`` for a graph whose synapse weights are never all in memory: each synapse group's
+    arrays are written (``add_synapse``) while its weights exist, then ``close`` writes the groups, the
+    host tables and graph.json from the graph's structure. The files are byte for byte ``save_graph``'s."""
+
+    def __init__(self, path: str | Path):
+        from .streamfile import SafetensorsWriter
+
+        self.dir = Path(path)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.arrays = SafetensorsWriter(self.dir / "graph.safetensors")
+        self.encodings: dict[str, str] = {}
+
+    def add_synapse(self, s: SynapseGroup, enc: str | None = None) -> str:
+        """Write one synapse group's arrays now (its encoding: ``synapse_encoding``, or ``enc``)."""
+        enc = synapse_encoding(s) if enc is None else enc
+        for k, v in synapse_arrays(s, enc).items():
+            self.arrays.add(k, v)
+        self.encodings[s.name] = enc
+        return enc
+
+    def close(self, g: Graph, host_in_base: list[str] = ()) -> None:
+        """Finish with ``g``'s structure: every synapse group of ``g`` must have been added."""
+        missing = [n for n in g.synapses if n not in self.encodings]
+        if missing:
+            raise MflcError(f"{self.dir}: synapse group {missing[0]} was never written")
+        arrays: dict[str, np.ndarray] = {}
+        groups = [group_entry(grp, arrays) for grp in g.groups.values()]
+        for k, v in g.host_tensors.items():
+            if k not in host_in_base:
+                arrays[f"host/{k}"] = host_array(v)
+        for k, v in arrays.items():
+            self.arrays.add(k, v)
+        syns = [synapse_entry(s, self.encodings[s.name]) for s in g.synapses.values()]
+        write_head(graph_head(g, groups, syns, sorted(host_in_base)), self.dir)
+        self.arrays.close()
+
+    def abort(self) -> None:
+        """Remove what was written (a failed compile)."""
+        self.arrays.abort()
 
 
 _IMM = OneOf(int, str)
@@ -178,6 +251,25 @@ def _read_weights(sd: dict, w: str, arr: _Arrays, base: Graph | None, jf: Path):
     raise MflcError(f"{jf}: {w}.encoding: {sd['encoding']!r}, expected 'csr', 'ternary2' or 'base'")
 
 
+def _read_packed(sd: dict, w: str, arr: _Arrays, base: Graph | None):
+    """(codes, shared per-row counts, where) of a synapse group stored at 2 bits, or of a reference to a
+    packed group of the base graph; None for every other encoding. The codes are checked here (length,
+    0b10 codes are checked when they are first decoded, padding bits now)."""
+    n, (rows, cols) = sd["name"], sd["shape"]
+    if sd["encoding"] == "base" and base is not None:
+        t = base.synapses.get(n)
+        if isinstance(t, PackedSynapseGroup) and not t.decoded and tuple(t.shape) == (rows, cols):
+            return _shared(t.codes), t.stats, t.where
+        return None
+    if sd["encoding"] != "ternary2":
+        return None
+    key = f"syn/{n}/ternary2"
+    codes = arr.get(key, np.uint8, (ternary.packed_bytes(rows, cols),), where=w)
+    where = f"{arr.af}: array {key!r}"
+    ternary.check_codes(codes, (rows, cols), where)
+    return codes, None, where
+
+
 def _read_synapses(g: Graph, head: dict, arr: _Arrays, base: Graph | None, jf: Path) -> None:
     for si, sd in enumerate(head["synapses"]):
         w, n = f"synapses[{si}]", sd["name"]
@@ -186,9 +278,15 @@ def _read_synapses(g: Graph, head: dict, arr: _Arrays, base: Graph | None, jf: P
         rows, cols = sd["shape"]
         if rows < 0 or cols < 0:
             raise MflcError(f"{jf}: {w}.shape: {sd['shape']} has a negative size")
+        kw = dict(weight_exp=sd["weight_exp"], delay=sd["delay"], acc_bits=sd["acc_bits"], meta=sd.get("meta", {}))
+        packed = _read_packed(sd, w, arr, base)
+        if packed is not None:            # kept at 2 bits: CSR only if something asks for it
+            codes, stats, where = packed
+            g.add_synapse(PackedSynapseGroup(n, sd["src"], sd["dst"], sd["port"], (rows, cols), codes,
+                                             where=where, stats=stats, **kw))
+            continue
         indptr, indices, values = _read_weights(sd, w, arr, base, jf)
-        g.add_synapse(SynapseGroup(n, sd["src"], sd["dst"], sd["port"], (rows, cols), indptr, indices, values,
-                                   sd["weight_exp"], sd["delay"], sd["acc_bits"], sd.get("meta", {})))
+        g.add_synapse(SynapseGroup(n, sd["src"], sd["dst"], sd["port"], (rows, cols), indptr, indices, values, **kw))
 
 
 def _read_host(g: Graph, head: dict, arr: _Arrays, base: Graph | None, jf: Path) -> None:
