@@ -109,25 +109,6 @@ def _prepare_synapse(s: SynapseGroup, slices, msg_bits: int) -> _Syn:
     return _Syn(s, "csr", arrays, row_slices, slice_nnz, col_counts)
 
 
-def reach_pairs(graph: Graph, cm: CoreMap, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(source neuron, destination core) pairs of group ``name``: where one message of each neuron must
-    be delivered (once per core, however many synapses there reach it). Engine and the sequence executor
-    count messages with these pairs."""
-    # Each pair is coded as neuron * n_cores + core, so one 1-D unique sorts them by (neuron, core).
-    n_src, n_cores = graph.groups[name].size, cm.n_cores
-    keys = []
-    seen = np.zeros(n_src, bool)
-    for s in graph.outgoing(name):
-        for (lo, hi, core) in sorted(cm.slices[s.dst]):
-            seen[:] = False
-            seen[s.indices[s.indptr[lo]:s.indptr[hi]]] = True
-            keys.append(np.flatnonzero(seen).astype(np.int64) * n_cores + core)
-    if not keys:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    k = np.unique(np.concatenate(keys))
-    return k // n_cores, k % n_cores
-
-
 class Engine:
     """Event-driven executor of a placed IR: per group, per core slice, counting the activity the cost model prices."""
 
@@ -153,7 +134,20 @@ class Engine:
 
     def _reach_pairs(self, name: str):
         """(source neuron, destination core) pairs: where one message of each neuron must be delivered."""
-        return reach_pairs(self.g, self.cm, name)
+        # Each pair is coded as neuron * n_cores + core, so one 1-D unique sorts them by (neuron, core).
+        n_src, n_cores = self.g.groups[name].size, self.cm.n_cores
+        keys = []
+        seen = np.zeros(n_src, bool)
+        for sy in self.syn_out[name]:
+            s = sy.s
+            for (lo, hi, core) in sy.row_slices:
+                seen[:] = False
+                seen[s.indices[s.indptr[lo]:s.indptr[hi]]] = True
+                keys.append(np.flatnonzero(seen).astype(np.int64) * n_cores + core)
+        if not keys:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        k = np.unique(np.concatenate(keys))
+        return k // n_cores, k % n_cores
 
     def reset(self) -> None:
         """Back to the initial state: fresh programs, delta senders' last messages and accumulators zeroed."""

@@ -29,11 +29,12 @@ import numpy as np
 from mflc.ir import fixedpoint as fp
 from mflc.ir.coremap import CoreMap
 from mflc.ir.errors import MflcError
-from mflc.ir.graph import Graph, SynapseGroup
+from mflc.ir.graph import Graph, PackedSynapseGroup, SynapseGroup
+from mflc.ir.ternary import unpack_dense
 from mflc.ir.modes import Send
 from mflc.ir.validate import validate
 
-from .engine import DENSE_MIN_DENSITY, Counters, reach_pairs
+from .engine import DENSE_MIN_DENSITY, Counters
 from .nbprogram import _RT, RUN_ERRORS, encode, run_program_flat
 from .reference import RunResult, injection_steps
 
@@ -84,20 +85,32 @@ def _csr_tokens(indptr, indices, values, msgs_t, out):
 
 class _Block:
     """One synapse group ready for whole-sequence products: a dense int8 block (BLAS in the exact dtype)
-    for dense-ish blocks, CSR arrays for sparse ones."""
+    for dense-ish blocks, CSR arrays for sparse ones. A packed ternary group (a loaded IR's 2-bit codes)
+    is decoded straight to its dense block, without making CSR arrays."""
 
     def __init__(self, s: SynapseGroup, msg_bits: int):
         self.s, self.msg_bits = s, msg_bits
-        self.w_max = int(np.abs(s.values.astype(np.int64)).max()) if s.nnz else 0   # the compiled weights' bound
-        self.dense = s.density >= DENSE_MIN_DENSITY and s.shape[1] > 1
+        if isinstance(s, PackedSynapseGroup) and not s.decoded:
+            self.w_max, self.dense = 1, True                  # ternary by format: |w| <= 1 is declared
+            self.w = unpack_dense(s.codes, s.shape, s.where)
+        else:
+            self.w_max = int(np.abs(s.values.astype(np.int64)).max()) if s.nnz else 0   # the compiled weights
+            self.dense = s.density >= DENSE_MIN_DENSITY and s.shape[1] > 1
+            if self.dense:
+                self.w = np.zeros(s.shape, np.int8)
+                self.w[np.repeat(np.arange(s.shape[0]), s.row_counts()), s.indices] = s.values
+            else:
+                self.arrays = (s.indptr.astype(np.int64), s.indices.astype(np.int64), s.values.astype(np.int64))
         self.dtype = fp.exact_product_dtype(s.shape[1], self.w_max, msg_bits)
         self.cached = None
+
+    def col_counts(self, lo: int, hi: int) -> np.ndarray:
+        """Stored synapses per source neuron in destination rows lo..hi: the synaptic ops one non-zero
+        message of each source neuron costs on that slice."""
         if self.dense:
-            blk = np.zeros(s.shape, np.int8)
-            blk[np.repeat(np.arange(s.shape[0]), s.row_counts()), s.indices] = s.values
-            self.w = blk
-        else:
-            self.arrays = (s.indptr.astype(np.int64), s.indices.astype(np.int64), s.values.astype(np.int64))
+            return np.count_nonzero(self.w[lo:hi], axis=0).astype(np.int64)
+        ip, ind, _ = self.arrays
+        return np.bincount(ind[ip[lo]:ip[hi]], minlength=self.s.shape[1]).astype(np.int64)
 
     def float_bytes(self) -> int:
         """Bytes a converted copy of the dense block takes (0 for sparse or integer products)."""
@@ -293,7 +306,7 @@ class _Tally:
 
     def __init__(self, ex: SequenceExecutor, c: Counters, inject: np.ndarray, last: int):
         if ex._counting is None:
-            ex._counting = {n: _counting_data(ex.g, ex.cm, n) for n in ex.g.groups}
+            ex._counting = {n: _counting_data(ex, n) for n in ex.g.groups}
         self.ex, self.c, self.inject = ex, c, inject
         self.step_syn, self.step_upd, self.step_msg = (np.zeros(last, np.int64) for _ in range(3))
 
@@ -342,13 +355,17 @@ class _Tally:
         c.tokens += len(self.inject)
 
 
-def _counting_data(g: Graph, cm: CoreMap, name: str):
+def _counting_data(ex: SequenceExecutor, name: str):
     """For counting a group's activity: per destination slice (core, stored synapses per source neuron),
-    and its (source neuron, destination core, source core) message pairs."""
-    slices = []
-    for s in g.outgoing(name):
-        for lo, hi, core in sorted(cm.slices[s.dst]):
-            a, b = int(s.indptr[lo]), int(s.indptr[hi])
-            slices.append((core, np.bincount(s.indices[a:b], minlength=s.shape[1]).astype(np.int64)))
-    src, dst = reach_pairs(g, cm, name)
-    return slices, src, dst, cm.core_of_neurons(name, g.groups[name].size)[src]
+    and its (source neuron, destination core, source core) message pairs: each neuron's message goes once
+    to every core holding a row that has a synapse from it (Engine's reach pairs)."""
+    slices, keys = [], []
+    n_cores = ex.cm.n_cores
+    for b in ex.out_syn[name]:
+        for lo, hi, core in sorted(ex.cm.slices[b.s.dst]):
+            cc = b.col_counts(lo, hi)
+            slices.append((core, cc))
+            keys.append(np.flatnonzero(cc).astype(np.int64) * n_cores + core)
+    k = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+    src, dst = k // n_cores, k % n_cores
+    return slices, src, dst, ex.cm.core_of_neurons(name, ex.g.groups[name].size)[src]

@@ -21,7 +21,7 @@ from .engine import Counters, Engine
 from .reference import ReferenceExecutor
 from .sequence import SequenceExecutor
 
-SEQUENCE_CHUNK = 32     # tokens per whole-sequence call of the integer model (the progress bar's granularity)
+SEQUENCE_CHUNK = 256    # tokens per whole-sequence call of the integer model: each call streams every weight once
 
 
 @dataclass

@@ -208,3 +208,24 @@ def test_verify_default_stepwise_and_located_divergence(tiny_qm):
     assert d.group == "L0.mlgru" and d.step == d.token * g.depth + g.groups["L0.mlgru"].stage and d.core is not None
     assert executors.verify_executor("sequence", tiny_qm, g, toks).ok
     assert executors.verify_executor("fast", tiny_qm, g, toks).ok
+
+
+def test_loaded_packed_graph_runs_without_decoding_csr(tiny_qm, tmp_path):
+    """A loaded IR holds ternary blocks as 2-bit codes: the executor reads them straight into dense
+    blocks (counters included) and equals Engine on the in-memory graph, never making CSR arrays."""
+    from mflc.ir.graph import PackedSynapseGroup
+    from mflc.ir.serialize import load_graph, save_graph
+
+    g = lower(tiny_qm)
+    save_graph(g, tmp_path)
+    loaded = load_graph(tmp_path)
+    packed = [s for s in loaded.synapses.values() if isinstance(s, PackedSynapseGroup)]
+    assert packed
+    toks = [65, 66, 67, 10, 0]
+    cm = random_core_map(g, np.random.default_rng(1))
+    c_seq, c_eng = Counters.zeros(cm.n_cores), Counters.zeros(cm.n_cores)
+    got = SequenceExecutor(loaded, cm, check=False).run(toks, counters=c_seq)
+    assert not any(s.decoded for s in packed)
+    want = Engine(g, cm).run(toks, counters=c_eng)
+    assert np.array_equal(got.outputs["logits"], want.outputs["logits"])
+    _counters_equal(c_eng, c_seq)
