@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -12,10 +13,13 @@ from rich.markup import escape
 
 from mflc.cli_app import resolve_model, app, emit_json, err, guarded, kv_table, out, progress_bar
 from mflc.cli_open import is_build_dir, load_for_simulation, render_checks
+from mflc.cli_tasks import SchedulerOpt, WorkersOpt, run_tasks, runner_from
 from mflc.ir.errors import MflcError
+from mflc.tasks import Runner, worker_cached
 
 MAX_VERIFY_TOKENS = 1_000_000      # verify runs the integer reference and the simulator on every token
 MAX_NEW_TOKENS = 100_000           # generate steps the simulated chip once per token
+MAX_VERIFY_SEQUENCES = 100_000     # verify --sequences: one task (and one table row) each
 
 
 def check_count(option: str, value: int, lo: int, hi: int, limit_name: str) -> None:
@@ -33,11 +37,108 @@ def counter_rows(counters: dict) -> list[tuple[str, str]]:
     return [("synaptic ops", f"{counters['synops']:,}"), ("neuron updates", f"{counters['neuron_updates']:,}")]
 
 
+@dataclass(frozen=True)
+class VerifySequence:
+    """One random sequence of ``mflc verify --sequences``: a task of its own, the build by path and by the
+    SHA-256 of its manifest (which lists every file's hash), so a worker never runs another build."""
+
+    build: str
+    manifest_sha256: str
+    engine: str
+    index: int
+    seed: int
+    tokens: int
+
+
+def _worker_build(task: VerifySequence):
+    """The task's build, loaded (every hash checked) once per worker process while build.json is unchanged."""
+    from mflc.build import MANIFEST, Build, file_sha256
+
+    mf = Path(task.build) / MANIFEST
+    now = file_sha256(mf) if mf.is_file() else None
+    if now != task.manifest_sha256:
+        import socket
+
+        raise MflcError(f"{task.build}: the build on {socket.gethostname()} is not the one verify started with "
+                        f"({MANIFEST} {'missing' if now is None else 'differs'}): it was recompiled meanwhile, or "
+                        "this worker does not share the client's filesystem at the same path")
+    return worker_cached(("build", task.build), now, lambda: Build.load(Path(task.build)))
+
+
+def verify_sequence(task: VerifySequence):
+    """(VerifyResult, seconds) of one sequence: ``task.tokens`` random tokens drawn with ``task.seed``, the
+    build's static checks already made by the caller."""
+    b = _worker_build(task)
+    t0 = time.perf_counter()
+    v = b.verify(task.tokens, task.seed, engine=task.engine, checked=[])
+    return v.simulation, time.perf_counter() - t0
+
+
+def verify_sequences(path: Path, tokens: int, seed: int, sequences: int, engine: str = "engine",
+                     runner: Runner | None = None, checks=None):
+    """(checks, [(VerifyResult, seconds)] in sequence order): the build's static checks once (or the given
+    ``checks``), then, if they pass, sequence k (``tokens`` random tokens of seed ``seed + k``, what
+    ``mflc verify --seed SEED+k`` runs alone) as a task each; no results when a check failed."""
+    from mflc.build import MANIFEST, Build, file_sha256
+
+    b = Build.load(path)
+    checks = b.verify(simulate=False).checks if checks is None else checks
+    if not all(c.ok for c in checks):
+        return checks, []
+    build = str(Path(path).resolve())
+    sha = file_sha256(Path(build) / MANIFEST)
+    tasks = [VerifySequence(build, sha, engine, k, seed + k, tokens) for k in range(sequences)]
+    labels = [f"sequence {k} (seed {seed + k})" for k in range(sequences)]
+    return checks, run_tasks(verify_sequence, tasks, labels, runner or Runner(), "sequences")
+
+
+def _sequences_report(path: Path, tokens: int, seed: int, engine: str, checks, done, dt: float, json_out: bool) -> bool:
+    """Print verify --sequences' checks and one row per sequence; name each sequence that diverged."""
+    ok = all(c.ok for c in checks) and bool(done) and all(r.ok for r, _ in done)
+    rows = [dict(sequence=k, seed=seed + k, seconds=s, **r.to_dict()) for k, (r, s) in enumerate(done)]
+    if json_out:
+        emit_json(dict(ok=ok, checks=[c.to_dict() for c in checks], sequences=rows, tokens=tokens, seed=seed,
+                       failed_check=next((c.name for c in checks if not c.ok), None), backend=engine, seconds=dt,
+                       failed_sequences=[r["sequence"] for r in rows if not r["ok"]]))
+        return ok
+    from rich.table import Table
+
+    render_checks(checks, f"verify {path} (static checks, once)")
+    if not done:
+        bad = next(c for c in checks if not c.ok)
+        err.print(f"[red]verify: check '{bad.name}' failed; no sequence was simulated[/]", soft_wrap=True)
+        return ok
+    t = Table(title=f"simulation: {len(done)} random sequences of {tokens} tokens, executor {engine} ({dt:.2f} s in all)",
+              title_justify="left")
+    for c in ("sequence", "seed", "values compared", "result", "seconds"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        t.add_row(str(r["sequence"]), str(r["seed"]), f"{r['compared_values']:,}",
+                  "[green]bit-exact[/]" if r["ok"] else "[red]MISMATCH[/]", f"{r['seconds']:.2f}")
+    out.print(t)
+    for k, (r, _) in enumerate(done):
+        if not r.ok:
+            err.print(f"[red]sequence {k} (seed {seed + k}, `mflc verify {escape(str(path))} --seed {seed + k} "
+                      f"--tokens {tokens}` alone) diverged: {escape(r.divergence.describe())}[/]", soft_wrap=True)
+    return ok
+
+
 def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_out: bool,
-                 engine: str = "engine") -> None:
-    """verify on a build: every check of ``Build.checks`` in order, then the bit-exact simulation."""
+                 engine: str = "engine", sequences: int = 1, runner: Runner | None = None) -> None:
+    """verify on a build: every check of ``Build.checks`` in order, then the bit-exact simulation (of
+    ``sequences`` random sequences as tasks, when more than one or a Dask runner is asked for)."""
     from mflc.build import Build
 
+    runner = runner or Runner()
+    if sequences > 1 or not runner.serial:
+        if text is not None:
+            raise MflcError(f"--text and --sequences {sequences} / --workers / --scheduler: a text is one sequence; "
+                            "random sequences are drawn from --seed (give one or the other)")
+        t0 = time.perf_counter()
+        checks, done = verify_sequences(path, tokens, seed, sequences, engine, runner)
+        if not _sequences_report(path, tokens, seed, engine, checks, done, time.perf_counter() - t0, json_out):
+            raise typer.Exit(1)
+        return
     b = Build.load(path)
     toks: int | list[int] = tokens
     if text is not None:
@@ -81,6 +182,10 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
                text: Optional[Path] = typer.Option(None, "--text", help="Run the first --tokens bytes of this text file instead of random tokens"),
                engine: Optional[str] = typer.Option(None, "--engine", help="Executor under test (see `mflc executors`; default engine)"),
                backend: Optional[str] = typer.Option(None, help="Alias of --engine (engine or lava)"),
+               sequences: int = typer.Option(1, "--sequences", help="Verify this many random sequences of --tokens "
+                                             "each (sequence k drawn with seed --seed + k), each a task; the build's "
+                                             "static checks run once"),
+               workers: Optional[str] = WorkersOpt, scheduler: Optional[str] = SchedulerOpt,
                json_out: bool = typer.Option(False, "--json")):
     """Run the integer reference model and an executor (the simulator) side by side; exit 0 only if every logit and state is equal."""
     from mflc import executors
@@ -89,15 +194,22 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
         raise MflcError(f"--engine {engine} and --backend {backend} disagree; give one (--backend is an alias of --engine)")
     name = executors.canonical(engine or backend or "engine", "--engine" if engine or not backend else "--backend")
     check_count("--tokens", tokens, 1, MAX_VERIFY_TOKENS, "MAX_VERIFY_TOKENS")
+    check_count("--sequences", sequences, 1, MAX_VERIFY_SEQUENCES, "MAX_VERIFY_SEQUENCES")
     if seed < 0:
         raise MflcError(f"--seed must be >= 0, got {seed}")
+    runner = runner_from(workers, scheduler)
     model = resolve_model(model)
+    split = sequences > 1 or not runner.serial
+    if split and (name == "lava" or not (model.exists() and is_build_dir(model))):
+        raise MflcError(f"--sequences {sequences} / --workers / --scheduler verify a build directory with a "
+                        f"simulator executor; {model} is {'run by lava' if name == 'lava' else 'not a build'} "
+                        "(compile one with `mflc compile MODEL --out BUILD`)")
     if name == "lava":
         from mflc.cli_lava import verify_lava_cmd
 
         return verify_lava_cmd(model, tokens, seed, json_out)
     if model.exists() and is_build_dir(model):
-        return verify_build(model, tokens, seed, text, json_out, name)
+        return verify_build(model, tokens, seed, text, json_out, name, sequences, runner)
     qm, graph, cm, ref = load_for_simulation(model)
     if text is not None:
         from mflc.cli_model import read_text_tokens
