@@ -1,10 +1,16 @@
-"""Evaluation speed benchmark (run it directly: python -m mflc.bench_eval; not a test).
+"""Whole-sequence speed benchmark (run it directly: python -m mflc.bench_eval; not a test).
 
-`mflc eval` and `mflc ablate` need the fixed-point logits of every byte of the held-out text, many times
-over. This prints, on the embedded default model and the same bytes: tokens/s of the numpy integer
-reference model (IntModel), of the Numba fast path on the compiled IR (the `--engine fast` default), and
-of the numpy float model (whole sequence at once: its projections are matrix products over all positions),
-with the ratios between them; and checks that the two integer engines agreed.
+`mflc eval`, `mflc verify` and prompt ingestion have the whole token sequence in hand. On the embedded
+default model and the same held-out bytes, in one run (the machine is shared: the ratios are the figures),
+this prints tokens/s of
+
+* eval as `mflc eval` runs it (the `fast` executor through ``executors.run_in_chunks``: whole-sequence
+  chunks) against the numpy float model (whole sequence at once: its projections are matrix products);
+* prefill (one whole-sequence run of the `fast` executor) against generation (the fast path token by token);
+* the integer model's whole-sequence forward against its ``step``;
+
+and checks that every integer path gave the same logits. ``--build DIR`` adds the same prefill,
+generation and integer-model figures on a compiled build (e.g. the 370M).
 """
 from __future__ import annotations
 
@@ -15,16 +21,41 @@ import time
 import numpy as np
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Time the integer and float models on held-out bytes and check the two integer engines agree."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tokens", type=int, default=512, help="bytes of the held-out sample to run")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
+def _timed(fn):
+    """(result, seconds) of one call."""
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
 
+
+def _integer_paths(qm, graph, toks, gen_tokens: int, step_tokens: int, core_map=None) -> dict:
+    """Prefill vs generation on the fast executor and IntModel's sequence forward vs step, equal logits."""
+    from mflc import executors
+    from mflc.compiler.model.int_model import IntModel
+
+    pre = executors.create("fast", graph=graph, core_map=core_map)
+    gen = executors.create("fast", graph=graph, core_map=core_map, prefill=False)
+    pre.run(toks[:3]), gen.run(toks[:3])              # compile the Numba kernels outside the timing
+    pre.reset(), gen.reset()
+    prefill, t_pre = _timed(lambda: pre.run(toks).outputs["logits"])
+    stepped, t_gen = _timed(lambda: gen.run(toks[:gen_tokens]).outputs["logits"])
+    im = IntModel(qm)
+    seq, t_seq = _timed(lambda: im.forward_sequence(toks)[0])
+    step, t_step = _timed(lambda: im.forward(toks[:step_tokens])[0])
+    equal = (np.array_equal(prefill, seq) and np.array_equal(stepped, seq[:gen_tokens])
+             and np.array_equal(step, seq[:step_tokens]))
+    return dict(equal=bool(equal), prompt_tokens=len(toks),
+                prefill_tokens_per_s=len(toks) / t_pre, generation_tokens_per_s=gen_tokens / t_gen,
+                prefill_vs_generation=(len(toks) / t_pre) / (gen_tokens / t_gen),
+                int_sequence_tokens_per_s=len(toks) / t_seq, int_step_tokens_per_s=step_tokens / t_step,
+                int_sequence_vs_step=(len(toks) / t_seq) / (step_tokens / t_step))
+
+
+def default_model_figures(n_tokens: int) -> dict:
+    """Eval (as `mflc eval` runs it) vs the float model, and the integer paths, on the default model."""
+    from mflc import executors
     from mflc.cli_app import resolve_model
     from mflc.compiler.model.float_model import FloatModel
-    from mflc import executors
     from mflc.compiler.model.loading import load_float, resolve_calibration
     from mflc.compiler.model.lower import lower
     from mflc.compiler.model.quantize import quantize
@@ -33,39 +64,67 @@ def main(argv: list[str] | None = None) -> None:
     cfg, w = load_float(model)
     seqs, _ = resolve_calibration(cfg, model)
     qm = quantize(cfg, w, seqs)
-    toks = list((model.parent / "heldout_sample.txt").read_bytes()[: args.tokens])
+    toks = list((model.parent / "heldout_sample.txt").read_bytes()[:n_tokens])
     graph = lower(qm)
-    fx = executors.create("fast", graph=graph)
-    fx.run(toks[:4])                                  # compile the Numba kernels outside the timing
-    fx.reset()
-
-    t0 = time.perf_counter()
-    fast = fx.run(toks).outputs["logits"]
-    t_fast = time.perf_counter() - t0
-    im = executors.create("int-model", qm=qm)
-    t0 = time.perf_counter()
-    ref = im.run(toks).outputs["logits"]
-    t_ref = time.perf_counter() - t0
+    ex = executors.create("fast", qm=qm)              # what cli_accuracy.fixed_point_results makes
+    executors.run_in_chunks(ex, toks[:70])            # compile outside the timing
+    ex.reset()
     fm = FloatModel(cfg, w)
-    t0 = time.perf_counter()
-    fm.forward(toks)
-    t_float = time.perf_counter() - t0
+    fm.forward(toks[:8])
+    ev, t_eval = _timed(lambda: executors.run_in_chunks(ex, toks).outputs["logits"])
+    _, t_float = _timed(lambda: fm.forward(toks))
+    d = dict(tokens=len(toks), eval_tokens_per_s=len(toks) / t_eval, float_eval_tokens_per_s=len(toks) / t_float,
+             eval_vs_float=t_float / t_eval)
+    d.update(_integer_paths(qm, graph, toks, gen_tokens=len(toks), step_tokens=min(len(toks), 128)))
+    d["equal"] = d["equal"] and bool(np.array_equal(ev, executors.create("int-model", qm=qm).run(toks).outputs["logits"]))
+    return d
 
-    n = len(toks)
-    d = dict(tokens=n, equal=bool(np.array_equal(fast, ref)),
-             fast_tokens_per_s=n / t_fast, reference_tokens_per_s=n / t_ref, float_tokens_per_s=n / t_float,
-             fast_vs_reference=t_ref / t_fast, fast_vs_float=t_float / t_fast)
+
+def build_figures(path, prompt: int, gen_tokens: int, step_tokens: int) -> dict:
+    """Prefill vs generation and IntModel sequence vs step on a compiled build's placed IR."""
+    from mflc.build import Build
+
+    b = Build.load(path)
+    qm = b.quantized
+    toks = np.random.default_rng(0).integers(0, qm.cfg.vocab_size, prompt).tolist()
+    return dict(build=str(path), **_integer_paths(qm, b.placed, toks, gen_tokens, step_tokens, b.core_map()))
+
+
+def _print(d: dict, title: str) -> None:
+    print(title + f"; integer paths agree: {d['equal']}")
+    if "eval_tokens_per_s" in d:
+        print(f"  eval (fast executor, run_in_chunks)     {d['eval_tokens_per_s']:10,.0f} tokens/s   "
+              f"vs float {d['eval_vs_float']:.2f}x")
+        print(f"  numpy float model (whole sequence)      {d['float_eval_tokens_per_s']:10,.0f} tokens/s")
+    print(f"  prefill ({d['prompt_tokens']} tokens, whole sequence)   {d['prefill_tokens_per_s']:10,.1f} tokens/s   "
+          f"vs generation {d['prefill_vs_generation']:.1f}x")
+    print(f"  generation (fast path, token by token)  {d['generation_tokens_per_s']:10,.1f} tokens/s")
+    print(f"  IntModel whole sequence                 {d['int_sequence_tokens_per_s']:10,.1f} tokens/s   "
+          f"vs step {d['int_sequence_vs_step']:.1f}x")
+    print(f"  IntModel.step                           {d['int_step_tokens_per_s']:10,.1f} tokens/s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Time eval, prefill, generation and the integer model's two forms; check they all agree."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tokens", type=int, default=512, help="bytes of the held-out sample to run")
+    ap.add_argument("--build", help="also a compiled build (e.g. the 370M): prefill, generation, IntModel")
+    ap.add_argument("--prompt", type=int, default=100, help="--build: prompt tokens for prefill and IntModel")
+    ap.add_argument("--gen-tokens", type=int, default=8, help="--build: tokens generated one by one")
+    ap.add_argument("--step-tokens", type=int, default=4, help="--build: tokens through IntModel.step")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    out = dict(default=default_model_figures(args.tokens))
+    if args.build:
+        out["build"] = build_figures(args.build, args.prompt, args.gen_tokens, args.step_tokens)
     if args.json:
-        print(json.dumps(d, indent=2))
-        return
-    print(f"default model, {n} bytes of held-out text; integer engines agree: {d['equal']}")
-    print(f"  Numba fast path (eval --engine fast)   {d['fast_tokens_per_s']:10,.0f} tokens/s")
-    print(f"  IntModel (eval --engine reference)     {d['reference_tokens_per_s']:10,.0f} tokens/s   "
-          f"fast path / reference {d['fast_vs_reference']:.1f}x")
-    print(f"  numpy float model                      {d['float_tokens_per_s']:10,.0f} tokens/s   "
-          f"fast path / float {d['fast_vs_float']:.2f}x")
-    if not d["equal"]:
-        raise SystemExit("the fast path and IntModel disagree: a bug; run mflc verify")
+        print(json.dumps(out, indent=2))
+    else:
+        _print(out["default"], f"default model, {out['default']['tokens']} bytes of held-out text")
+        if "build" in out:
+            _print(out["build"], f"build {args.build}")
+    if not all(d["equal"] for d in out.values()):
+        raise SystemExit("the integer paths disagree: a bug; run mflc verify")
 
 
 if __name__ == "__main__":
