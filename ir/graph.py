@@ -114,6 +114,10 @@ class SynapseGroup:
             out[nonempty] = np.add.reduceat(per_synapse, self.indptr[:-1][nonempty], dtype=np.int64)
         return out
 
+    def pos_neg_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per destination row, the sum of the positive and of the negative weights (int64)."""
+        return self.row_sums(np.maximum(self.values, 0)), self.row_sums(np.minimum(self.values, 0))
+
     def to_dense(self) -> np.ndarray:
         """The weights as a dense int64 matrix, for tests and small-graph checks."""
         dense = np.zeros(self.shape, dtype=np.int64)
@@ -148,6 +152,81 @@ class SynapseGroup:
         """All-to-all weight-1 synapses: a reduction (n_dst = 1) or a broadcast (n_src = 1)."""
         return cls(name, src, dst, port, (n_dst, n_src), np.arange(n_dst + 1, dtype=np.int64) * n_src,
                    np.tile(np.arange(n_src, dtype=np.int32), n_dst), np.ones(n_dst * n_src, np.int8), **kw)
+
+
+_CSR_FIELDS = ("indptr", "indices", "values")
+
+
+class PackedSynapseGroup(SynapseGroup):
+    """A ternary synapse group held as its 2-bit codes (ir/ternary.py; a loaded IR's memory-mapped file
+    bytes): what the engine's bit-plane kernels and the validator need (per-row counts of +1 and -1, bit
+    planes) is computed from the codes, and the CSR arrays are decoded only if something asks for them.
+    ``stats`` (the per-row counts) may be shared with another group of the same codes."""
+
+    def __init__(self, name, src, dst, port, shape, codes: np.ndarray, *, where: str = "packed ternary block",
+                 stats: dict | None = None, **kw):
+        super().__init__(name, src, dst, port, (int(shape[0]), int(shape[1])), None, None, None, **kw)
+        for a in _CSR_FIELDS:
+            del self.__dict__[a]
+        self.codes, self.where = codes, where
+        self.stats = stats if stats is not None else {}
+
+    def __getattr__(self, name):
+        if name in _CSR_FIELDS and "codes" in self.__dict__:
+            from .ternary import unpack_to_csr
+
+            ip, ind, val = unpack_to_csr(self.__dict__["codes"], self.shape, self.__dict__["where"])
+            self.__dict__.update(indptr=ip, indices=ind, values=val)
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def decoded(self) -> bool:
+        """Whether the CSR arrays have been made (by something that needed them)."""
+        return "indptr" in self.__dict__
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """(+1 weights, -1 weights) per destination row, from the codes once."""
+        if "n_plus" not in self.stats:
+            _, _, self.stats["n_plus"], self.stats["n_minus"] = self.bit_planes(keep_counts=False)
+        return self.stats["n_plus"], self.stats["n_minus"]
+
+    def bit_planes(self, keep_counts: bool = True):
+        """(plus, minus, n_plus, n_minus): the bit planes the engine's kernels read, made afresh (not kept)."""
+        from .ternary import planes_from_codes
+
+        out = planes_from_codes(self.codes, self.shape, self.where)
+        if keep_counts:
+            self.stats["n_plus"], self.stats["n_minus"] = out[2], out[3]
+        return out
+
+    # Once decoded, the CSR arrays are the weights (they may have been edited): every figure comes from them.
+    @property
+    def nnz(self) -> int:
+        """Number of non-zero weights."""
+        if self.decoded:
+            return super().nnz
+        p, m = self.counts()
+        return int(p.sum() + m.sum())
+
+    @property
+    def virtual(self) -> bool:
+        """Never: the weights are stored."""
+        return False
+
+    def row_counts(self) -> np.ndarray:
+        """Non-zero weights per destination row."""
+        if self.decoded:
+            return super().row_counts()
+        p, m = self.counts()
+        return p + m
+
+    def pos_neg_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, the sum of the positive and of the negative weights (the validator's interval bounds)."""
+        if self.decoded:
+            return super().pos_neg_sums()
+        p, m = self.counts()
+        return p, -m
 
 
 @dataclass

@@ -142,3 +142,35 @@ def planes_from_csr(shape: tuple[int, int], indptr: np.ndarray, indices: np.ndar
         plus[r0:r1] = np.packbits(blk == 1, axis=1, bitorder="little").view("<u8")
         minus[r0:r1] = np.packbits(blk == -1, axis=1, bitorder="little").view("<u8")
     return plus, minus
+
+
+def check_codes(codes: np.ndarray, shape: tuple[int, int], where: str) -> None:
+    """Refuse a packed block whose length is wrong, which holds the code 0b10 or whose padding bits are set."""
+    rows, cols = shape
+    n = rows * cols
+    if codes.dtype != np.uint8 or codes.ndim != 1 or codes.size != packed_bytes(rows, cols):
+        raise MflcError(f"{where}: {codes.size} byte(s) of {codes.dtype}, expected {packed_bytes(rows, cols)} "
+                        f"uint8 for a {rows}x{cols} block at 2 bits per weight")
+    if n % 4 and int(codes[-1]) >> (2 * (n % 4)):
+        raise MflcError(f"{where}: padding bits after the last weight are not zero")
+
+
+def planes_from_codes(codes: np.ndarray, shape: tuple[int, int], where: str = "packed ternary block"):
+    """(plus, minus, n_plus, n_minus) of a 2-bit packed block: its bit planes (as ``planes_from_csr``) and
+    the number of +1 and of -1 weights per row, in one pass over row chunks, without a CSR copy. The
+    same errors as ``unpack_to_csr``."""
+    check_codes(codes, shape, where)
+    rows, cols = shape
+    nw = plane_words(cols)
+    plus, minus = np.zeros((rows, nw), np.uint64), np.zeros((rows, nw), np.uint64)
+    n_plus, n_minus = np.zeros(rows, np.int64), np.zeros(rows, np.int64)
+    step = _rows_per_chunk(64 * nw)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        w = np.zeros((r1 - r0, 64 * nw), np.int8)
+        w[:, :cols] = _decode(codes, r0 * cols, r1 * cols, where).reshape(r1 - r0, cols)
+        p, m = w == 1, w == -1
+        n_plus[r0:r1], n_minus[r0:r1] = p.sum(axis=1), m.sum(axis=1)
+        plus[r0:r1] = np.packbits(p, axis=1, bitorder="little").view("<u8")
+        minus[r0:r1] = np.packbits(m, axis=1, bitorder="little").view("<u8")
+    return plus, minus, n_plus, n_minus

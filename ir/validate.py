@@ -16,7 +16,7 @@ import numpy as np
 
 from . import fixedpoint as fp
 from .errors import IRValidationError
-from .graph import Graph
+from .graph import Graph, PackedSynapseGroup
 from .hardware import DEFAULT as _HW
 from .modes import Send
 from .ops import OPS, Range, bits_range, fmt_range, imm_problems, range_bits
@@ -62,6 +62,10 @@ def _rule_shapes(g: Graph, weight_bits: int = LIMITS["weight_bits"], **_) -> Ite
             want = (g.groups[s.dst].size, g.groups[s.src].size)
             if tuple(s.shape) != want:
                 yield f"synapse {s.name}: weight shape {tuple(s.shape)} does not match (dst {s.dst} size, src {s.src} size) = {want}"
+        if isinstance(s, PackedSynapseGroup):
+            if weight_bits < 2:               # ternary weights need 2 bits; the codes are checked on loading
+                yield f"synapse {s.name}: ternary weights outside the {weight_bits}-bit range (weight_bits)"
+            continue
         if s.indptr.shape != (s.shape[0] + 1,) or (s.indptr.size and (s.indptr[0] != 0 or s.indptr[-1] != s.values.size)):
             yield f"synapse {s.name}: CSR row pointer is inconsistent with {s.values.size} stored weights"
         elif np.any(np.diff(s.indptr) < 0):
@@ -110,8 +114,9 @@ def _rule_programs(g: Graph, **_) -> Iterator[str]:
 
 
 def _csr_ok(s) -> bool:
-    """Structurally sound CSR (checked by _rule_shapes); other rules skip unsound synapses."""
-    return (s.indptr.shape == (s.shape[0] + 1,) and s.indices.size == s.values.size
+    """Structurally sound CSR (checked by _rule_shapes); other rules skip unsound synapses. Packed groups
+    are sound by construction (their codes are checked when they are read)."""
+    return isinstance(s, PackedSynapseGroup) or (s.indptr.shape == (s.shape[0] + 1,) and s.indices.size == s.values.size
             and (s.indptr.size == 0 or (s.indptr[0] == 0 and s.indptr[-1] == s.values.size))
             and bool(np.all(np.diff(s.indptr) >= 0)))
 
@@ -129,8 +134,7 @@ def _pos_neg(s, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     inputs in [lo, hi] are then hi·P + lo·N and lo·P + hi·N, exactly; one pass over the weights per check."""
     if cache is not None and s.name in cache:
         return cache[s.name]
-    v = s.values                      # integer weights; row_sums accumulates them in int64
-    pn = s.row_sums(np.maximum(v, 0)), s.row_sums(np.minimum(v, 0))
+    pn = s.pos_neg_sums()             # from the 2-bit codes for a packed group, without a CSR copy
     if cache is not None:
         cache[s.name] = pn
     return pn

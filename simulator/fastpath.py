@@ -12,7 +12,7 @@ import numba as nb
 import numpy as np
 
 from mflc.ir.coremap import CoreMap
-from mflc.ir.graph import Graph
+from mflc.ir.graph import Graph, PackedSynapseGroup
 from mflc.ir.modes import Send
 from mflc.ir.ternary import is_ternary, planes_from_csr
 
@@ -156,7 +156,8 @@ class FastEngine:
         src_bits = self.g.groups[s.src].out_bits
         if s.nnz < 0.25 * s.shape[0] * s.shape[1] or s.shape[1] <= 1:
             return KIND_CSR
-        if self.kernel == "packed" and src_bits <= MAX_PLANE_BITS and is_ternary(s.values):
+        packed = isinstance(s, PackedSynapseGroup) and not s.decoded      # ternary by construction
+        if self.kernel == "packed" and src_bits <= MAX_PLANE_BITS and (packed or is_ternary(s.values)):
             return KIND_PLANES
         return KIND_INT8 if src_bits <= 16 else KIND_CSR
 
@@ -178,7 +179,10 @@ class FastEngine:
                 dst_base = self.base[s.dst] + self.slot[s.dst][s.port] * graph.groups[s.dst].size
                 kind, p0, nch = self._kind(s), 0, 0
                 if kind == KIND_PLANES:
-                    plus, minus = planes_from_csr(s.shape, s.indptr, s.indices, s.values)
+                    if isinstance(s, PackedSynapseGroup) and not s.decoded:    # from the file's codes
+                        plus, minus, _, _ = s.bit_planes()
+                    else:
+                        plus, minus = planes_from_csr(s.shape, s.indptr, s.indices, s.values)
                     pw += [plus.ravel(), minus.ravel()]
                     entry = (kind, dst_base, pw_off, s.shape[1])
                     pw_off += plus.size + minus.size

@@ -124,7 +124,10 @@ def test_a_graph_saved_against_a_base_stores_only_what_differs(tmp_path):
     g = load_graph(tmp_path / "g", base=b)
     assert graphs_equal(g, base)
     with pytest.raises(ValueError):
-        g.synapses["a->b"].values[0] = 0            # editing one graph must not edit the other unseen
+        g.synapses["a->b"].codes[0] = 0             # editing one graph must not edit the other unseen
+    g.synapses["a->b"].values[:] = 0                # an edit of the decoded weights stays in g
+    assert not np.array_equal(g.synapses["a->b"].to_dense(), b.synapses["a->b"].to_dense())
+    assert not g.synapses["a->b"].pos_neg_sums()[0].any() and b.synapses["a->b"].pos_neg_sums()[0].any()
     other = _graph(rng.choice(np.array([0, 1, -1], np.int8), size=(8, 6)))
     with pytest.raises(MflcError, match="no such synapse group|base graph has no"):
         load_graph(tmp_path / "g", base=_graph(np.ones((3, 2), np.int8)))
