@@ -176,8 +176,8 @@ class _Cluster:
         self.config = dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": None for k in PRE_SPAWN_UNSET})
         self.config.__enter__()
         self.cluster = distributed.LocalCluster(
-            n_workers=r.n_workers(), threads_per_worker=1, processes=True, dashboard_address=None,
-            silence_logs=logging.CRITICAL, scheduler_kwargs=dict(allowed_failures=r.retries), env=WORKER_ENV)
+            n_workers=r.n_workers(), threads_per_worker=1, processes=True, dashboard_address=":0",
+            silence_logs=logging.CRITICAL, env=WORKER_ENV, scheduler_kwargs=dict(allowed_failures=r.retries, dashboard=False))
         self.client = distributed.Client(self.cluster)
         return self.client
 
