@@ -2,6 +2,8 @@
 # Sets up .venv with mflc and its test dependencies. Prefers Python 3.10 so that the `lava` extra
 # (lava-nc 0.10.0 imports only on 3.10, with numpy<2) can be installed; otherwise installs the core
 # without lava and says so. Candidates are run, not just found: a pyenv shim can exist and still refuse.
+# The `dask` extra (--workers / --scheduler; tests/test_tasks_dask.py runs a real LocalCluster) goes into
+# .venv either way; CI's second, Python 3.12 run stays without it (.ci/run).
 #
 # --train also sets up .venv-train for tools/train.py (the `train` extra: torch 2.13.0, whose CPU build
 # lies on these machines' disk for Python 3.11 only), which tests/test_train.py uses.
@@ -34,10 +36,10 @@ find_python() {
 
 PY="$(find_python 10 "${MFLC_PYTHON:-}" || true)"
 
-EXTRAS="dev,plot,lava"
+EXTRAS="dev,plot,lava,dask"
 if [ -z "$PY" ]; then
   PY=python3
-  EXTRAS="dev,plot"
+  EXTRAS="dev,plot,dask"
   echo "mflc setup: no working Python 3.10 found; installing the core WITHOUT lava-nc ($("$PY" --version)); Lava tests will be skipped." >&2
 fi
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
