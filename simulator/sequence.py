@@ -101,6 +101,8 @@ class _Block:
                 self.w[np.repeat(np.arange(s.shape[0]), s.row_counts()), s.indices] = s.values
             else:
                 self.arrays = (s.indptr.astype(np.int64), s.indices.astype(np.int64), s.values.astype(np.int64))
+                # one synapse per destination row (identity, broadcast, permutation): a gather, no loop
+                self.gather = bool(np.all(np.diff(self.arrays[0]) == 1))
         self.dtype = fp.exact_product_dtype(s.shape[1], self.w_max, msg_bits)
         self.cached = None
 
@@ -125,6 +127,8 @@ class _Block:
                 if keep:
                     self.cached = w
             acc = fp.exact_matmul(msgs, w, self.msg_bits, self.w_max)
+        elif self.gather:
+            acc = msgs[:, self.arrays[1]] * self.arrays[2]
         else:
             acc = np.empty((msgs.shape[0], self.s.shape[0]), np.int64)
             _csr_tokens(*self.arrays, np.ascontiguousarray(msgs.T, np.int64), acc)
@@ -179,6 +183,8 @@ class SequenceExecutor:
         g = self.g
         self.progs = {n: encode(grp) for n, grp in g.groups.items()}
         self.flat = {n: p.flat_code() for n, p in self.progs.items()}
+        self._wide: dict[str, np.ndarray] = {}      # stateless groups' slots over T tokens (parameters tiled)
+        self._wide_code: dict[tuple[str, int], np.ndarray] = {}
         self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == Send.DELTA}
         self.delta_acc = {s.name: np.zeros(s.shape[0], np.int64) for s in g.synapses.values()
                           if g.groups[s.src].send == Send.DELTA}
@@ -231,13 +237,19 @@ class SequenceExecutor:
         are written back, leaving the slots exactly as stepping the tokens would."""
         grp, prog = self.g.groups[name], self.progs[name]
         T, n = ports.shape[1], grp.size
-        env = np.zeros((prog.env.shape[0], T * n), np.int64)  # the validator: nothing is read before written
-        for pname in grp.params:
-            env[prog.slot[pname]] = np.tile(prog.env[prog.slot[pname]], T)
+        env = self._wide.get(name)
+        if env is None or env.shape[1] != T * n:     # kept for the next run of as many tokens (eval's chunks)
+            env = np.zeros((prog.env.shape[0], T * n), np.int64)  # the validator: nothing is read before written
+            for pname in grp.params:
+                env[prog.slot[pname]] = np.tile(prog.env[prog.slot[pname]], T)
+            self._wide[name] = env
         for p, port in enumerate(grp.ports):
             env[prog.slot[port]] = ports[p].reshape(-1)
-        code = prog.code.copy()
-        code[:, 1:5] *= T * n
+        code = self._wide_code.get((name, T))
+        if code is None:
+            code = prog.code.copy()
+            code[:, 1:5] *= T * n
+            self._wide_code = {(name, T): code, **{k: v for k, v in self._wide_code.items() if k[1] == T}}
         err = run_program_flat(code, 0, len(code), env.reshape(-1), prog.tables, 0, _RT, 0, T * n)
         if err:
             raise ValueError(f"group {name}, one of the run's {T} tokens: " + RUN_ERRORS[err])
@@ -287,10 +299,10 @@ class SequenceExecutor:
                     trace(int(inject[k]) + grp.stage, k, name, out[k])
             for o in g.outputs:
                 if o.group == name:
-                    outs[o.name] = out
+                    outs[o.name] = out.copy()     # _fire's buffers are reused by the next run
                     out_steps = [int(s) + grp.stage for s in inject]
             for r, (sk, _) in enumerate(self.state_of.get(name, ())):
-                states[sk] = regs[r]
+                states[sk] = regs[r].copy()
             msgs = self._messages(name, out)
             sent[name] = int(np.count_nonzero(msgs))
             if tally is not None:
