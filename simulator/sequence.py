@@ -38,7 +38,7 @@ from .engine import DENSE_MIN_DENSITY, Counters
 from .nbprogram import _RT, RUN_ERRORS, encode, run_program_flat
 from .reference import RunResult, injection_steps
 
-FLOAT_CACHE_BYTES = 256 << 20   # float copies of dense blocks are kept between runs up to this total
+WIDE_CACHE_BYTES = 64 << 20     # stateless groups' [slots, T·size] matrices are kept between runs up to this
 
 
 class SequenceUnsupported(MflcError):
@@ -84,27 +84,29 @@ def _csr_tokens(indptr, indices, values, msgs_t, out):
 
 
 class _Block:
-    """One synapse group ready for whole-sequence products: a dense int8 block (BLAS in the exact dtype)
-    for dense-ish blocks, CSR arrays for sparse ones. A packed ternary group (a loaded IR's 2-bit codes)
-    is decoded straight to its dense block, without making CSR arrays."""
+    """One synapse group ready for whole-sequence products: a dense block held in the dtype its product is
+    exact in (``fp.exact_product_dtype``: BLAS with no conversion per run) for dense-ish blocks, CSR
+    arrays (or a gather, for one synapse per row) for sparse ones. A packed ternary group (a loaded IR's
+    2-bit codes) is decoded straight to its dense block, without making CSR arrays."""
 
     def __init__(self, s: SynapseGroup, msg_bits: int):
-        self.s, self.msg_bits = s, msg_bits
+        self.s, self.msg_bits, self.gather = s, msg_bits, False
         if isinstance(s, PackedSynapseGroup) and not s.decoded:
             self.w_max, self.dense = 1, True                  # ternary by format: |w| <= 1 is declared
-            self.w = unpack_dense(s.codes, s.shape, s.where)
+            w = unpack_dense(s.codes, s.shape, s.where)
         else:
             self.w_max = int(np.abs(s.values.astype(np.int64)).max()) if s.nnz else 0   # the compiled weights
             self.dense = s.density >= DENSE_MIN_DENSITY and s.shape[1] > 1
             if self.dense:
-                self.w = np.zeros(s.shape, np.int8)
-                self.w[np.repeat(np.arange(s.shape[0]), s.row_counts()), s.indices] = s.values
+                w = np.zeros(s.shape, np.int8)
+                w[np.repeat(np.arange(s.shape[0]), s.row_counts()), s.indices] = s.values
             else:
                 self.arrays = (s.indptr.astype(np.int64), s.indices.astype(np.int64), s.values.astype(np.int64))
                 # one synapse per destination row (identity, broadcast, permutation): a gather, no loop
                 self.gather = bool(np.all(np.diff(self.arrays[0]) == 1))
         self.dtype = fp.exact_product_dtype(s.shape[1], self.w_max, msg_bits)
-        self.cached = None
+        if self.dense:
+            self.w = w.astype(self.dtype) if self.dtype.kind == "f" else w
 
     def col_counts(self, lo: int, hi: int) -> np.ndarray:
         """Stored synapses per source neuron in destination rows lo..hi: the synaptic ops one non-zero
@@ -114,19 +116,10 @@ class _Block:
         ip, ind, _ = self.arrays
         return np.bincount(ind[ip[lo]:ip[hi]], minlength=self.s.shape[1]).astype(np.int64)
 
-    def float_bytes(self) -> int:
-        """Bytes a converted copy of the dense block takes (0 for sparse or integer products)."""
-        return self.w.size * self.dtype.itemsize if self.dense and self.dtype.kind == "f" else 0
-
-    def product(self, msgs: np.ndarray, keep: bool) -> np.ndarray:
+    def product(self, msgs: np.ndarray) -> np.ndarray:
         """The exact integer sums W · m_t for every token ([T, n_dst] int64), then Lava's shift."""
         if self.dense:
-            w = self.cached
-            if w is None:
-                w = self.w.astype(self.dtype) if self.dtype.kind == "f" else self.w
-                if keep:
-                    self.cached = w
-            acc = fp.exact_matmul(msgs, w, self.msg_bits, self.w_max)
+            acc = fp.exact_matmul(msgs, self.w, self.msg_bits, self.w_max)
         elif self.gather:
             acc = msgs[:, self.arrays[1]] * self.arrays[2]
         else:
@@ -170,7 +163,6 @@ class SequenceExecutor:
         for s in graph.synapses.values():
             src = graph.groups[s.src]          # a delta (the change of a b-bit value) needs b + 1 bits
             self.out_syn[s.src].append(_Block(s, src.out_bits + (src.send == Send.DELTA)))
-        self.keep_float = sum(b.float_bytes() for bl in self.out_syn.values() for b in bl) <= FLOAT_CACHE_BYTES
         self.host = {i.group: i for i in graph.inputs}
         self.state_of: dict[str, list[tuple[str, str]]] = {}
         for k, (grp, reg) in graph.state.items():
@@ -183,8 +175,8 @@ class SequenceExecutor:
         g = self.g
         self.progs = {n: encode(grp) for n, grp in g.groups.items()}
         self.flat = {n: p.flat_code() for n, p in self.progs.items()}
-        self._wide: dict[str, np.ndarray] = {}      # stateless groups' slots over T tokens (parameters tiled)
-        self._wide_code: dict[tuple[str, int], np.ndarray] = {}
+        self._wide: dict[str, tuple] = {}      # stateless groups' (slots over T tokens, code): eval's chunks
+        self._wide_bytes = 0
         self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == Send.DELTA}
         self.delta_acc = {s.name: np.zeros(s.shape[0], np.int64) for s in g.synapses.values()
                           if g.groups[s.src].send == Send.DELTA}
@@ -215,7 +207,7 @@ class SequenceExecutor:
         """Run group ``name``'s program over all tokens: (outputs [T, size], named-state registers [R, T, size])."""
         grp, prog = self.g.groups[name], self.progs[name]
         T = ports.shape[1]
-        if not grp.registers:
+        if not grp.registers and not any(ins.out in grp.params for ins in grp.program):
             outs, regs = self._fire_stateless(name, ports), np.zeros((0, T, grp.size), np.int64)
         else:
             port_rows = np.asarray([prog.slot[p] for p in grp.ports], np.int64)
@@ -237,24 +229,23 @@ class SequenceExecutor:
         are written back, leaving the slots exactly as stepping the tokens would."""
         grp, prog = self.g.groups[name], self.progs[name]
         T, n = ports.shape[1], grp.size
-        env = self._wide.get(name)
-        if env is None or env.shape[1] != T * n:     # kept for the next run of as many tokens (eval's chunks)
+        env, code = self._wide.get(name, (None, None))
+        if env is None or env.shape[1] != T * n:
             env = np.zeros((prog.env.shape[0], T * n), np.int64)  # the validator: nothing is read before written
             for pname in grp.params:
                 env[prog.slot[pname]] = np.tile(prog.env[prog.slot[pname]], T)
-            self._wide[name] = env
-        for p, port in enumerate(grp.ports):
-            env[prog.slot[port]] = ports[p].reshape(-1)
-        code = self._wide_code.get((name, T))
-        if code is None:
             code = prog.code.copy()
             code[:, 1:5] *= T * n
-            self._wide_code = {(name, T): code, **{k: v for k, v in self._wide_code.items() if k[1] == T}}
+            if self._wide_bytes + env.nbytes <= WIDE_CACHE_BYTES:   # kept for the next run of as many tokens
+                self._wide_bytes += env.nbytes - (self._wide[name][0].nbytes if name in self._wide else 0)
+                self._wide[name] = env, code
+        for p, port in enumerate(grp.ports):
+            env[prog.slot[port]] = ports[p].reshape(-1)
         err = run_program_flat(code, 0, len(code), env.reshape(-1), prog.tables, 0, _RT, 0, T * n)
         if err:
             raise ValueError(f"group {name}, one of the run's {T} tokens: " + RUN_ERRORS[err])
         prog.env[:] = env[:, (T - 1) * n:]
-        return env[prog.output].reshape(T, n)
+        return env[prog.output].reshape(T, n).copy()
 
     def _messages(self, name: str, outs: np.ndarray) -> np.ndarray:
         """What the group sends per token: its outputs, or (delta senders) their change since the last message."""
@@ -268,7 +259,7 @@ class SequenceExecutor:
     def _send(self, name: str, msgs: np.ndarray, arriving: dict) -> None:
         """Every outgoing synapse's contribution for all tokens, queued for its destination port."""
         for b in self.out_syn[name]:
-            contrib = b.product(msgs, self.keep_float)
+            contrib = b.product(msgs)
             if b.s.name in self.delta_acc:          # the receiver's running sum, token after token
                 contrib = self.delta_acc[b.s.name] + np.cumsum(contrib, axis=0)
                 self.delta_acc[b.s.name] = contrib[-1].copy()

@@ -229,3 +229,19 @@ def test_loaded_packed_graph_runs_without_decoding_csr(tiny_qm, tmp_path):
     want = Engine(g, cm).run(toks, counters=c_eng)
     assert np.array_equal(got.outputs["logits"], want.outputs["logits"])
     _counters_equal(c_eng, c_seq)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(quantized_models(), st.integers(1, 4))
+def test_equal_chunks_reuse_nothing_stale(case, chunk):
+    """Runs of equal length (eval's chunks) reuse the stateless groups' token-wide slot matrices: the
+    results, earlier runs' outputs included, stay those of one run."""
+    _, _, qm, tokens = case
+    g = lower(qm)
+    tokens = (tokens * 4)[:13]
+    want = Engine(g).run(tokens).outputs["logits"]
+    ex = executors.create("sequence", graph=g)
+    parts = [ex.run(tokens[a:a + chunk]) for a in range(0, len(tokens), chunk)]
+    assert np.array_equal(np.concatenate([p.outputs["logits"] for p in parts]), want)
+    fast = executors.create("fast", graph=g)
+    assert np.array_equal(executors.run_in_chunks(fast, tokens, chunk=chunk + 1).outputs["logits"], want)
