@@ -27,6 +27,9 @@ PARALLEL_MIN_WEIGHTS = 1 << 20
 KIND_INT8, KIND_CSR, KIND_PLANES = 0, 1, 2
 KERNELS = ("packed", "int8")      # packed: ternary blocks as 2-bit bit planes; int8: one byte per weight
 MAX_PLANE_BITS = 32               # messages wider than this take the CSR kernel
+# Making a message's bit planes costs about as much as reading it a few dozen times: blocks with fewer rows
+# than this (reductions, small heads) read the message directly with the int8 kernel instead.
+PLANES_MIN_ROWS = 16
 
 
 
@@ -157,7 +160,8 @@ class FastEngine:
         if s.nnz < 0.25 * s.shape[0] * s.shape[1] or s.shape[1] <= 1:
             return KIND_CSR
         packed = isinstance(s, PackedSynapseGroup) and not s.decoded      # ternary by construction
-        if self.kernel == "packed" and src_bits <= MAX_PLANE_BITS and (packed or is_ternary(s.values)):
+        if (self.kernel == "packed" and src_bits <= MAX_PLANE_BITS and s.shape[0] >= PLANES_MIN_ROWS
+                and (packed or is_ternary(s.values))):
             return KIND_PLANES
         return KIND_INT8 if src_bits <= 16 else KIND_CSR
 

@@ -1,11 +1,16 @@
 """Simulator speed benchmark (run it directly: python -m mflc.bench_sim; not a test).
 
-One run prints, on a random-weight preset (370M by default):
-  * engine tokens/s in generation (one token waits for the previous: sequential schedule),
-  * the numpy float reference's tokens/s (token by token),
-  * the bound set by memory bandwidth: bytes of synaptic arrays the engine reads per token over a
-    bandwidth this script measures (large-array copy), and the engine's fraction of it,
-and on the tiny preset: engine vs IR reference executor. Peak resident memory is reported at the end.
+One run prints (or, with --json, emits under these keys), on a random-weight preset (370M by default):
+  * generation_tokens_per_s: the fast path token by token with ternary blocks read at 2 bits (bit planes),
+    int8_generation_tokens_per_s: the same with the int8 kernel (one byte per weight), the baseline;
+  * packed_bound_tokens_per_s / int8_bound_tokens_per_s: bytes of synaptic arrays each reads per token
+    over a copy bandwidth this script measures (bandwidth_gb_s): no kernel of that layout can beat it;
+  * prefill_tokens_per_s: a prompt through the whole-sequence executor (`fast` executor's run);
+  * verify_tokens_per_s: both sides of a verification (whole-sequence integer model and simulator);
+  * build_bytes, and of `mflc generate` / `mflc verify --tokens 100` on that build: peak memory, seconds;
+  * peak_rss_gib of this process; and on the default model eval_tokens_per_s beside
+    float_eval_tokens_per_s (tools/bench_eval.py);
+and on the tiny preset the engines against the IR reference executor (and Lava, where installed).
 """
 from __future__ import annotations
 
@@ -70,16 +75,26 @@ def main(argv=None) -> dict:
     """Benchmark the simulators on tiny and on ``--preset``; print (or ``--json``) and return the figures."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="370M")
-    ap.add_argument("--tokens", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=24, help="generation: tokens timed per kernel")
+    ap.add_argument("--prompt", type=int, default=256, help="prefill: prompt tokens")
+    ap.add_argument("--verify-tokens", type=int, default=100, help="verify: tokens (in-process and `mflc verify`)")
+    ap.add_argument("--eval-tokens", type=int, default=2048, help="eval: bytes of the default model's held-out text")
+    ap.add_argument("--no-build", action="store_true", help="skip compiling a build (build_bytes, generate, verify)")
+    ap.add_argument("--no-lava", action="store_true", help="skip the tiny Lava comparison")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     res: dict = {"preset": args.preset}
     res["tiny"] = _bench_tiny()
     from mflc.simulator.lava_backend import lava_available
 
-    if lava_available():                     # issue 6: the same tiny network under Lava's CPU simulation
+    if lava_available() and not args.no_lava:   # issue 6: the same tiny network under Lava's CPU simulation
         res["tiny_lava"] = lava_vs_engine_tiny()
-    _bench_preset(args.preset, args.tokens, res)
+    from mflc.bench_eval import default_model_figures
+
+    d = default_model_figures(args.eval_tokens)
+    res.update(eval_tokens_per_s=d["eval_tokens_per_s"], float_eval_tokens_per_s=d["float_eval_tokens_per_s"],
+               eval_over_float=d["eval_vs_float"], eval_equal=d["equal"])
+    _bench_preset(args.preset, args.tokens, res, args.prompt, args.verify_tokens, not args.no_build)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
@@ -104,9 +119,101 @@ def _bench_tiny() -> dict:
                 fast_over_reference=t_ref / t_fast)
 
 
-def _bench_preset(preset: str, tokens: int, res: dict) -> None:
-    """Engine, fast path and float model on a full-size preset, against the memory-bandwidth bound (into res)."""
+def _bench_generation(g, toks, res: dict) -> None:
+    """Generation tokens/s with the packed (bit-plane) and the int8 kernel, equal logits, and their bounds."""
+    from mflc.simulator.fastpath import FastEngine
+
+    n = max(len(toks) - 1, 1)
+    for kernel, key in (("packed", "generation_tokens_per_s"), ("int8", "int8_generation_tokens_per_s")):
+        t0 = time.perf_counter()
+        fe = FastEngine(g, kernel=kernel)
+        res[f"{kernel}_setup_seconds"] = time.perf_counter() - t0
+        fe.step(toks[0])                                  # JIT and caches
+        logits = []
+        res[key] = time_tokens(lambda k: logits.append(fe.step(toks[k + 1])["logits"]), n)
+        res[f"{kernel}_bytes_per_token"] = fe.weight_bytes()
+        res.setdefault("_logits", []).append(np.stack(logits))
+        del fe
+    a, b = res.pop("_logits")
+    res["packed_equals_int8"] = bool(np.array_equal(a, b))
+    bw = measure_bandwidth()
+    res.update(bandwidth_gb_s=bw / 1e9, packed_bound_tokens_per_s=bw / res["packed_bytes_per_token"],
+               int8_bound_tokens_per_s=bw / res["int8_bytes_per_token"],
+               packed_over_int8=res["generation_tokens_per_s"] / res["int8_generation_tokens_per_s"],
+               packed_fraction_of_bound=res["generation_tokens_per_s"] / (bw / res["packed_bytes_per_token"]))
+
+
+def _bench_sequence(qm, g, toks, verify_tokens: int, res: dict) -> None:
+    """Prefill (the `fast` executor's whole-sequence run) against generation, and both sides of verify."""
     from mflc import executors
+    from mflc.compiler.model.int_model import IntModel
+    from mflc.simulator.verify import verify
+
+    fast = executors.create("fast", graph=g)
+    fast.run(toks[:4])                                    # compile outside the timing
+    fast.reset()
+    t0 = time.perf_counter()
+    fast.run(toks)
+    res["prefill_tokens"] = len(toks)
+    res["prefill_tokens_per_s"] = len(toks) / (time.perf_counter() - t0)
+    res["prefill_over_generation"] = res["prefill_tokens_per_s"] / res["generation_tokens_per_s"]
+    vt = toks[:verify_tokens]
+    t0 = time.perf_counter()
+    v = verify(IntModel(qm), g, vt)
+    res.update(verify_tokens=len(vt), verify_tokens_per_s=len(vt) / (time.perf_counter() - t0), verify_ok=v.ok)
+
+
+# Runs `mflc ARGS` and reports the process's own peak resident memory (VmHWM) on stderr at exit. Not
+# getrusage(RUSAGE_CHILDREN): on Linux a child's maxrss includes the memory of the parent it was forked from.
+_CHILD_HWM = """
+import atexit, sys
+def _hwm():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmHWM:'):
+            sys.stderr.write('MFLC_VMHWM_KB ' + line.split()[1] + chr(10))
+atexit.register(_hwm)
+from mflc.cli import main
+sys.argv = ['mflc'] + sys.argv[1:]
+main()
+"""
+
+
+def _bench_build(qm, cli_tokens: int, res: dict) -> None:
+    """Compile the quantized model to a build in a temporary directory: its bytes on disk, then the peak
+    memory and time of `mflc generate` and `mflc verify --tokens N` on it, each in its own process."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from mflc.api import compile as compile_build
+
+    with tempfile.TemporaryDirectory(prefix="mflc-bench-") as tmp:
+        qdir, bdir = Path(tmp) / "quant", Path(tmp) / "build"
+        qm.save(qdir)
+        t0 = time.perf_counter()
+        compile_build(qdir, bdir)
+        res["compile_seconds"] = time.perf_counter() - t0
+        res["build_bytes"] = sum(f.stat().st_size for f in bdir.rglob("*") if f.is_file())
+        exe = [sys.executable, "-c", _CHILD_HWM]
+        for key, args in (("generate", ["generate", str(bdir), "--prompt", "Hello", "--max-new-tokens", "16"]),
+                          ("verify_cli", ["verify", str(bdir), "--tokens", str(cli_tokens)])):
+            t0 = time.perf_counter()
+            p = subprocess.run(exe + args + ["--json"], capture_output=True, text=True, env=dict(os.environ))
+            res[f"{key}_seconds"] = time.perf_counter() - t0
+            hwm = [ln.split()[1] for ln in p.stderr.splitlines() if ln.startswith("MFLC_VMHWM_KB ")]
+            res[f"{key}_peak_rss_gib"] = int(hwm[-1]) / 2**20 if hwm else None
+            res[f"{key}_ok"] = p.returncode == 0
+            if p.returncode != 0:
+                res[f"{key}_error"] = (p.stderr or p.stdout)[-500:]
+        res["verify_cli_tokens"] = cli_tokens
+
+
+def _bench_preset(preset: str, tokens: int, res: dict, prompt: int = 256, verify_tokens: int = 100,
+                  build_dir: bool = True) -> None:
+    """Every full-size figure of the issue on ``preset`` (into res): generation (packed and int8) against
+    the bandwidth bounds, prefill, verify, the float model, the build on disk and what its commands cost."""
     from mflc.compiler.model.float_model import FloatModel
 
     print(f"building {preset} (random weights) ...", flush=True)
@@ -114,17 +221,14 @@ def _bench_preset(preset: str, tokens: int, res: dict) -> None:
     cfg, w, qm, g = build(preset)
     res["build_seconds"] = time.perf_counter() - t0
     weight_bytes = sum(v.nbytes for v in w.values())
-    fm = FloatModel(cfg, w)
+    fm = FloatModel(cfg, w, low_memory=True)
     del w
-    eng = executors.create("engine", graph=g, check=False)
     res["synapses"] = int(sum(s.nnz for s in g.synapses.values()))
-    rng = np.random.default_rng(2)
-    toks = rng.integers(0, cfg.vocab_size, tokens + 1).tolist()
-    eng.run(toks[:1])                        # warm-up (JIT, caches)
-    res["engine_tokens_per_s"] = time_tokens(lambda k: eng.run([toks[k + 1]]), tokens)
-    fast = executors.create("fast", graph=g)
-    fast.step(toks[0])
-    res["fast_tokens_per_s"] = time_tokens(lambda k: fast.step(toks[(k + 1) % len(toks)]), max(tokens, 20))
+    toks = np.random.default_rng(2).integers(0, cfg.vocab_size, max(tokens + 1, prompt)).tolist()
+    print("generation ...", flush=True)
+    _bench_generation(g, toks[:tokens + 1], res)
+    print("prefill and verify ...", flush=True)
+    _bench_sequence(qm, g, toks[:prompt], verify_tokens, res)
     st = fm.init_state()
 
     def fstep(k):
@@ -133,21 +237,17 @@ def _bench_preset(preset: str, tokens: int, res: dict) -> None:
         _, st = fm.step(toks[k], st)
 
     fstep(0)
-    res["float_tokens_per_s"] = time_tokens(fstep, tokens)
-    bw = measure_bandwidth()
-    fe = fast.fe                             # the FastEngine's arrays
-    bpt = fe.w8.nbytes + fe.ind.nbytes + fe.val.nbytes + fe.ptr.nbytes
-    res.update(bandwidth_gb_s=bw / 1e9, engine_bytes_per_token=bpt, bound_tokens_per_s=bw / bpt,
-               fraction_of_bound=res["fast_tokens_per_s"] / (bw / bpt),
-               engine_over_float=res["engine_tokens_per_s"] / res["float_tokens_per_s"],
-               fast_over_float=res["fast_tokens_per_s"] / res["float_tokens_per_s"],
-               float_weight_bytes=weight_bytes, peak_rss_gib=peak_rss_gib(),
+    res["float_tokens_per_s"] = time_tokens(fstep, min(tokens, 8))
+    del fm
+    if build_dir:
+        print("compiling a build, then generate and verify on it ...", flush=True)
+        _bench_build(qm, verify_tokens, res)
+    res.update(float_weight_bytes=weight_bytes, peak_rss_gib=peak_rss_gib(),
                peak_rss_over_weights=peak_rss_gib() * 2**30 / weight_bytes)
 
 
 def _print_summary(res: dict, preset: str) -> None:
     """The human-readable form of ``main``'s figures."""
-    bpt, bw_gb = res["engine_bytes_per_token"], res["bandwidth_gb_s"]
     t = res["tiny"]
     print(f"tiny: fast path {t['fast_tokens_per_s']:.0f} tok/s ({t['fast_over_reference']:.1f}x), engine "
           f"{t['engine_tokens_per_s']:.1f} tok/s ({t['engine_over_reference']:.2f}x), IR reference {t['reference_tokens_per_s']:.1f} tok/s")
@@ -155,16 +255,32 @@ def _print_summary(res: dict, preset: str) -> None:
         lv = res["tiny_lava"]
         print(f"tiny under Lava (Loihi2SimCfg fixed_pt, {lv['processes']} processes, sequential): "
               f"{lv['lava_seconds_per_token']:.2f} s/token + {lv['lava_startup_seconds']:.1f} s start-up; engine "
-              f"{lv['engine_seconds_per_token'] * 1e3:.1f} ms/token: engine {lv['engine_over_lava']:.0f}x faster "
-              f"({lv['engine_over_lava_with_startup']:.0f}x with Lava's start-up), fast path {lv['fast_over_lava']:.0f}x; "
+              f"{lv['engine_seconds_per_token'] * 1e3:.1f} ms/token: engine {lv['engine_over_lava']:.0f}x faster; "
               f"bit-exact: {lv['bit_exact']}")
-    print(f"{preset}: {res['synapses']:,} synapses, built in {res['build_seconds']:.1f} s")
-    print(f"  fast path (generation)  {res['fast_tokens_per_s']:8.3f} tok/s   (fast/float {res['fast_over_float']:.2f}x)")
-    print(f"  engine (generation)     {res['engine_tokens_per_s']:8.3f} tok/s   (per-group dispatch, counters capable)")
-    print(f"  float numpy reference   {res['float_tokens_per_s']:8.3f} tok/s   (engine/float {res['engine_over_float']:.2f}x)")
-    print(f"  bandwidth bound         {res['bound_tokens_per_s']:8.3f} tok/s   ({bpt / 1e9:.2f} GB/token at {bw_gb:.1f} GB/s)")
-    print(f"  fast path / bound       {res['fraction_of_bound']:8.2f}")
-    print(f"  peak RSS {res['peak_rss_gib']:.2f} GiB = {res['peak_rss_over_weights']:.1f}x the float32 weights")
+    print(f"default model: eval {res['eval_tokens_per_s']:,.0f} tok/s vs numpy float {res['float_eval_tokens_per_s']:,.0f} "
+          f"tok/s ({res['eval_over_float']:.2f}x; integer paths equal: {res['eval_equal']})")
+    gb = lambda b: f"{b / 1e9:.3f} GB"
+    print(f"{preset}: {res['synapses']:,} synapses, built in {res['build_seconds']:.1f} s; copy bandwidth "
+          f"{res['bandwidth_gb_s']:.1f} GB/s")
+    rows = [
+        ("generation, 2-bit bit planes", res["generation_tokens_per_s"],
+         f"{res['packed_over_int8']:.2f}x int8; {res['packed_fraction_of_bound']:.2f} of its bound; equal to int8: {res['packed_equals_int8']}"),
+        ("generation, int8 kernel", res["int8_generation_tokens_per_s"], "baseline"),
+        ("bound, 2-bit", res["packed_bound_tokens_per_s"], gb(res["packed_bytes_per_token"]) + "/token"),
+        ("bound, int8", res["int8_bound_tokens_per_s"], gb(res["int8_bytes_per_token"]) + "/token"),
+        (f"prefill ({res['prefill_tokens']} tokens)", res["prefill_tokens_per_s"], f"{res['prefill_over_generation']:.1f}x generation"),
+        (f"verify, both sides ({res['verify_tokens']} tokens)", res["verify_tokens_per_s"], f"bit-exact: {res['verify_ok']}"),
+        ("numpy float model, token by token", res["float_tokens_per_s"], ""),
+    ]
+    for name, v, note in rows:
+        print(f"  {name:40s} {v:10.2f} tok/s   {note}")
+    if "build_bytes" in res:
+        fmt = lambda k: f"{res[k]:.2f} GiB" if res.get(k) is not None else "n/a"
+        print(f"  build on disk {res['build_bytes'] / 1e6:,.1f} MB (compile {res['compile_seconds']:.1f} s); "
+              f"mflc generate {res['generate_seconds']:.1f} s, peak {fmt('generate_peak_rss_gib')} (ok: {res['generate_ok']}); "
+              f"mflc verify --tokens {res['verify_cli_tokens']} {res['verify_cli_seconds']:.1f} s, peak "
+              f"{fmt('verify_cli_peak_rss_gib')} (ok: {res['verify_cli_ok']})")
+    print(f"  peak RSS of this benchmark {res['peak_rss_gib']:.2f} GiB = {res['peak_rss_over_weights']:.1f}x the float32 weights")
 
 
 def lava_vs_engine_tiny(n_tokens: int = 3, seed: int = 1) -> dict:
