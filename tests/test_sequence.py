@@ -245,3 +245,13 @@ def test_equal_chunks_reuse_nothing_stale(case, chunk):
     assert np.array_equal(np.concatenate([p.outputs["logits"] for p in parts]), want)
     fast = executors.create("fast", graph=g)
     assert np.array_equal(executors.run_in_chunks(fast, tokens, chunk=chunk + 1).outputs["logits"], want)
+
+
+def test_cli_verify_with_the_sequence_executor():
+    import json
+
+    from util import cli_run
+
+    r = cli_run("verify", "--engine", "sequence", "--tokens", "5", "--json")
+    d = json.loads(r.output)
+    assert d["ok"] and d["tokens"] == 5 and d["counters"]["synops"] > 0 and d["backend"] == "sequence"
