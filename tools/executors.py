@@ -140,9 +140,10 @@ def create_with_fallback(name: str, fallback: str | None, **kw) -> tuple[Executo
         return create(fallback, **kw), f"{e}; using {canonical(fallback)} instead"
 
 
-def run_in_chunks(ex: Executor, tokens, progress=None, chunk: int = 64) -> RunResult:
+def run_in_chunks(ex: Executor, tokens, progress=None, chunk: int = 256) -> RunResult:
     """``ex.run(tokens)`` in pieces of ``chunk`` tokens, calling ``progress(done)`` after each piece;
-    the same result as one run (runs continue from the state)."""
+    the same result as one run (runs continue from the state). Pieces are long because the whole-sequence
+    executors (``fast``'s prefill, ``sequence``, ``int-model``) pay their per-run costs once per piece."""
     tokens = [int(t) for t in tokens]
     parts = []
     for a in range(0, len(tokens), chunk):
