@@ -298,7 +298,7 @@ def _read_host(g: Graph, head: dict, arr: _Arrays, base: Graph | None, jf: Path)
                 "refers to the unsplit IR, but no base graph was given (open it through its build)" if base is None
                 else "is not a host table of the base graph"))
     g.host_tensors = {k: _shared(base.host_tensors[k]) if k in in_base else
-                      arr.get(f"host/{k}", None, ndim=2, where="host_tensors").astype(np.int64, copy=False)
+                      arr.get(f"host/{k}", None, ndim=2, where="host_tensors")   # kept narrow: rows widen when read
                       for k in head["host_tensors"]}
     for ii, i in enumerate(g.inputs):
         if i.table not in g.host_tensors:
