@@ -15,15 +15,27 @@ from .build import Build, check_destination, source_identity
 
 
 def _stage(stages, name):
-    return stages(name) if stages is not None else nullcontext()
+    if stages is None:
+        return nullcontext()
+    names = getattr(stages, "names", None)         # mflc.cli_app.Stages: a step it was not told of joins the list
+    if isinstance(names, list) and name not in names:
+        names.append(name)
+    return stages(name)
+
+
+STREAM_STAGES = ["loading", "quantizing and lowering, layer by layer", "laying out on Loihi 2", "writing"]
+WHOLE_STAGES = ["loading", "quantizing", "lowering to IR", "laying out on Loihi 2", "writing"]
 
 
 def compile(model: str | Path | None = None, out: str | Path = None, *, options=None, calib: Path | None = None,
             calib_tokens: int | None = None, hardware: str | None = None, hw: list[str] | dict | None = None,
-            system: str | None = None, stages: Callable | None = None) -> Build:
+            system: str | None = None, stages: Callable | None = None, stream: bool = True) -> Build:
     """Quantize (unless ``model`` is already quantized), lower, validate, lay out on Loihi 2, and write the
     build atomically at ``out``. ``hw``: figure overrides, ``["weight_bits=2"]`` or ``{"weight_bits": 2}``.
-    ``stages``: an optional context-manager factory called with each step's name (the CLI's progress)."""
+    ``stages``: an optional context-manager factory called with each step's name (the CLI's progress).
+    ``stream``: a float checkpoint is compiled layer by layer in about constant memory
+    (``mflc.stream_compile``; the same bytes), falling back to the whole-model path where that cannot
+    decide (the report's ``compile`` says which ran and why); False: the whole-model path."""
     from mflc.cli_app import resolve_model
     from mflc.compiler.chip.hardware import resolve_profile
     from mflc.compiler.chip.layout import check_layout
@@ -46,6 +58,12 @@ def compile(model: str | Path | None = None, out: str | Path = None, *, options=
     if isinstance(hw, dict):
         hw = [f"{k}={v}" for k, v in hw.items()]
     profile = resolve_profile(hardware, hw)
+    how_compiled = dict(mode="whole model", reason="a quantized model is loaded whole" if is_quantized_dir(model)
+                        else "stream=False")
+    if stream and not is_quantized_dir(model):
+        b, how_compiled = _compile_streaming(model, out, options, calib, calib_tokens, profile, system, stages)
+        if b is not None:
+            return b
     if is_quantized_dir(model):
         with _stage(stages, "loading"):
             qm = QuantizedModel.load(model)
@@ -70,10 +88,36 @@ def compile(model: str | Path | None = None, out: str | Path = None, *, options=
         summary = dict(cores=lay.totals()["cores"], chips=lay.n_chips, groups=len(g.groups))
         b = Build.write(out, qm, g, placed, lay, source=source_identity(model), hardware=profile.to_dict(),
                         model_dir=model, report=summary)
+    _finish(b, rep, out, how_compiled, g, placed)
+    return b
+
+
+def _finish(b: Build, rep: dict, out: Path, how_compiled: dict, graph, placed) -> None:
+    """The report's file list and how the build was compiled; the graphs' structure for summaries."""
     rep["files"] = dict(layout=str(out / "layout.json"), placed_ir=str(out / "placed_ir"), manifest=str(out / "build.json"))
     rep["check"] = "ok"
+    rep["compile"] = how_compiled
     b.report = rep
-    return b
+    b.structure = (graph, placed)          # the IRs as compiled (without weights when streamed): for summaries
+
+
+def _compile_streaming(model: Path, out: Path, options, calib, calib_tokens, profile, system, stages):
+    """(Build, how) of the layer-by-layer compile, or (None, how) with the reason it fell back."""
+    from mflc.compiler.model.checkpoint import open_checkpoint
+    from mflc.compiler.model.loading import resolve_calibration
+    from mflc.stream_compile import Fallback, stream_compile
+
+    with _stage(stages, "loading"):
+        cfg, weights = open_checkpoint(model)
+        seqs, how = resolve_calibration(cfg, model, calib, calib_tokens)
+    try:
+        b, rep, g = stream_compile(model, out, cfg, weights, options=options, seqs=seqs, how=how, profile=profile,
+                                   system=system, stage=lambda name: _stage(stages, name))
+    except Fallback as e:
+        return None, dict(mode="whole model", reason=f"the layer-by-layer compile fell back: {e}")
+    how_compiled = dict(mode="layer by layer", reason="float checkpoint")
+    _finish(b, rep, out, how_compiled, g, g)
+    return b, how_compiled
 
 
 def estimate(cfg, density: float | None = None, *, options=None, hardware: str | None = None,

@@ -148,11 +148,33 @@ class Build:
     def write(cls, dest: Path, qm, graph, placed, layout, *, source: dict, hardware: dict,
               model_dir: Path | None = None, report: dict | None = None) -> "Build":
         """Write a complete build atomically and return it loaded (hashes checked)."""
-        from mflc import __version__
+        from dataclasses import asdict
+
         from mflc.compiler.chip.layout import save_layout
         from mflc.compiler.model.tokenizer import copy_tokenizer
         from mflc.ir.serialize import save_graph
-        from dataclasses import asdict
+
+        def fill(tmp: Path) -> None:
+            """Every file of the build but the manifest."""
+            qm.save(tmp / "quant")
+            if model_dir is not None:
+                copy_tokenizer(model_dir, tmp / "quant")
+            save_graph(graph, tmp / "ir")
+            save_graph(placed, tmp / "placed_ir", base=graph)   # only what splitting changed
+            save_layout(layout, tmp / "layout.json")
+            return layout.system, report or {}
+
+        return cls.assemble(dest, fill, quantization=asdict(qm.options), source=source, hardware=hardware)
+
+    @classmethod
+    def assemble(cls, dest: Path, fill: Callable[[Path], tuple], *, quantization: dict, source: dict,
+                 hardware: dict) -> "Build":
+        """Write a build atomically: ``fill(tmp)`` writes every file but the manifest into a hidden sibling
+        directory (``write``: the parts at once; the layer-by-layer compile: part by part as they are made)
+        and returns (the layout's system, the summary); then the manifest with every file's hash is added
+        and the directory renamed into place. A failure anywhere leaves the earlier build (or nothing) and
+        no temporary directory."""
+        from mflc import __version__
 
         dest = Path(dest)
         check_destination(dest)
@@ -161,18 +183,13 @@ class Build:
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)                # mkdtemp makes it private; a build is an ordinary folder
         try:
-            qm.save(tmp / "quant")
-            if model_dir is not None:
-                copy_tokenizer(model_dir, tmp / "quant")
-            save_graph(graph, tmp / "ir")
-            save_graph(placed, tmp / "placed_ir", base=graph)   # only what splitting changed
-            save_layout(layout, tmp / "layout.json")
+            system, report = fill(tmp)
             t0 = time.perf_counter()
             files = {rel: file_sha256(tmp / rel) for rel in _files_under(tmp)}
             manifest = dict(format=FORMAT, version=VERSION, mflc_version=__version__,
                             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                            source=source, quantization=asdict(qm.options), hardware=hardware,
-                            system=layout.system, summary=report or {}, files=files)
+                            source=source, quantization=quantization, hardware=hardware,
+                            system=system, summary=report or {}, files=files)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=_json_default) + "\n")
             hash_s = time.perf_counter() - t0
             _replace_dir(tmp, dest)

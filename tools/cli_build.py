@@ -31,23 +31,28 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
                 no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
                 hardware: Optional[str] = HardwareOpt, hw_set: list[str] = HwSetOpt, system: Optional[str] = SystemOpt,
                 plot: Optional[Path] = PlotOpt,
+                whole_model: bool = typer.Option(False, "--whole-model", help="Hold the whole model in memory at "
+                                                 "once (the path before layer-by-layer compiling; same build)"),
                 json_out: bool = typer.Option(False, "--json")):
-    """Quantize (unless already quantized), lower to IR, validate, lay out on Loihi 2, and write the build directory."""
+    """Quantize (unless already quantized), lower to IR, validate, lay out on Loihi 2, and write the build
+    directory; a float checkpoint layer by layer, in about constant memory (docs/architecture.md)."""
     model = resolve_model(model)
     import mflc
+    from mflc.api import STREAM_STAGES, WHOLE_STAGES
     from mflc.compiler.chip.report import render_report
     from mflc.compiler.chip.summary import ir_summary
+    from mflc.compiler.model.loading import is_quantized_dir
 
-    stage = Stages(["loading", "quantizing", "lowering to IR", "laying out on Loihi 2", "writing"])
+    stage = Stages(list(WHOLE_STAGES if whole_model or is_quantized_dir(model) else STREAM_STAGES))
     build = mflc.compile(model, out_dir, hardware=hardware, hw=hw_set, system=system, calib=calib,
-                         calib_tokens=calib_tokens, stages=stage,
+                         calib_tokens=calib_tokens, stages=stage, stream=not whole_model,
                          options=quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm,
                                                rms_eps, uniform=uniform))
-    g, rep = build.graph, build.report
+    (g, placed), rep = build.structure, build.report
     if plot is not None:
         from mflc.compiler.chip.report import plot_layout
 
-        plot_layout(build.layout, plot, build.placed)
+        plot_layout(build.layout, plot, placed)
         rep["files"]["plot"] = str(plot)
     seconds = {k: round(v, 3) for k, v in stage.timings.items()}
     s = ir_summary(g)
@@ -59,6 +64,8 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
     out.print(f"compiled {model} -> {out_dir}: {t['groups']} neuron groups, {t['neurons']:,} neurons, "
               f"{t['synapses']:,} synapses, pipeline depth {t['depth']} steps")
     render_report(rep, out, title=f"layout {out_dir}")
+    if rep["compile"]["mode"] != "layer by layer" and not whole_model and not is_quantized_dir(model):
+        out.print(f"[yellow]note:[/] compiled as a whole model: {rep['compile']['reason']}")
     out.print("steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), highlight=False)
 
 

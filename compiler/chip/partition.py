@@ -220,6 +220,13 @@ def _narrow_parts_reason(plans: dict, cands: list, graph: Graph, hw: HardwarePro
     return ""
 
 
+def fan_ins_fit(graph: Graph, hw: HardwareProfile) -> bool:
+    """Whether no destination's fan-in needs splitting: ``split_fan_in``'s own test, group by group (from
+    row counts, spans and weight widths only, so it also answers for a graph without its weights)."""
+    costs, lim = Costs(graph, hw), limits(hw)
+    return all(not costs.incoming[n] or _fits(*_row_fanin(costs.incoming[n], graph, hw), lim) for n in graph.groups)
+
+
 def split_fan_in(graph: Graph, hw: HardwareProfile) -> Graph:
     """The graph with every fan-in too large for one core split into exact partial sums (see the module
     docstring); the input graph itself when nothing needs splitting. Raises FitError listing every group

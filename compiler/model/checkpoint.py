@@ -120,7 +120,7 @@ def validate_weights(cfg: ModelConfig, weights: dict[str, np.ndarray], source: s
         raise CheckpointError(f"{source}: {problems[0]}{more}")
 
 
-def _weight_problems(cfg: ModelConfig, weights: dict[str, np.ndarray]) -> list[str]:
+def _weight_problems(cfg: ModelConfig, weights: dict[str, np.ndarray], values: bool = True) -> list[str]:
     layout = [(t.name, t.dims) for t in S.released_tensors(cfg)]
     size = S.dim_sizes(cfg)
     problems = []
@@ -128,7 +128,7 @@ def _weight_problems(cfg: ModelConfig, weights: dict[str, np.ndarray]) -> list[s
         if name not in weights:
             problems.append(f"tensor {name!r} is missing{_missing_hint(cfg, name, weights)}")
             continue
-        problem = _tensor_problem(cfg, name, dims, size, weights[name])
+        problem = _tensor_problem(cfg, name, dims, size, weights[name], values)
         if problem:
             problems.append(problem)
     expected = {name for name, _ in layout}
@@ -138,7 +138,7 @@ def _weight_problems(cfg: ModelConfig, weights: dict[str, np.ndarray]) -> list[s
     return problems
 
 
-def _tensor_problem(cfg, name, dims, size, arr) -> str | None:
+def _tensor_problem(cfg, name, dims, size, arr, values: bool = True) -> str | None:
     if not isinstance(arr, np.ndarray):
         return f"tensor {name!r} is a {type(arr).__name__}, expected a numpy array"
     if arr.dtype.kind != "f":
@@ -146,6 +146,8 @@ def _tensor_problem(cfg, name, dims, size, arr) -> str | None:
     want = tuple(size[s] for s in dims)
     if arr.shape != want:
         return f"tensor {name!r} has shape {arr.shape}, expected {want}: {_shape_reason(cfg, dims, want, arr.shape)}"
+    if not values:
+        return None
     n_bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
     if n_bad:
         n_nan = int(np.count_nonzero(np.isnan(arr)))
@@ -189,6 +191,13 @@ def _extra_hint(cfg: ModelConfig, name: str) -> str:
 
 def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """All tensors of one safetensors file as float32; truncation and bad headers name the file."""
+    with open(path, "rb") as f:
+        return {name: _read_tensor(f, *entry) for name, entry in _file_entries(path).items()}
+
+
+def _file_entries(path: Path) -> dict[str, tuple]:
+    """name -> (data start, numpy dtype, shape, begin, end) of every tensor of one safetensors file,
+    every header entry checked against the file's size."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         if size < 8:
@@ -200,9 +209,8 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         header = _parse_header(path, f.read(hlen))
         data_start = 8 + hlen
         data_len = size - data_start
-        entries = [(name, _check_entry(path, name, info, data_len))
-                   for name, info in header.items() if name != "__metadata__"]
-        return {name: _read_tensor(f, data_start, *entry) for name, entry in entries}
+        return {name: (data_start, *_check_entry(path, name, info, data_len))
+                for name, info in header.items() if name != "__metadata__"}
 
 
 def _parse_header(path: Path, raw: bytes) -> dict:
@@ -240,12 +248,13 @@ def _check_entry(path: Path, name: str, info, data_len: int) -> tuple[str, tuple
     return np_dtype, tuple(shape), begin, end
 
 
-def _read_tensor(f, data_start: int, np_dtype: str, shape: tuple[int, ...], begin: int, end: int) -> np.ndarray:
+def _read_tensor(f, data_start: int, np_dtype: str, shape: tuple[int, ...], begin: int, end: int,
+                 mmap: bool = True) -> np.ndarray:
     # Large F32 tensors are memory-mapped (copy-on-write) rather than read: their pages stay in the OS's
     # file cache, which it can drop and re-read, so a 2.7B checkpoint's 11 GB of floats do not count
     # against memory while the compiler holds its int8 working copies (docs/benchmarks.md). Other dtypes
     # are converted to float32, which needs a copy anyway.
-    if np_dtype == "<f4" and end - begin >= MMAP_MIN_BYTES:
+    if mmap and np_dtype == "<f4" and end - begin >= MMAP_MIN_BYTES:
         return map_array(f.name, "<f4", data_start + begin, shape)
     f.seek(data_start + begin)
     raw = np.fromfile(f, dtype=np_dtype, count=math.prod(shape))
@@ -326,6 +335,17 @@ def _plan_shards(names: list[str], nbytes: dict[str, int], limit: int) -> list[l
 def load_checkpoint(path) -> tuple[ModelConfig, dict[str, np.ndarray]]:
     """Config and float32 tensors of a checkpoint directory, checked against each other."""
     p = Path(path)
+    cfg, _ = _checkpoint_files(p)
+    if (p / SINGLE_FILE).is_file():
+        source, weights = p / SINGLE_FILE, _read_safetensors(p / SINGLE_FILE)
+    else:
+        source, weights = p / INDEX_FILE, _read_sharded(p)
+    validate_weights(cfg, weights, f"{source} (with {CONFIG_FILE})")
+    return cfg, weights
+
+
+def _checkpoint_files(p: Path) -> tuple[ModelConfig, Path]:
+    """The config of checkpoint directory ``p`` and its tensor file (single or index), or the error."""
     if not p.exists():
         raise CheckpointError(f"{p}: checkpoint directory not found")
     if not p.is_dir():
@@ -333,15 +353,11 @@ def load_checkpoint(path) -> tuple[ModelConfig, dict[str, np.ndarray]]:
     if not (p / CONFIG_FILE).is_file():
         raise CheckpointError(f"{p}: no {CONFIG_FILE} in the checkpoint directory")
     cfg = ModelConfig.load(p / CONFIG_FILE)
-    if (p / SINGLE_FILE).is_file():
-        source, weights = p / SINGLE_FILE, _read_safetensors(p / SINGLE_FILE)
-    elif (p / INDEX_FILE).is_file():
-        source, weights = p / INDEX_FILE, _read_sharded(p)
-    else:
-        raise CheckpointError(f"{p}: no {SINGLE_FILE} (nor a sharded {INDEX_FILE}) in the checkpoint directory"
-                              + _other_format_hint(p))
-    validate_weights(cfg, weights, f"{source} (with {CONFIG_FILE})")
-    return cfg, weights
+    for name in (SINGLE_FILE, INDEX_FILE):
+        if (p / name).is_file():
+            return cfg, p / name
+    raise CheckpointError(f"{p}: no {SINGLE_FILE} (nor a sharded {INDEX_FILE}) in the checkpoint directory"
+                          + _other_format_hint(p))
 
 
 def _other_format_hint(p: Path) -> str:
@@ -380,3 +396,87 @@ def _read_sharded(p: Path) -> dict[str, np.ndarray]:
         if name not in weights:
             raise CheckpointError(f"{index_path}: maps tensor {name!r} to {fname!r}, which does not hold it")
     return weights
+
+
+# ---- reading tensor by tensor ----------------------------------------------------------------------
+
+class LazyWeights:
+    """A checkpoint's tensors as a read-only mapping that reads each one from its file when asked for it
+    (never memory-mapped, never cached): what a layer-by-layer compile needs so that memory holds the
+    tensors in use, not the checkpoint (a map of all 11 GB of a 2.7B would count against resident
+    memory once read). Shapes and dtypes are checked on opening, each tensor's values on reading."""
+
+    def __init__(self, cfg: ModelConfig, entries: dict[str, tuple[Path, tuple]], source: str):
+        self.cfg, self.entries, self.source = cfg, entries, source
+        self._dims = {t.name: t.dims for t in S.released_tensors(cfg)}
+
+    def __contains__(self, name) -> bool:
+        return name in self.entries
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def keys(self):
+        """The tensor names."""
+        return self.entries.keys()
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape, without reading it."""
+        return self.entries[name][1][2]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        path, entry = self.entries[name]
+        with open(path, "rb") as f:
+            arr = _read_tensor(f, *entry, mmap=False)
+        problem = _tensor_problem(self.cfg, name, self._dims[name], S.dim_sizes(self.cfg), arr)
+        if problem:
+            raise CheckpointError(f"{self.source}: {problem}")
+        return arr
+
+
+def _stub(np_dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """An array of the tensor's shape and dtype that takes no memory (for the checks made on opening)."""
+    dt = np.float32 if np_dtype == "<u2" else np.dtype(np_dtype)
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dt), shape=shape, strides=(0,) * len(shape))
+
+
+def open_checkpoint(path) -> tuple[ModelConfig, LazyWeights]:
+    """``load_checkpoint``'s config and tensors, the tensors read one by one on use (``LazyWeights``):
+    the same names, shapes, dtypes and errors, a non-finite value reported when its tensor is read."""
+    p = Path(path)
+    cfg, _ = _checkpoint_files(p)
+    if (p / SINGLE_FILE).is_file():
+        source = p / SINGLE_FILE
+        entries = {n: (source, e) for n, e in _file_entries(source).items()}
+    else:
+        source = p / INDEX_FILE
+        entries = _sharded_entries(p)
+    stubs = {n: _stub(e[1], e[2]) for n, (_, e) in entries.items()}
+    problems = _weight_problems(cfg, stubs, values=False)
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        raise CheckpointError(f"{source} (with {CONFIG_FILE}): {problems[0]}{more}")
+    return cfg, LazyWeights(cfg, entries, f"{source} (with {CONFIG_FILE})")
+
+
+def _sharded_entries(p: Path) -> dict[str, tuple[Path, tuple]]:
+    """Every tensor's (shard, entry), each where the index says (as ``_read_sharded`` checks)."""
+    index_path = p / INDEX_FILE
+    wmap = _read_index(p)
+    for fname in sorted(set(wmap.values())):
+        if not (p / fname).is_file():
+            raise CheckpointError(f"{index_path}: names shard {fname!r}, which is missing from {p}")
+    out: dict[str, tuple[Path, tuple]] = {}
+    for fname in sorted(set(wmap.values())):
+        for name, e in _file_entries(p / fname).items():
+            if wmap.get(name) != fname:
+                where = f"maps it to {wmap[name]!r}" if name in wmap else "does not list it"
+                raise CheckpointError(f"{p / fname}: holds tensor {name!r}, but {index_path} {where}")
+            out[name] = (p / fname, e)
+    for name, fname in wmap.items():
+        if name not in out:
+            raise CheckpointError(f"{index_path}: maps tensor {name!r} to {fname!r}, which does not hold it")
+    return out

@@ -43,8 +43,8 @@ class VirtualTernary:
 
 
 class _Builder:
-    def __init__(self, qm: QuantizedModel):
-        self.qm = qm
+    def __init__(self, qm: QuantizedModel, widen_host: bool = True):
+        self.qm, self.widen_host = qm, widen_host
         self.g = Graph(meta=dict(source="mflc.compiler.model.lower", config=qm.cfg.to_dict(),
                                  logit_scale=qm.meta["logit_scale"], inner_norm=not qm.options.remove_inner_norm))
 
@@ -121,7 +121,8 @@ class _Builder:
 
 def _lower_embedding(b: _Builder) -> str:
     qm = b.qm
-    b.g.host_tensors["embedding"] = qm.t("emb.Q").astype(np.int64)
+    emb = qm.t("emb.Q")
+    b.g.host_tensors["embedding"] = emb.astype(np.int64) if b.widen_host else emb   # stored narrowest either way
     name = b.group("embed", qm.cfg.d, ["tok"], [I("copy", "y", "tok")], "y", qm.bits("L0.x"), 0,
                    meta=dict(layer="embed", role="input"))
     b.g.inputs.append(GraphInput("tokens", name, "tok", "embedding"))
@@ -218,14 +219,49 @@ def _lower_head(b: _Builder, x: str) -> str:
     return head
 
 
+class IncrementalLowering:
+    """The lowering in its steps, for a model whose parameters are made layer by layer
+    (compiler/model/stream.py): ``embedding()``, ``layer(i)`` for i = 0 .. L-1 in order, ``head()``; each
+    adds its groups and synapse groups to ``graph`` and returns their names. ``lower`` is these steps."""
+
+    def __init__(self, qm: QuantizedModel, widen_host: bool = True):
+        self.b = _Builder(qm, widen_host)
+        self.x: str | None = None
+
+    @property
+    def graph(self) -> Graph:
+        """The graph built so far."""
+        return self.b.g
+
+    def _added(self, fn) -> tuple[list[str], list[str]]:
+        g0, s0 = len(self.b.g.groups), len(self.b.g.synapses)
+        fn()
+        return list(self.b.g.groups)[g0:], list(self.b.g.synapses)[s0:]
+
+    def embedding(self) -> tuple[list[str], list[str]]:
+        """The input group and its host table."""
+        return self._added(lambda: setattr(self, "x", _lower_embedding(self.b)))
+
+    def layer(self, i: int) -> tuple[list[str], list[str]]:
+        """Layer i: token mixer, then channel mixer."""
+        def step():
+            """Both mixers of layer i, from the previous layer's output."""
+            r = _lower_token_mixer(self.b, i, self.x)
+            self.x = _lower_channel_mixer(self.b, i, r)
+        return self._added(step)
+
+    def head(self) -> tuple[list[str], list[str]]:
+        """Final norm, head input norm and the logits group."""
+        return self._added(lambda: _lower_head(self.b, self.x))
+
+
 def lower(qm: QuantizedModel, check: bool = True) -> Graph:
     """The whole model as an IR graph; validated unless ``check`` is False."""
-    b = _Builder(qm)
-    x = _lower_embedding(b)
+    steps = IncrementalLowering(qm)
+    steps.embedding()
     for i in range(qm.cfg.L):
-        r = _lower_token_mixer(b, i, x)
-        x = _lower_channel_mixer(b, i, r)
-    _lower_head(b, x)
+        steps.layer(i)
+    steps.head()
     if check:
-        validate(b.g)
-    return b.g
+        validate(steps.graph)
+    return steps.graph

@@ -208,11 +208,10 @@ class QuantizedModel:
             stored[k], enc = _stored_form(v)
             if enc != str(v.dtype):
                 storage[k] = enc
-        head = dict(format=FORMAT, version=FORMAT_VERSION, config=self.cfg.to_dict(),
-                    options=asdict(self.options), sites=self.sites, scalars=self.scalars, meta=self.meta,
-                    tensor_dtypes={k: str(v.dtype) for k, v in self.tensors.items()}, storage=storage)
-        (d / "quant.json").write_text(json.dumps(head, indent=1, sort_keys=True) + "\n")
+        _write_quant_json(d, self.cfg, self.options, self.sites, self.scalars, self.meta,
+                          {k: str(v.dtype) for k, v in self.tensors.items()}, storage)
         save_file(stored, str(d / "quant.safetensors"))
+
 
     @classmethod
     def load(cls, path: str | Path) -> "QuantizedModel":
@@ -258,16 +257,56 @@ class QuantizedModel:
         return cls(cfg, opts, head["sites"], {k: tensors[k] for k in want}, head["scalars"], head["meta"])
 
 
-def _stored_form(v: np.ndarray) -> tuple[np.ndarray, str]:
+def _write_quant_json(d: Path, cfg, options, sites, scalars, meta, tensor_dtypes: dict, storage: dict) -> None:
+    head = dict(format=FORMAT, version=FORMAT_VERSION, config=cfg.to_dict(), options=asdict(options), sites=sites,
+                scalars=scalars, meta=meta, tensor_dtypes=tensor_dtypes, storage=storage)
+    (d / "quant.json").write_text(json.dumps(head, indent=1, sort_keys=True) + "\n")
+
+
+class QuantStreamWriter:
+    """``QuantizedModel.save`` for a model whose tensors are never all in memory: each tensor is written in
+    its stored form as it is made (``add``, with the dtype the model declares for it), quant.json on
+    ``close``; the files are byte for byte ``save``'s (tests/test_stream_compile.py)."""
+
+    def __init__(self, path: str | Path):
+        from mflc.ir.streamfile import SafetensorsWriter
+
+        self.dir = Path(path)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.arrays = SafetensorsWriter(self.dir / "quant.safetensors")
+        self.tensor_dtypes: dict[str, str] = {}
+        self.storage: dict[str, str] = {}
+
+    def add(self, name: str, v: np.ndarray, dtype: str) -> None:
+        """Write tensor ``name`` whose declared dtype is ``dtype`` (``v`` may hold it narrower)."""
+        stored, enc = _stored_form(v, dtype)
+        self.arrays.add(name, stored)
+        self.tensor_dtypes[name] = dtype
+        if enc != dtype:
+            self.storage[name] = enc
+
+    def close(self, cfg: ModelConfig, options: "QuantOptions", sites: dict, scalars: dict, meta: dict) -> None:
+        """Write quant.json and finish quant.safetensors."""
+        _write_quant_json(self.dir, cfg, options, sites, scalars, meta, self.tensor_dtypes, self.storage)
+        self.arrays.close()
+
+    def abort(self) -> None:
+        """Remove what was written (a failed compile)."""
+        self.arrays.abort()
+
+
+def _stored_form(v: np.ndarray, dtype: str | None = None) -> tuple[np.ndarray, str]:
     """How a tensor is kept on disk: ternary int8 matrices at 2 bits per weight ("ternary2",
-    mflc.ir.ternary), other integers at the narrowest integer type holding them, the rest as they are."""
-    if v.dtype == np.int8 and v.ndim == 2 and ternary.is_ternary(v[v != 0]):
+    mflc.ir.ternary), other integers at the narrowest integer type holding them, the rest as they are.
+    ``dtype``: the tensor's declared dtype when ``v`` holds its values in a narrower one (streaming)."""
+    dt = np.dtype(dtype) if dtype is not None else v.dtype
+    if dt == np.int8 and v.ndim == 2 and ternary.is_ternary(v[v != 0]):
         return ternary.pack_dense(v), "ternary2"
-    if np.issubdtype(v.dtype, np.signedinteger) and v.size:
+    if np.issubdtype(dt, np.signedinteger) and v.size:
         t = narrowest_int(v)
-        if t.itemsize < v.dtype.itemsize:
+        if t.itemsize < dt.itemsize:
             return np.ascontiguousarray(v, dtype=t), t.name
-    return np.ascontiguousarray(v), str(v.dtype)
+    return np.ascontiguousarray(v, dtype=dt), str(dt)
 
 
 def _decode_storage(tensors: dict, storage: dict, shapes: dict, jf: Path, tf: Path) -> None:
@@ -436,21 +475,23 @@ def _calibration(fm: FloatModel, calib_tokens, opts: QuantOptions) -> tuple[dict
 def _site_scales(cfg: ModelConfig, opts: QuantOptions, amax: dict, samples: dict) -> dict:
     """Every site's width and static scale, from its calibrated range (and values, for "mse"): the one
     place a site's scale is chosen, so every parameter below follows from the same scales."""
-    sites: dict = {}
-    for name, kind in S.quant_sites(cfg, not opts.remove_inner_norm):
-        b = opts.bits(kind)
-        head = opts.state_headroom_bits if kind == S.STATE_SITE else 0
-        s, frac = _site_scale(amax[name], b, opts.pow2, head)
-        v = samples.get(name)
-        # the state keeps the max-based scale: clipping it would feed back through every later token
-        if kind != S.STATE_SITE and v is not None and v.size:
-            if opts.pow2:
-                frac = _mse_frac(v, b, frac)
-                s = 2.0 ** -frac
-            else:
-                s = _mse_scale(v, b, amax[name])
-        sites[name] = dict(bits=b, scale=s, frac=frac, amax=amax[name])
-    return sites
+    return {name: site_entry(kind, opts, amax[name], samples.get(name))
+            for name, kind in S.quant_sites(cfg, not opts.remove_inner_norm)}
+
+
+def site_entry(kind: str, opts: QuantOptions, amax: float, v: np.ndarray | None) -> dict:
+    """One site's width and scale from its calibrated max |value| (and values, for "mse")."""
+    b = opts.bits(kind)
+    head = opts.state_headroom_bits if kind == S.STATE_SITE else 0
+    s, frac = _site_scale(amax, b, opts.pow2, head)
+    # the state keeps the max-based scale: clipping it would feed back through every later token
+    if kind != S.STATE_SITE and v is not None and v.size:
+        if opts.pow2:
+            frac = _mse_frac(v, b, frac)
+            s = 2.0 ** -frac
+        else:
+            s = _mse_scale(v, b, amax)
+    return dict(bits=b, scale=s, frac=frac, amax=amax)
 
 
 class _Params:
@@ -493,7 +534,7 @@ def _embedding(q: _Params, weights: dict) -> None:
     q.tensors["emb.Q"] = np.clip(np.round(emb / q.sc(x0)), fp.smin(q.bits(x0)), fp.smax(q.bits(x0))).astype(np.int64)
 
 
-def _norm_parameters(q: _Params, weights: dict) -> None:
+def _norm_parameters(q: _Params, weights: dict, layers=None) -> None:
     """Gain, gain shift, square shift and integer eps of every RMSNorm (structure.all_norms).
 
     The config's eps for the block norms (attn_norm, g_norm, mlp_norm, final norm), the released
@@ -501,6 +542,8 @@ def _norm_parameters(q: _Params, weights: dict) -> None:
     option overrides both. Norms that read the same site share one reduction and so one eps."""
     opts = q.opts
     for n in S.all_norms(q.cfg, q.inner):
+        if layers is not None and n.layer not in layers:
+            continue
         size = S.dim_sizes(q.cfg)[n.dim]
         s_in, in_bits = q.sc(n.src), q.bits(n.src)
         # wide inputs square into x²/2^k (fp.norm_square_shift); the rsqrt of the k-scaled sum is then
@@ -521,15 +564,19 @@ def _projection_parameters(q: _Params, fm: FloatModel) -> None:
     same weights), with the multipliers that requantize their accumulators; the head's sets the logit scale."""
     for i in [*range(q.cfg.L), None]:
         for p in (S.LAYER_PROJECTIONS if i is not None else (S.HEAD,)):
-            blin = fm.layers[i][p.key] if i is not None else fm.head
-            key = S.site(i, p.key)
-            q.tensors[S.quant_weight_name(p, i)] = blin.wt
-            q.meta["absmean"][key] = blin.absmean
-            s_in = q.sc(S.site(i, p.in_site if q.inner else p.src_site))
-            for out in p.out_sites:
-                q.accumulator(S.site(i, out), blin.absmean, s_in, q.sc(S.site(i, out)))
-            if p is S.HEAD:
-                q.meta["logit_scale"] = blin.absmean * s_in
+            projection_parameters(q, i, p, fm.layers[i][p.key] if i is not None else fm.head)
+
+
+def projection_parameters(q: _Params, i: int | None, p: S.Projection, blin) -> None:
+    """One projection's ternary matrix, weight scale and accumulator multipliers (layer i, None: the head)."""
+    key = S.site(i, p.key)
+    q.tensors[S.quant_weight_name(p, i)] = blin.wt
+    q.meta["absmean"][key] = blin.absmean
+    s_in = q.sc(S.site(i, p.in_site if q.inner else p.src_site))
+    for out in p.out_sites:
+        q.accumulator(S.site(i, out), blin.absmean, s_in, q.sc(S.site(i, out)))
+    if p is S.HEAD:
+        q.meta["logit_scale"] = blin.absmean * s_in
 
 
 def _mlgru_parameters(q: _Params, i: int, betas: np.ndarray) -> None:

@@ -1,0 +1,157 @@
+"""The constant-memory compile (issue 16, item 1): quantize, lower, validate, lay out and write a float
+checkpoint layer by layer, so that memory holds about one layer plus the embedding and the head, whatever
+the depth. The build is byte for byte the one the whole-model path writes (``mflc.compile(...,
+stream=False)``; tests/test_stream_compile.py compares every file).
+
+How, step by step (``compiler/model/stream.StreamingModel`` makes the steps):
+
+* tensors are read from the checkpoint one by one when used (``checkpoint.open_checkpoint``), never
+  mapped, so the checkpoint's pages do not count as the process's memory;
+* each step's quantized tensors go straight into ``quant/quant.safetensors`` and each synapse group's
+  arrays into ``ir/graph.safetensors`` (``SafetensorsWriter``: spilled beside the file, put in the
+  library's order on closing); the graph then keeps, for each synapse group, only its row pointer and
+  the range of its weights: all that partitioning, placement, the layout check and the report read;
+* each step is validated on a window of the graph: its own groups and synapse groups with the groups
+  that feed them. A fed-in group counts with the whole range of its message width, never less than
+  what the whole-graph range analysis gives it, so a window without problems proves that the whole
+  graph has none there (inputs, outputs and state are checked on the whole structure);
+* the layout runs on that graph. ``placed_ir/`` refers to ``ir/`` for every synapse group.
+
+Where this cannot decide, the compile falls back to the whole-model path and says why (``Fallback``):
+a window with a problem (the whole graph may not have it: the exact validator then decides), and a
+fan-in that needs splitting (the split rewrites the weights of the groups it cuts).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from mflc.ir.errors import FitError, MflcError
+
+
+class Fallback(Exception):
+    """The layer-by-layer compile cannot decide this model: the whole-model path must (the reason says why)."""
+
+
+def light_synapse(s):
+    """The synapse group without its weights: the row pointer (row counts, nnz) stays, and in place of the
+    values the two extreme weights (what ``weight_range`` reads; empty when it has no weights). Never
+    written or executed: ``indices`` is None, so anything reading the weights fails loudly."""
+    v = s.values
+    ext = np.array([v.min(), v.max()], np.int8) if v.size else np.zeros(0, np.int8)
+    return replace(s, indices=None, values=ext)
+
+
+def _own(p: str, names: set[str], kinds: tuple[str, ...]) -> bool:
+    """Whether problem ``p`` is about one of ``names`` (a group or synapse group of the step)."""
+    head = p.split(":", 1)[0]
+    return any(head == f"{k} {n}" or head.startswith(f"{k} {n} ") for k in kinds for n in names) or \
+        head.split(" ", 1)[0] == "input"
+
+
+def window_problems(graph, step, limits: dict) -> list[str]:
+    """The problems of one step's groups and synapse groups, validated with the groups feeding them (at
+    their declared widths: a superset of the ranges the whole graph gives them)."""
+    from mflc.ir.graph import Graph
+    from mflc.ir.validate import problems
+
+    own = set(step.groups)
+    syns = [graph.synapses[n] for n in step.synapses]
+    outside = [s.name for s in syns if s.dst not in own]
+    if outside:
+        raise Fallback(f"step {step.name} adds synapse group {outside[0]} into a group of another step")
+    embed = step.name == "embedding"
+    w = Graph(inputs=list(graph.inputs) if embed else [], host_tensors=dict(graph.host_tensors) if embed else {})
+    for n in step.groups:
+        w.add_group(graph.groups[n])
+    for s in syns:
+        if s.src not in w.groups:
+            w.add_group(graph.groups[s.src])
+        w.add_synapse(s)
+    names = own | set(step.synapses)
+    return [p for p in problems(w, **limits) if _own(p, names, ("group", "synapse"))]
+
+
+def structure_problems(graph, limits: dict) -> list[str]:
+    """Problems of the outputs and the recurrent state (the rest is checked window by window)."""
+    from mflc.ir.graph import Graph
+    from mflc.ir.validate import problems
+
+    w = Graph(outputs=list(graph.outputs), state=dict(graph.state))
+    for grp in graph.groups.values():
+        w.add_group(grp)
+    return [p for p in problems(w, **limits) if p.split(" ", 1)[0] in ("output", "state")]
+
+
+def _steps(sm, quant_writer, ir_writer, limits: dict) -> None:
+    """Run the model's steps: write each step's tensors and synapse arrays, validate its window, keep its
+    synapse groups light."""
+    g = sm.graph
+    for step in sm.steps():
+        for name, (v, dtype) in step.tensors.items():
+            quant_writer.add(name, v, dtype)
+        found = window_problems(g, step, limits)
+        if found:
+            raise Fallback(f"{step.name}: the window check found {len(found)} possible problem(s), e.g. {found[0]}")
+        for n in step.synapses:
+            ir_writer.add_synapse(g.synapses[n])
+            g.synapses[n] = light_synapse(g.synapses[n])
+    found = structure_problems(g, limits)
+    if found:
+        raise Fallback(f"the IR has {len(found)} problem(s), e.g. {found[0]}")
+
+
+def stream_compile(model: Path, out: Path, cfg, weights, *, options, seqs, how: str, profile, system,
+                   stage=lambda name: nullcontext()):
+    """Compile float checkpoint ``model`` (its config and ``open_checkpoint`` tensors) into build ``out``
+    layer by layer; returns (Build, report, graph without weights). ``stage(name)``: a context manager
+    around each step (progress). Raises ``Fallback`` where only the whole-model path can decide, and the
+    same MflcErrors as that path for bad input."""
+    from mflc.build import Build, source_identity
+    from mflc.compiler.chip.layout import check_layout, save_layout
+    from mflc.compiler.chip.partition import fan_ins_fit
+    from mflc.compiler.chip.place import layout_graph
+    from mflc.compiler.chip.report import build_report
+    from mflc.compiler.model.quantize import QuantOptions, QuantStreamWriter
+    from mflc.compiler.model.stream import StreamingModel
+    from mflc.compiler.model.tokenizer import copy_tokenizer
+    from mflc.ir.serialize import StreamingGraphWriter
+
+    opts = options or QuantOptions()
+    sm = StreamingModel(cfg, weights, seqs, opts)
+    limits = profile.ir_limits()
+    held: dict = {}
+
+    def fill(tmp: Path):
+        """Every part of the build, step by step."""
+        qw, iw = QuantStreamWriter(tmp / "quant"), StreamingGraphWriter(tmp / "ir")   # a failure: assemble removes tmp
+        with stage("quantizing and lowering, layer by layer"):
+            _steps(sm, qw, iw, limits)
+        g = sm.graph
+        with stage("laying out on Loihi 2"):
+            if not fan_ins_fit(g, profile):
+                raise Fallback("a fan-in needs splitting into partial sums")
+            placed, lay = layout_graph(g, profile, system)
+            problems = check_layout(lay, placed, profile)
+            if problems:
+                raise FitError([f"layout check: {p}" for p in problems])
+        with stage("writing"):
+            qw.close(cfg, opts, sm.sites, sm.scalars, dict(sm.meta, calibration=how))
+            copy_tokenizer(model, tmp / "quant")
+            iw.close(g)
+            pw = StreamingGraphWriter(tmp / "placed_ir")
+            for s in placed.synapses.values():
+                pw.add_synapse(s, "base")                  # no split: every synapse group is the IR's
+            pw.close(placed, list(placed.host_tensors))
+            save_layout(lay, tmp / "layout.json")
+        held.update(graph=g, placed=placed, layout=lay)
+        return lay.system, dict(cores=lay.totals()["cores"], chips=lay.n_chips, groups=len(g.groups))
+
+    b = Build.assemble(out, fill, quantization=asdict(opts), source=source_identity(model),
+                       hardware=profile.to_dict())
+    rep = build_report(held["placed"], held["layout"], profile, source=dict(build=str(out)))
+    return b, rep, held["graph"]
+
