@@ -10,9 +10,7 @@ order (by data type, widest first, then by name), so memory holds one array at a
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +31,8 @@ class SafetensorsWriter:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, spill = tempfile.mkstemp(prefix=f".{self.path.name}.spill-", dir=self.path.parent)
-        self._spill_path = Path(spill)
-        self._spill = os.fdopen(fd, "w+b")
+        self._spill_path = self.path.with_name(f".{self.path.name}.spill")   # beside it (a build's own temporary folder)
+        self._spill = open(self._spill_path, "w+b")
         self._entries: dict[str, tuple[str, list[int], int, int]] = {}   # name -> (code, shape, offset, nbytes)
         self._offset = 0
 
