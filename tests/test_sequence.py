@@ -208,6 +208,7 @@ def test_verify_default_stepwise_and_located_divergence(tiny_qm):
     assert d.group == "L0.mlgru" and d.step == d.token * g.depth + g.groups["L0.mlgru"].stage and d.core is not None
     assert executors.verify_executor("sequence", tiny_qm, g, toks).ok
     assert executors.verify_executor("fast", tiny_qm, g, toks).ok
+    assert executors.verify_executor("engine", tiny_qm, g, toks, stepwise=True).counters == fast.counters
 
 
 def test_loaded_packed_graph_runs_without_decoding_csr(tiny_qm, tmp_path):
