@@ -43,13 +43,26 @@ def _integer_paths(qm, graph, toks, gen_tokens: int, step_tokens: int, core_map=
     im = IntModel(qm)
     seq, t_seq = _timed(lambda: im.forward_sequence(toks)[0])
     step, t_step = _timed(lambda: im.forward(toks[:step_tokens])[0])
+    dense = sum(b.w.size for bl in pre.seq.out_syn.values() for b in bl if b.dense)
+    flops = _blas_flops(len(toks))
     equal = (np.array_equal(prefill, seq) and np.array_equal(stepped, seq[:gen_tokens])
              and np.array_equal(step, seq[:step_tokens]))
     return dict(equal=bool(equal), prompt_tokens=len(toks), prefill_setup_s=t_setup,
                 prefill_tokens_per_s=len(toks) / t_pre, generation_tokens_per_s=gen_tokens / t_gen,
                 prefill_vs_generation=(len(toks) / t_pre) / (gen_tokens / t_gen),
                 int_sequence_tokens_per_s=len(toks) / t_seq, int_step_tokens_per_s=step_tokens / t_step,
-                int_sequence_vs_step=(len(toks) / t_seq) / (step_tokens / t_step))
+                int_sequence_vs_step=(len(toks) / t_seq) / (step_tokens / t_step),
+                dense_weights=dense, blas_gflops=flops / 1e9, prefill_bound_tokens_per_s=flops / (2 * dense))
+
+
+def _blas_flops(rows: int) -> float:
+    """Measured float32 matrix-product rate (flop/s) at ``rows`` tokens: what bounds a whole-sequence run,
+    which multiplies every dense block by [rows, n] messages (2 flops per weight and token)."""
+    rng = np.random.default_rng(0)
+    a, w = rng.random((rows, 2048), np.float32), rng.random((4096, 2048), np.float32)
+    a @ w.T
+    _, t = _timed(lambda: [a @ w.T for _ in range(5)])
+    return 5 * 2 * rows * 2048 * 4096 / t
 
 
 def default_model_figures(n_tokens: int) -> dict:
@@ -91,6 +104,25 @@ def build_figures(path, prompt: int, gen_tokens: int, step_tokens: int) -> dict:
     return dict(build=str(path), **_integer_paths(qm, b.placed, toks, gen_tokens, step_tokens, b.core_map()))
 
 
+def verify_figures(path, tokens: int, stepwise_tokens: int) -> dict:
+    """The bit-exact simulation of `mflc verify` on a build (both sides, without the static checks):
+    whole-sequence (the default) on ``tokens`` tokens against token by token on ``stepwise_tokens``."""
+    from mflc.build import Build
+    from mflc.compiler.model.int_model import IntModel
+    from mflc.simulator.verify import verify
+
+    b = Build.load(path)
+    qm, graph, cm = b.quantized, b.placed, b.core_map()
+    toks = np.random.default_rng(0).integers(0, qm.cfg.vocab_size, tokens).tolist()
+    im = IntModel(qm)
+    whole, t_whole = _timed(lambda: verify(im, graph, toks, cm))
+    stepped, t_step = _timed(lambda: verify(im, graph, toks[:stepwise_tokens], cm, stepwise=True))
+    return dict(ok=bool(whole.ok and stepped.ok), tokens=tokens, verify_tokens_per_s=tokens / t_whole,
+                verify_seconds=t_whole, stepwise_tokens=stepwise_tokens,
+                stepwise_verify_tokens_per_s=stepwise_tokens / t_step,
+                verify_vs_stepwise=(tokens / t_whole) / (stepwise_tokens / t_step))
+
+
 def _print(d: dict, title: str) -> None:
     print(title + f"; integer paths agree: {d['equal']}")
     if "eval_tokens_per_s" in d:
@@ -100,6 +132,8 @@ def _print(d: dict, title: str) -> None:
     print(f"  prefill ({d['prompt_tokens']} tokens, whole sequence)   {d['prefill_tokens_per_s']:10,.1f} tokens/s   "
           f"vs generation {d['prefill_vs_generation']:.1f}x")
     print(f"  prefill set-up (first run: blocks)      {d['prefill_setup_s']:10,.2f} s")
+    print(f"  prefill bound ({d['blas_gflops']:.0f} GFLOP/s float32 BLAS, {d['dense_weights']:,} weights)"
+          f" {d['prefill_bound_tokens_per_s']:8,.1f} tokens/s")
     print(f"  generation (fast path, token by token)  {d['generation_tokens_per_s']:10,.1f} tokens/s")
     print(f"  IntModel whole sequence                 {d['int_sequence_tokens_per_s']:10,.1f} tokens/s   "
           f"vs step {d['int_sequence_vs_step']:.1f}x")
@@ -115,17 +149,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gen-tokens", type=int, default=8, help="--build: tokens generated one by one")
     ap.add_argument("--step-tokens", type=int, default=4, help="--build: tokens through IntModel.step")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--verify", type=int, default=0, metavar="N",
+                    help="--build: also time verify's simulation on N tokens (and token by token on --step-tokens)")
     args = ap.parse_args(argv)
     out = dict(default=default_model_figures(args.tokens))
     if args.build:
         out["build"] = build_figures(args.build, args.prompt, args.gen_tokens, args.step_tokens)
+        if args.verify:
+            out["verify"] = verify_figures(args.build, args.verify, args.step_tokens)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         _print(out["default"], f"default model, {out['default']['tokens']} bytes of held-out text")
         if "build" in out:
             _print(out["build"], f"build {args.build}")
-    if not all(d["equal"] for d in out.values()):
+        if "verify" in out:
+            v = out["verify"]
+            print(f"  verify simulation, whole sequence ({v['tokens']} tokens) {v['verify_tokens_per_s']:8,.1f} tokens/s "
+                  f"({v['verify_seconds']:.1f} s)   vs token by token {v['verify_vs_stepwise']:.1f}x")
+            print(f"  verify simulation, token by token ({v['stepwise_tokens']} tokens)  "
+                  f"{v['stepwise_verify_tokens_per_s']:8,.2f} tokens/s")
+    if not all(d.get("equal", d.get("ok")) for d in out.values()):
         raise SystemExit("the integer paths disagree: a bug; run mflc verify")
 
 
