@@ -38,6 +38,7 @@ from .engine import DENSE_MIN_DENSITY, Counters
 from .nbprogram import _RT, RUN_ERRORS, encode, run_program_flat
 from .reference import RunResult, injection_steps
 
+HOLD_BLOCK_BYTES = 512 << 20    # dense blocks are held in their product dtype when all of them fit this
 WIDE_CACHE_BYTES = 64 << 20     # stateless groups' [slots, T·size] matrices are kept between runs up to this
 
 
@@ -84,42 +85,57 @@ def _csr_tokens(indptr, indices, values, msgs_t, out):
 
 
 class _Block:
-    """One synapse group ready for whole-sequence products: a dense block held in the dtype its product is
-    exact in (``fp.exact_product_dtype``: BLAS with no conversion per run) for dense-ish blocks, CSR
-    arrays (or a gather, for one synapse per row) for sparse ones. A packed ternary group (a loaded IR's
-    2-bit codes) is decoded straight to its dense block, without making CSR arrays."""
+    """One synapse group ready for whole-sequence products: a dense block for dense-ish blocks, multiplied
+    in the dtype its product is exact in (``fp.exact_product_dtype``), CSR arrays (or a gather, for one
+    synapse per row) for sparse ones. A packed ternary group (a loaded IR's 2-bit codes) is decoded
+    straight to a dense block, never to CSR. ``hold()`` keeps the block in its product dtype (no
+    conversion per run, 4 or 8 bytes per weight); otherwise a packed block is decoded from its codes at
+    each run and an int8 block converted, which costs time per run and no memory between runs."""
 
     def __init__(self, s: SynapseGroup, msg_bits: int):
-        self.s, self.msg_bits, self.gather = s, msg_bits, False
-        if isinstance(s, PackedSynapseGroup) and not s.decoded:
+        self.s, self.msg_bits, self.gather, self.w = s, msg_bits, False, None
+        self.packed = isinstance(s, PackedSynapseGroup) and not s.decoded
+        if self.packed:
             self.w_max, self.dense = 1, True                  # ternary by format: |w| <= 1 is declared
-            w = unpack_dense(s.codes, s.shape, s.where)
         else:
             self.w_max = int(np.abs(s.values.astype(np.int64)).max()) if s.nnz else 0   # the compiled weights
             self.dense = s.density >= DENSE_MIN_DENSITY and s.shape[1] > 1
             if self.dense:
-                w = np.zeros(s.shape, np.int8)
-                w[np.repeat(np.arange(s.shape[0]), s.row_counts()), s.indices] = s.values
+                self.w = np.zeros(s.shape, np.int8)
+                self.w[np.repeat(np.arange(s.shape[0]), s.row_counts()), s.indices] = s.values
             else:
                 self.arrays = (s.indptr.astype(np.int64), s.indices.astype(np.int64), s.values.astype(np.int64))
                 # one synapse per destination row (identity, broadcast, permutation): a gather, no loop
                 self.gather = bool(np.all(np.diff(self.arrays[0]) == 1))
         self.dtype = fp.exact_product_dtype(s.shape[1], self.w_max, msg_bits)
+
+    def held_bytes(self) -> int:
+        """Bytes the block takes when held in its product dtype (0 for sparse blocks)."""
+        return self.s.shape[0] * self.s.shape[1] * max(self.dtype.itemsize, 1) if self.dense else 0
+
+    def hold(self) -> None:
+        """Keep the dense block in its product dtype from now on."""
         if self.dense:
-            self.w = w.astype(self.dtype) if self.dtype.kind == "f" else w
+            self.w = self._weights()
+
+    def _weights(self) -> np.ndarray:
+        """The dense block in its product dtype (int8 for the int64 fallback, which converts exactly)."""
+        w = unpack_dense(self.s.codes, self.s.shape, self.s.where) if self.w is None else self.w
+        return w.astype(self.dtype) if self.dtype.kind == "f" and w.dtype != self.dtype else w
 
     def col_counts(self, lo: int, hi: int) -> np.ndarray:
         """Stored synapses per source neuron in destination rows lo..hi: the synaptic ops one non-zero
         message of each source neuron costs on that slice."""
         if self.dense:
-            return np.count_nonzero(self.w[lo:hi], axis=0).astype(np.int64)
+            w = unpack_dense(self.s.codes, self.s.shape, self.s.where) if self.w is None else self.w
+            return np.count_nonzero(w[lo:hi], axis=0).astype(np.int64)
         ip, ind, _ = self.arrays
         return np.bincount(ind[ip[lo]:ip[hi]], minlength=self.s.shape[1]).astype(np.int64)
 
     def product(self, msgs: np.ndarray) -> np.ndarray:
         """The exact integer sums W · m_t for every token ([T, n_dst] int64), then Lava's shift."""
         if self.dense:
-            acc = fp.exact_matmul(msgs, self.w, self.msg_bits, self.w_max)
+            acc = fp.exact_matmul(msgs, self._weights(), self.msg_bits, self.w_max)
         elif self.gather:
             acc = msgs[:, self.arrays[1]] * self.arrays[2]
         else:
@@ -147,9 +163,12 @@ def unsupported(graph: Graph) -> list[str]:
 class SequenceExecutor:
     """The IR over whole token sequences: one exact product per synapse per run, programs looped over
     tokens in Numba. Same outputs, states and counters as ``Engine`` (which remains the executor that can
-    stop at a step and trace one firing)."""
+    stop at a step and trace one firing). Dense blocks are held in their product dtype when they all fit
+    ``hold_bytes`` (the default model: 3.6 MB); a larger model's are decoded from its 2-bit codes at each
+    run, so the executor adds no weight memory to the IR's (the 370M: 1.37 GB held as float32)."""
 
-    def __init__(self, graph: Graph, core_map: CoreMap | None = None, check: bool = True):
+    def __init__(self, graph: Graph, core_map: CoreMap | None = None, check: bool = True,
+                 hold_bytes: int = HOLD_BLOCK_BYTES):
         if check:
             validate(graph)
         bad = unsupported(graph)
@@ -163,6 +182,10 @@ class SequenceExecutor:
         for s in graph.synapses.values():
             src = graph.groups[s.src]          # a delta (the change of a b-bit value) needs b + 1 bits
             self.out_syn[s.src].append(_Block(s, src.out_bits + (src.send == Send.DELTA)))
+        blocks = [b for bl in self.out_syn.values() for b in bl]
+        self.held = sum(b.held_bytes() for b in blocks) <= hold_bytes
+        for b in blocks if self.held else ():
+            b.hold()
         self.host = {i.group: i for i in graph.inputs}
         self.state_of: dict[str, list[tuple[str, str]]] = {}
         for k, (grp, reg) in graph.state.items():

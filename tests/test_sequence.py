@@ -224,12 +224,18 @@ def test_loaded_packed_graph_runs_without_decoding_csr(tiny_qm, tmp_path):
     assert packed
     toks = [65, 66, 67, 10, 0]
     cm = random_core_map(g, np.random.default_rng(1))
-    c_seq, c_eng = Counters.zeros(cm.n_cores), Counters.zeros(cm.n_cores)
-    got = SequenceExecutor(loaded, cm, check=False).run(toks, counters=c_seq)
-    assert not any(s.decoded for s in packed)
+    c_eng = Counters.zeros(cm.n_cores)
     want = Engine(g, cm).run(toks, counters=c_eng)
-    assert np.array_equal(got.outputs["logits"], want.outputs["logits"])
-    _counters_equal(c_eng, c_seq)
+    for hold in (0, 1 << 30):             # decoded from the codes at each run, or held as float blocks
+        c_seq = Counters.zeros(cm.n_cores)
+        ex = SequenceExecutor(loaded, cm, check=False, hold_bytes=hold)
+        assert ex.held == bool(hold)
+        got = ex.run(toks, counters=c_seq)
+        assert not any(s.decoded for s in packed)
+        assert np.array_equal(got.outputs["logits"], want.outputs["logits"])
+        _counters_equal(c_eng, c_seq)
+        # the in-memory (CSR) graph, not held: int8 blocks converted per run
+        assert np.array_equal(SequenceExecutor(g, cm, hold_bytes=hold).run(toks).outputs["logits"], want.outputs["logits"])
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
