@@ -43,7 +43,7 @@ def _integer_paths(qm, graph, toks, gen_tokens: int, step_tokens: int, core_map=
     im = IntModel(qm)
     seq, t_seq = _timed(lambda: im.forward_sequence(toks)[0])
     step, t_step = _timed(lambda: im.forward(toks[:step_tokens])[0])
-    dense = sum(b.w.size for bl in pre.seq.out_syn.values() for b in bl if b.dense)
+    dense = sum(b.s.shape[0] * b.s.shape[1] for bl in pre.seq.out_syn.values() for b in bl if b.dense)
     flops = _blas_flops(len(toks))
     equal = (np.array_equal(prefill, seq) and np.array_equal(stepped, seq[:gen_tokens])
              and np.array_equal(step, seq[:step_tokens]))
