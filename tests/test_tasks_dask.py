@@ -106,7 +106,9 @@ def test_a_killed_worker_is_replaced_and_its_task_rerun_and_reported(cluster, tm
                     labels=[f"sequence {k}" for k in range(4)], on_retry=lambda label, n: retried.append((label, n)))
     assert [r for r, _ in out] == [0, 10, 20, 30]
     assert os.path.exists(marker) and int(Path(marker).read_text()) != out[1][1]   # rerun in another process
-    assert retried == [("sequence 1", 1)]
+    # the task that ran when the worker died is reported; so is any task the scheduler had already sent to
+    # that worker (Dask counts every task a dead worker held), never one that finished elsewhere untouched
+    assert ("sequence 1", 1) in retried and all(n == 1 for _, n in retried) and len(retried) <= 3
     with distributed.Client(cluster.scheduler) as client:                         # the cluster healed
         client.wait_for_workers(2, timeout=120)
 

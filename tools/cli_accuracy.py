@@ -98,9 +98,10 @@ class ModelSource:
 
     @classmethod
     def of(cls, model: Path, calib: Path | None, calib_tokens: int | None, calib_text, remove_inner_norm: bool = False):
-        """The source of ``model`` as it is on disk now."""
-        return cls(str(model), str(calib) if calib else None, calib_tokens, tuple(int(t) for t in calib_text),
-                   remove_inner_norm, _source_identity(str(model), str(calib) if calib else None))
+        """The source of ``model`` as it is on disk now, by absolute path (a worker's directory is not ours)."""
+        model, calib = str(Path(model).absolute()), str(Path(calib).absolute()) if calib else None
+        return cls(model, calib, calib_tokens, tuple(int(t) for t in calib_text), remove_inner_norm,
+                   _source_identity(model, calib))
 
     def float_model(self):
         """(config, weights, FloatModel), loaded once per process while the files stay the same."""

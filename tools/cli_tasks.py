@@ -37,8 +37,8 @@ def runner_from(workers: Optional[str], scheduler: Optional[str]) -> Runner:
 
 def report_retry(label: str, deaths: int) -> None:
     """Tell the user that a task was rerun because its worker died (the result is still complete)."""
-    err.print(f"[yellow]note:[/] {escape(label)}: its worker died {deaths} time(s) while running it; "
-              "Dask reran it on another worker", highlight=False, soft_wrap=True)
+    err.print(f"[yellow]note:[/] {escape(label)}: the worker process holding it died ({deaths} time(s)); "
+              "Dask ran it again on another worker, the result is complete", highlight=False, soft_wrap=True)
 
 
 def run_tasks(fn: Callable[[Any], Any], items: Sequence[Any], labels: Sequence[str], runner: Runner,

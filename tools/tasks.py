@@ -15,7 +15,8 @@ them, and a failing task is reported by its label. On Dask:
   task rerun on another worker: the scheduler's ``allowed-failures`` (``Runner.retries`` for the embedded
   cluster). Exceptions a task raises are not retried: mflc's tasks are deterministic, a second run would
   raise the same. A rerun is detected from the scheduler's count of worker deaths each task was involved
-  in (``TaskState.suspicious``) and reported through ``on_retry``.
+  in (``TaskState.suspicious``: the task running on the worker, and any the scheduler had already queued
+  there) and reported through ``on_retry``.
 """
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ def map_tasks(fn: Callable[[Any], Any], items: Sequence[Any], *, runner: Runner 
 
 
 def _log_retry(label: str, deaths: int) -> None:
-    log.warning("%s: rerun after its worker died (%d time(s))", label, deaths)
+    log.warning("%s: rerun after the worker holding it died (%d time(s))", label, deaths)
 
 
 def task_error(label: str, e: BaseException, tb=None) -> TaskError:
