@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is not installed (pip install 'mflc[dask]'); "
                                                         "the serial runner is tested in test_tasks.py")
@@ -63,6 +64,15 @@ def _times_ten(x):
     return 10 * x
 
 
+def _sleep_then_echo(arg):
+    """Finish after a given delay, so tasks complete out of their input order."""
+    import time
+
+    x, delay = arg
+    time.sleep(delay)
+    return x
+
+
 def _raise_on_two(x):
     if x == 2:
         raise MflcError("the second input is bad")
@@ -89,6 +99,12 @@ def test_results_equal_serial_in_order_with_progress(cluster):
     done = []
     assert map_tasks(_times_ten, xs, runner=cluster, progress=done.append) == [10 * x for x in xs]
     assert sorted(done) == done and done[-1] == len(xs)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(), st.sampled_from([0.0, 0.01, 0.05])), min_size=1, max_size=12))
+def test_results_come_back_in_input_order_whatever_finishes_first(cluster, items):
+    assert map_tasks(_sleep_then_echo, items, runner=cluster) == [x for x, _ in items]
 
 
 def test_a_failing_task_is_named(cluster):
