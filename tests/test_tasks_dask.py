@@ -31,6 +31,7 @@ TEXT = b"def add(a, b):\n    return a + b\n\nclass Point:\n    x: int = 0\n"
 def cluster():
     import dask
 
+    environ = dict(os.environ)
     with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": None for k in tasks.PRE_SPAWN_UNSET}):
         c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                      silence_logs=logging.CRITICAL, env=tasks.WORKER_ENV)
@@ -38,6 +39,8 @@ def cluster():
         client.wait_for_workers(2, timeout=120)
     yield Runner(scheduler=c.scheduler_address)
     c.close()
+    os.environ.clear()                  # Dask wrote its workers' variables (OMP_NUM_THREADS=1, ...) into ours
+    os.environ.update(environ)
 
 
 @pytest.fixture(scope="module")

@@ -173,7 +173,9 @@ class _Cluster:
             return self.client
         import dask
 
-        # for every worker process the nannies start (the first ones and replacements after a death)
+        # for every worker process the nannies start (the first ones and replacements after a death);
+        # Dask also writes its pre-spawn variables into this process's environment: restored on exit
+        self.environ = dict(os.environ)
         self.config = dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": None for k in PRE_SPAWN_UNSET})
         self.config.__enter__()
         self.cluster = distributed.LocalCluster(
@@ -189,6 +191,8 @@ class _Cluster:
             self.cluster.close()
         if self.config is not None:
             self.config.__exit__(None, None, None)
+            os.environ.clear()
+            os.environ.update(self.environ)
         return False
 
 
