@@ -15,7 +15,7 @@ from mflc.tasks import AUTO, Runner, map_tasks
 WorkersOpt = typer.Option(None, "--workers", metavar="N|auto",
                           help="Run the independent pieces (files, sequences, settings) as tasks on a Dask "
                                "LocalCluster of N worker processes, one thread each (auto: one per CPU). "
-                               "Needs the dask extra (pip install 'mflc[dask]'); default: serial, in this process")
+                               "Needs the dask extra (pip install 'mflc\\[dask]'); default: serial, in this process")
 SchedulerOpt = typer.Option(None, "--scheduler", metavar="tcp://HOST:PORT",
                             help="Run the tasks on an existing Dask cluster (`dask scheduler` + `dask worker`); "
                                  "its workers must read the model or build at the same path (shared filesystem)")
