@@ -123,25 +123,35 @@ class _Block:
         w = unpack_dense(self.s.codes, self.s.shape, self.s.where) if self.w is None else self.w
         return w.astype(self.dtype) if self.dtype.kind == "f" and w.dtype != self.dtype else w
 
-    def col_counts(self, lo: int, hi: int) -> np.ndarray:
-        """Stored synapses per source neuron in destination rows lo..hi: the synaptic ops one non-zero
-        message of each source neuron costs on that slice."""
+    def col_counts(self, slices) -> list[np.ndarray]:
+        """Per (lo, hi, core) destination slice, the stored synapses per source neuron in rows lo..hi:
+        the synaptic ops one non-zero message of each source neuron costs on that slice (a packed block
+        is decoded once for all its slices)."""
         if self.dense:
             w = unpack_dense(self.s.codes, self.s.shape, self.s.where) if self.w is None else self.w
-            return np.count_nonzero(w[lo:hi], axis=0).astype(np.int64)
+            return [np.count_nonzero(w[lo:hi], axis=0).astype(np.int64) for lo, hi, _ in slices]
         ip, ind, _ = self.arrays
-        return np.bincount(ind[ip[lo]:ip[hi]], minlength=self.s.shape[1]).astype(np.int64)
+        return [np.bincount(ind[ip[lo]:ip[hi]], minlength=self.s.shape[1]).astype(np.int64) for lo, hi, _ in slices]
 
-    def product(self, msgs: np.ndarray) -> np.ndarray:
-        """The exact integer sums W · m_t for every token ([T, n_dst] int64), then Lava's shift."""
+    def product(self, msgs: np.ndarray, slices=None):
+        """The exact integer sums W · m_t for every token ([T, n_dst] int64), then Lava's shift. With
+        ``slices`` also the per-slice synapse counts of ``col_counts``, from the same decoded block:
+        (sums, counts)."""
+        counts = None
         if self.dense:
-            acc = fp.exact_matmul(msgs, self._weights(), self.msg_bits, self.w_max)
+            w = self._weights()
+            acc = fp.exact_matmul(msgs, w, self.msg_bits, self.w_max)
+            if slices is not None:
+                counts = [np.count_nonzero(w[lo:hi], axis=0).astype(np.int64) for lo, hi, _ in slices]
         elif self.gather:
             acc = msgs[:, self.arrays[1]] * self.arrays[2]
         else:
             acc = np.empty((msgs.shape[0], self.s.shape[0]), np.int64)
             _csr_tokens(*self.arrays, np.ascontiguousarray(msgs.T, np.int64), acc)
-        return fp.shr_floor(acc, -self.s.weight_exp) if self.s.weight_exp else acc
+        if slices is not None and counts is None:
+            counts = self.col_counts(slices)
+        acc = fp.shr_floor(acc, -self.s.weight_exp) if self.s.weight_exp else acc
+        return acc if slices is None else (acc, counts)
 
 
 def unsupported(graph: Graph) -> list[str]:
@@ -190,7 +200,8 @@ class SequenceExecutor:
         self.state_of: dict[str, list[tuple[str, str]]] = {}
         for k, (grp, reg) in graph.state.items():
             self.state_of.setdefault(grp, []).append((k, reg))
-        self._counting = None           # per-group counting data, built on the first run with counters
+        self._counting: dict | None = None   # per-group counting data, built on the first run with counters
+        self._block_counts: dict[int, list] = {}   # id(block) -> per-slice synapse counts (from its product)
         self.reset()
 
     def reset(self) -> None:
@@ -279,10 +290,14 @@ class SequenceExecutor:
             self.last_sent[name] = outs[-1].copy()
         return outs - prev
 
-    def _send(self, name: str, msgs: np.ndarray, arriving: dict) -> None:
-        """Every outgoing synapse's contribution for all tokens, queued for its destination port."""
+    def _send(self, name: str, msgs: np.ndarray, arriving: dict, counting: bool = False) -> None:
+        """Every outgoing synapse's contribution for all tokens, queued for its destination port; when
+        ``counting``, each block's per-slice synapse counts are kept the first time (from the same decode)."""
         for b in self.out_syn[name]:
-            contrib = b.product(msgs)
+            if counting and id(b) not in self._block_counts:
+                contrib, self._block_counts[id(b)] = b.product(msgs, sorted(self.cm.slices[b.s.dst]))
+            else:
+                contrib = b.product(msgs)
             if b.s.name in self.delta_acc:          # the receiver's running sum, token after token
                 contrib = self.delta_acc[b.s.name] + np.cumsum(contrib, axis=0)
                 self.delta_acc[b.s.name] = contrib[-1].copy()
@@ -319,9 +334,9 @@ class SequenceExecutor:
                 states[sk] = regs[r].copy()
             msgs = self._messages(name, out)
             sent[name] = int(np.count_nonzero(msgs))
+            self._send(name, msgs, arriving, counting=tally is not None)
             if tally is not None:
                 tally.group(name, msgs)
-            self._send(name, msgs, arriving)
         if tally is not None:
             tally.finish()
         return RunResult(outs, states, out_steps, last, sent, counters)
@@ -332,7 +347,7 @@ class _Tally:
 
     def __init__(self, ex: SequenceExecutor, c: Counters, inject: np.ndarray, last: int):
         if ex._counting is None:
-            ex._counting = {n: _counting_data(ex, n) for n in ex.g.groups}
+            ex._counting = {}           # filled group by group, after each group's products (their counts)
         self.ex, self.c, self.inject = ex, c, inject
         self.step_syn, self.step_upd, self.step_msg = (np.zeros(last, np.int64) for _ in range(3))
 
@@ -348,6 +363,8 @@ class _Tally:
             c.neuron_updates[core] += T * (b - a)
             c.add(core, stage, 1, T * (b - a))
         self.step_upd[steps] += grp.size
+        if name not in ex._counting:
+            ex._counting[name] = _counting_data(ex, name)
         slices, src, dst_core, src_core = ex._counting[name]
         sends = bool(live.any())     # Engine delivers (and records a (core, stage) entry) only then
         for core, cc in slices if sends else ():
@@ -388,8 +405,9 @@ def _counting_data(ex: SequenceExecutor, name: str):
     slices, keys = [], []
     n_cores = ex.cm.n_cores
     for b in ex.out_syn[name]:
-        for lo, hi, core in sorted(ex.cm.slices[b.s.dst]):
-            cc = b.col_counts(lo, hi)
+        dst_slices = sorted(ex.cm.slices[b.s.dst])
+        counts = ex._block_counts.get(id(b)) or b.col_counts(dst_slices)
+        for (_, _, core), cc in zip(dst_slices, counts):
             slices.append((core, cc))
             keys.append(np.flatnonzero(cc).astype(np.int64) * n_cores + core)
     k = np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
