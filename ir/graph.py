@@ -100,6 +100,10 @@ class SynapseGroup:
         n = self.shape[0] * self.shape[1]
         return self.nnz / n if n else 0.0
 
+    def row_offsets(self) -> np.ndarray:
+        """The CSR row pointer (int64 [rows + 1]): rows a..b hold row_offsets()[b] - row_offsets()[a] weights."""
+        return self.indptr
+
     def row_counts(self) -> np.ndarray:
         """Weights per destination row, from the CSR pointers."""
         return np.diff(self.indptr)
@@ -113,6 +117,12 @@ class SynapseGroup:
         if nonempty.any():
             out[nonempty] = np.add.reduceat(per_synapse, self.indptr[:-1][nonempty], dtype=np.int64)
         return out
+
+    def value_range(self) -> tuple[int, int]:
+        """(min, max) of the stored weights, (0, 0) when there are none."""
+        if not self.values.size:
+            return 0, 0
+        return int(self.values.min()), int(self.values.max())
 
     def pos_neg_sums(self) -> tuple[np.ndarray, np.ndarray]:
         """Per destination row, the sum of the positive and of the negative weights (int64)."""
@@ -220,6 +230,23 @@ class PackedSynapseGroup(SynapseGroup):
             return super().row_counts()
         p, m = self.counts()
         return p + m
+
+    def row_offsets(self) -> np.ndarray:
+        """The row pointer the CSR form would have, from the codes' per-row counts (kept once made)."""
+        if self.decoded:
+            return super().row_offsets()
+        if "offsets" not in self.stats:
+            self.stats["offsets"] = np.concatenate([[0], np.cumsum(self.row_counts(), dtype=np.int64)])
+        return self.stats["offsets"]
+
+    def value_range(self) -> tuple[int, int]:
+        """(min, max) of the non-zero weights, (0, 0) when there are none."""
+        if self.decoded:
+            return super().value_range()
+        p, m = (int(c.sum()) for c in self.counts())
+        if not p + m:
+            return 0, 0
+        return (-1 if m else 1), (1 if p else -1)
 
     def pos_neg_sums(self) -> tuple[np.ndarray, np.ndarray]:
         """Per row, the sum of the positive and of the negative weights (the validator's interval bounds)."""

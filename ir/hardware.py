@@ -158,9 +158,7 @@ def weight_range(s) -> tuple[int, int] | None:
         if kind == "ternary":
             return -1, 1
         return (1, 1) if kind in ("identity", "reduce", "broadcast") else None     # weight-1 by construction
-    if not s.values.size:
-        return 0, 0
-    return int(s.values.min()), int(s.values.max())
+    return s.value_range()
 
 
 def narrowest_weight_bits(lo: int, hi: int) -> int:

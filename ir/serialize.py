@@ -127,10 +127,11 @@ class StreamingGraphWriter:
         self.arrays = SafetensorsWriter(self.dir / "graph.safetensors")
         self.encodings: dict[str, str] = {}
 
-    def add_synapse(self, s: SynapseGroup, enc: str | None = None) -> str:
-        """Write one synapse group's arrays now (its encoding: ``synapse_encoding``, or ``enc``)."""
+    def add_synapse(self, s: SynapseGroup, enc: str | None = None, arrays: dict | None = None) -> str:
+        """Write one synapse group's arrays now (its encoding: ``synapse_encoding``, or ``enc``). ``arrays``:
+        the caller's own ``synapse_arrays(s, enc)`` (e.g. the 2-bit block packed from the dense matrix)."""
         enc = synapse_encoding(s) if enc is None else enc
-        for k, v in synapse_arrays(s, enc).items():
+        for k, v in (synapse_arrays(s, enc) if arrays is None else arrays).items():
             self.arrays.add(k, v)
         self.encodings[s.name] = enc
         return enc
@@ -254,7 +255,7 @@ def _read_weights(sd: dict, w: str, arr: _Arrays, base: Graph | None, jf: Path):
 def _read_packed(sd: dict, w: str, arr: _Arrays, base: Graph | None):
     """(codes, shared per-row counts, where) of a synapse group stored at 2 bits, or of a reference to a
     packed group of the base graph; None for every other encoding. The codes are checked here (length,
-    0b10 codes are checked when they are first decoded, padding bits now)."""
+    0b10 codes and padding bits)."""
     n, (rows, cols) = sd["name"], sd["shape"]
     if sd["encoding"] == "base" and base is not None:
         t = base.synapses.get(n)
@@ -266,7 +267,7 @@ def _read_packed(sd: dict, w: str, arr: _Arrays, base: Graph | None):
     key = f"syn/{n}/ternary2"
     codes = arr.get(key, np.uint8, (ternary.packed_bytes(rows, cols),), where=w)
     where = f"{arr.af}: array {key!r}"
-    ternary.check_codes(codes, (rows, cols), where)
+    ternary.check_codes(codes, (rows, cols), where, scan=True)
     return codes, None, where
 
 

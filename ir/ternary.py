@@ -144,15 +144,23 @@ def planes_from_csr(shape: tuple[int, int], indptr: np.ndarray, indices: np.ndar
     return plus, minus
 
 
-def check_codes(codes: np.ndarray, shape: tuple[int, int], where: str) -> None:
-    """Refuse a packed block whose length is wrong, which holds the code 0b10 or whose padding bits are set."""
-    rows, cols = shape
-    n = rows * cols
+def check_codes(codes: np.ndarray, shape: tuple[int, ...], where: str, scan: bool = False) -> None:
+    """Refuse a packed block whose length is wrong or whose padding bits are set; ``scan``: also one that
+    holds the code 0b10 anywhere (a table lookup per byte, ~1 ms per MB; decoding checks it anyway)."""
+    n = int(np.prod(shape)) if len(shape) else 1
+    rows, cols = (shape[0], n // shape[0]) if len(shape) == 2 and shape[0] else (n, 1)
     if codes.dtype != np.uint8 or codes.ndim != 1 or codes.size != packed_bytes(rows, cols):
         raise MflcError(f"{where}: {codes.size} byte(s) of {codes.dtype}, expected {packed_bytes(rows, cols)} "
-                        f"uint8 for a {rows}x{cols} block at 2 bits per weight")
+                        f"uint8 for {n} weights ({'x'.join(map(str, shape))} at 2 bits per weight)")
     if n % 4 and int(codes[-1]) >> (2 * (n % 4)):
         raise MflcError(f"{where}: padding bits after the last weight are not zero")
+    if scan:
+        for b0 in range(0, codes.size, CHUNK_ELEMENTS):
+            bad = _HAS_BAD[codes[b0:b0 + CHUNK_ELEMENTS]]
+            if bad.any():
+                b = b0 + int(np.flatnonzero(bad)[0])
+                k = 4 * b + int(np.flatnonzero(_CODES[codes[b]] == 2)[0])
+                raise MflcError(f"{where}: code 0b10 at weight {k} is not a ternary weight")
 
 
 def planes_from_codes(codes: np.ndarray, shape: tuple[int, int], where: str = "packed ternary block"):

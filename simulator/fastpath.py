@@ -14,7 +14,7 @@ import numpy as np
 from mflc.ir.coremap import CoreMap
 from mflc.ir.graph import Graph, PackedSynapseGroup
 from mflc.ir.modes import Send
-from mflc.ir.ternary import is_ternary, planes_from_csr
+from mflc.ir.ternary import is_ternary, plane_words, planes_from_csr
 
 from . import kernels as K
 from .nbprogram import _RT, encode, run_program_flat
@@ -170,26 +170,32 @@ class FastEngine:
         its kernel (``_kind``). Row: kind, destination port offset, weight offset, columns, slice lo, hi,
         CSR pointer offset, rows, plane chunks (8-bit units of the source's message width)."""
         graph, G = self.g, len(names)
-        rows, w8, pw, ptrs, inds, vals = [], [], [], [np.zeros(1, np.int64)], [], []
+        rows, w8, ptrs, inds, vals = [], [], [np.zeros(1, np.int64)], [], []
         g_syn = np.zeros((G, 2), np.int64)
         w_off = pw_off = ptr_off = nnz_off = 0
         by_src = {n: [] for n in names}
         for s in graph.synapses.values():
             by_src[s.src].append(s)
         self.max_plane_bits = 8
+        kinds = {s.name: self._kind(s) for s in graph.synapses.values()}
+        # the bit planes are written straight into one array: never a second copy of the weights
+        self.pw = np.zeros(max(1, sum(2 * s.shape[0] * plane_words(s.shape[1]) for s in graph.synapses.values()
+                                      if kinds[s.name] == KIND_PLANES)), np.uint64)
         for k, n in enumerate(names):
             g_syn[k, 0] = len(rows)
             for s in by_src[n]:
                 dst_base = self.base[s.dst] + self.slot[s.dst][s.port] * graph.groups[s.dst].size
-                kind, p0, nch = self._kind(s), 0, 0
+                kind, p0, nch = kinds[s.name], 0, 0
                 if kind == KIND_PLANES:
                     if isinstance(s, PackedSynapseGroup) and not s.decoded:    # from the file's codes
                         plus, minus, _, _ = s.bit_planes()
                     else:
                         plus, minus = planes_from_csr(s.shape, s.indptr, s.indices, s.values)
-                    pw += [plus.ravel(), minus.ravel()]
+                    self.pw[pw_off:pw_off + plus.size] = plus.ravel()
+                    self.pw[pw_off + plus.size:pw_off + 2 * plus.size] = minus.ravel()
                     entry = (kind, dst_base, pw_off, s.shape[1])
                     pw_off += plus.size + minus.size
+                    del plus, minus
                     nch = -(-graph.groups[s.src].out_bits // 8)
                     self.max_plane_bits = max(self.max_plane_bits, 8 * nch)
                 elif kind == KIND_INT8:
@@ -216,7 +222,6 @@ class FastEngine:
         self.ind = np.concatenate(inds) if inds else np.zeros(1, np.int64)
         self.val = np.concatenate(vals) if vals else np.zeros(1, np.int64)
         self.w8 = np.concatenate(w8) if w8 else np.zeros(1, np.int8)
-        self.pw = np.concatenate(pw) if pw else np.zeros(1, np.uint64)
         self.syn = np.asarray(rows, np.int64).reshape(-1, 9)
         self.g_syn = g_syn
 

@@ -125,3 +125,49 @@ def test_a_graph_whose_ranges_lie_is_caught_not_wrapped(tiny_qm):
     with pytest.raises(ValueError, match=f"group {s.src}: a message does not fit the 8-bit planes"):
         for t in range(20):
             fe.step(t)
+
+
+@given(ternary_blocks())
+def test_figures_from_the_codes_equal_the_csr_figures(w):
+    """nnz, row counts, value range and the validator's row bounds of a packed group, from its codes alone."""
+    from mflc.ir.graph import PackedSynapseGroup
+    from mflc.ir.ternary import pack_dense
+
+    s = SynapseGroup.from_dense("s", "a", "b", "in", w)
+    p = PackedSynapseGroup("s", "a", "b", "in", w.shape, pack_dense(w))
+    got = (p.nnz, p.row_counts(), p.value_range(), p.pos_neg_sums(), p.row_offsets())
+    assert not p.decoded
+    want = (s.nnz, s.row_counts(), s.value_range(), s.pos_neg_sums(), s.indptr)
+    assert np.array_equal(got[4], want[4])
+    assert got[0] == want[0] and np.array_equal(got[1], want[1]) and got[2] == want[2]
+    assert all(np.array_equal(a, b) for a, b in zip(got[3], want[3]))
+
+
+def test_a_loaded_quantized_model_keeps_its_ternary_matrices_packed_until_read(tiny_qm, tmp_path):
+    from mflc.compiler.model.quantize import LazyTernary, QuantizedModel
+
+    tiny_qm.save(tmp_path / "q")
+    qm = QuantizedModel.load(tmp_path / "q")
+    names = [k for k in qm.tensors if isinstance(qm.tensors.stored(k), LazyTernary)]
+    assert names and all(k.startswith("W.") for k in names)
+    assert np.array_equal(qm.t(names[0]), tiny_qm.t(names[0]))          # decoded on first read, then kept
+    assert not isinstance(qm.tensors.stored(names[0]), LazyTernary)
+    qm.save(tmp_path / "q2")                                            # written back without decoding
+    for f in ("quant.json", "quant.safetensors"):
+        assert (tmp_path / "q" / f).read_bytes() == (tmp_path / "q2" / f).read_bytes()
+
+
+def test_a_bad_code_in_a_quantized_model_is_named_on_loading(tiny_qm, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from mflc.compiler.model.quantize import QuantizedModel
+    from mflc.ir.errors import MflcError
+
+    tiny_qm.save(tmp_path / "q")
+    f = tmp_path / "q" / "quant.safetensors"
+    arrays = load_file(f)
+    arrays["W.head"] = arrays["W.head"].copy()
+    arrays["W.head"][3] = 0b00100000                 # weight 14 = code 0b10
+    save_file(arrays, f)
+    with pytest.raises(MflcError, match="tensor 'W.head': code 0b10 at weight 14"):
+        QuantizedModel.load(tmp_path / "q")

@@ -153,7 +153,7 @@ def slice_bits(s: SynapseGroup, a: int, b: int, hw: HardwareProfile, width: int 
     c0, c1 = src_span(s)
     if synapse_format(s, hw, wb) == "dense":
         return (b - a) * ((c1 - c0) * wb + hw.row_overhead_bits)
-    return int(s.indptr[b] - s.indptr[a]) * (wb + hw.sparse_index_bits) + (b - a) * hw.row_overhead_bits
+    return int(s.row_offsets()[b] - s.row_offsets()[a]) * (wb + hw.sparse_index_bits) + (b - a) * hw.row_overhead_bits
 
 
 def slice_axons(s: SynapseGroup, a: int, b: int) -> tuple[str, int, int]:
@@ -166,7 +166,7 @@ def slice_axons(s: SynapseGroup, a: int, b: int) -> tuple[str, int, int]:
     if kind == "broadcast":
         return ("interval", 0, 1)
     c0, c1 = src_span(s)
-    return ("count", int(min(c1 - c0, s.indptr[b] - s.indptr[a])), 0)
+    return ("count", int(min(c1 - c0, s.row_offsets()[b] - s.row_offsets()[a])), 0)
 
 
 def input_axons(g: Graph, slices) -> int:
@@ -249,7 +249,7 @@ class Costs:
         for sname, a, b in synapse_slices:
             s = g.synapses[sname]
             u["synapse_bits"] += slice_bits(s, a, b, hw, self.width.get(sname))
-            u["synapses"] += int(s.indptr[b] - s.indptr[a])
+            u["synapses"] += int(s.row_offsets()[b] - s.row_offsets()[a])
         u["axons_in"] += input_axons(g, ((g.synapses[n], a, b) for n, a, b in synapse_slices))
         return {k: int(v) for k, v in u.items()}
 

@@ -204,12 +204,14 @@ class QuantizedModel:
         d = Path(path)
         d.mkdir(parents=True, exist_ok=True)
         stored, storage = {}, {}
-        for k, v in self.tensors.items():
+        raw = self.tensors.stored if isinstance(self.tensors, TensorStore) else self.tensors.__getitem__
+        for k in self.tensors:
+            v = raw(k)                                   # a still-packed tensor is written as it was read
             stored[k], enc = _stored_form(v)
             if enc != str(v.dtype):
                 storage[k] = enc
         _write_quant_json(d, self.cfg, self.options, self.sites, self.scalars, self.meta,
-                          {k: str(v.dtype) for k, v in self.tensors.items()}, storage)
+                          {k: str(raw(k).dtype) for k in self.tensors}, storage)
         save_file(stored, str(d / "quant.safetensors"))
 
 
@@ -254,7 +256,7 @@ class QuantizedModel:
                 raise CheckpointError(f"{tf}: tensor {name!r}: shape {list(a.shape)}, expected {list(shape)} (from {jf.name}'s config)")
         _check_meta(head["meta"], head["sites"], want, opts, jf)
         _check_site_scales(head["sites"], opts, jf)
-        return cls(cfg, opts, head["sites"], {k: tensors[k] for k in want}, head["scalars"], head["meta"])
+        return cls(cfg, opts, head["sites"], TensorStore({k: tensors[k] for k in want}), head["scalars"], head["meta"])
 
 
 def _write_quant_json(d: Path, cfg, options, sites, scalars, meta, tensor_dtypes: dict, storage: dict) -> None:
@@ -277,13 +279,15 @@ class QuantStreamWriter:
         self.tensor_dtypes: dict[str, str] = {}
         self.storage: dict[str, str] = {}
 
-    def add(self, name: str, v: np.ndarray, dtype: str) -> None:
-        """Write tensor ``name`` whose declared dtype is ``dtype`` (``v`` may hold it narrower)."""
+    def add(self, name: str, v: np.ndarray, dtype: str) -> tuple[np.ndarray, str]:
+        """Write tensor ``name`` whose declared dtype is ``dtype`` (``v`` may hold it narrower); returns its
+        stored form and encoding ("ternary2", a narrower type, or the dtype)."""
         stored, enc = _stored_form(v, dtype)
         self.arrays.add(name, stored)
         self.tensor_dtypes[name] = dtype
         if enc != dtype:
             self.storage[name] = enc
+        return stored, enc
 
     def close(self, cfg: ModelConfig, options: "QuantOptions", sites: dict, scalars: dict, meta: dict) -> None:
         """Write quant.json and finish quant.safetensors."""
@@ -295,10 +299,78 @@ class QuantStreamWriter:
         self.arrays.abort()
 
 
+class LazyTernary:
+    """A ternary int8 matrix of a loaded quantized model, kept as its 2-bit codes (checked: length, padding,
+    no 0b10 code) until something reads it: `mflc generate` on a build never needs the weights of quant/."""
+
+    dtype = np.dtype(np.int8)
+
+    def __init__(self, codes: np.ndarray, shape: tuple, where: str):
+        ternary.check_codes(codes, tuple(shape), where, scan=True)
+        self.codes, self.shape, self.where = codes, tuple(shape), where
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions of the matrix."""
+        return len(self.shape)
+
+    def decode(self) -> np.ndarray:
+        """The int8 matrix."""
+        return ternary.unpack_dense(self.codes, self.shape, self.where)
+
+
+class LazyWiden:
+    """A tensor of a loaded quantized model stored narrower than its declared dtype (e.g. the int8 embedding of
+    an int64 tensor), widened when first read."""
+
+    def __init__(self, stored: np.ndarray, dtype: str):
+        self.stored, self.dtype, self.shape = stored, np.dtype(dtype), stored.shape
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions."""
+        return len(self.shape)
+
+    def decode(self) -> np.ndarray:
+        """The tensor at its declared dtype."""
+        return self.stored.astype(self.dtype)
+
+
+class TensorStore(dict):
+    """A loaded quantized model's tensors: a dict whose ternary matrices are decoded on first read."""
+
+    def __getitem__(self, k):
+        v = super().__getitem__(k)
+        if isinstance(v, (LazyTernary, LazyWiden)):
+            v = v.decode()
+            super().__setitem__(k, v)
+        return v
+
+    def stored(self, k):
+        """The tensor as held: a LazyTernary if it was never read."""
+        return super().__getitem__(k)
+
+    def get(self, k, default=None):
+        """As dict.get, decoding like []."""
+        return self[k] if k in self else default
+
+    def values(self):
+        """Every tensor, decoded."""
+        return [self[k] for k in self]
+
+    def items(self):
+        """(name, tensor) pairs, decoded."""
+        return [(k, self[k]) for k in self]
+
+
 def _stored_form(v: np.ndarray, dtype: str | None = None) -> tuple[np.ndarray, str]:
     """How a tensor is kept on disk: ternary int8 matrices at 2 bits per weight ("ternary2",
     mflc.ir.ternary), other integers at the narrowest integer type holding them, the rest as they are.
     ``dtype``: the tensor's declared dtype when ``v`` holds its values in a narrower one (streaming)."""
+    if isinstance(v, LazyTernary):
+        return v.codes, "ternary2"
+    if isinstance(v, LazyWiden):
+        return v.stored, v.stored.dtype.name
     dt = np.dtype(dtype) if dtype is not None else v.dtype
     if dt == np.int8 and v.ndim == 2 and ternary.is_ternary(v[v != 0]):
         return ternary.pack_dense(v), "ternary2"
@@ -319,14 +391,14 @@ def _decode_storage(tensors: dict, storage: dict, shapes: dict, jf: Path, tf: Pa
         if enc == "ternary2":
             if dtype != "int8":
                 raise CheckpointError(f"{jf}: storage.{name}: 'ternary2' holds int8 weights, the tensor is {dtype}")
-            tensors[name] = ternary.unpack_dense(a, shape, f"{tf}: tensor {name!r}")
+            tensors[name] = LazyTernary(a, shape, f"{tf}: tensor {name!r}")    # checked now, decoded when read
         elif enc in ("int8", "int16", "int32"):
             if str(a.dtype) != enc:
                 raise CheckpointError(f"{tf}: tensor {name!r}: dtype {a.dtype}, expected {enc} (its stored form "
                                       f"per {jf.name}'s storage; the tensor is {dtype})")
             if np.dtype(enc).itemsize >= np.dtype(dtype).itemsize:
                 raise CheckpointError(f"{jf}: storage.{name}: {enc!r} is not narrower than the tensor's {dtype}")
-            tensors[name] = a.astype(dtype)
+            tensors[name] = LazyWiden(a, dtype)                 # widened when read
         else:
             raise CheckpointError(f"{jf}: storage.{name}: {enc!r}, expected 'ternary2' or a narrower integer type")
 
