@@ -371,7 +371,8 @@ class _Tally:
             ops = int(per_neuron @ cc)
             c.synops[core] += ops
             c.add(core, stage, 0, ops)
-            self.step_syn[steps] += live.astype(np.int64) @ cc
+        if sends and slices:                                      # per token: one product over all slices
+            self.step_syn[steps] += live.astype(np.int64) @ np.sum([cc for _, cc in slices], axis=0)
         if src.size == 0:
             return
         n = per_neuron[src]
