@@ -24,7 +24,7 @@ from .nbprogram import _RT, encode, run_program_flat
 PARALLEL_MIN_WEIGHTS = 1 << 20
 
 # How a synapse group is stored for the kernels (the first column of FastEngine.syn)
-KIND_INT8, KIND_CSR, KIND_PLANES = 0, 1, 2
+KIND_INT8, KIND_CSR, KIND_PLANES, KIND_IDENTITY, KIND_BROADCAST = 0, 1, 2, 3, 4
 KERNELS = ("packed", "int8")      # packed: ternary blocks as 2-bit bit planes; int8: one byte per weight
 MAX_PLANE_BITS = 32               # messages wider than this take the CSR kernel
 # Making a message's bit planes costs about as much as reading it a few dozen times: blocks with fewer rows
@@ -80,6 +80,13 @@ def _token(order, g_code, g_out, g_size, g_tab, g_ports, g_slices, slices, code,
                     K.dense_rows16(blk, msg16[:ncols], acc32, r_lo, r_hi)
                 for r in range(r_lo, r_hi):
                     env[dst + r] += acc32[r]
+            elif kind == KIND_IDENTITY:                   # unit weights, row r from source neuron r
+                for r in range(r_lo, r_hi):
+                    env[dst + r] += outbuf[r]
+            elif kind == KIND_BROADCAST:                  # unit weights from the one source neuron
+                v = outbuf[0]
+                for r in range(r_lo, r_hi):
+                    env[dst + r] += v
             else:
                 p0 = syn[si, 6]
                 for r in range(r_lo, r_hi):
@@ -88,6 +95,19 @@ def _token(order, g_code, g_out, g_size, g_tab, g_ports, g_slices, slices, code,
                         acc += val[q] * outbuf[ind[q]]
                     env[dst + r] += acc
     return -1
+
+
+def _unit_weights(s, identity: bool) -> bool:
+    """Whether s is an identity (row r <- source r) or a broadcast (every row <- the one source), all weights
+    1: the two patterns that forward messages, which the kernels then add without index lists."""
+    rows, cols = s.shape
+    if (rows != cols) if identity else (cols != 1):
+        return False
+    if isinstance(s, PackedSynapseGroup) and not s.decoded and s.shape[0] * s.shape[1] > (1 << 16):
+        return False                      # a big ternary block: never one of these, and not worth decoding
+    if s.nnz != rows or not np.array_equal(s.row_counts(), np.ones(rows, np.int64)):
+        return False
+    return bool(np.all(s.values == 1)) and (not identity or np.array_equal(s.indices, np.arange(rows)))
 
 
 def unsupported(graph: Graph) -> list[str]:
@@ -157,6 +177,10 @@ class FastEngine:
         """Which kernel runs synapse group s: dense blocks (at least a quarter non-zero) as bit planes when
         ternary (kernel 'packed') or int8, everything sparser as CSR."""
         src_bits = self.g.groups[s.src].out_bits
+        if _unit_weights(s, identity=True):
+            return KIND_IDENTITY
+        if _unit_weights(s, identity=False):
+            return KIND_BROADCAST
         if s.nnz < 0.25 * s.shape[0] * s.shape[1] or s.shape[1] <= 1:
             return KIND_CSR
         packed = isinstance(s, PackedSynapseGroup) and not s.decoded      # ternary by construction
