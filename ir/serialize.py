@@ -37,6 +37,20 @@ def _same_arrays(s: SynapseGroup, t: SynapseGroup | None) -> bool:
         and np.array_equal(s.values, t.values)
 
 
+def _narrow(v: np.ndarray) -> np.ndarray:
+    """A per-neuron parameter or table as stored: the narrowest signed integer type that holds it."""
+    v = np.asarray(v)
+    return np.ascontiguousarray(v, dtype=narrowest_int(v))
+
+
+def _wide(a: np.ndarray, where: str) -> np.ndarray:
+    """A stored parameter or table as the programs read it (int64); any integer type is accepted whose values
+    int64 holds (a uint64 beyond it is refused, not wrapped)."""
+    if a.dtype == np.uint64 and a.size and int(a.max()) > np.iinfo(np.int64).max:
+        raise MflcError(f"{where}: dtype uint64 holds {int(a.max())}, beyond the int64 the programs compute in")
+    return a.astype(np.int64)
+
+
 def _shared(a: np.ndarray) -> np.ndarray:
     """A read-only view of an array two graphs share: editing one graph's copy must not edit the other's
     unseen (the partition check compares them), so an edit raises; copy first to change it."""
@@ -48,9 +62,9 @@ def _shared(a: np.ndarray) -> np.ndarray:
 def group_entry(grp: NeuronGroup, arrays: dict) -> dict:
     """A group's graph.json entry; its parameters and tables go into ``arrays`` (key -> int64 array)."""
     for k, v in grp.params.items():
-        arrays[f"group/{grp.name}/param/{k}"] = np.ascontiguousarray(v, dtype=np.int64)
+        arrays[f"group/{grp.name}/param/{k}"] = _narrow(v)
     for k, v in grp.tables.items():
-        arrays[f"group/{grp.name}/table/{k}"] = np.ascontiguousarray(v, dtype=np.int64)
+        arrays[f"group/{grp.name}/table/{k}"] = _narrow(v)
     return dict(name=grp.name, size=grp.size, ports=grp.ports, output=grp.output,
                 out_bits=grp.out_bits, stage=grp.stage, registers=grp.registers, send=grp.send,
                 meta=grp.meta, params=sorted(grp.params), tables=sorted(grp.tables),
@@ -224,8 +238,10 @@ def _read_groups(g: Graph, head: dict, arr: _Arrays, jf: Path) -> None:
             name=n, size=gd["size"], ports=list(gd["ports"]),
             program=[Instr(op, out, tuple(args), tuple(sorted(imm.items()))) for op, out, args, imm in gd["program"]],
             output=gd["output"], out_bits=gd["out_bits"], stage=gd["stage"], registers=dict(gd["registers"]),
-            params={k: arr.get(f"group/{n}/param/{k}", np.int64, (gd["size"],), where=f"{w}.params") for k in gd["params"]},
-            tables={k: arr.get(f"group/{n}/table/{k}", np.int64, ndim=1, where=f"{w}.tables") for k in gd["tables"]},
+            params={k: _wide(arr.get(f"group/{n}/param/{k}", None, (gd["size"],), where=f"{w}.params"),
+                             f"{arr.af}: array 'group/{n}/param/{k}'") for k in gd["params"]},
+            tables={k: _wide(arr.get(f"group/{n}/table/{k}", None, ndim=1, where=f"{w}.tables"),
+                             f"{arr.af}: array 'group/{n}/table/{k}'") for k in gd["tables"]},
             send=gd["send"], meta=gd.get("meta", {})))
 
 

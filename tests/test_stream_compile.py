@@ -83,6 +83,19 @@ def test_streamed_build_equals_whole_model_build(name, tmp_path):
     assert ra == rb
 
 
+@pytest.mark.parametrize("name", ["odd shapes, 3 layers", "tied embeddings, expand 2", "mse scales"])
+def test_small_blocks_change_nothing(name, tmp_path, monkeypatch):
+    """Matrices ternarized, multiplied and read in blocks of a few rows (as the 2.7B's are in blocks of
+    4 M weights): the same bytes."""
+    from mflc.compiler.model import stream
+
+    monkeypatch.setattr(stream, "BLOCK_WEIGHTS", 50)
+    monkeypatch.setattr(stream, "EMBED_ROWS", 3)
+    cfg, kw = CASES[name]
+    a, _, fa, fb = both_ways(checkpoint(tmp_path, cfg), tmp_path, **kw)
+    assert a.report["compile"]["mode"] == "layer by layer" and fa == fb
+
+
 @settings(max_examples=8, deadline=None)
 @given(cfg=model_configs(max_layers=3, max_hidden=20, max_vocab=40), seed=st.integers(0, 1000))
 def test_streamed_build_equals_whole_property(cfg, seed, tmp_path_factory):

@@ -436,6 +436,21 @@ class LazyWeights:
             raise CheckpointError(f"{self.source}: {problem}")
         return arr
 
+    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop of a tensor (its first axis), read alone; a non-finite value is an error
+        naming the tensor, as for the whole tensor."""
+        path, (data_start, np_dtype, shape, begin, _) = self.entries[name]
+        stop = min(stop, shape[0])
+        row = math.prod(shape[1:]) * np.dtype(np_dtype).itemsize
+        with open(path, "rb") as f:
+            arr = _read_tensor(f, data_start, np_dtype, (stop - start, *shape[1:]), begin + start * row,
+                               begin + stop * row, mmap=False)
+        n_bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if n_bad:
+            whole = self[name]                        # the whole tensor's message (counts every bad value)
+            raise CheckpointError(f"{self.source}: tensor {name!r} has non-finite values ({whole.size} read)")
+        return arr
+
 
 def _stub(np_dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     """An array of the tensor's shape and dtype that takes no memory (for the checks made on opening)."""

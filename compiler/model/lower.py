@@ -43,8 +43,9 @@ class VirtualTernary:
 
 
 class _Builder:
-    def __init__(self, qm: QuantizedModel, widen_host: bool = True):
+    def __init__(self, qm: QuantizedModel, widen_host: bool = True, keep_dense: bool = False):
         self.qm, self.widen_host = qm, widen_host
+        self.dense_of: dict | None = {} if keep_dense else None    # synapse name -> the dense matrix it came from
         self.g = Graph(meta=dict(source="mflc.compiler.model.lower", config=qm.cfg.to_dict(),
                                  logit_scale=qm.meta["logit_scale"], inner_norm=not qm.options.remove_inner_norm))
 
@@ -81,6 +82,8 @@ class _Builder:
             return
         self.g.add_synapse(synapses_from_dense(f"{src}->{dst}.{port}", src, dst, port, w,
                                                delay=self._delay(src, dst), meta=dict(kind="ternary", layer=layer)))
+        if self.dense_of is not None:
+            self.dense_of[f"{src}->{dst}.{port}"] = w
 
     # ---- RMSNorm: square -> reduce -> broadcast + apply --------------------------------------------------
     def norm_reduction(self, src: str, red_key: str, tag: str, layer) -> str:
@@ -224,8 +227,8 @@ class IncrementalLowering:
     (compiler/model/stream.py): ``embedding()``, ``layer(i)`` for i = 0 .. L-1 in order, ``head()``; each
     adds its groups and synapse groups to ``graph`` and returns their names. ``lower`` is these steps."""
 
-    def __init__(self, qm: QuantizedModel, widen_host: bool = True):
-        self.b = _Builder(qm, widen_host)
+    def __init__(self, qm: QuantizedModel, widen_host: bool = True, keep_dense: bool = False):
+        self.b = _Builder(qm, widen_host, keep_dense)
         self.x: str | None = None
 
     @property

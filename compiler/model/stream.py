@@ -28,21 +28,84 @@ from mflc.ir.tensorfile import narrowest_int
 from . import quantize as Q
 from . import structure as S
 from .config import BITLINEAR_NORM_EPS, ModelConfig
-from .float_model import BitLinear, FloatModel, lower_bound_betas
+from .float_model import ACT_QMAX, EPS_CLAMP, BitLinear, FloatModel, lower_bound_betas, rms_norm
 from .lower import IncrementalLowering
 
 EMBED_ROWS = 4096          # embedding rows quantized at a time
+BLOCK_WEIGHTS = 1 << 22    # weights of a matrix read, ternarized or converted to float32 at a time
+
+
+def _row_blocks(shape) -> range:
+    """Starts of row blocks of about BLOCK_WEIGHTS weights."""
+    step = max(1, BLOCK_WEIGHTS // max(1, int(np.prod(shape[1:]))))
+    return range(0, shape[0], step)
+
+
+def ternarize_blocks(weights, name: str) -> tuple[np.ndarray, float]:
+    """``float_model.ternarize(weights[name])`` holding the float matrix a block of rows at a time: its
+    |w| is gathered into one array (so the mean is numpy's own over the same array: the same float),
+    then each block is divided and compared exactly as ``ternarize`` does, element by element."""
+    shape = weights.shape(name)
+    blocks = _row_blocks(shape)
+    a = np.empty(shape, np.float32)
+    for r in blocks:
+        w = weights.rows(name, r, r + blocks.step)
+        a[r:r + w.shape[0]] = np.abs(w)
+    absmean = max(float(np.mean(a, dtype=np.float64)), EPS_CLAMP)
+    del a
+    wt = np.empty(shape, np.int8)
+    for r in blocks:
+        x = weights.rows(name, r, r + blocks.step) / absmean
+        b = (x > 0.5).astype(np.int8)
+        b -= x < -0.5
+        wt[r:r + b.shape[0]] = b
+    return wt, absmean
+
+
+class InMemoryWeights(dict):
+    """A dict of tensors with ``LazyWeights``' ``shape`` and ``rows`` (weights already in memory)."""
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape."""
+        return tuple(self[name].shape)
+
+    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop of a tensor."""
+        return self[name][start:stop]
+
+
+class BlockBitLinear(BitLinear):
+    """A BitLinear whose product is taken over blocks of output rows, each converted to float32 on its own.
+    With quantized activations (the calibration's) every product and partial sum is an integer below
+    2^24, which float32 holds exactly in any order, so the blocks give the same numbers as BitLinear
+    while the float32 copy of the weights is one block, not the whole matrix (the head's is 327 MB)."""
+
+    def __call__(self, x: np.ndarray, observe=None) -> np.ndarray:
+        if not self.act_quant:
+            return super().__call__(x, observe)
+        xn = rms_norm(x, self.norm_w, self.eps) if self.norm_w is not None else x
+        if observe:
+            observe(self.site or f"{self.name}.in", xn)
+        s = ACT_QMAX / np.maximum(np.max(np.abs(xn), axis=-1, keepdims=True), EPS_CLAMP)
+        xq = np.clip(np.round(xn * s), -128, 127).astype(np.float32)
+        y = np.empty(xq.shape[:-1] + (self.wt.shape[0],), np.float32)
+        blocks = _row_blocks(self.wt.shape)
+        for r in blocks:
+            y[..., r:r + blocks.step] = xq @ np.ascontiguousarray(self.wt[r:r + blocks.step].T, dtype=np.float32)
+        return y.astype(np.float64) / s * self.absmean
 
 
 @dataclass
 class Step:
     """What one step made: its name ("embedding", "layer 3", "head"), the names of the groups and
-    synapse groups it added to the graph, and its quantized tensors (name -> (array, declared dtype))."""
+    synapse groups it added to the graph, its quantized tensors (name -> (array, declared dtype)) and the
+    dense matrices its ternary synapse groups were made from."""
 
     name: str
     groups: list[str]
     synapses: list[str]
     tensors: dict = field(default_factory=dict)
+    dense: dict = field(default_factory=dict)      # synapse name -> the dense ternary matrix (or view) it holds
 
 
 class _LayerwiseFloat(FloatModel):
@@ -61,11 +124,9 @@ class _LayerwiseFloat(FloatModel):
     def _bitlinear(self, proj: S.Projection, layer: int | None) -> BitLinear:
         module = S.weight_name(proj, layer)[: -len(".weight")]
         tied = proj is S.HEAD and self.cfg.tie_word_embeddings          # lm_head reuses the embeddings
-        ws = {f"{module}.weight": self.weights[S.EMBEDDINGS if tied else f"{module}.weight"]}
-        if not self.remove_inner_norm:
-            ws[f"{module}.norm.weight"] = self.weights[f"{module}.norm.weight"]
-        return BitLinear.from_weights(module, ws, self.inner_eps, not self.remove_inner_norm, True, False,
-                                      S.site(layer, proj.in_site))
+        wt, absmean = ternarize_blocks(self.weights, S.EMBEDDINGS if tied else f"{module}.weight")
+        nw = None if self.remove_inner_norm else self.weights[f"{module}.norm.weight"].astype(np.float64)
+        return BlockBitLinear(module, wt, absmean, nw, self.inner_eps, True, False, S.site(layer, proj.in_site))
 
     def build(self, i: int) -> None:
         """Make layer i's norms and BitLinears (ternarizing its matrices from the checkpoint)."""
@@ -105,6 +166,7 @@ class StreamingModel:
     the IR (with whatever the caller put in place of each step's synapse groups)."""
 
     def __init__(self, cfg: ModelConfig, weights, calib_tokens, options: Q.QuantOptions | None = None):
+        weights = weights if hasattr(weights, "rows") else InMemoryWeights(weights)
         self.cfg, self.weights = cfg, weights
         self.opts = options or Q.QuantOptions()
         self.opts.validate()
@@ -114,7 +176,7 @@ class StreamingModel:
         self.q = Q._Params(cfg, self.opts, {})
         self.q.meta["logit_scale"] = None           # set by the head, before the graph is written
         self.qm = Q.QuantizedModel(cfg, self.opts, self.q.sites, self.q.tensors, self.q.scalars, self.q.meta)
-        self.lowering = IncrementalLowering(self.qm, widen_host=False)
+        self.lowering = IncrementalLowering(self.qm, widen_host=False, keep_dense=True)
         self.declared = {k: v[1] for k, v in S.quantized_tensors(cfg, not self.opts.remove_inner_norm).items()}
         self._site_kinds = dict(S.quant_sites(cfg, not self.opts.remove_inner_norm))
 
@@ -167,9 +229,7 @@ class StreamingModel:
     # ---- the steps ------------------------------------------------------------------------------------
     def steps(self) -> Iterator[Step]:
         """Calibrate, quantize and lower, yielding each step once its tensors and groups are made."""
-        emb = self.weights[S.EMBEDDINGS]
-        xs = [emb[s].astype(np.float64) for s in self.seqs]
-        del emb
+        xs = [self._embedding_rows(s) for s in self.seqs]
         for i in range(self.cfg.L):
             self.fm.build(i)
             xs = self._pass(i, xs)
@@ -194,7 +254,8 @@ class StreamingModel:
         Q._check_ranges({k: self.q.tensors[k] for k in made},
                         {k: v for k, v in self.q.scalars.items() if k not in s0 or s0[k] != v})
         groups, syns = lower_fn()
-        step = Step(name, groups, syns, {k: (self.q.tensors[k], self.declared[k]) for k in made})
+        dense = {n: self.lowering.b.dense_of.pop(n) for n in syns if n in self.lowering.b.dense_of}
+        step = Step(name, groups, syns, {k: (self.q.tensors[k], self.declared[k]) for k in made}, dense)
         for k in made:                                # the caller writes them; the model drops them
             del self.q.tensors[k]
         return step
@@ -217,21 +278,32 @@ class StreamingModel:
         Q.projection_parameters(self.q, None, S.HEAD, self.fm.head)
         self.fm.head = None
 
+    def _embedding_rows(self, tokens: np.ndarray) -> np.ndarray:
+        """``emb[tokens]`` in float64, reading the embedding a block of rows at a time."""
+        shape = self.weights.shape(S.EMBEDDINGS)
+        out = np.empty((len(tokens), shape[1]), np.float64)
+        blocks = _row_blocks(shape)
+        for r in blocks:
+            sel = np.flatnonzero((tokens >= r) & (tokens < r + blocks.step))
+            if sel.size:
+                out[sel] = self.weights.rows(S.EMBEDDINGS, r, r + blocks.step)[tokens[sel] - r].astype(np.float64)
+        return out
+
     def _embedding(self) -> None:
         """emb.Q as ``quantize._embedding`` makes it, row block by row block, held at its narrowest
         integer type (its stored form) instead of int64."""
         x0 = S.site(0, "x")
         s, bits = self.q.sc(x0), self.q.bits(x0)
-        emb = self.weights[S.EMBEDDINGS]
-        starts = range(0, emb.shape[0], EMBED_ROWS)
-        block = lambda a: np.clip(np.round(emb[a:a + EMBED_ROWS].astype(np.float64) / s),  # noqa: E731
-                                  fp.smin(bits), fp.smax(bits)).astype(np.int64)
+        shape = self.weights.shape(S.EMBEDDINGS)
+        starts = range(0, shape[0], EMBED_ROWS)
+        block = lambda a: np.clip(np.round(self.weights.rows(S.EMBEDDINGS, a, a + EMBED_ROWS)  # noqa: E731
+                                           .astype(np.float64) / s), fp.smin(bits), fp.smax(bits)).astype(np.int64)
         lo = hi = 0
         for a in starts:                              # first the range, to pick the type
             b = block(a)
             if b.size:
                 lo, hi = (int(b.min()), int(b.max())) if a == 0 else (min(lo, int(b.min())), max(hi, int(b.max())))
-        out = np.empty(emb.shape, narrowest_int(np.array([lo, hi])))
+        out = np.empty(shape, narrowest_int(np.array([lo, hi])))
         for a in starts:
             out[a:a + EMBED_ROWS] = block(a)
         self.q.tensors["emb.Q"] = out
