@@ -148,7 +148,7 @@ IR_ARRAY_CASES = {
     "values_int32": (lambda a: _set(a, "/values", lambda v: v.astype(np.int32)), "/values': dtype int32, expected int8"),
     "values_short": (lambda a: _set(a, "/values", lambda v: v[:-1]), "/values': shape"),
     "indptr_decreasing": (lambda a: _set(a, "/indptr", lambda v: v[::-1].copy()), "/indptr': not a CSR row pointer"),
-    "param_float": (lambda a: _set(a, "/param/gain", lambda v: v.astype(np.float32)), "dtype float32, expected int64"),
+    "param_float": (lambda a: _set(a, "/param/gain", lambda v: v.astype(np.float32)), "dtype float32, expected an integer dtype"),
     "param_missing": (lambda a: a.pop(_first(a, "/param/gain")), "is missing (named by graph.json: groups["),
     "host_tensor_1d": (lambda a: _set(a, "host/embedding", lambda v: v[0].copy()), "'host/embedding': shape"),
 }
