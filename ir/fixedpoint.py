@@ -286,7 +286,7 @@ def product_bound(n_terms: int, w_max: int, x_bits: int) -> int:
     return int(n_terms) * int(w_max) * (1 << (int(x_bits) - 1))
 
 
-def exact_product_dtype(n_terms: int, w_max: int, x_bits: int) -> np.dtype:
+def exact_product_dtype(n_terms: int, w_max: int, x_bits: int, int32_kernel: bool = False) -> np.dtype:
     """The cheapest dtype whose matrix product of integer operands is exact: float32 while every partial
     sum is provably <= 2^24 (``product_bound``), float64 while <= 2^53, else int64 (numpy's integer
     product, exact because the IR's accumulators are proven to fit 32 bits and int64 holds any sum below
@@ -295,8 +295,14 @@ def exact_product_dtype(n_terms: int, w_max: int, x_bits: int) -> np.dtype:
     such operands is itself an integer of at most the bound, hence exactly representable, and adding
     integers whose running sums stay within 2^p in a p-bit significand never rounds: BLAS's blocking and
     summation order cannot change the result. The integer model and the sequence executor both choose
-    through this one function (docs/fixed-point.md, "Exact matrix products")."""
+    through this one function (docs/fixed-point.md, "Exact matrix products").
+
+    ``int32_kernel``: the caller has an integer kernel (int16 messages times int8 weights, summed in int32
+    lanes, as the engine's dense kernels): int32 is chosen first whenever the operands fit those types
+    (x_bits <= 16, w_max <= 127) and the bound fits int32, which makes every int32 partial sum exact."""
     b = product_bound(n_terms, w_max, x_bits)
+    if int32_kernel and x_bits <= 16 and w_max <= smax(8) and b <= smax(32):
+        return np.dtype(np.int32)
     if b <= 1 << FLOAT32_EXACT_BITS:
         return np.dtype(np.float32)
     if b <= 1 << FLOAT64_EXACT_BITS:
@@ -314,6 +320,9 @@ def exact_matmul(x, w, x_bits: int, w_max: int, dtype=None) -> np.ndarray:
     if dt.kind == "f" and (dt.itemsize < safe.itemsize or safe.kind == "i"):
         raise ValueError(f"exact_matmul: {dt} is not exact for {x.shape[-1]} terms of |w| <= {w_max} and "
                          f"{x_bits}-bit inputs (bound {product_bound(x.shape[-1], w_max, x_bits)}); use {safe}")
+    if dt == np.int32 and not (x_bits <= 16 and w_max <= smax(8) and product_bound(x.shape[-1], w_max, x_bits) <= smax(32)):
+        raise ValueError(f"exact_matmul: int32 is not exact for {x.shape[-1]} terms of |w| <= {w_max} and "
+                         f"{x_bits}-bit inputs; use {safe}")
     if dt.kind == "i":
-        return x.astype(np.int64) @ w.astype(np.int64).T
+        return (x.astype(dt) @ w.astype(dt).T).astype(np.int64)
     return (x.astype(dt) @ w.astype(dt).T).astype(np.int64)

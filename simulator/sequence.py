@@ -39,6 +39,7 @@ from .nbprogram import _RT, RUN_ERRORS, encode, run_program_flat
 from .reference import RunResult, injection_steps
 
 HOLD_BLOCK_BYTES = 512 << 20    # dense blocks are held in their product dtype when all of them fit this
+PARALLEL_MIN_MACS = 1 << 24      # integer products at least this large run their rows on all cores
 WIDE_CACHE_BYTES = 64 << 20     # stateless groups' [slots, T·size] matrices are kept between runs up to this
 
 
@@ -84,6 +85,29 @@ def _csr_tokens(indptr, indices, values, msgs_t, out):
             out[t, r] = acc[t]
 
 
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def _dense_tokens16(w, msgs, out):
+    """out[t, r] = Σ_c w[r, c] · msgs[t, c] for int8 weights and int16 messages, in int32 lanes (the
+    engine's dense16 kernel for all tokens: each weight row is read once for every token)."""
+    for r in range(w.shape[0]):
+        for t in range(msgs.shape[0]):
+            acc = np.int32(0)
+            for c in range(w.shape[1]):
+                acc = np.int32(acc + np.int32(np.int16(w[r, c]) * msgs[t, c]))
+            out[t, r] = acc
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True, parallel=True)
+def _dense_tokens16_parallel(w, msgs, out):
+    """_dense_tokens16 with the rows in parallel, for blocks large enough to repay a thread wake-up."""
+    for r in nb.prange(w.shape[0]):
+        for t in range(msgs.shape[0]):
+            acc = np.int32(0)
+            for c in range(w.shape[1]):
+                acc = np.int32(acc + np.int32(np.int16(w[r, c]) * msgs[t, c]))
+            out[t, r] = acc
+
+
 class _Block:
     """One synapse group ready for whole-sequence products: a dense block for dense-ish blocks, multiplied
     in the dtype its product is exact in (``fp.exact_product_dtype``), CSR arrays (or a gather, for one
@@ -107,19 +131,21 @@ class _Block:
                 self.arrays = (s.indptr.astype(np.int64), s.indices.astype(np.int64), s.values.astype(np.int64))
                 # one synapse per destination row (identity, broadcast, permutation): a gather, no loop
                 self.gather = bool(np.all(np.diff(self.arrays[0]) == 1))
-        self.dtype = fp.exact_product_dtype(s.shape[1], self.w_max, msg_bits)
+        self.dtype = fp.exact_product_dtype(s.shape[1], self.w_max, msg_bits, int32_kernel=True)
 
     def held_bytes(self) -> int:
-        """Bytes the block takes when held in its product dtype (0 for sparse blocks)."""
-        return self.s.shape[0] * self.s.shape[1] * max(self.dtype.itemsize, 1) if self.dense else 0
+        """Bytes the block takes when held (int8 for the integer kernels, else its float dtype; 0 if sparse)."""
+        per = self.dtype.itemsize if self.dtype.kind == "f" else 1
+        return self.s.shape[0] * self.s.shape[1] * per if self.dense else 0
 
     def hold(self) -> None:
-        """Keep the dense block in its product dtype from now on."""
+        """Keep the dense block as its product reads it from now on (no decoding or conversion per run)."""
         if self.dense:
             self.w = self._weights()
 
     def _weights(self) -> np.ndarray:
-        """The dense block in its product dtype (int8 for the int64 fallback, which converts exactly)."""
+        """The dense block as its product reads it: float32/float64 for BLAS, int8 for the integer products
+        (the int32 kernel, and the int64 fallback, which converts exactly)."""
         w = unpack_dense(self.s.codes, self.s.shape, self.s.where) if self.w is None else self.w
         return w.astype(self.dtype) if self.dtype.kind == "f" and w.dtype != self.dtype else w
 
@@ -138,7 +164,13 @@ class _Block:
         ``slices`` also the per-slice synapse counts of ``col_counts``, from the same decoded block:
         (sums, counts)."""
         counts = None
-        if self.dense:
+        if self.dense and self.dtype == np.int32:          # int16 x int8 in int32 lanes: exact by the bound
+            w = self._weights()
+            out = np.empty((msgs.shape[0], w.shape[0]), np.int32)
+            big = w.size * msgs.shape[0] >= PARALLEL_MIN_MACS
+            (_dense_tokens16_parallel if big else _dense_tokens16)(w, msgs.astype(np.int16), out)
+            acc = out.astype(np.int64)
+        elif self.dense:
             w = self._weights()
             acc = fp.exact_matmul(msgs, w, self.msg_bits, self.w_max)
             if slices is not None:

@@ -108,6 +108,16 @@ def test_dtype_choice_at_the_boundaries():
     assert fp.product_bound(0, 1, 8) == 0 and fp.exact_product_dtype(0, 1, 8) == np.float32
     with pytest.raises(ValueError):
         fp.product_bound(3, 1, 0)
+    # the integer kernel (int16 x int8 in int32 lanes) when asked for and exact
+    assert fp.exact_product_dtype(1 << 16, 127, 9, int32_kernel=True) == np.int32       # 2^16·127·2^8 < 2^31
+    assert fp.exact_product_dtype(1 << 17, 127, 9, int32_kernel=True) == np.float64     # past int32
+    assert fp.exact_product_dtype(10, 1, 17, int32_kernel=True) == np.float32           # 17-bit: no int16
+    assert fp.exact_product_dtype(10, 128, 8, int32_kernel=True) == np.float32          # 128: no int8
+    x = np.full((2, 1 << 15), -(1 << 15), np.int64)
+    w = np.full((1, 1 << 15), 1, np.int8)
+    assert fp.exact_matmul(x, w, 16, 1, dtype=np.int32)[0, 0] == -(1 << 30)
+    with pytest.raises(ValueError, match="int32 is not exact"):
+        fp.exact_matmul(np.ones((1, 1 << 17), np.int64), np.ones((1, 1 << 17), np.int8), 16, 1, dtype=np.int32)
 
 
 def test_float32_would_be_wrong_past_its_bound():

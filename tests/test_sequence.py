@@ -262,3 +262,18 @@ def test_cli_verify_with_the_sequence_executor():
     r = cli_run("verify", "--engine", "sequence", "--tokens", "5", "--json")
     d = json.loads(r.output)
     assert d["ok"] and d["tokens"] == 5 and d["counters"]["synops"] > 0 and d["backend"] == "sequence"
+
+
+def test_every_product_path_is_exercised(tiny_model):
+    """A model with a wide site takes the int32 kernel (<= 16-bit messages), float32 and float64 BLAS
+    (wider messages, e.g. squares into a norm's sum) and gathers; all equal to Engine."""
+    from mflc.compiler.model.quantize import QuantOptions, quantize
+
+    cfg, w = tiny_model
+    qm = quantize(cfg, w, [list(range(0, 256, 3))], QuantOptions(site_bits={"o": 16, "i_in": 20}))
+    g = lower(qm)
+    ex = SequenceExecutor(g)
+    kinds = {str(b.dtype) if b.dense else ("gather" if b.gather else "csr") for bl in ex.out_syn.values() for b in bl}
+    assert {"int32", "float32", "float64", "gather"} <= kinds, kinds
+    toks = [7, 70, 200, 1, 1, 9]
+    assert np.array_equal(ex.run(toks).outputs["logits"], Engine(g).run(toks).outputs["logits"])
