@@ -343,6 +343,34 @@ def load_graph(path: str | Path, base: Graph | None = None) -> Graph:
     return g
 
 
+def _codes_pair(s: SynapseGroup, t: SynapseGroup):
+    """(codes of s, codes of t) when one of them is a still-packed group and the other can be packed (±1
+    weights, no duplicate entries); None when they must be compared as CSR."""
+    packed = lambda x: isinstance(x, PackedSynapseGroup) and not x.decoded      # noqa: E731
+    if not (packed(s) or packed(t)):
+        return None
+    out = []
+    for x in (s, t):
+        if packed(x):
+            out.append(x.codes)
+        elif x.values is None or not ternary.is_ternary(x.values) or not _csr_sorted_unique(x):
+            return None
+        else:
+            out.append(ternary.pack_csr(x.shape, x.indptr, x.indices, x.values))
+    return out
+
+
+def _csr_sorted_unique(x: SynapseGroup) -> bool:
+    """No repeated column within a row (packing would merge repeats, CSR adds them)."""
+    if x.indices.size < 2:
+        return True
+    d = np.diff(x.indices.astype(np.int64))
+    starts = np.zeros(x.indices.size - 1, bool)
+    inner = x.indptr[1:-1]
+    starts[inner[(inner > 0) & (inner < x.indices.size)] - 1] = True        # row boundaries may decrease
+    return bool(np.all((d > 0) | starts))
+
+
 def graph_difference(a: Graph, b: Graph) -> str | None:
     """The first difference between two graphs, in words (None: equal in structure and in every integer)."""
     for what, x, y in (("groups", a.groups, b.groups), ("synapse groups", a.synapses, b.synapses)):
@@ -366,6 +394,11 @@ def graph_difference(a: Graph, b: Graph) -> str | None:
             if (tuple(getattr(s, f)) if f == "shape" else getattr(s, f)) != \
                     (tuple(getattr(t, f)) if f == "shape" else getattr(t, f)):
                 return f"synapse {n}: {f} differs"
+        codes = _codes_pair(s, t)
+        if codes is not None:                 # a packed side: compared as 2-bit codes, no CSR decoded
+            if not np.array_equal(*codes):
+                return f"synapse {n}: weights differ (2-bit codes)"
+            continue
         for f in ("indptr", "indices", "values"):
             if not np.array_equal(getattr(s, f), getattr(t, f)):
                 return f"synapse {n}: weights differ ({f})"
