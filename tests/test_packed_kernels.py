@@ -171,3 +171,19 @@ def test_a_bad_code_in_a_quantized_model_is_named_on_loading(tiny_qm, tmp_path):
     save_file(arrays, f)
     with pytest.raises(MflcError, match="tensor 'W.head': code 0b10 at weight 14"):
         QuantizedModel.load(tmp_path / "q")
+
+
+def test_graph_difference_compares_packed_groups_by_their_codes(tiny_qm, tmp_path):
+    from mflc.ir.graph import PackedSynapseGroup
+    from mflc.ir.serialize import graph_difference, load_graph, save_graph
+
+    g = lower(tiny_qm)
+    save_graph(g, tmp_path / "ir")
+    h = load_graph(tmp_path / "ir")
+    assert graph_difference(g, h) is None and graph_difference(h, g) is None
+    name = next(n for n, s in h.synapses.items() if isinstance(s, PackedSynapseGroup))
+    s = g.synapses[name]
+    s.values = s.values.copy()
+    s.values[0] = -s.values[0]                           # one weight flipped in the in-memory graph
+    assert graph_difference(g, h) == f"synapse {name}: weights differ (2-bit codes)"
+    assert not h.synapses[name].decoded
