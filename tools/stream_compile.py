@@ -86,10 +86,11 @@ def structure_problems(graph, limits: dict) -> list[str]:
     return [p for p in problems(w, **limits) if p.split(" ", 1)[0] in ("output", "state")]
 
 
-def _steps(sm, quant_writer, ir_writer, limits: dict) -> None:
+def _steps(sm, quant_writer, ir_writer, limits: dict, trim=lambda: None) -> None:
     """Run the model's steps: write each step's tensors and synapse arrays, validate its window, keep its
-    synapse groups light."""
+    synapse groups light. ``trim()`` is called before the head's calibration starts."""
     g = sm.graph
+    before_head = f"layer {sm.cfg.L - 2}" if sm.cfg.L > 1 else "embedding"
     for step in sm.steps():
         packed = {}                                   # id of a ternary tensor -> its 2-bit stored form
         for name, (v, dtype) in step.tensors.items():
@@ -102,6 +103,10 @@ def _steps(sm, quant_writer, ir_writer, limits: dict) -> None:
         for n in step.synapses:
             ir_writer.add_synapse(g.synapses[n], *_encoded(g.synapses[n], step.dense.get(n), packed))
             g.synapses[n] = light_synapse(g.synapses[n])
+        head_next = step.name == before_head
+        del packed, step                              # nothing of the step outlives it
+        if head_next:
+            trim()
 
 
 def _encoded(s, dense, packed: dict) -> tuple[str, dict | None]:
@@ -134,7 +139,8 @@ def reused_heap(limit: int = 1 << 30):
     arrays); by default glibc maps every array above 32 MiB afresh and unmaps it when freed, so every
     layer pays again for zeroed pages (measured on the 2.7B on this machine: system time 6.3 s -> 1.9 s
     and wall time 33 s -> 14 s over the first four layers, peak memory 0.88 -> 1.0 GB). Where glibc's
-    mallopt is not available this does nothing. The defaults are restored and the heap trimmed after."""
+    mallopt is not available this does nothing. Yields ``trim()``, which gives the kept memory back (before
+    the head, whose arrays are of another size); the defaults are restored and the heap trimmed after."""
     try:
         import ctypes
 
@@ -143,7 +149,7 @@ def reused_heap(limit: int = 1 << 30):
     except (OSError, AttributeError):
         libc, ok = None, False
     try:
-        yield ok
+        yield (lambda: libc.malloc_trim(0)) if ok else (lambda: None)
     finally:
         if ok:
             libc.mallopt(_M_MMAP_THRESHOLD, _DEFAULT_THRESHOLD)
@@ -175,8 +181,8 @@ def stream_compile(model: Path, out: Path, cfg, weights, *, options, seqs, how: 
     def fill(tmp: Path):
         """Every part of the build, step by step."""
         qw, iw = QuantStreamWriter(tmp / "quant"), StreamingGraphWriter(tmp / "ir")   # a failure: assemble removes tmp
-        with stage("quantizing and lowering, layer by layer"), reused_heap():
-            _steps(sm, qw, iw, limits)
+        with stage("quantizing and lowering, layer by layer"), reused_heap() as trim:
+            _steps(sm, qw, iw, limits, trim)
         g = sm.graph
         with stage("laying out on Loihi 2"):
             if not fan_ins_fit(g, profile):
