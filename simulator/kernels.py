@@ -147,28 +147,36 @@ def popcount64(typingctx, x):
     return sig, codegen
 
 
+_LSB = np.uint64(0x0101010101010101)       # the low bit of each of 8 bytes
+_GATHER = np.uint64(0x0102040810204080)    # times _LSB-masked bytes: byte i's bit lands at bit 56 + i
+
+
 @nb.njit(cache=True, nogil=True)
 def message_planes(msg, n, nbits, planes):
     """Write the nbits two's-complement bit planes of msg[:n] into planes[:nbits, :words] (nbits a multiple
-    of 8, the kernels' unit); returns the index of the first value that nbits cannot hold, or -1."""
+    of 8, the kernels' unit); returns the index of the first value that nbits cannot hold, or -1.
+
+    Eight values at a time: their bytes packed in a uint64, one plane's eight bits gathered by a multiply
+    (the partial products never overlap, so nothing carries into the top byte)."""
     nw = (n + 63) // 64
     lo, hi = -(1 << (nbits - 1)), (1 << (nbits - 1)) - 1
-    for b in range(nbits):
-        for k in range(nw):
-            planes[b, k] = 0
-    mask = (1 << nbits) - 1
     for j in range(n):
-        v = msg[j]
-        if v < lo or v > hi:
+        if msg[j] < lo or msg[j] > hi:
             return j
-        u = np.uint64(v & mask)
-        word, bit = j >> 6, np.uint64(j & 63)
-        b = 0
-        while u:
-            if u & np.uint64(1):
-                planes[b, word] |= np.uint64(1) << bit
-            u >>= np.uint64(1)
-            b += 1
+    for k in range(nw):
+        for b in range(nbits):
+            planes[b, k] = 0
+        for g in range(8):                        # eight groups of eight values make a 64-bit word
+            j0 = 64 * k + 8 * g
+            if j0 >= n:
+                break
+            for byte in range(nbits // 8):
+                v = np.uint64(0)
+                for i in range(min(8, n - j0)):
+                    v |= np.uint64((msg[j0 + i] >> (8 * byte)) & 0xFF) << np.uint64(8 * i)
+                for b in range(8):
+                    bits = (((v >> np.uint64(b)) & _LSB) * _GATHER) >> np.uint64(56)
+                    planes[8 * byte + b, k] |= bits << np.uint64(8 * g)
     return -1
 
 

@@ -187,3 +187,16 @@ def test_graph_difference_compares_packed_groups_by_their_codes(tiny_qm, tmp_pat
     s.values[0] = -s.values[0]                           # one weight flipped in the in-memory graph
     assert graph_difference(g, h) == f"synapse {name}: weights differ (2-bit codes)"
     assert not h.synapses[name].decoded
+
+
+@given(st.integers(1, 300), st.sampled_from([8, 16, 24, 32]), st.integers(0, 2**32 - 1))
+def test_message_planes_are_the_twos_complement_bits(n, width, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-(1 << (width - 1)), 1 << (width - 1), n, dtype=np.int64)
+    X = np.full((width, plane_words(n)), 0xFFFF, np.uint64)          # stale contents are overwritten
+    assert K.message_planes(x, n, width, X) == -1
+    u = x & ((1 << width) - 1)
+    for b in range(width):
+        bits = np.zeros(64 * plane_words(n), np.uint8)
+        bits[:n] = (u >> b) & 1
+        assert np.array_equal(X[b], np.packbits(bits, bitorder="little").view("<u8")), b
