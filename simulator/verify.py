@@ -21,7 +21,7 @@ from .engine import Counters, Engine
 from .reference import ReferenceExecutor
 from .sequence import SequenceExecutor
 
-SEQUENCE_CHUNK = 256    # tokens per whole-sequence call of the integer model: each call streams every weight once
+SEQUENCE_CHUNK = 400    # tokens per whole-sequence call of the integer model: each call streams every weight once
 
 
 @dataclass
