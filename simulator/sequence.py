@@ -205,9 +205,9 @@ def unsupported(graph: Graph) -> list[str]:
 class SequenceExecutor:
     """The IR over whole token sequences: one exact product per synapse per run, programs looped over
     tokens in Numba. Same outputs, states and counters as ``Engine`` (which remains the executor that can
-    stop at a step and trace one firing). Dense blocks are held in their product dtype when they all fit
-    ``hold_bytes`` (the default model: 3.6 MB); a larger model's are decoded from its 2-bit codes at each
-    run, so the executor adds no weight memory to the IR's (the 370M: 1.37 GB held as float32)."""
+    stop at a step and trace one firing). Dense blocks are held as their products read them (int8 for
+    the int32 kernel, float32/float64 for BLAS) when they all fit ``hold_bytes`` (the 370M: 343 MB);
+    otherwise they are decoded from the 2-bit codes (or converted) at each run, adding no weight memory."""
 
     def __init__(self, graph: Graph, core_map: CoreMap | None = None, check: bool = True,
                  hold_bytes: int = HOLD_BLOCK_BYTES):
