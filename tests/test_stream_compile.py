@@ -89,8 +89,11 @@ def test_small_blocks_change_nothing(name, tmp_path, monkeypatch):
     4 M weights): the same bytes."""
     from mflc.compiler.model import stream
 
+    import mflc.stream_compile as sc
+
     monkeypatch.setattr(stream, "BLOCK_WEIGHTS", 50)
     monkeypatch.setattr(stream, "EMBED_ROWS", 3)
+    monkeypatch.setattr(sc, "SPLIT_WEIGHTS", 40)          # the head validated in blocks of rows
     cfg, kw = CASES[name]
     a, _, fa, fb = both_ways(checkpoint(tmp_path, cfg), tmp_path, **kw)
     assert a.report["compile"]["mode"] == "layer by layer" and fa == fb
@@ -142,6 +145,34 @@ def test_invalid_ir_gives_the_whole_model_paths_error(tmp_path):
         errs.append(str(e.value))
     assert errs[0] == errs[1] and "10" in errs[0]
     assert not any(p.name.startswith(".b") for p in tmp_path.iterdir())     # no temporary directory left
+
+
+def test_head_validated_in_row_blocks_finds_what_the_whole_does(monkeypatch):
+    """The head checked a few rows at a time: clean when the whole is clean, and a weight too wide in one
+    block, or an output narrower than a block's sums, is found (named by the block)."""
+    from dataclasses import replace
+
+    import mflc.stream_compile as sc
+    from mflc.compiler.chip.hardware import resolve_profile
+    from mflc.ir.validate import problems
+
+    monkeypatch.setattr(sc, "SPLIT_WEIGHTS", 30)
+    cfg = odd(L=1)
+    sm = StreamingModel(cfg, random_weights(cfg, 0), [np.arange(20) % cfg.vocab_size])
+    limits = resolve_profile(None, ["weight_bits=2"]).ir_limits()
+    steps = list(sm.steps())
+    head, g = steps[-1], sm.graph
+    assert sc._row_block_sink(g, "head", [g.synapses[n] for n in head.synapses]) is not None
+    assert sc.window_problems(g, head, limits) == [] and problems(g, **limits) == []
+    name = next(n for n in head.synapses if g.synapses[n].dst == "head")
+    s = g.synapses[name]
+    v = s.values.copy()
+    v[s.indptr[30]] = 2                                      # row 30: one weight outside 2 bits
+    g.synapses[name] = replace(s, values=v)
+    assert any("#rows" in p and "weight outside" in p for p in sc.window_problems(g, head, limits))
+    g.synapses[name] = s
+    g.groups["head"].out_bits = 3                            # every block's sums exceed 3 bits
+    assert any(p.startswith("group head#rows") and "more than its 3-bit" in p for p in sc.window_problems(g, head, limits))
 
 
 def test_window_check_catches_a_broken_step(tmp_path):

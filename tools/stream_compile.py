@@ -52,9 +52,40 @@ def _own(p: str, names: set[str], kinds: tuple[str, ...]) -> bool:
         head.split(" ", 1)[0] == "input"
 
 
+SPLIT_WEIGHTS = 1 << 22      # a sink's synapse group above this many weights is validated in row blocks
+
+
+def _row_block_sink(graph, name: str, syns: list) -> object | None:
+    """The one synapse group into ``name`` when the group can be validated a block of rows at a time with
+    exactly the whole group's verdict: it sends to no group, has one port fed by that synapse group alone,
+    no parameters and a program of copies (the head). Its range is then the hull of its rows' ranges, so
+    every check (widths, accumulator, weights, shapes) fails on the whole iff it fails on some block."""
+    grp = graph.groups[name]
+    into = [s for s in syns if s.dst == name]
+    if len(grp.ports) != 1 or len(into) != 1 or grp.params or any(i.op != "copy" for i in grp.program):
+        return None
+    if any(s.src == name for s in graph.synapses.values()) or into[0].nnz <= SPLIT_WEIGHTS:
+        return None
+    return into[0]
+
+
+def _blocks(grp, s):
+    """(group, synapse group) of each block of rows of a sink and its one synapse group (views, no copies)."""
+    from dataclasses import replace as rep
+
+    step = max(1, SPLIT_WEIGHTS // max(1, s.shape[1]))
+    for r0 in range(0, grp.size, step):
+        r1 = min(grp.size, r0 + step)
+        a, b = int(s.indptr[r0]), int(s.indptr[r1])
+        g_k = rep(grp, name=f"{grp.name}#rows{r0}", size=r1 - r0)
+        yield g_k, rep(s, name=f"{s.name}#rows{r0}", dst=g_k.name, shape=(r1 - r0, s.shape[1]),
+                       indptr=s.indptr[r0:r1 + 1] - a, indices=s.indices[a:b], values=s.values[a:b])
+
+
 def window_problems(graph, step, limits: dict) -> list[str]:
     """The problems of one step's groups and synapse groups, validated with the groups feeding them (at
-    their declared widths: a superset of the ranges the whole graph gives them)."""
+    their declared widths: a superset of the ranges the whole graph gives them). A large sink such as the
+    head is validated a block of rows at a time (``_row_block_sink``); its problems then name the block."""
     from mflc.ir.graph import Graph
     from mflc.ir.validate import problems
 
@@ -63,16 +94,29 @@ def window_problems(graph, step, limits: dict) -> list[str]:
     outside = [s.name for s in syns if s.dst not in own]
     if outside:
         raise Fallback(f"step {step.name} adds synapse group {outside[0]} into a group of another step")
+    split = {n: s for n in step.groups if (s := _row_block_sink(graph, n, syns)) is not None}
     embed = step.name == "embedding"
-    w = Graph(inputs=list(graph.inputs) if embed else [], host_tensors=dict(graph.host_tensors) if embed else {})
-    for n in step.groups:
-        w.add_group(graph.groups[n])
-    for s in syns:
-        if s.src not in w.groups:
-            w.add_group(graph.groups[s.src])
-        w.add_synapse(s)
+
+    def window(groups, synapses):
+        """A graph of these groups and synapse groups and the groups feeding them."""
+        w = Graph(inputs=list(graph.inputs) if embed else [], host_tensors=dict(graph.host_tensors) if embed else {})
+        for grp in groups:
+            w.add_group(grp)
+        for s in synapses:
+            if s.src not in w.groups:
+                w.add_group(graph.groups[s.src])
+            w.add_synapse(s)
+        return w
+
+    windows = [window([graph.groups[n] for n in step.groups if n not in split],
+                      [s for s in syns if s.dst not in split])]
     names = own | set(step.synapses)
-    return [p for p in problems(w, **limits) if _own(p, names, ("group", "synapse"))]
+    found = []
+    for n, s in split.items():
+        for g_k, s_k in _blocks(graph.groups[n], s):     # only the block's own problems (its source is checked above)
+            found += [p for p in problems(window([g_k], [s_k]), **limits)
+                      if _own(p, {g_k.name, s_k.name}, ("group", "synapse"))]
+    return [p for p in problems(windows[0], **limits) if _own(p, names, ("group", "synapse"))] + found
 
 
 def structure_problems(graph, limits: dict) -> list[str]:

@@ -208,12 +208,19 @@ def _lower_channel_mixer(b: _Builder, i: int, r: str) -> str:
     return x
 
 
+def _max_row_abs_sum(w: np.ndarray, block: int = 1 << 22) -> int:
+    """max over rows of Σ |w| (exact integers), a block of rows at a time: an int64 copy of the whole
+    head matrix would be 8 bytes a weight (655 MB for the 2.7B's)."""
+    step = max(1, block // max(1, w.shape[1]))
+    return max(int(np.max(np.sum(np.abs(w[r:r + step].astype(np.int64)), axis=1))) for r in range(0, w.shape[0], step))
+
+
 def _lower_head(b: _Builder, x: str) -> str:
     qm, inner = b.qm, not b.qm.options.remove_inner_norm
     xn = b.norm("final.norm", x, "final.x", "final.norm", "final.norm", "head")
     vh = b.norm("head.in", xn, "final.norm", "head.in", "head.in", "head") if inner else xn
     w = qm.t("W.head")
-    fan = w.row_counts().max() if isinstance(w, VirtualTernary) else int(np.max(np.sum(np.abs(w.astype(np.int64)), axis=1)))
+    fan = w.row_counts().max() if isinstance(w, VirtualTernary) else _max_row_abs_sum(w)
     acc_bits = (int(fan) << (b.g.groups[vh].out_bits - 1)).bit_length() + 1
     head = b.group("head", qm.cfg.vocab_size, ["x"], [I("copy", "logits", "x")], "logits", acc_bits,
                    b.stage(vh) + 1, meta=dict(layer="head", role=ROLE_LOGITS))
