@@ -117,7 +117,7 @@ class _Block:
     each run and an int8 block converted, which costs time per run and no memory between runs."""
 
     def __init__(self, s: SynapseGroup, msg_bits: int):
-        self.s, self.msg_bits, self.gather, self.w = s, msg_bits, False, None
+        self.s, self.msg_bits, self.gather, self.unit, self.identity, self.w = s, msg_bits, False, False, False, None
         self.packed = isinstance(s, PackedSynapseGroup) and not s.decoded
         if self.packed:
             self.w_max, self.dense = 1, True                  # ternary by format: |w| <= 1 is declared
@@ -131,6 +131,9 @@ class _Block:
                 self.arrays = (s.indptr.astype(np.int64), s.indices.astype(np.int64), s.values.astype(np.int64))
                 # one synapse per destination row (identity, broadcast, permutation): a gather, no loop
                 self.gather = bool(np.all(np.diff(self.arrays[0]) == 1))
+                self.unit = self.gather and bool(np.all(self.arrays[2] == 1))     # a copy or a broadcast
+                self.identity = self.unit and s.shape[0] == s.shape[1] and bool(
+                    np.array_equal(self.arrays[1], np.arange(s.shape[0])))
         self.dtype = fp.exact_product_dtype(s.shape[1], self.w_max, msg_bits, int32_kernel=True)
 
     def held_bytes(self) -> int:
@@ -159,29 +162,28 @@ class _Block:
         ip, ind, _ = self.arrays
         return [np.bincount(ind[ip[lo]:ip[hi]], minlength=self.s.shape[1]).astype(np.int64) for lo, hi, _ in slices]
 
-    def product(self, msgs: np.ndarray, slices=None):
-        """The exact integer sums W · m_t for every token ([T, n_dst] int64), then Lava's shift. With
-        ``slices`` also the per-slice synapse counts of ``col_counts``, from the same decoded block:
+    def product(self, msgs: np.ndarray, slices=None, msgs16: np.ndarray | None = None):
+        """The exact integer sums W · m_t for every token ([T, n_dst]; int32 from the integer kernel, else
+        int64), then Lava's shift. ``msgs16``: the messages already as int16, shared by a group's blocks.
+        With ``slices`` also the per-slice synapse counts of ``col_counts``, from the same decoded block:
         (sums, counts)."""
-        counts = None
         if self.dense and self.dtype == np.int32:          # int16 x int8 in int32 lanes: exact by the bound
             w = self._weights()
-            out = np.empty((msgs.shape[0], w.shape[0]), np.int32)
+            acc = np.empty((msgs.shape[0], w.shape[0]), np.int32)
             big = w.size * msgs.shape[0] >= PARALLEL_MIN_MACS
-            (_dense_tokens16_parallel if big else _dense_tokens16)(w, msgs.astype(np.int16), out)
-            acc = out.astype(np.int64)
+            m16 = msgs.astype(np.int16) if msgs16 is None else msgs16
+            (_dense_tokens16_parallel if big else _dense_tokens16)(w, m16, acc)
         elif self.dense:
             w = self._weights()
             acc = fp.exact_matmul(msgs, w, self.msg_bits, self.w_max)
-            if slices is not None:
-                counts = [np.count_nonzero(w[lo:hi], axis=0).astype(np.int64) for lo, hi, _ in slices]
-        elif self.gather:
-            acc = msgs[:, self.arrays[1]] * self.arrays[2]
+        elif self.gather:                # contributions are only read, so an identity passes msgs on
+            acc = msgs if self.identity else (msgs[:, self.arrays[1]] if self.unit else msgs[:, self.arrays[1]] * self.arrays[2])
         else:
             acc = np.empty((msgs.shape[0], self.s.shape[0]), np.int64)
             _csr_tokens(*self.arrays, np.ascontiguousarray(msgs.T, np.int64), acc)
-        if slices is not None and counts is None:
-            counts = self.col_counts(slices)
+        if slices is not None:
+            counts = ([np.count_nonzero(w[lo:hi], axis=0).astype(np.int64) for lo, hi, _ in slices] if self.dense
+                      else self.col_counts(slices))
         acc = fp.shr_floor(acc, -self.s.weight_exp) if self.s.weight_exp else acc
         return acc if slices is None else (acc, counts)
 
@@ -256,10 +258,15 @@ class SequenceExecutor:
         """Group ``name``'s port values for all tokens, [n_ports, T, size]: synapse sums, delta running
         sums, the host's table rows."""
         grp = self.g.groups[name]
-        ports = np.zeros((len(grp.ports), T, grp.size), np.int64)
+        ports = np.empty((len(grp.ports), T, grp.size), np.int64)
         for p, port in enumerate(grp.ports):
-            for v in arriving.pop((name, port), ()):
-                ports[p] += v
+            parts = arriving.pop((name, port), ())
+            if parts:
+                ports[p] = parts[0]               # int32 or int64 sums, widened exactly
+                for v in parts[1:]:
+                    ports[p] += v
+            else:
+                ports[p] = 0
         if name in self.host:
             inp = self.host[name]
             table = self.g.host_tensors[inp.table]
@@ -325,13 +332,14 @@ class SequenceExecutor:
     def _send(self, name: str, msgs: np.ndarray, arriving: dict, counting: bool = False) -> None:
         """Every outgoing synapse's contribution for all tokens, queued for its destination port; when
         ``counting``, each block's per-slice synapse counts are kept the first time (from the same decode)."""
+        m16 = msgs.astype(np.int16) if any(b.dense and b.dtype == np.int32 for b in self.out_syn[name]) else None
         for b in self.out_syn[name]:
             if counting and id(b) not in self._block_counts:
-                contrib, self._block_counts[id(b)] = b.product(msgs, sorted(self.cm.slices[b.s.dst]))
+                contrib, self._block_counts[id(b)] = b.product(msgs, sorted(self.cm.slices[b.s.dst]), m16)
             else:
-                contrib = b.product(msgs)
+                contrib = b.product(msgs, msgs16=m16)
             if b.s.name in self.delta_acc:          # the receiver's running sum, token after token
-                contrib = self.delta_acc[b.s.name] + np.cumsum(contrib, axis=0)
+                contrib = self.delta_acc[b.s.name] + np.cumsum(contrib, axis=0, dtype=np.int64)
                 self.delta_acc[b.s.name] = contrib[-1].copy()
             arriving.setdefault((b.s.dst, b.s.port), []).append(contrib)
 
