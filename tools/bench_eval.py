@@ -9,7 +9,8 @@ this prints tokens/s of
 * prefill (one whole-sequence run of the `fast` executor) against generation (the fast path token by token);
 * the integer model's whole-sequence forward against its ``step``;
 
-and checks that every integer path gave the same logits. ``--build DIR`` adds the same prefill,
+and checks that every integer path gave the same logits. Each compared pair runs ``REPEAT`` times,
+alternating, and the medians are reported (the integer model's two forms once each: they take long). ``--build DIR`` adds the same prefill,
 generation and integer-model figures on a compiled build (e.g. the 370M).
 """
 from __future__ import annotations
@@ -19,6 +20,8 @@ import json
 import time
 
 import numpy as np
+
+REPEAT = 5      # each timed pair runs this many times, alternating; the figures are the medians
 
 
 def _timed(fn):
@@ -38,8 +41,14 @@ def _integer_paths(qm, graph, toks, gen_tokens: int, step_tokens: int, core_map=
     _, t_setup = _timed(lambda: pre.run(toks[:3]))    # builds the sequence executor's blocks (once per executor)
     gen.run(toks[:3])                                 # compile the Numba kernels outside the timing
     pre.reset(), gen.reset()
-    prefill, t_pre = _timed(lambda: pre.run(toks).outputs["logits"])
-    stepped, t_gen = _timed(lambda: gen.run(toks[:gen_tokens]).outputs["logits"])
+    t_pre, t_gen = [], []
+    for _ in range(REPEAT):        # alternated, medians: the machine is shared, its load moves between runs
+        pre.reset(), gen.reset()
+        prefill, t = _timed(lambda: pre.run(toks).outputs["logits"])
+        t_pre.append(t)
+        stepped, t = _timed(lambda: gen.run(toks[:gen_tokens]).outputs["logits"])
+        t_gen.append(t)
+    t_pre, t_gen = float(np.median(t_pre)), float(np.median(t_gen))
     im = IntModel(qm)
     seq, t_seq = _timed(lambda: im.forward_sequence(toks)[0])
     step, t_step = _timed(lambda: im.forward(toks[:step_tokens])[0])
@@ -85,8 +94,13 @@ def default_model_figures(n_tokens: int) -> dict:
     ex.reset()
     fm = FloatModel(cfg, w)
     fm.forward(toks[:8])
-    ev, t_eval = _timed(lambda: executors.run_in_chunks(ex, toks).outputs["logits"])
-    _, t_float = _timed(lambda: fm.forward(toks))
+    t_eval, t_float = [], []
+    for _ in range(REPEAT):        # alternated, medians
+        ex.reset()
+        ev, t = _timed(lambda: executors.run_in_chunks(ex, toks).outputs["logits"])
+        t_eval.append(t)
+        t_float.append(_timed(lambda: fm.forward(toks))[1])
+    t_eval, t_float = float(np.median(t_eval)), float(np.median(t_float))
     d = dict(tokens=len(toks), eval_tokens_per_s=len(toks) / t_eval, float_eval_tokens_per_s=len(toks) / t_float,
              eval_vs_float=t_float / t_eval)
     d.update(_integer_paths(qm, graph, toks, gen_tokens=len(toks), step_tokens=min(len(toks), 128)))
