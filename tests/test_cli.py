@@ -37,9 +37,12 @@ def test_compile_writes_build(build):
 
 def test_compile_reports_its_steps(build, tmp_path):
     js = json.loads(run("compile", build / "m", "--out", tmp_path / "b", "--json").output)
+    assert [s["step"] for s in js["steps"]] == ["loading", "quantizing and lowering, layer by layer",
+                                                 "laying out on Loihi 2", "writing"]     # issue 16: layer by layer
+    assert all(s["seconds"] >= 0 for s in js["steps"])
+    js = json.loads(run("compile", build / "m", "--out", tmp_path / "b1", "--whole-model", "--json").output)
     assert [s["step"] for s in js["steps"]] == ["loading", "quantizing", "lowering to IR",
                                                  "laying out on Loihi 2", "writing"]
-    assert all(s["seconds"] >= 0 for s in js["steps"])
     js = json.loads(run("compile", build / "b" / "quant", "--out", tmp_path / "b2", "--json").output)
     assert "quantizing" not in [s["step"] for s in js["steps"]]      # a quantized model is only loaded
     assert "steps: loading" in run("compile", build / "m", "--out", tmp_path / "b3").output
