@@ -101,9 +101,31 @@ def test_assumed_profile_many_source_slices():
     assert cm.assumed_profile(g, cmap, 0.5) == cm.assumed_profile_direct(g, cmap, 0.5)
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31), rows=st.integers(0, 40), cores=st.integers(1, 6), depth=st.integers(1, 7))
+def test_work_matrices_equal_row_by_row(seed, rows, cores, depth):
+    """Repeated (core, stage) rows, zero and non-zero chip traffic: the same matrices to the bit."""
+    rng = np.random.default_rng(seed)
+    prof = [dict(core=int(rng.integers(cores)), stage=int(rng.integers(depth)),
+                 **{f: float(rng.random() * 1e4 * (rng.random() > 0.3)) for f in cm.FIELDS}) for _ in range(rows)]
+    chip = rng.integers(0, 3, cores)
+    p = cm.CostParams()
+    for a, b in zip(cm._matrices(prof, cores, depth, chip, p), cm._matrices_direct(prof, cores, depth, chip, p)):
+        assert np.array_equal(a, b)
+
+
+def test_work_matrices_refuse_a_profile_outside_the_layout():
+    from mflc.ir.errors import ConfigError
+
+    prof = [dict(core=0, stage=0, **dict.fromkeys(cm.FIELDS, 1.0)), dict(core=5, stage=1, **dict.fromkeys(cm.FIELDS, 1.0))]
+    with pytest.raises(ConfigError, match="names core 5 stage 1, outside 2 cores x 3 stages"):
+        cm._matrices(prof, 2, 3, np.zeros(2, np.int64), cm.CostParams())
+
+
 def _full_path(monkeypatch):
     """Make the cost model take the direct definitions (the path before issue 16)."""
     monkeypatch.setattr(cm, "assumed_profile", cm.assumed_profile_direct)
+    monkeypatch.setattr(cm, "_matrices", cm._matrices_direct)
     monkeypatch.setattr(cm.PipelineWindows, "time", lambda self, n, tb: cm.pipeline_time_direct(*self._raw, n, tb))
     real_init = cm.PipelineWindows.__init__
 

@@ -25,12 +25,14 @@ def direct_cost_model():
         self._raw = (work, link)
 
     cm.assumed_profile = cm.assumed_profile_direct
+    matrices, cm._matrices = cm._matrices, cm._matrices_direct
     cm.PipelineWindows.__init__ = init
     cm.PipelineWindows.time = lambda self, n, tb: cm.pipeline_time_direct(*self._raw, n, tb)
     try:
         yield
     finally:
         cm.assumed_profile, cm.PipelineWindows.time, cm.PipelineWindows.__init__ = saved
+        cm._matrices = matrices
 
 
 def timed(name: str) -> tuple[float, dict]:

@@ -569,7 +569,31 @@ def barrier_time(chips: int, p: CostParams) -> float:
 
 
 def _matrices(profile, n_cores: int, depth: int, chip_of_core: np.ndarray, p: CostParams):
-    """Per (core, stage) work seconds, split by kind, and per (chip, stage) off-chip link seconds."""
+    """Per (core, stage) work seconds, split by kind, and per (chip, stage) off-chip link seconds: each
+    row's products as ``_matrices_direct`` forms them, added with np.add.at (in row order, so repeated
+    (core, stage) rows sum as the loop does)."""
+    syn, upd, msg = (np.zeros((n_cores, depth)) for _ in range(3))
+    n_chips = int(chip_of_core.max()) + 1 if chip_of_core.size else 1
+    link = np.zeros((n_chips, depth))
+    if not profile:
+        return syn, upd, msg, link
+    col = {f: np.fromiter((r[f] for r in profile), np.float64, len(profile)) for f in FIELDS}
+    c = np.fromiter((int(r["core"]) for r in profile), np.int64, len(profile))
+    st = np.fromiter((int(r["stage"]) for r in profile), np.int64, len(profile))
+    bad = np.flatnonzero((c < 0) | (c >= n_cores) | (st < 0) | (st >= depth))
+    if bad.size:
+        k = int(bad[0])
+        raise ConfigError(f"activity profile names core {c[k]} stage {st[k]}, outside {n_cores} cores x {depth} stages")
+    np.add.at(syn, (c, st), col["synops"] * p.v("t_synop"))
+    np.add.at(upd, (c, st), col["neuron_updates"] * p.v("t_neuron_update"))
+    np.add.at(msg, (c, st), (col["msgs_on_core"] + col["msgs_on_chip"] + col["msgs_between_chips"]) * p.v("t_msg"))
+    off = col["msgs_between_chips"] != 0
+    np.add.at(link, (chip_of_core[c[off]], st[off]), col["msgs_between_chips"][off] * p.v("msg_wire_bits") / p.v("offchip_bw"))
+    return syn, upd, msg, link
+
+
+def _matrices_direct(profile, n_cores: int, depth: int, chip_of_core: np.ndarray, p: CostParams):
+    """``_matrices`` row by row: the definition it is tested against."""
     syn = np.zeros((n_cores, depth))
     upd = np.zeros((n_cores, depth))
     msg = np.zeros((n_cores, depth))
