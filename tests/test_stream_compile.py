@@ -317,3 +317,31 @@ def test_cli_compile_says_how(tmp_path):
     assert r.exit_code == 0, r.output and "quantizing" in r.output
     assert build_files(tmp_path / "a") == build_files(tmp_path / "b")
     assert struct.unpack("<Q", (tmp_path / "a/ir/graph.safetensors").read_bytes()[:8])[0] > 0
+
+
+@pytest.mark.parametrize("case", ["missing tensor", "misshaped tensor", "too few chips", "no calibration file",
+                                  "calibration tokens 0"])
+def test_bad_input_gives_the_same_error_both_ways(case, tmp_path):
+    """Bad checkpoints and options: the same error class and message from both paths, no build, no temporary."""
+    cfg = preset("tiny")
+    w = random_weights(cfg, 0)
+    kw = {}
+    if case == "missing tensor":
+        del w["model.layers.1.attn.f_proj.weight"]
+    elif case == "misshaped tensor":
+        w["model.layers.0.mlp.gate_proj.weight"] = w["model.layers.0.mlp.gate_proj.weight"][:5]
+    elif case == "too few chips":
+        kw = dict(system="oheo_gulch", hw=["cores_per_chip=1"])
+    elif case == "no calibration file":
+        kw = dict(calib=tmp_path / "nope.txt")
+    else:
+        kw = dict(calib_tokens=0)
+    save_checkpoint_unchecked(tmp_path / "m", cfg, w)
+    errs = []
+    for stream in (True, False):
+        with pytest.raises(MflcError) as e:
+            mflc.compile(tmp_path / "m", tmp_path / f"b{stream}", stream=stream, **kw)
+        errs.append((type(e.value), str(e.value)))
+        assert not (tmp_path / f"b{stream}").exists()
+    assert errs[0] == errs[1]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
