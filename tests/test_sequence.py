@@ -277,3 +277,15 @@ def test_every_product_path_is_exercised(tiny_model):
     assert {"int32", "float32", "float64", "gather"} <= kinds, kinds
     toks = [7, 70, 200, 1, 1, 9]
     assert np.array_equal(ex.run(toks).outputs["logits"], Engine(g).run(toks).outputs["logits"])
+
+
+def test_long_prefill_runs_in_pieces(tiny_qm):
+    """A prompt longer than PREFILL_PIECE runs in pieces: the same logits, states, steps and slots."""
+    g = lower(tiny_qm)
+    toks = np.random.default_rng(3).integers(0, 256, executors.PREFILL_PIECE + 37).tolist()
+    stepped, pre = executors.create("fast", graph=g, prefill=False), executors.create("fast", graph=g)
+    a, b = stepped.run(toks), pre.run(toks)
+    assert np.array_equal(a.outputs["logits"], b.outputs["logits"]) and np.array_equal(stepped.fe.env, pre.fe.env)
+    assert a.output_steps == b.output_steps and a.steps == b.steps
+    for k in a.states:
+        assert np.array_equal(a.states[k], b.states[k])

@@ -94,15 +94,19 @@ def default_model_figures(n_tokens: int) -> dict:
     ex.reset()
     fm = FloatModel(cfg, w)
     fm.forward(toks[:8])
-    t_eval, t_float = [], []
+    stepping = executors.create("fast", qm=qm, prefill=False)     # eval as it ran before: token by token
+    executors.run_in_chunks(stepping, toks[:8])
+    t_eval, t_step, t_float = [], [], []
     for _ in range(REPEAT):        # alternated, medians
-        ex.reset()
+        ex.reset(), stepping.reset()
         ev, t = _timed(lambda: executors.run_in_chunks(ex, toks).outputs["logits"])
         t_eval.append(t)
+        t_step.append(_timed(lambda: executors.run_in_chunks(stepping, toks))[1])
         t_float.append(_timed(lambda: fm.forward(toks))[1])
-    t_eval, t_float = float(np.median(t_eval)), float(np.median(t_float))
+    t_eval, t_step, t_float = (float(np.median(x)) for x in (t_eval, t_step, t_float))
     d = dict(tokens=len(toks), eval_tokens_per_s=len(toks) / t_eval, float_eval_tokens_per_s=len(toks) / t_float,
-             eval_vs_float=t_float / t_eval)
+             eval_vs_float=t_float / t_eval, eval_stepping_tokens_per_s=len(toks) / t_step,
+             eval_vs_stepping=t_step / t_eval)
     d.update(_integer_paths(qm, graph, toks, gen_tokens=len(toks), step_tokens=min(len(toks), 128)))
     d["equal"] = d["equal"] and bool(np.array_equal(ev, executors.create("int-model", qm=qm).run(toks).outputs["logits"]))
     return d
@@ -142,6 +146,8 @@ def _print(d: dict, title: str) -> None:
     if "eval_tokens_per_s" in d:
         print(f"  eval (fast executor, run_in_chunks)     {d['eval_tokens_per_s']:10,.0f} tokens/s   "
               f"vs float {d['eval_vs_float']:.2f}x")
+        print(f"  eval token by token (fast, prefill off) {d['eval_stepping_tokens_per_s']:10,.0f} tokens/s   "
+              f"whole-sequence eval vs it {d['eval_vs_stepping']:.2f}x")
         print(f"  numpy float model (whole sequence)      {d['float_eval_tokens_per_s']:10,.0f} tokens/s")
     print(f"  prefill ({d['prompt_tokens']} tokens, whole sequence)   {d['prefill_tokens_per_s']:10,.1f} tokens/s   "
           f"vs generation {d['prefill_vs_generation']:.1f}x")

@@ -269,6 +269,7 @@ def _fast_unavailable(graph) -> str | None:
 
 
 PREFILL_MIN_TOKENS = 2     # runs of at least this many tokens go through the whole-sequence executor
+PREFILL_PIECE = 256        # in pieces of at most this many (default model: 128-256 fastest, 512 half as fast)
 
 
 @register("fast", needs="graph", unavailable=_fast_unavailable,
@@ -294,6 +295,8 @@ class FastExecutor(_Base):
         """Tokens from the current state: several at once through the whole-sequence executor (the fast
         engine's state then set to what stepping would leave), one by one through the fast path."""
         tokens = [int(t) for t in tokens]
+        if self.prefill and len(tokens) > PREFILL_PIECE:
+            return run_in_chunks(self, tokens, chunk=PREFILL_PIECE)
         if self.prefill and len(tokens) >= PREFILL_MIN_TOKENS:
             return self._run_sequence(tokens)
         g = self.g
