@@ -166,6 +166,7 @@ def test_fast_prefill_leaves_the_stepped_state(tiny_qm):
     g = lower(tiny_qm)
     stepped = executors.create("fast", graph=g, prefill=False)
     pre = executors.create("fast", graph=g)
+    assert pre.prefill                    # the tiny model is far below PREFILL_AUTO_MAX_SYNAPSES
     prompt = [72, 101, 108, 108, 111, 32]
     a, b = stepped.run(prompt), pre.run(prompt)
     assert np.array_equal(a.outputs["logits"], b.outputs["logits"])
@@ -283,7 +284,7 @@ def test_long_prefill_runs_in_pieces(tiny_qm):
     """A prompt longer than PREFILL_PIECE runs in pieces: the same logits, states, steps and slots."""
     g = lower(tiny_qm)
     toks = np.random.default_rng(3).integers(0, 256, executors.PREFILL_PIECE + 37).tolist()
-    stepped, pre = executors.create("fast", graph=g, prefill=False), executors.create("fast", graph=g)
+    stepped, pre = executors.create("fast", graph=g, prefill=False), executors.create("fast", graph=g, prefill=True)
     a, b = stepped.run(toks), pre.run(toks)
     assert np.array_equal(a.outputs["logits"], b.outputs["logits"]) and np.array_equal(stepped.fe.env, pre.fe.env)
     assert a.output_steps == b.output_steps and a.steps == b.steps

@@ -36,7 +36,7 @@ def _integer_paths(qm, graph, toks, gen_tokens: int, step_tokens: int, core_map=
     from mflc import executors
     from mflc.compiler.model.int_model import IntModel
 
-    pre = executors.create("fast", graph=graph, core_map=core_map)
+    pre = executors.create("fast", graph=graph, core_map=core_map, prefill=True)
     gen = executors.create("fast", graph=graph, core_map=core_map, prefill=False)
     _, t_setup = _timed(lambda: pre.run(toks[:3]))    # builds the sequence executor's blocks (once per executor)
     gen.run(toks[:3])                                 # compile the Numba kernels outside the timing

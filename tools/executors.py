@@ -270,20 +270,28 @@ def _fast_unavailable(graph) -> str | None:
 
 PREFILL_MIN_TOKENS = 2     # runs of at least this many tokens go through the whole-sequence executor
 PREFILL_PIECE = 256        # in pieces of at most this many (default model: 128-256 fastest, 512 half as fast)
+# prefill=None chooses the whole-sequence path for graphs of at most this many synapses: on the default
+# model (0.6 M) it ran eval 1.4x and a prompt 1.2x faster than stepping; on the 370M (242 M) the packed
+# generation kernel steps twice as fast as the whole-sequence products run (docs/benchmarks.md)
+PREFILL_AUTO_MAX_SYNAPSES = 16_000_000
 
 
 @register("fast", needs="graph", unavailable=_fast_unavailable,
           description="the Numba fast path (simulator/fastpath.py) for generation; runs of several tokens "
                       "(prompts, eval) whole-sequence (simulator/sequence.py); no counters")
 class FastExecutor(_Base):
-    """The placed IR on the fused Numba fast path, sequential schedule only. A run of several tokens (a
-    prompt, an eval chunk) goes through the whole-sequence executor and then leaves the fast engine in
-    exactly the state token-by-token stepping would (``prefill``; ``prefill=False`` steps every token)."""
+    """The placed IR on the fused Numba fast path, sequential schedule only. With ``prefill`` a run of
+    several tokens (a prompt, an eval chunk) goes through the whole-sequence executor and then leaves the
+    fast engine in exactly the state token-by-token stepping would; ``prefill=False`` steps every token;
+    the default (None) prefills where that is faster: graphs of up to ``PREFILL_AUTO_MAX_SYNAPSES``."""
 
-    def __init__(self, *, graph, core_map=None, prefill: bool = True, **_):
+    def __init__(self, *, graph, core_map=None, prefill: bool | None = None, **_):
         from mflc.simulator.fastpath import FastEngine
 
-        self.fe, self.g, self.cm, self.prefill = FastEngine(graph, core_map), graph, core_map, prefill
+        self.fe, self.g, self.cm = FastEngine(graph, core_map), graph, core_map
+        if prefill is None:          # where it helps, by measurement (docs/benchmarks.md, whole-sequence)
+            prefill = sum(s.nnz for s in graph.synapses.values()) <= PREFILL_AUTO_MAX_SYNAPSES
+        self.prefill = bool(prefill)
         self.out_stage = {o.name: graph.groups[o.group].stage for o in graph.outputs}
         self.seq = None                     # the whole-sequence executor, made on the first prefill
 
