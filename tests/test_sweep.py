@@ -138,3 +138,13 @@ def test_sweep_option_misuse(tmp_path):
     assert "go with --sweep" in run("estimate", "--preset", "tiny", "--csv", tmp_path / "x.csv", ok=False).output
     assert "--workers must be >= 1" in run("estimate", "--sweep", f, "--workers", "0", ok=False).output
     assert "is a directory" in run("estimate", "--sweep", f, "--csv", tmp_path, ok=False).output
+
+
+def test_sweep_on_two_dask_workers_equals_serial(tmp_path):
+    """The points run as tasks of a real two-worker LocalCluster: the same rows, in the file's order."""
+    pytest.importorskip("dask.distributed")
+    f = write(tmp_path, {"models": ["tiny", ODD], "hw": [{}, {"cores_per_chip": 2}]})
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    serial = json.loads(run("estimate", "--sweep", f, "--json").output)["points"]
+    dask = json.loads(run("estimate", "--sweep", f, "--workers", "2", "--json").output)["points"]
+    assert strip(dask) == strip(serial) and [r["label"] for r in dask] == [r["label"] for r in serial]
