@@ -19,7 +19,6 @@ from mflc.tasks import Runner, worker_cached
 
 MAX_VERIFY_TOKENS = 1_000_000      # verify runs the integer reference and the simulator on every token
 MAX_NEW_TOKENS = 100_000           # generate steps the simulated chip once per token
-PREFILL_MIN_PROMPT = 128           # generate: prompts at least this long are ingested whole-sequence
 MAX_VERIFY_SEQUENCES = 100_000     # verify --sequences: one task (and one table row) each
 
 
@@ -270,11 +269,10 @@ def generate_cmd(model: Optional[Path] = typer.Argument(None, help="Build direct
         raise MflcError(f"--max-new-tokens must be >= 0, got {max_new_tokens}")
     rng = np.random.default_rng(seed)
     # the engine and the IR reference run the prompt pipelined (one token per step; the same integers)
-    # a long prompt goes through the whole-sequence executor at once; a short one is stepped, which is faster
-    # than that executor's one-time set-up (its weight blocks: ~4 s on the 370M)
-    opts = dict(prefill=len(ids) >= PREFILL_MIN_PROMPT) if engine == "fast" else {}
+    # the fast executor ingests the prompt whole-sequence where that measured faster than stepping
+    # (executors.FastExecutor, prefill=None: small graphs), else token by token
     ex, note = executors.create_with_fallback(engine, "engine" if engine == "fast" else None, qm=qm, graph=graph,
-                                              core_map=cm, schedule="pipelined", **opts)
+                                              core_map=cm, schedule="pipelined")
     if note:
         err.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     step = ex.step
