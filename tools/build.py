@@ -409,11 +409,12 @@ class Build:
 
     # ---- execution --------------------------------------------------------------------------------------
     def verify(self, tokens: int | list[int] = 16, seed: int = 0, progress=None, simulate: bool = True,
-               engine: str = "engine", checked: list[Check] | None = None) -> "BuildVerdict":
+               engine: str = "engine", checked: list[Check] | None = None, stepwise: bool = False) -> "BuildVerdict":
         """Every static check, then (when they pass) the placed network run by executor ``engine`` (a name of
         ``mflc.executors``) against the integer reference model on ``tokens`` (a count of random tokens
         drawn with ``seed``, or the token ids themselves). ``checked``: static checks already made (many
-        sequences, one round of checks: ``verify(simulate=False)`` once, then ``checked=[]`` per sequence)."""
+        sequences, one round of checks: ``verify(simulate=False)`` once, then ``checked=[]`` per sequence).
+        ``stepwise``: both sides token by token (engine / sequence executors), not whole-sequence."""
         import numpy as np
 
         from mflc.compiler.model.lower import lower
@@ -431,7 +432,7 @@ class Build:
             raise MflcError(f"token id {bad[0]} outside the vocabulary [0, {qm.cfg.vocab_size})")
         t0 = time.perf_counter()
         res = verify_executor(engine, qm, self.placed, toks, self.core_map(), progress=progress,
-                              reference_graph=lambda: lower(qm))
+                              reference_graph=lambda: lower(qm), **(dict(stepwise=True) if stepwise else {}))
         checks.append(Check("bit-exact simulation", res.ok,
                             f"{res.compared_values:,} logits and states equal over {res.tokens} tokens" if res.ok
                             else res.divergence.describe(), time.perf_counter() - t0))

@@ -30,6 +30,13 @@ def check_count(option: str, value: int, lo: int, hi: int, limit_name: str) -> N
         raise MflcError(f"{option} {value:,} is above the limit {limit_name} = {hi:,}")
 
 
+def _sides_row(executor: str, stepwise: bool) -> list[tuple[str, str]]:
+    """How the engine and sequence executors ran both sides (the others have one way each)."""
+    if executor not in ("engine", "sequence"):
+        return []
+    return [("both sides run", "token by token (--stepwise)" if stepwise else "whole sequence")]
+
+
 def counter_rows(counters: dict) -> list[tuple[str, str]]:
     """The activity rows of a verify table, for an executor that counts (the engine)."""
     if "synops" not in counters:
@@ -48,6 +55,7 @@ class VerifySequence:
     index: int
     seed: int
     tokens: int
+    stepwise: bool = False
 
 
 def _worker_build(task: VerifySequence):
@@ -70,12 +78,12 @@ def verify_sequence(task: VerifySequence):
     build's static checks already made by the caller."""
     b = _worker_build(task)
     t0 = time.perf_counter()
-    v = b.verify(task.tokens, task.seed, engine=task.engine, checked=[])
+    v = b.verify(task.tokens, task.seed, engine=task.engine, checked=[], stepwise=task.stepwise)
     return v.simulation, time.perf_counter() - t0
 
 
 def verify_sequences(path: Path, tokens: int, seed: int, sequences: int, engine: str = "engine",
-                     runner: Runner | None = None, checks=None):
+                     runner: Runner | None = None, checks=None, stepwise: bool = False):
     """(checks, [(VerifyResult, seconds)] in sequence order): the build's static checks once (or the given
     ``checks``), then, if they pass, sequence k (``tokens`` random tokens of seed ``seed + k``, what
     ``mflc verify --seed SEED+k`` runs alone) as a task each; no results when a check failed."""
@@ -87,7 +95,7 @@ def verify_sequences(path: Path, tokens: int, seed: int, sequences: int, engine:
         return checks, []
     build = str(Path(path).resolve())
     sha = file_sha256(Path(build) / MANIFEST)
-    tasks = [VerifySequence(build, sha, engine, k, seed + k, tokens) for k in range(sequences)]
+    tasks = [VerifySequence(build, sha, engine, k, seed + k, tokens, stepwise) for k in range(sequences)]
     labels = [f"sequence {k} (seed {seed + k})" for k in range(sequences)]
     return checks, run_tasks(verify_sequence, tasks, labels, runner or Runner(), "sequences")
 
@@ -124,7 +132,8 @@ def _sequences_report(path: Path, tokens: int, seed: int, engine: str, checks, d
 
 
 def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_out: bool,
-                 engine: str = "engine", sequences: int = 1, runner: Runner | None = None) -> None:
+                 engine: str = "engine", sequences: int = 1, runner: Runner | None = None,
+                 stepwise: bool = False) -> None:
     """verify on a build: every check of ``Build.checks`` in order, then the bit-exact simulation (of
     ``sequences`` random sequences as tasks, when more than one or a Dask runner is asked for)."""
     from mflc.build import Build
@@ -135,7 +144,7 @@ def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_
             raise MflcError(f"--text and --sequences {sequences} / --workers / --scheduler: a text is one sequence; "
                             "random sequences are drawn from --seed (give one or the other)")
         t0 = time.perf_counter()
-        checks, done = verify_sequences(path, tokens, seed, sequences, engine, runner)
+        checks, done = verify_sequences(path, tokens, seed, sequences, engine, runner, stepwise=stepwise)
         if not _sequences_report(path, tokens, seed, engine, checks, done, time.perf_counter() - t0, json_out):
             raise typer.Exit(1)
         return
@@ -151,13 +160,13 @@ def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_
     prog, adv = progress_bar(n, "integer reference")
     t0 = time.perf_counter()
     with prog:
-        v = b.verify(toks, seed, progress=adv, engine=engine)
+        v = b.verify(toks, seed, progress=adv, engine=engine, stepwise=stepwise)
     dt = time.perf_counter() - t0
     res = v.simulation
     if json_out:
         d = res.to_dict() if res is not None else dict(ok=False, tokens=0, compared_values=0, divergence=None, counters={})
         d.update(ok=v.ok, checks=[c.to_dict() for c in v.checks], failed_check=v.failed.name if v.failed else None,
-                 seed=seed, text=str(text) if text else None, seconds=dt, backend=engine)
+                 seed=seed, text=str(text) if text else None, seconds=dt, backend=engine, stepwise=stepwise)
         emit_json(d)
     else:
         render_checks(v.checks, f"verify {path} ({text or f'random tokens, seed {seed}'})")
@@ -165,6 +174,7 @@ def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_
             out.print(kv_table("simulation", [
                 ("tokens", res.tokens), ("values compared (logits + states)", f"{res.compared_values:,}"),
                 ("result", "[green]bit-exact[/]" if res.ok else "[red]MISMATCH[/]"), ("executor", engine),
+                *_sides_row(engine, stepwise),
                 *counter_rows(res.counters), ("seconds", f"{dt:.2f}")]))
             if res.divergence:
                 err.print(f"[red]{escape(res.divergence.describe())}[/]", soft_wrap=True)
@@ -186,6 +196,9 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
                                              "each (sequence k drawn with seed --seed + k), each a task; the build's "
                                              "static checks run once"),
                workers: Optional[str] = WorkersOpt, scheduler: Optional[str] = SchedulerOpt,
+               stepwise: bool = typer.Option(False, "--stepwise", help="Both sides token by token (the integer "
+                                             "model's step and the engine) instead of whole-sequence: slower, the "
+                                             "path before whole-sequence execution (engine and sequence executors)"),
                json_out: bool = typer.Option(False, "--json")):
     """Run the integer reference model and an executor (the simulator) side by side; exit 0 only if every logit and state is equal."""
     from mflc import executors
@@ -197,6 +210,9 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
     check_count("--sequences", sequences, 1, MAX_VERIFY_SEQUENCES, "MAX_VERIFY_SEQUENCES")
     if seed < 0:
         raise MflcError(f"--seed must be >= 0, got {seed}")
+    if stepwise and name not in ("engine", "sequence"):
+        raise MflcError(f"--stepwise applies to the engine and sequence executors (both sides token by token); "
+                        f"--engine {name} runs its own way")
     runner = runner_from(workers, scheduler)
     model = resolve_model(model)
     split = sequences > 1 or not runner.serial
@@ -209,7 +225,7 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
 
         return verify_lava_cmd(model, tokens, seed, json_out)
     if model.exists() and is_build_dir(model):
-        return verify_build(model, tokens, seed, text, json_out, name, sequences, runner)
+        return verify_build(model, tokens, seed, text, json_out, name, sequences, runner, stepwise)
     qm, graph, cm, ref = load_for_simulation(model)
     if text is not None:
         from mflc.cli_model import read_text_tokens
@@ -223,15 +239,17 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
     prog, adv = progress_bar(tokens, "integer reference")
     t0 = time.perf_counter()
     with prog:
-        res = executors.verify_executor(name, qm, graph, toks, cm, progress=adv, reference_graph=ref)
+        res = executors.verify_executor(name, qm, graph, toks, cm, progress=adv, reference_graph=ref,
+                                        **(dict(stepwise=True) if stepwise else {}))
     dt = time.perf_counter() - t0
     if json_out:
         d = res.to_dict()
-        d.update(seed=seed, text=str(text) if text else None, seconds=dt, backend=name)
+        d.update(seed=seed, text=str(text) if text else None, seconds=dt, backend=name, stepwise=stepwise)
         emit_json(d)
     else:
         rows = [("tokens", res.tokens), ("values compared (logits + states)", f"{res.compared_values:,}"),
                 ("result", "[green]bit-exact[/]" if res.ok else "[red]MISMATCH[/]"), ("executor", name),
+                *_sides_row(name, stepwise),
                 *counter_rows(res.counters), ("seconds", f"{dt:.2f}")]
         out.print(kv_table(f"verify {model} ({text or f'random tokens, seed {seed}'})", rows))
         if res.divergence:
