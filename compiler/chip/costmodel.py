@@ -504,7 +504,7 @@ def assumed_profile(g: Graph, core_map, rates=None) -> list[dict]:
             acc[(int(c), st)][1] += b - a
         for s in by_src.get(name, []):
             for lo, hi, core in sorted_slices[s.dst]:
-                nnz = int(s.indptr[hi] - s.indptr[lo])
+                nnz = int(s.row_offsets()[hi] - s.row_offsets()[lo])
                 if nnz:
                     acc[(int(core), st)][0] += nnz * r
         runs = _reach_runs(grp.size, by_src.get(name, []), sorted_slices)
@@ -534,7 +534,7 @@ def assumed_profile_direct(g: Graph, core_map, rates=None) -> list[dict]:
             acc[(int(c), st)][1] += b - a
         for s in g.outgoing(name):
             for lo, hi, core in _slices(core_map, s.dst):
-                nnz = int(s.indptr[hi] - s.indptr[lo])
+                nnz = int(s.row_offsets()[hi] - s.row_offsets()[lo])
                 if nnz:
                     acc[(int(core), st)][0] += nnz * r
         src, dst = _reach(g, core_map, name)
