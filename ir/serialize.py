@@ -21,8 +21,8 @@ def synapse_encoding(s: SynapseGroup) -> str:
     """How a synapse group is stored: "ternary2" (2 bits per weight of the whole block, ir/ternary.py) for
     ±1 weights wherever that is smaller than CSR, else "csr" (int64 row pointer, int32 index, int8 value)."""
     rows, cols = s.shape
-    if isinstance(s, PackedSynapseGroup) and not s.decoded:
-        return "ternary2"
+    if isinstance(s, PackedSynapseGroup) and not s.decoded:      # the same rule, nnz from the codes
+        return "ternary2" if ternary.packed_bytes(rows, cols) < ternary.csr_bytes(rows, s.nnz) else "csr"
     if s.values is not None and ternary.is_ternary(s.values) and \
             ternary.packed_bytes(rows, cols) < ternary.csr_bytes(rows, s.nnz):
         return "ternary2"

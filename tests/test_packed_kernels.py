@@ -200,3 +200,24 @@ def test_message_planes_are_the_twos_complement_bits(n, width, seed):
         bits = np.zeros(64 * plane_words(n), np.uint8)
         bits[:n] = (u >> b) & 1
         assert np.array_equal(X[b], np.packbits(bits, bitorder="little").view("<u8")), b
+
+
+def test_a_packed_group_is_written_in_the_encoding_its_csr_form_would_get(tmp_path):
+    """The file's encoding depends on the weights, not on how they are held in memory: a sparse packed
+    group is written as CSR, exactly the bytes of the CSR group."""
+    from mflc.ir.graph import Graph, NeuronGroup, PackedSynapseGroup
+    from mflc.ir.serialize import load_graph, save_graph
+    from mflc.ir.ternary import pack_dense
+
+    w = np.zeros((40, 64), np.int8)
+    w[3, 5], w[7, 60] = 1, -1                             # 2 of 2,560 weights: CSR is smaller
+    for name, syn in (("csr", SynapseGroup.from_dense("a->b", "a", "b", "x", w)),
+                      ("packed", PackedSynapseGroup("a->b", "a", "b", "x", w.shape, pack_dense(w)))):
+        g = Graph()
+        for n, size in (("a", 64), ("b", 40)):
+            g.add_group(NeuronGroup(n, size, ["x"], [], "x", 8, 0 if n == "a" else 1))
+        g.add_synapse(syn)
+        save_graph(g, tmp_path / name)
+    for f in ("graph.json", "graph.safetensors"):
+        assert (tmp_path / "csr" / f).read_bytes() == (tmp_path / "packed" / f).read_bytes()
+    assert np.array_equal(load_graph(tmp_path / "packed").synapses["a->b"].to_dense(), w)
