@@ -221,3 +221,25 @@ def test_a_packed_group_is_written_in_the_encoding_its_csr_form_would_get(tmp_pa
     for f in ("graph.json", "graph.safetensors"):
         assert (tmp_path / "csr" / f).read_bytes() == (tmp_path / "packed" / f).read_bytes()
     assert np.array_equal(load_graph(tmp_path / "packed").synapses["a->b"].to_dense(), w)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(case=quantized_models())
+def test_lowering_a_loaded_model_shares_its_2_bit_codes(tmp_path_factory, case):
+    """Lowering a quantized model read from disk makes its projections packed groups over the file's
+    bytes (no int8 or CSR copy): the same graph as lowering the model in memory, the same engine integers."""
+    from mflc.compiler.model.quantize import QuantizedModel
+    from mflc.ir.graph import PackedSynapseGroup
+    from mflc.ir.serialize import graph_difference
+
+    cfg, _, qm, tokens = case
+    d = tmp_path_factory.mktemp("q")
+    qm.save(d)
+    loaded = QuantizedModel.load(d)
+    g_mem, g_file = lower(qm), lower(loaded)
+    assert graph_difference(g_file, g_mem) is None and graph_difference(g_mem, g_file) is None
+    packed = [s for s in g_file.synapses.values() if isinstance(s, PackedSynapseGroup)]
+    assert packed and not any(s.decoded for s in packed)
+    a, b = FastEngine(g_mem), FastEngine(g_file)
+    for t in tokens[:4]:
+        assert np.array_equal(a.step(t)["logits"], b.step(t)["logits"])

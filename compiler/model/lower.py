@@ -15,12 +15,12 @@ from __future__ import annotations
 import numpy as np
 
 from mflc.ir import fixedpoint as fp
-from mflc.ir.graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, SynapseGroup
+from mflc.ir.graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, PackedSynapseGroup, SynapseGroup
 from mflc.ir.roles import ROLE_LOGITS, ROLE_RECURRENT
 from mflc.ir.validate import validate
 
 from .csr import synapses_from_dense
-from .quantize import QuantizedModel
+from .quantize import LazyTernary, QuantizedModel
 from .structure import next_x
 
 I = Instr.make
@@ -73,8 +73,19 @@ class _Builder:
         self.g.add_synapse(SynapseGroup.ones(f"{src}->{dst}.{port}", src, dst, port, self.g.groups[dst].size,
                                              self.g.groups[src].size, delay=self._delay(src, dst), meta=dict(kind=kind)))
 
+    def weights(self, name: str):
+        """A projection's matrix: its 2-bit codes when the quantized model still holds them (a loaded model:
+        the synapse groups then share those bytes, no int8 or CSR copy), else the int8 matrix."""
+        w = self.qm.packed(name) if self.dense_of is None else None
+        return w if w is not None else self.qm.t(name)
+
     def dense(self, src, dst, port, w, layer):
         """A ternary weight matrix from src to dst.port (virtual rows for a skeleton)."""
+        if isinstance(w, LazyTernary):
+            self.g.add_synapse(PackedSynapseGroup(f"{src}->{dst}.{port}", src, dst, port, w.shape, w.codes,
+                                                  where=w.where, stats=w.stats, delay=self._delay(src, dst),
+                                                  meta=dict(kind="ternary", layer=layer)))
+            return
         if isinstance(w, VirtualTernary):
             self.g.add_synapse(SynapseGroup.from_row_counts(
                 f"{src}->{dst}.{port}", src, dst, port, w.shape, w.row_counts(), delay=self._delay(src, dst),
@@ -158,11 +169,11 @@ def _lower_token_mixer(b: _Builder, i: int, x: str) -> str:
         tables={"sig_f": qm.t(L + "lut.sig_f"), "silu_i": qm.t(L + "lut.silu_i"), "silu_h": qm.t(L + "lut.silu_h")},
         meta=dict(layer=layer, role=ROLE_RECURRENT))
     b.g.state[L + "h"] = (mlgru, "h")
-    b.dense(v["i"], mlgru, "pi", qm.t(f"W.{L}i"), layer)
-    b.dense(v["f"], mlgru, "pf", qm.t(f"W.{L}f"), layer)
+    b.dense(v["i"], mlgru, "pi", b.weights(f"W.{L}i"), layer)
+    b.dense(v["f"], mlgru, "pf", b.weights(f"W.{L}f"), layer)
     g = b.group(L + "g", qm.cfg.d_attn, ["x"], [b.rescale("gq", "x", L + "g", qm.bits(L + "g"))], "gq",
                 qm.bits(L + "g"), st, meta=dict(layer=layer, role="projection"))
-    b.dense(v["g"], g, "x", qm.t(f"W.{L}g"), layer)
+    b.dense(v["g"], g, "x", b.weights(f"W.{L}g"), layer)
     sm = b.norm_reduction(g, L + "g", L + "gn", layer)
     o = b.norm_apply(L + "gate", g, sm, L + "gn", L + "gn", layer, extra_ports=["sh"],
                      extra=[I("mul_shr", "o", "y", "sh", shift=qm.s(L + "n.o"), bits=qm.bits(L + "o"))],
@@ -175,7 +186,7 @@ def _lower_token_mixer(b: _Builder, i: int, x: str) -> str:
         b.rescale("a2", "aoq", L + "res_ao", fp.MSG_BITS_MAX),
         I("add_sat", "r", "a1", "a2", bits=qm.bits(L + "r")),
     ], "r", qm.bits(L + "r"), b.stage(vo) + 1, meta=dict(layer=layer, role="residual"))
-    b.dense(vo, r, "ao", qm.t(f"W.{L}o"), layer)
+    b.dense(vo, r, "ao", b.weights(f"W.{L}o"), layer)
     b.identity(x, r, "x")
     return r
 
@@ -193,9 +204,13 @@ def _lower_channel_mixer(b: _Builder, i: int, r: str) -> str:
         I("lut", "sa", "a", table="silu_a", in_bits=qm.bits(L + "a")),
         I("mul_shr", "z", "sa", "b", shift=qm.s(L + "n.z"), bits=qm.bits(L + "z")),
     ], "z", qm.bits(L + "z"), b.stage(vg) + 1, tables={"silu_a": qm.t(L + "lut.silu_a")}, meta=dict(layer=layer, role="glu"))
-    w = qm.t(f"W.{L}gate")
-    b.dense(vg, glu, "pa", w[:m], layer)
-    b.dense(vg, glu, "pb", w[m:], layer)
+    w = b.weights(f"W.{L}gate")
+    halves = (w.rows(0, m), w.rows(m, 2 * m)) if isinstance(w, LazyTernary) else (None, None)
+    if halves[0] is None or halves[1] is None:       # not on a byte boundary: the int8 matrix
+        w = qm.t(f"W.{L}gate")
+        halves = (w[:m], w[m:])
+    b.dense(vg, glu, "pa", halves[0], layer)
+    b.dense(vg, glu, "pb", halves[1], layer)
     vd = b.norm(L + "down_in", glu, L + "z", L + "down_in", L + "down_in", layer) if inner else glu
     x = b.group(L + "res2", qm.cfg.d, ["mo", "r"], [
         b.rescale("moq", "mo", L + "mlp_out", qm.bits(L + "mlp_out")),
@@ -203,7 +218,7 @@ def _lower_channel_mixer(b: _Builder, i: int, r: str) -> str:
         b.rescale("a2", "moq", L + "res_mo", fp.MSG_BITS_MAX),
         I("add_sat", "x", "a1", "a2", bits=qm.bits(nxt)),
     ], "x", qm.bits(nxt), b.stage(vd) + 1, meta=dict(layer=layer, role="residual"))
-    b.dense(vd, x, "mo", qm.t(f"W.{L}down"), layer)
+    b.dense(vd, x, "mo", b.weights(f"W.{L}down"), layer)
     b.identity(r, x, "r")
     return x
 
@@ -219,8 +234,9 @@ def _lower_head(b: _Builder, x: str) -> str:
     qm, inner = b.qm, not b.qm.options.remove_inner_norm
     xn = b.norm("final.norm", x, "final.x", "final.norm", "final.norm", "head")
     vh = b.norm("head.in", xn, "final.norm", "head.in", "head.in", "head") if inner else xn
-    w = qm.t("W.head")
-    fan = w.row_counts().max() if isinstance(w, VirtualTernary) else _max_row_abs_sum(w)
+    w = b.weights("W.head")
+    fan = (w.row_counts().max() if isinstance(w, VirtualTernary) else
+           w.row_nonzeros().max() if isinstance(w, LazyTernary) else _max_row_abs_sum(w))
     acc_bits = (int(fan) << (b.g.groups[vh].out_bits - 1)).bit_length() + 1
     head = b.group("head", qm.cfg.vocab_size, ["x"], [I("copy", "logits", "x")], "logits", acc_bits,
                    b.stage(vh) + 1, meta=dict(layer="head", role=ROLE_LOGITS))

@@ -179,6 +179,11 @@ class QuantizedModel:
             raise CheckpointError(f"quantized model: tensor {name!r} is missing (quant.safetensors / tensor_dtypes)")
         return self.tensors[name]
 
+    def packed(self, name: str) -> "LazyTernary | None":
+        """A ternary matrix still held as its 2-bit codes (a loaded model's, not yet read), or None."""
+        v = self.tensors.stored(name) if isinstance(self.tensors, TensorStore) and name in self.tensors else None
+        return v if isinstance(v, LazyTernary) else None
+
     def s(self, name: str) -> int:
         """A scalar by name; a missing one is a CheckpointError naming quant.json."""
         if name not in self.scalars:
@@ -305,9 +310,27 @@ class LazyTernary:
 
     dtype = np.dtype(np.int8)
 
-    def __init__(self, codes: np.ndarray, shape: tuple, where: str):
-        ternary.check_codes(codes, tuple(shape), where, scan=True)
+    def __init__(self, codes: np.ndarray, shape: tuple, where: str, checked: bool = False):
+        if not checked:
+            ternary.check_codes(codes, tuple(shape), where, scan=True)
         self.codes, self.shape, self.where = codes, tuple(shape), where
+        self.stats: dict = {}                 # per-row counts, shared with the synapse groups made of it
+
+    def rows(self, a: int, b: int) -> "LazyTernary | None":
+        """Rows a..b as a packed matrix of their own (the same bytes), or None when they do not start and end
+        on a byte (4 weights)."""
+        cols = self.shape[1]
+        if (a * cols) % 4 or (b * cols) % 4:
+            return None
+        return LazyTernary(self.codes[a * cols // 4:b * cols // 4], (b - a, cols), f"{self.where} rows {a}..{b}",
+                           checked=True)
+
+    def row_nonzeros(self) -> np.ndarray:
+        """Non-zero weights per row, from the codes (kept in ``stats``)."""
+        if "n_plus" not in self.stats:
+            _, _, self.stats["n_plus"], self.stats["n_minus"] = ternary.planes_from_codes(self.codes, self.shape,
+                                                                                          self.where)
+        return self.stats["n_plus"] + self.stats["n_minus"]
 
     @property
     def ndim(self) -> int:
