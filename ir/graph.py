@@ -14,7 +14,7 @@ value exactly because the validator only allows delta senders on synapses with w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -118,6 +118,10 @@ class SynapseGroup:
             out[nonempty] = np.add.reduceat(per_synapse, self.indptr[:-1][nonempty], dtype=np.int64)
         return out
 
+    def replaced(self, **changes) -> "SynapseGroup":
+        """A copy with some fields changed (dataclasses.replace; a packed group keeps its codes)."""
+        return replace(self, **changes)
+
     def value_range(self) -> tuple[int, int]:
         """(min, max) of the stored weights, (0, 0) when there are none."""
         if not self.values.size:
@@ -173,13 +177,31 @@ class PackedSynapseGroup(SynapseGroup):
     planes) is computed from the codes, and the CSR arrays are decoded only if something asks for them.
     ``stats`` (the per-row counts) may be shared with another group of the same codes."""
 
-    def __init__(self, name, src, dst, port, shape, codes: np.ndarray, *, where: str = "packed ternary block",
-                 stats: dict | None = None, **kw):
-        super().__init__(name, src, dst, port, (int(shape[0]), int(shape[1])), None, None, None, **kw)
+    def __init__(self, name, src, dst, port, shape, codes: np.ndarray | None = None, *,
+                 where: str = "packed ternary block", stats: dict | None = None, indptr=None, indices=None,
+                 values=None, **kw):
+        super().__init__(name, src, dst, port, (int(shape[0]), int(shape[1])), indptr, indices, values, **kw)
+        if codes is None:                 # dataclasses.replace passes the (decoded) CSR arrays: keep them
+            if indptr is None:
+                raise ValueError(f"synapse group {name}: a packed group needs its codes or its CSR arrays")
+            self.codes, self.where, self.stats = None, where, {}
+            return
         for a in _CSR_FIELDS:
             del self.__dict__[a]
         self.codes, self.where = codes, where
         self.stats = stats if stats is not None else {}
+
+    def replaced(self, **changes) -> SynapseGroup:
+        """A copy with some fields changed (as dataclasses.replace), still over the same codes while the CSR
+        arrays were never made and the weights are not among the changes."""
+        if self.decoded or set(changes) & set(_CSR_FIELDS + ("shape",)):
+            return super().replaced(**changes)
+        kw = {f: getattr(self, f) for f in ("weight_exp", "delay", "acc_bits", "meta")}
+        kw.update(changes)
+        names = {k: kw.pop(k) for k in ("name", "src", "dst", "port") if k in kw}
+        return PackedSynapseGroup(names.get("name", self.name), names.get("src", self.src), names.get("dst", self.dst),
+                                  names.get("port", self.port), self.shape, self.codes, where=self.where,
+                                  stats=self.stats, **kw)
 
     def __getattr__(self, name):
         if name in _CSR_FIELDS and "codes" in self.__dict__:

@@ -243,3 +243,37 @@ def test_lowering_a_loaded_model_shares_its_2_bit_codes(tmp_path_factory, case):
     a, b = FastEngine(g_mem), FastEngine(g_file)
     for t in tokens[:4]:
         assert np.array_equal(a.step(t)["logits"], b.step(t)["logits"])
+
+
+def test_fan_in_splits_of_a_loaded_model_equal_the_in_memory_ones(tmp_path):
+    """Splitting and placing the packed groups of a loaded model under tight limits gives the graph and
+    layout of the in-memory model; unsplit groups keep their codes; dataclasses.replace works on them."""
+    from dataclasses import replace
+
+    from mflc.compiler.chip.layout import check_layout
+    from mflc.compiler.chip.place import layout_graph
+    from mflc.compiler.model.config import ModelConfig
+    from mflc.compiler.model.quantize import QuantizedModel, QuantOptions, quantize
+    from mflc.ir.graph import PackedSynapseGroup
+    from mflc.ir.hardware import HardwareProfile
+    from mflc.ir.serialize import graph_difference
+    from mflc.simulator.reference import ReferenceExecutor
+    from util import random_weights
+
+    cfg = ModelConfig.from_dict(dict(vocab_size=48, hidden_size=16, num_hidden_layers=2, intermediate_size=24))
+    rng = np.random.default_rng(3)
+    qm = quantize(cfg, random_weights(cfg, 3), [rng.integers(0, cfg.vocab_size, 24)], QuantOptions(min_site_bits={}))
+    qm.save(tmp_path / "q")
+    hw = replace(HardwareProfile(), synaptic_memory_bits=600, max_axons_in=12, neurons_per_core=20, cores_per_chip=8)
+    (g_mem, lay_mem), (g_file, lay_file) = (layout_graph(lower(q), hw) for q in (qm, QuantizedModel.load(tmp_path / "q")))
+    assert g_file.meta["fan_in_splits"] and graph_difference(g_file, g_mem) is None
+    assert lay_file.totals() == lay_mem.totals() and check_layout(lay_file, g_file, hw) == []
+    s = next(s for s in lower(QuantizedModel.load(tmp_path / "q")).synapses.values()
+             if isinstance(s, PackedSynapseGroup))
+    kept = s.replaced(delay=s.delay + 1)                 # what split_fan_in does to a group it leaves whole
+    assert isinstance(kept, PackedSynapseGroup) and kept.codes is s.codes and not (kept.decoded or s.decoded)
+    r = replace(s, delay=s.delay + 1)                    # dataclasses.replace: a decoded copy, same weights
+    assert r.delay == kept.delay == s.delay + 1 and np.array_equal(r.to_dense(), kept.to_dense())
+    toks = rng.integers(0, cfg.vocab_size, 4).tolist()
+    assert np.array_equal(ReferenceExecutor(g_file).run(toks).outputs["logits"],
+                          ReferenceExecutor(g_mem).run(toks).outputs["logits"])

@@ -312,7 +312,7 @@ def _rewrite(graph: Graph, plans: dict[str, _Split], hw: HardwareProfile) -> Gra
     for s in graph.synapses.values():
         p = plans.get(s.name)
         if p is None:
-            new.add_synapse(replace(s, delay=delay(s.src, s.dst)))
+            new.add_synapse(s.replaced(delay=delay(s.src, s.dst)))   # a packed group keeps its codes
             continue
         n_dst = s.shape[0]
         if not s.virtual:
