@@ -217,19 +217,29 @@ class PackedSynapseGroup(SynapseGroup):
         """Whether the CSR arrays have been made (by something that needed them)."""
         return "indptr" in self.__dict__
 
+    @staticmethod
+    def same_codes(a, b) -> bool:
+        """Whether a and b are both still-packed groups of one shape and equal 2-bit codes (so equal weights),
+        decided without a CSR copy; False says nothing (compare them as CSR)."""
+        return (isinstance(a, PackedSynapseGroup) and isinstance(b, PackedSynapseGroup)
+                and not (a.decoded or b.decoded) and tuple(a.shape) == tuple(b.shape)
+                and (a.codes is b.codes or bool(np.array_equal(a.codes, b.codes))))
+
     def counts(self) -> tuple[np.ndarray, np.ndarray]:
         """(+1 weights, -1 weights) per destination row, from the codes once."""
         if "n_plus" not in self.stats:
-            _, _, self.stats["n_plus"], self.stats["n_minus"] = self.bit_planes(keep_counts=False)
+            from .ternary import planes_from_codes
+
+            _, _, self.stats["n_plus"], self.stats["n_minus"] = planes_from_codes(self.codes, self.shape, self.where,
+                                                                                  planes=False)
         return self.stats["n_plus"], self.stats["n_minus"]
 
-    def bit_planes(self, keep_counts: bool = True):
+    def bit_planes(self):
         """(plus, minus, n_plus, n_minus): the bit planes the engine's kernels read, made afresh (not kept)."""
         from .ternary import planes_from_codes
 
         out = planes_from_codes(self.codes, self.shape, self.where)
-        if keep_counts:
-            self.stats["n_plus"], self.stats["n_minus"] = out[2], out[3]
+        self.stats["n_plus"], self.stats["n_minus"] = out[2], out[3]
         return out
 
     # Once decoded, the CSR arrays are the weights (they may have been edited): every figure comes from them.

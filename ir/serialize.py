@@ -30,8 +30,8 @@ def synapse_encoding(s: SynapseGroup) -> str:
 
 
 def _same_arrays(s: SynapseGroup, t: SynapseGroup | None) -> bool:
-    if isinstance(s, PackedSynapseGroup) and isinstance(t, PackedSynapseGroup) and not (s.decoded or t.decoded):
-        return tuple(s.shape) == tuple(t.shape) and (s.codes is t.codes or np.array_equal(s.codes, t.codes))
+    if all(isinstance(x, PackedSynapseGroup) and not x.decoded for x in (s, t)):
+        return PackedSynapseGroup.same_codes(s, t)      # decided by the codes either way, no CSR copy
     return t is not None and tuple(s.shape) == tuple(t.shape) and s.values is not None and t.values is not None \
         and np.array_equal(s.indptr, t.indptr) and np.array_equal(s.indices, t.indices) \
         and np.array_equal(s.values, t.values)

@@ -67,13 +67,8 @@ def pack_csr(shape: tuple[int, int], indptr: np.ndarray, indices: np.ndarray, va
 def unpack_to_csr(packed: np.ndarray, shape: tuple[int, int], where: str = "packed ternary block"):
     """(indptr int64, indices int32, values int8) of a 2-bit packed block; an MflcError naming ``where``
     and the element for a wrong length, a 0b10 code or a non-zero padding bit."""
+    check_codes(packed, shape, where)
     rows, cols = shape
-    n = rows * cols
-    if packed.dtype != np.uint8 or packed.ndim != 1 or packed.size != packed_bytes(rows, cols):
-        raise MflcError(f"{where}: {packed.size} byte(s) of {packed.dtype}, expected {packed_bytes(rows, cols)} "
-                        f"uint8 for a {rows}x{cols} block at 2 bits per weight")
-    if n % 4 and int(packed[-1]) >> (2 * (n % 4)):
-        raise MflcError(f"{where}: padding bits after the last weight are not zero")
     indptr = np.zeros(rows + 1, np.int64)
     idx_parts, val_parts = [], []
     step = _rows_per_chunk(cols)
@@ -103,12 +98,8 @@ def pack_dense(w: np.ndarray) -> np.ndarray:
 
 def unpack_dense(packed: np.ndarray, shape: tuple[int, ...], where: str = "packed ternary block") -> np.ndarray:
     """The dense int8 matrix of a 2-bit packed block; the same errors as ``unpack_to_csr``."""
+    check_codes(packed, shape, where)
     n = int(np.prod(shape)) if len(shape) else 1
-    if packed.dtype != np.uint8 or packed.ndim != 1 or packed.size != packed_bytes(n, 1):
-        raise MflcError(f"{where}: {packed.size} byte(s) of {packed.dtype}, expected {packed_bytes(n, 1)} uint8 "
-                        f"for {n} weights at 2 bits each")
-    if n % 4 and int(packed[-1]) >> (2 * (n % 4)):
-        raise MflcError(f"{where}: padding bits after the last weight are not zero")
     out = np.empty(n, np.int8)
     step = CHUNK_ELEMENTS - CHUNK_ELEMENTS % 4
     for e0 in range(0, n, step):
@@ -127,30 +118,45 @@ def plane_words(cols: int) -> int:
     return (cols + 63) // 64
 
 
-def planes_from_csr(shape: tuple[int, int], indptr: np.ndarray, indices: np.ndarray, values: np.ndarray):
-    """(plus, minus) uint64 [rows, plane_words(cols)] masks of a CSR matrix whose values are all ±1."""
+def _planes_by_chunk(shape: tuple[int, int], chunk, planes: bool = True):
+    """(plus, minus, n_plus, n_minus) from ``chunk(r0, r1)``, the int8 rows r0..r1 of the matrix: masks
+    and per-row counts a chunk at a time; ``planes=False`` counts only (plus and minus are None)."""
     rows, cols = shape
     nw = plane_words(cols)
-    plus = np.zeros((rows, nw), np.uint64)
-    minus = np.zeros((rows, nw), np.uint64)
+    plus = np.zeros((rows, nw), np.uint64) if planes else None
+    minus = np.zeros((rows, nw), np.uint64) if planes else None
+    n_plus, n_minus = np.zeros(rows, np.int64), np.zeros(rows, np.int64)
     step = _rows_per_chunk(64 * nw)
     for r0 in range(0, rows, step):
         r1 = min(rows, r0 + step)
+        w = np.zeros((r1 - r0, 64 * nw), np.int8)
+        w[:, :cols] = chunk(r0, r1)
+        p, m = w == 1, w == -1
+        n_plus[r0:r1], n_minus[r0:r1] = p.sum(axis=1), m.sum(axis=1)
+        if planes:
+            plus[r0:r1] = np.packbits(p, axis=1, bitorder="little").view("<u8")
+            minus[r0:r1] = np.packbits(m, axis=1, bitorder="little").view("<u8")
+    return plus, minus, n_plus, n_minus
+
+
+def planes_from_csr(shape: tuple[int, int], indptr: np.ndarray, indices: np.ndarray, values: np.ndarray):
+    """(plus, minus) uint64 [rows, plane_words(cols)] masks of a CSR matrix whose values are all ±1."""
+    def chunk(r0, r1):
+        """The dense int8 rows r0..r1."""
         a, b = int(indptr[r0]), int(indptr[r1])
-        blk = np.zeros((r1 - r0, 64 * nw), np.int8)
-        blk[np.repeat(np.arange(r1 - r0), np.diff(indptr[r0:r1 + 1])), indices[a:b]] = values[a:b]
-        plus[r0:r1] = np.packbits(blk == 1, axis=1, bitorder="little").view("<u8")
-        minus[r0:r1] = np.packbits(blk == -1, axis=1, bitorder="little").view("<u8")
-    return plus, minus
+        w = np.zeros((r1 - r0, shape[1]), np.int8)
+        w[np.repeat(np.arange(r1 - r0), np.diff(indptr[r0:r1 + 1])), indices[a:b]] = values[a:b]
+        return w
+
+    return _planes_by_chunk(shape, chunk)[:2]
 
 
 def check_codes(codes: np.ndarray, shape: tuple[int, ...], where: str, scan: bool = False) -> None:
     """Refuse a packed block whose length is wrong or whose padding bits are set; ``scan``: also one that
     holds the code 0b10 anywhere (a table lookup per byte, ~1 ms per MB; decoding checks it anyway)."""
     n = int(np.prod(shape)) if len(shape) else 1
-    rows, cols = (shape[0], n // shape[0]) if len(shape) == 2 and shape[0] else (n, 1)
-    if codes.dtype != np.uint8 or codes.ndim != 1 or codes.size != packed_bytes(rows, cols):
-        raise MflcError(f"{where}: {codes.size} byte(s) of {codes.dtype}, expected {packed_bytes(rows, cols)} "
+    if codes.dtype != np.uint8 or codes.ndim != 1 or codes.size != packed_bytes(n, 1):
+        raise MflcError(f"{where}: {codes.size} byte(s) of {codes.dtype}, expected {packed_bytes(n, 1)} "
                         f"uint8 for {n} weights ({'x'.join(map(str, shape))} at 2 bits per weight)")
     if n % 4 and int(codes[-1]) >> (2 * (n % 4)):
         raise MflcError(f"{where}: padding bits after the last weight are not zero")
@@ -163,22 +169,12 @@ def check_codes(codes: np.ndarray, shape: tuple[int, ...], where: str, scan: boo
                 raise MflcError(f"{where}: code 0b10 at weight {k} is not a ternary weight")
 
 
-def planes_from_codes(codes: np.ndarray, shape: tuple[int, int], where: str = "packed ternary block"):
+def planes_from_codes(codes: np.ndarray, shape: tuple[int, int], where: str = "packed ternary block",
+                      planes: bool = True):
     """(plus, minus, n_plus, n_minus) of a 2-bit packed block: its bit planes (as ``planes_from_csr``) and
-    the number of +1 and of -1 weights per row, in one pass over row chunks, without a CSR copy. The
-    same errors as ``unpack_to_csr``."""
+    the number of +1 and of -1 weights per row, in one pass over row chunks, without a CSR copy;
+    ``planes=False``: the counts only. The same errors as ``unpack_to_csr``."""
     check_codes(codes, shape, where)
-    rows, cols = shape
-    nw = plane_words(cols)
-    plus, minus = np.zeros((rows, nw), np.uint64), np.zeros((rows, nw), np.uint64)
-    n_plus, n_minus = np.zeros(rows, np.int64), np.zeros(rows, np.int64)
-    step = _rows_per_chunk(64 * nw)
-    for r0 in range(0, rows, step):
-        r1 = min(rows, r0 + step)
-        w = np.zeros((r1 - r0, 64 * nw), np.int8)
-        w[:, :cols] = _decode(codes, r0 * cols, r1 * cols, where).reshape(r1 - r0, cols)
-        p, m = w == 1, w == -1
-        n_plus[r0:r1], n_minus[r0:r1] = p.sum(axis=1), m.sum(axis=1)
-        plus[r0:r1] = np.packbits(p, axis=1, bitorder="little").view("<u8")
-        minus[r0:r1] = np.packbits(m, axis=1, bitorder="little").view("<u8")
-    return plus, minus, n_plus, n_minus
+    cols = shape[1]
+    return _planes_by_chunk(shape, lambda r0, r1: _decode(codes, r0 * cols, r1 * cols, where).reshape(r1 - r0, cols),
+                            planes)

@@ -35,15 +35,6 @@ def measure_bandwidth(gib: float = 1.0, repeats: int = 3) -> float:
     return 2 * a.nbytes / best
 
 
-def engine_bytes_per_token(engine) -> int:
-    """Bytes of synaptic arrays one token's accumulation reads (index lists, row pointers, values)."""
-    total = 0
-    for syns in engine.syn_out.values():
-        for sy in syns:
-            total += sum(a.nbytes for a in sy.arrays)
-    return total
-
-
 def peak_rss_gib() -> float:
     """Peak resident memory of this process so far, in GiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -181,7 +172,6 @@ main()
 def _bench_build(qm, cli_tokens: int, res: dict) -> None:
     """Compile the quantized model to a build in a temporary directory: its bytes on disk, then the peak
     memory and time of `mflc generate` and `mflc verify --tokens N` on it, each in its own process."""
-    import os
     import subprocess
     import sys
     import tempfile
@@ -200,7 +190,7 @@ def _bench_build(qm, cli_tokens: int, res: dict) -> None:
         for key, args in (("generate", ["generate", str(bdir), "--prompt", "Hello", "--max-new-tokens", "16"]),
                           ("verify_cli", ["verify", str(bdir), "--tokens", str(cli_tokens)])):
             t0 = time.perf_counter()
-            p = subprocess.run(exe + args + ["--json"], capture_output=True, text=True, env=dict(os.environ))
+            p = subprocess.run(exe + args + ["--json"], capture_output=True, text=True)
             res[f"{key}_seconds"] = time.perf_counter() - t0
             hwm = [ln.split()[1] for ln in p.stderr.splitlines() if ln.startswith("MFLC_VMHWM_KB ")]
             res[f"{key}_peak_rss_gib"] = int(hwm[-1]) / 2**20 if hwm else None

@@ -287,14 +287,6 @@ def _output_bound(g: Graph, name: str) -> int | None:
     return range_bits(rng[grp.output]) if grp.output in rng else None
 
 
-def _same_codes(a, b) -> bool:
-    """Two packed ternary groups (ir/graph.PackedSynapseGroup) of equal 2-bit codes hold equal weights:
-    compared as codes, with no CSR copy of either (a placed IR's kept groups share the unsplit IR's codes)."""
-    if not (isinstance(a, PackedSynapseGroup) and isinstance(b, PackedSynapseGroup)) or a.decoded or b.decoded:
-        return False
-    return a.codes.shape == b.codes.shape and bool(np.array_equal(a.codes, b.codes))
-
-
 def _check_kept(name, us, ps, out: list[str]) -> None:
     w = f"synapse {name}"
     for f in ("src", "dst", "port", "weight_exp", "acc_bits", "meta"):
@@ -304,7 +296,7 @@ def _check_kept(name, us, ps, out: list[str]) -> None:
     if tuple(ps.shape) != tuple(us.shape):
         out.append(f"{w}: shape {tuple(ps.shape)} in the placed graph vs {tuple(us.shape)} unsplit")
         return
-    if _same_codes(ps, us):
+    if PackedSynapseGroup.same_codes(ps, us):       # kept groups share the unsplit IR's codes: no CSR copy
         return
     d = _arr_diff(ps.indptr, us.indptr)
     if d:

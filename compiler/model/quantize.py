@@ -328,8 +328,8 @@ class LazyTernary:
     def row_nonzeros(self) -> np.ndarray:
         """Non-zero weights per row, from the codes (kept in ``stats``)."""
         if "n_plus" not in self.stats:
-            _, _, self.stats["n_plus"], self.stats["n_minus"] = ternary.planes_from_codes(self.codes, self.shape,
-                                                                                          self.where)
+            _, _, self.stats["n_plus"], self.stats["n_minus"] = ternary.planes_from_codes(
+                self.codes, self.shape, self.where, planes=False)
         return self.stats["n_plus"] + self.stats["n_minus"]
 
     @property
