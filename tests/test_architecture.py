@@ -1,7 +1,13 @@
 """The package rules of docs/architecture.md: ir/ depends on nothing else of ours; compiler/ never imports
 simulator/; simulator/ never imports compiler/; inside compiler/, the model side (compiler/model/) never
 imports the chip side (compiler/chip/), and the chip side reads of the model side only the configuration
-and the skeleton (a model's graph from its configuration alone, for estimates)."""
+and the skeleton (a model's graph from its configuration alone, for estimates).
+
+Inside tools/ (the installed ``mflc`` package): the pipeline API at its top (api, build, executors, tasks,
+sweep, stream_compile) never imports the command line (mflc.cli), the benchmarks (mflc.bench) or training
+(mflc.training); the command line never imports the benchmarks; training imports nothing of mflc but its
+own corpus module (train.py runs in a venv with torch and without mflc's dependencies); nothing imports
+the benchmarks but the benchmarks."""
 import ast
 from pathlib import Path
 
@@ -9,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_OF = {"ir": "mflc.ir", "compiler": "mflc.compiler", "simulator": "mflc.simulator", "tools": "mflc"}
+API_MODULES = ("api", "build", "executors", "tasks", "sweep", "stream_compile")
 
 
 def _module(path: Path) -> str:
@@ -42,6 +49,8 @@ def _imports(path: Path) -> set[str]:
     ("compiler/model", ("mflc.compiler.chip",), ()),
     ("compiler/chip", ("mflc.compiler.model",), ("mflc.compiler.model.config", "mflc.compiler.model.skeleton")),
     ("simulator", ("mflc.compiler", "mflc.cli"), ()),
+    ("tools/cli", ("mflc.bench", "mflc.training.train"), ()),
+    ("tools/training", ("mflc",), ("mflc.training.corpus",)),
 ])
 def test_layering(package, forbidden, allowed):
     bad = []
@@ -54,10 +63,35 @@ def test_layering(package, forbidden, allowed):
     assert not bad, bad
 
 
+def test_pipeline_api_stays_below_the_command_line():
+    """The API a user imports (mflc.compile, mflc.Build, executors, tasks) never needs the CLI, benchmarks or training."""
+    bad = []
+    for name in API_MODULES + ("__init__",):
+        f = ROOT / "tools" / f"{name}.py"
+        for mod in _imports(f):
+            if mod.startswith(("mflc.cli", "mflc.bench", "mflc.training")):
+                bad.append(f"tools/{name}.py imports {mod}")
+    assert not bad, bad
+
+
+def test_nothing_outside_the_benchmarks_imports_them():
+    bad = [f"{f.relative_to(ROOT)} imports {m}" for d in ("ir", "compiler", "simulator", "tools")
+           for f in (ROOT / d).rglob("*.py") if "bench" not in f.relative_to(ROOT).parts
+           for m in _imports(f) if m.startswith("mflc.bench")]
+    assert not bad, bad
+
+
+def test_tools_top_level_reads_as_the_architecture():
+    """tools/ holds the pipeline API's modules, the three sub-packages and the data; nothing else at its top."""
+    top = {p.name for p in (ROOT / "tools").iterdir() if p.name != "__pycache__"}
+    expected = {f"{m}.py" for m in API_MODULES} | {"__init__.py", "cli", "bench", "training", "data", "setup.sh"}
+    assert top == expected, top ^ expected
+
+
 def test_no_module_level_import_cycle_in_the_packages():
-    """Module-level imports (function-level ones are lazy and allowed) form no cycle in ir/, compiler/, simulator/."""
+    """Module-level imports (function-level ones are lazy and allowed) form no cycle in any package."""
     graph = {}
-    files = [f for d in ("ir", "compiler", "simulator") for f in (ROOT / d).rglob("*.py")]
+    files = [f for d in ("ir", "compiler", "simulator", "tools") for f in (ROOT / d).rglob("*.py")]
     names = {_module(f) for f in files}
     for f in files:
         tree = ast.parse(f.read_text())

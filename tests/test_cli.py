@@ -38,7 +38,7 @@ def test_compile_writes_build(build):
 def test_compile_reports_its_steps(build, tmp_path):
     js = json.loads(run("compile", build / "m", "--out", tmp_path / "b", "--json").output)
     assert [s["step"] for s in js["steps"]] == ["loading", "quantizing and lowering, layer by layer",
-                                                 "laying out on Loihi 2", "writing"]     # issue 16: layer by layer
+                                                 "laying out on Loihi 2", "writing"]     # layer by layer
     assert all(s["seconds"] >= 0 for s in js["steps"])
     js = json.loads(run("compile", build / "m", "--out", tmp_path / "b1", "--whole-model", "--json").output)
     assert [s["step"] for s in js["steps"]] == ["loading", "quantizing", "lowering to IR",
@@ -77,7 +77,7 @@ def test_eval_engines_give_identical_figures(build):
 
 def test_eval_heldout_uses_the_corpus_split(build, tmp_path):
     """--heldout picks exactly the files the training split holds out, from the given stdlib."""
-    from mflc.corpus import split_of
+    from mflc.training.corpus import split_of
 
     names = [f"mod{i}.py" for i in range(60)] + ["test/held.py", "encodings/x.py"]
     for n in names:

@@ -1,4 +1,4 @@
-"""The cost model of issue 7: hand-computable layouts give the hand-computed times and energies;
+"""The cost model: hand-computable layouts give the hand-computed times and energies;
 estimates grow with activity and chips; constants carry sources and can be overridden."""
 import json
 import math

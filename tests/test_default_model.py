@@ -1,4 +1,4 @@
-"""The shipped default model (tools/data/default, trained by tools/train.py): it loads, it is the
+"""The shipped default model (tools/data/default, trained by tools/training/train.py): it loads, it is the
 configuration TRAINING.md documents, its float model is the one torch trained, it predicts held-out
 Python as well as it did when it was shipped (float and fixed point), and the simulated chip runs it
 bit-exactly.

@@ -1,4 +1,4 @@
-"""The fast estimate (issue 16, item 2) gives the full path's figures exactly: the prefill schedule's
+"""The fast estimate gives the full path's figures exactly: the prefill schedule's
 window maxima per kind of window (costmodel.PipelineWindows) against every step's window
 (pipeline_time_direct), and the traffic counted as runs of neurons (assumed_profile) against every
 (source neuron, destination core) pair listed (assumed_profile_direct), on tiny and odd shapes, real
@@ -123,7 +123,7 @@ def test_work_matrices_refuse_a_profile_outside_the_layout():
 
 
 def _full_path(monkeypatch):
-    """Make the cost model take the direct definitions (the path before issue 16)."""
+    """Make the cost model take the direct definitions (the path before the fast estimate)."""
     monkeypatch.setattr(cm, "assumed_profile", cm.assumed_profile_direct)
     monkeypatch.setattr(cm, "_matrices", cm._matrices_direct)
     monkeypatch.setattr(cm.PipelineWindows, "time", lambda self, n, tb: cm.pipeline_time_direct(*self._raw, n, tb))

@@ -1,4 +1,4 @@
-"""Which eps each RMSNorm uses, on a checkpoint whose config says rms_norm_eps = 1e-5 (issue 14, item 2).
+"""Which eps each RMSNorm uses, on a checkpoint whose config says rms_norm_eps = 1e-5 .
 
 The released HGRN-Bit passes the config's ``rms_norm_eps`` to the block norms only (attn_norm, the
 attention's g_norm, mlp_norm, the final norm); every BitLinear normalises its input with the fused

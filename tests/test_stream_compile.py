@@ -1,4 +1,4 @@
-"""The layer-by-layer compile (issue 16, item 1) writes the same build, byte for byte, as the whole-model
+"""The layer-by-layer compile writes the same build, byte for byte, as the whole-model
 path (``mflc.compile(..., stream=False)``), on tiny, odd-shaped and deeper models, with every quantizer
 option that changes what is made; where it cannot decide it falls back to that path and says why. Its
 pieces (the streaming safetensors, IR and quantized-model writers, the layer-by-layer quantizer) are

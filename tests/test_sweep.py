@@ -1,4 +1,4 @@
-"""`mflc estimate --sweep FILE` (issue 16, item 2): every grid point equals the single estimate of the same
+"""`mflc estimate --sweep FILE`: every grid point equals the single estimate of the same
 model and --hw settings, in the file's order; table, --json, --csv and --plot; the points run through
 mflc.tasks.map_tasks with --workers/--scheduler passed into its Runner; hostile files are refused
 with the file, field and value named."""

@@ -94,7 +94,7 @@ def test_files_identity_changes_with_the_files(tmp_path):
 
 
 def test_model_source_refuses_a_checkpoint_changed_under_it(tmp_path):
-    from mflc.cli_accuracy import ModelSource
+    from mflc.cli.accuracy import ModelSource
 
     cli_run("init", "--preset", "tiny", "--out", tmp_path / "m")
     src = ModelSource.of(tmp_path / "m", None, None, (1, 2, 3))

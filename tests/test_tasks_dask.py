@@ -154,8 +154,8 @@ def test_eval_equals_serial(cluster, texts):
 def test_ablate_equals_serial(cluster, texts):
     from dataclasses import replace
 
-    from mflc.cli_accuracy import ModelSource, ablation_configs, ablation_rows, evaluation_texts
-    from mflc.cli_app import DEFAULT_MODEL
+    from mflc.cli.accuracy import ModelSource, ablation_configs, ablation_rows, evaluation_texts
+    from mflc.api import DEFAULT_MODEL
 
     seqs = evaluation_texts(DEFAULT_MODEL, 256, texts[:2], False, None, 32, None)
     src = replace(ModelSource.of(DEFAULT_MODEL, None, None, ()), calib_text=tuple(seqs[0][1]))
@@ -189,7 +189,7 @@ def test_verify_embedded_cluster_equals_serial(small_build):
 def test_a_worker_refuses_a_build_that_is_not_the_clients(cluster, small_build):
     """The task carries the manifest's hash: a worker that reads other bytes at the path (no shared
     filesystem, or a recompile meanwhile) fails that task, named."""
-    from mflc.cli_sim import VerifySequence, verify_sequence
+    from mflc.cli.sim import VerifySequence, verify_sequence
 
     task = VerifySequence(str(small_build), "0" * 64, "engine", 0, 0, 2)
     with pytest.raises(TaskError, match=r"^sequence 0 \(seed 0\): .*b: the build on .* is not the one verify "

@@ -1,4 +1,4 @@
-"""The training tool (tools/train.py) end to end: a short quantization-aware run writes a checkpoint that
+"""The training tool (tools/training/train.py) end to end: a short quantization-aware run writes a checkpoint that
 mflc's loader accepts as it is, whose float model is the one torch trained (the run's own --dump-check
 logits), that has learnt something, and that compiles and verifies bit-exactly.
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN_PY = ROOT / "tools" / "train.py"
+TRAIN_PY = ROOT / "tools" / "training" / "train.py"
 
 pytestmark = pytest.mark.train
 

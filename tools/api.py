@@ -12,12 +12,25 @@ from pathlib import Path
 from typing import Callable
 
 from .build import Build, check_destination, source_identity
+from mflc.ir.errors import MflcError
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "data" / "default"
+
+
+def resolve_model(model: Path | None) -> Path:
+    """The given model or build directory, or the embedded default model when none is given."""
+    if model is not None:
+        return model
+    if not (DEFAULT_MODEL / "config.json").is_file():
+        raise MflcError(f"no MODEL given and the embedded default model is missing ({DEFAULT_MODEL}); "
+                        "pass a model directory, e.g. one made by `mflc init --preset tiny --out DIR`")
+    return DEFAULT_MODEL
 
 
 def _stage(stages, name):
     if stages is None:
         return nullcontext()
-    names = getattr(stages, "names", None)         # mflc.cli_app.Stages: a step it was not told of joins the list
+    names = getattr(stages, "names", None)         # mflc.cli.app.Stages: a step it was not told of joins the list
     if isinstance(names, list) and name not in names:
         names.append(name)
     return stages(name)
@@ -36,7 +49,6 @@ def compile(model: str | Path | None = None, out: str | Path = None, *, options=
     ``stream``: a float checkpoint is compiled layer by layer in about constant memory
     (``mflc.stream_compile``; the same bytes), falling back to the whole-model path where that cannot
     decide (the report's ``compile`` says which ran and why); False: the whole-model path."""
-    from mflc.cli_app import resolve_model
     from mflc.compiler.chip.hardware import resolve_profile
     from mflc.compiler.chip.layout import check_layout
     from mflc.compiler.model.loading import is_quantized_dir, load_float, resolve_calibration

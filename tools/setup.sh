@@ -5,7 +5,7 @@
 # The `dask` extra (--workers / --scheduler; tests/test_tasks_dask.py runs a real LocalCluster) goes into
 # .venv either way; CI's second, Python 3.12 run stays without it (.ci/run).
 #
-# --train also sets up .venv-train for tools/train.py (the `train` extra: torch 2.13.0, whose CPU build
+# --train also sets up .venv-train for tools/training/train.py (the `train` extra: torch 2.13.0, whose CPU build
 # lies on these machines' disk for Python 3.11 only), which tests/test_train.py uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,5 +57,5 @@ if [ "$TRAIN" = 1 ]; then
   .venv-train/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
   .venv-train/bin/python -m pip install -q -e ".[train]" 2>&1 | grep -v "is ignored: it is neither" || true
   .venv-train/bin/python -c "import torch, mflc" || { echo "mflc setup: .venv-train has no working torch" >&2; exit 1; }
-  echo "mflc setup: $(.venv-train/bin/python --version), torch $(.venv-train/bin/python -c 'import torch; print(torch.__version__)') in .venv-train (tools/train.py)"
+  echo "mflc setup: $(.venv-train/bin/python --version), torch $(.venv-train/bin/python -c 'import torch; print(torch.__version__)') in .venv-train (tools/training/train.py)"
 fi

@@ -1,4 +1,4 @@
-"""The constant-memory compile (issue 16, item 1): quantize, lower, validate, lay out and write a float
+"""The constant-memory compile: quantize, lower, validate, lay out and write a float
 checkpoint layer by layer, so that memory holds about one layer plus the embedding and the head, whatever
 the depth. The build is byte for byte the one the whole-model path writes (``mflc.compile(...,
 stream=False)``; tests/test_stream_compile.py compares every file).

@@ -1,6 +1,6 @@
 """Independent pieces of a long job (a file to evaluate, a sequence to verify, a setting to ablate, a grid
-point of a sweep) run as tasks: in this process by default, or on a ``dask.distributed`` cluster (issue 16,
-item 3; the ``mflc[dask]`` extra).
+point of a sweep) run as tasks: in this process by default, or on a ``dask.distributed`` cluster (the
+``mflc[dask]`` extra).
 
 Every caller goes through :func:`map_tasks`, so results come back in the order of the inputs whatever ran
 them, and a failing task is reported by its label. On Dask:

@@ -1,4 +1,4 @@
-"""Throughput, latency and energy of a placed IR on a Loihi 2 system: the cost model of issue 7.
+"""Throughput, latency and energy of a placed IR on a Loihi 2 system: the cost model.
 
 Inputs: a graph, a core map (``mflc.ir.coremap.CoreMap``: which core of which chip holds which neurons, from
 the compiler's layout or from ``packed_core_map`` below) and an activity profile: the mean work per token that each core does at each

@@ -1,5 +1,5 @@
 """Quantize and lower a float checkpoint layer by layer, so that memory holds about one layer (plus the
-embedding and the head) whatever the depth: the model side of the constant-memory compile (issue 16).
+embedding and the head) whatever the depth: the model side of the constant-memory compile.
 
 The layers of HGRN-Bit are independent once their calibration statistics exist, and a layer's
 statistics need only the layers before it: calibration runs every calibration sequence through layer

@@ -11,9 +11,9 @@ import typer
 
 from rich.markup import escape
 
-from mflc.cli_app import resolve_model, app, emit_json, err, guarded, kv_table, out, progress_bar
-from mflc.cli_open import is_build_dir, load_for_simulation, render_checks
-from mflc.cli_tasks import SchedulerOpt, WorkersOpt, run_tasks, runner_from
+from mflc.cli.app import resolve_model, app, emit_json, err, guarded, kv_table, out, progress_bar
+from mflc.cli.open import is_build_dir, load_for_simulation, render_checks
+from mflc.cli.tasks import SchedulerOpt, WorkersOpt, run_tasks, runner_from
 from mflc.ir.errors import MflcError
 from mflc.tasks import Runner, worker_cached
 
@@ -151,7 +151,7 @@ def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_
     b = Build.load(path)
     toks: int | list[int] = tokens
     if text is not None:
-        from mflc.cli_model import read_text_tokens
+        from mflc.cli.model import read_text_tokens
 
         toks = read_text_tokens(text, b.quantized.cfg.vocab_size, path, tokens)
         if not toks:
@@ -221,14 +221,14 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
                         f"simulator executor; {model} is {'run by lava' if name == 'lava' else 'not a build'} "
                         "(compile one with `mflc compile MODEL --out BUILD`)")
     if name == "lava":
-        from mflc.cli_lava import verify_lava_cmd
+        from mflc.cli.lava import verify_lava_cmd
 
         return verify_lava_cmd(model, tokens, seed, json_out)
     if model.exists() and is_build_dir(model):
         return verify_build(model, tokens, seed, text, json_out, name, sequences, runner, stepwise)
     qm, graph, cm, ref = load_for_simulation(model)
     if text is not None:
-        from mflc.cli_model import read_text_tokens
+        from mflc.cli.model import read_text_tokens
 
         toks = read_text_tokens(text, qm.cfg.vocab_size, model, tokens)
         if not toks:

@@ -3,7 +3,7 @@ run, alternating, so a loaded machine slows both alike: ``mflc eval --heldout`` 
 --sequences 8``. Each command runs as its own process (the cluster's start-up and the workers' loading
 are part of what ``--workers`` costs); the JSON reports of both runs must be equal (timings aside).
 
-    .venv/bin/python tools/bench_tasks.py [--workers 2] [--repeat 3] [--sequences 8] [--tokens 16] [--json]
+    .venv/bin/python -m mflc.bench.tasks [--workers 2] [--repeat 3] [--sequences 8] [--tokens 16] [--json]
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ numpy and safetensors only -- not mflc -- so it can run in its own venv, e.g. th
 ``bash tools/setup.sh --train`` makes (Python 3.11 and the ``train`` extra: torch==2.13.0, pinned because
 that CPU build is on these machines' disk and an unpinned torch pulls a CUDA build of several GB):
 
-    .venv-train/bin/python tools/train.py --out tools/data/default --seed 0
+    .venv-train/bin/python tools/training/train.py --out tools/data/default --seed 0
 
 (the shipped model's exact command, seed, wall time and losses are in tools/data/default/TRAINING.md).
 
@@ -51,10 +51,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # ---- corpus ----------------------------------------------------------------------------------------
-try:  # run as a script (tools/ is sys.path[0]) or as mflc.train
+try:  # run as a script (tools/ is sys.path[0]) or as mflc.training.train
     from corpus import corpus_files, split_of
 except ImportError:  # pragma: no cover
-    from mflc.corpus import corpus_files, split_of
+    from mflc.training.corpus import corpus_files, split_of
 
 
 def load_corpus(stdlib: Path | None = None) -> dict:
@@ -410,7 +410,7 @@ def main(argv=None) -> int:
     hb = heldout_bits(model, ho, 512, args.eval_windows)
     print(f"done: {step + 1} steps in {train_min:.1f} min; train (EMA) {ema:.3f} bits/byte, held-out {hb:.3f} "
           f"bits/byte ({args.eval_windows} windows of 512)", flush=True)
-    meta = dict(tool="tools/train.py", seed=args.seed, steps=step + 1, train_minutes=f"{train_min:.1f}",
+    meta = dict(tool="tools/training/train.py", seed=args.seed, steps=step + 1, train_minutes=f"{train_min:.1f}",
                 heldout_bits_per_byte=f"{hb:.4f}", argv=" ".join(sys.argv[1:] if argv is None else argv))
     save(model, args.out, meta)
     print(f"wrote {args.out}", flush=True)

@@ -1,4 +1,4 @@
-"""Synaptic kernel benchmark (run it directly: python -m mflc.bench_kernels; not a test).
+"""Synaptic kernel benchmark (run it directly: python -m mflc.bench.kernels; not a test).
 
 The generation fast path's two ways to sum a ternary block against an 8-bit message, on blocks of a
 370M projection's shape, enough of them that the weights stream from memory as in a real token: the

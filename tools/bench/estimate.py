@@ -1,8 +1,8 @@
-"""Time `mflc estimate` from a configuration: the fast cost model (issue 16) against the direct definitions
+"""Time `mflc estimate` from a configuration: the fast cost model against the direct definitions
 it replaced (every prefill step's window, every (neuron, core) pair listed), in the same run, with the
 figures compared for equality.
 
-    .venv/bin/python -m mflc.bench_estimate --preset 370M --preset 2.7B
+    .venv/bin/python -m mflc.bench.estimate --preset 370M --preset 2.7B
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 @contextmanager
 def direct_cost_model():
-    """The cost model as before issue 16: the definitions the fast functions are tested against."""
+    """The cost model as before the fast estimate: the definitions the fast functions are tested against."""
     from mflc.compiler.chip import costmodel as cm
 
     saved = cm.assumed_profile, cm.PipelineWindows.time, cm.PipelineWindows.__init__

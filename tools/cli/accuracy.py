@@ -7,16 +7,16 @@ from typing import Optional
 
 import typer
 
-from mflc.cli_app import app, emit_json, guarded, out, resolve_model
-from mflc.cli_tasks import SchedulerOpt, WorkersOpt, run_tasks, runner_from
-from mflc.cli_model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
+from mflc.cli.app import app, emit_json, guarded, out, resolve_model
+from mflc.cli.tasks import SchedulerOpt, WorkersOpt, run_tasks, runner_from
+from mflc.cli.model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
                             Uniform, quant_options, quantize_with_calibration, read_text)
 from mflc.ir.errors import ConfigError
 from mflc.tasks import Runner, worker_cached
 
 TextOpt = typer.Option(None, "--text", help="Text file to evaluate on, tokenized by the model (bytes, or its tokenizer.json; repeatable)")
 HeldoutOpt = typer.Option(False, "--heldout", help="Evaluate on the held-out split of this Python's standard library "
-                          "(the default model's split; see tools/corpus.py)")
+                          "(the default model's split; see tools/training/corpus.py)")
 StdlibOpt = typer.Option(None, help="Standard-library directory for --heldout (default: this interpreter's)")
 MaxTokensOpt = typer.Option(2048, help="Evaluate at most this many tokens of each file")
 MaxFilesOpt = typer.Option(None, help="Evaluate at most this many files")
@@ -36,7 +36,7 @@ def evaluation_texts(model: Path, vocab_size: int, text: list[Path] | None, held
     if max_files is not None and max_files < 1:
         raise ConfigError(f"--max-files {max_files}: needs at least 1")
     if heldout:
-        from mflc.corpus import heldout_files, stdlib_dir
+        from mflc.training.corpus import heldout_files, stdlib_dir
 
         root = stdlib or stdlib_dir()
         if not Path(root).is_dir():

@@ -1,4 +1,4 @@
-"""Whole-sequence speed benchmark (run it directly: python -m mflc.bench_eval; not a test).
+"""Whole-sequence speed benchmark (run it directly: python -m mflc.bench.eval; not a test).
 
 `mflc eval`, `mflc verify` and prompt ingestion have the whole token sequence in hand. On the embedded
 default model and the same held-out bytes, in one run (the machine is shared: the ratios are the figures),
@@ -77,7 +77,7 @@ def _blas_flops(rows: int) -> float:
 def default_model_figures(n_tokens: int) -> dict:
     """Eval (as `mflc eval` runs it) vs the float model, and the integer paths, on the default model."""
     from mflc import executors
-    from mflc.cli_app import resolve_model
+    from mflc.api import resolve_model
     from mflc.compiler.model.float_model import FloatModel
     from mflc.compiler.model.loading import load_float, resolve_calibration
     from mflc.compiler.model.lower import lower

@@ -1,6 +1,6 @@
 """The default model's corpus: Python standard-library source files and their fixed train/held-out split.
 
-Kept free of torch and numpy so that ``tools/train.py`` (its own venv) and ``mflc eval --heldout`` (the
+Kept free of torch and numpy so that ``tools/training/train.py`` (its own venv) and ``mflc eval --heldout`` (the
 core package) read one definition of the split. A file is held out iff a hash of its relative path says
 so, which does not depend on the interpreter version or on which other files exist.
 """

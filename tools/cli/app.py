@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mflc.api import DEFAULT_MODEL, resolve_model  # noqa: F401 (the commands import them from here)
 from mflc.ir.errors import MflcError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -39,19 +40,6 @@ def guarded(fn):
             raise typer.Exit(1)
 
     return wrapper
-
-
-DEFAULT_MODEL = Path(__file__).resolve().parent / "data" / "default"
-
-
-def resolve_model(model: Optional[Path]) -> Path:
-    """The given model or build directory, or the embedded default model when none is given."""
-    if model is not None:
-        return model
-    if not (DEFAULT_MODEL / "config.json").is_file():
-        raise MflcError(f"no MODEL given and the embedded default model is missing ({DEFAULT_MODEL}); "
-                        "pass a model directory, e.g. one made by `mflc init --preset tiny --out DIR`")
-    return DEFAULT_MODEL
 
 
 def _file_ancestor(path: Path) -> Optional[Path]:

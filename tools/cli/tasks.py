@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional, Sequence
 import typer
 from rich.markup import escape
 
-from mflc.cli_app import err, progress_bar
+from mflc.cli.app import err, progress_bar
 from mflc.ir.errors import MflcError
 from mflc.tasks import AUTO, Runner, map_tasks
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from mflc.cli_app import resolve_model, app, check_out_dir, emit_json, guarded, kv_table, out, progress_bar
+from mflc.cli.app import resolve_model, app, check_out_dir, emit_json, guarded, kv_table, out, progress_bar
 from mflc.ir import fixedpoint as fp
 from mflc.ir.errors import ConfigError
 

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from mflc.cli_app import app, emit_json, err, guarded, out, resolve_model
+from mflc.cli.app import app, emit_json, err, guarded, out, resolve_model
 from mflc.ir.errors import ConfigError, MflcError
 
 HardwareOpt = typer.Option(None, "--hardware", help="Hardware profile: loihi2 (default), loihi2_120, or a JSON file "
@@ -71,7 +71,7 @@ def _estimate_source(model: Optional[Path], preset: Optional[str], density: Opti
         if not model.exists():
             raise MflcError(f"{model}: no such model directory")
         what = str(model)
-        from mflc.cli_open import is_build_dir
+        from mflc.cli.open import is_build_dir
 
         if is_build_dir(model):                  # a build: its quantized model, once its integrity is checked
             from mflc.build import Build
@@ -173,7 +173,7 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
 def _sweep_cmd(path: Path, csv_out: Optional[Path], plot: Optional[Path], workers: Optional[int],
                scheduler: Optional[str], json_out: bool) -> None:
     """``estimate --sweep``: check the file, run every point as a task, print and write the results."""
-    from mflc.cli_app import check_out_file, progress_bar
+    from mflc.cli.app import check_out_file, progress_bar
     from mflc.sweep import load_sweep, plot_sweep, rows_table, run_sweep, write_csv
     from mflc.tasks import Runner
 

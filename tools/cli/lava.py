@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from mflc.cli_app import app, check_out_file, emit_json, err, guarded, kv_table, out, progress_bar, resolve_model
+from mflc.cli.app import app, check_out_file, emit_json, err, guarded, kv_table, out, progress_bar, resolve_model
 from mflc.ir.errors import MflcError
 
 
@@ -19,7 +19,7 @@ def load_graph_for_lava(path: Path):
     """(graph, vocabulary size) of a build directory (its placed IR if there is one) or a model directory."""
     if not path.exists():
         raise MflcError(f"{path}: no such model or build directory")
-    from mflc.cli_open import load_for_simulation
+    from mflc.cli.open import load_for_simulation
 
     _, g, _, _ = load_for_simulation(path)      # a build: hashes checked, placed IR and layout legal
     if not g.inputs:
@@ -74,7 +74,7 @@ def export_lava_cmd(build: Path = typer.Argument(..., help="Build directory (fro
         raise MflcError(f"--tokens must be >= 1, got {tokens}")
     if mixed_shift is not None and mixed_shift < 1:
         raise MflcError(f"--mixed-shift must be >= 1 (Lava drops the lowest weight bit of mixed-sign weights), got {mixed_shift}")
-    from mflc.cli_open import is_build_dir
+    from mflc.cli.open import is_build_dir
     from mflc.simulator.lava_backend import check_profile_for_lava
 
     hw = None
@@ -120,7 +120,7 @@ def _jsonable(o):
 def verify_lava_cmd(model: Path, tokens: int, seed: int, json_out: bool) -> None:
     """`mflc verify MODEL --engine lava` (or --backend lava): Lava (Loihi2SimCfg, fixed_pt, tokens pipelined)
     against the integer reference, exactly, through the executor registry."""
-    from mflc.cli_open import is_build_dir, load_for_simulation, render_checks
+    from mflc.cli.open import is_build_dir, load_for_simulation, render_checks
     from mflc.executors import why_unavailable, verify_executor
 
     model = resolve_model(model)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from mflc.cli_app import err, out
+from mflc.cli.app import err, out
 from mflc.ir.errors import MflcError
 
 

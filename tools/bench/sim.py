@@ -1,4 +1,4 @@
-"""Simulator speed benchmark (run it directly: python -m mflc.bench_sim; not a test).
+"""Simulator speed benchmark (run it directly: python -m mflc.bench.sim; not a test).
 
 One run prints (or, with --json, emits under these keys), on a random-weight preset (370M by default):
   * generation_tokens_per_s: the fast path token by token with ternary blocks read at 2 bits (bit planes),
@@ -9,7 +9,7 @@ One run prints (or, with --json, emits under these keys), on a random-weight pre
   * verify_tokens_per_s: both sides of a verification (whole-sequence integer model and simulator);
   * build_bytes, and of `mflc generate` / `mflc verify --tokens 100` on that build: peak memory, seconds;
   * peak_rss_gib of this process; and on the default model eval_tokens_per_s beside
-    float_eval_tokens_per_s (tools/bench_eval.py);
+    float_eval_tokens_per_s (tools/bench/eval.py);
 and on the tiny preset the engines against the IR reference executor (and Lava, where installed).
 """
 from __future__ import annotations
@@ -78,9 +78,9 @@ def main(argv=None) -> dict:
     res["tiny"] = _bench_tiny()
     from mflc.simulator.lava_backend import lava_available
 
-    if lava_available() and not args.no_lava:   # issue 6: the same tiny network under Lava's CPU simulation
+    if lava_available() and not args.no_lava:   # the same tiny network under Lava's CPU simulation
         res["tiny_lava"] = lava_vs_engine_tiny()
-    from mflc.bench_eval import default_model_figures
+    from mflc.bench.eval import default_model_figures
 
     d = default_model_figures(args.eval_tokens)
     res.update(eval_tokens_per_s=d["eval_tokens_per_s"], float_eval_tokens_per_s=d["float_eval_tokens_per_s"],

@@ -7,9 +7,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mflc.cli_app import Stages, resolve_model, app, emit_json, guarded, kv_table, out
-from mflc.cli_layout import HardwareOpt, HwSetOpt, PlotOpt, SystemOpt
-from mflc.cli_model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
+from mflc.cli.app import Stages, resolve_model, app, emit_json, guarded, kv_table, out
+from mflc.cli.layout import HardwareOpt, HwSetOpt, PlotOpt, SystemOpt
+from mflc.cli.model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
                             Uniform, quant_options)
 from mflc.ir.errors import MflcError
 
