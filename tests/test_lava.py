@@ -245,8 +245,8 @@ def test_cli_export_lava_and_verify_backend_lava(tmp_path, monkeypatch):
     monkeypatch.undo()
     # verify --backend lava on a small quantized model directory (the tiny build takes ~15 s under Lava)
     _small_qm(SMALL[1]).save(tmp_path / "q")
-    js = json.loads(run("verify", tmp_path / "q", "--backend", "lava", "--tokens", "3", "--json").output)
-    assert js["ok"] is True and js["backend"] == "lava" and js["compared_values"] > 0
+    js = json.loads(run("verify", tmp_path / "q", "--backend", "lava", "--tokens", "3", "--json").stdout)
+    assert js["ok"] is True and js["engine"] == "lava" and js["compared_values"] > 0
     assert js["counters"]["schedule"] == "pipelined"
     assert "bit-exact" in run("verify", tmp_path / "q", "--backend", "lava", "--tokens", "2", "--seed", "4").output
 

@@ -139,7 +139,7 @@ def verify_lava_cmd(model: Path, tokens: int, seed: int, json_out: bool) -> None
             bad = next(c for c in checks if not c.ok)
             if json_out:
                 emit_json(dict(ok=False, tokens=0, compared_values=0, divergence=None, counters={}, seed=seed,
-                               backend="lava", checks=[c.to_dict() for c in checks], failed_check=bad.name))
+                               engine="lava", checks=[c.to_dict() for c in checks], failed_check=bad.name))
             else:
                 render_checks(checks, f"verify {model} --backend lava")
                 err.print(f"[red]verify: check '{bad.name}' failed; the Lava run was not started[/]", soft_wrap=True)
@@ -155,7 +155,7 @@ def verify_lava_cmd(model: Path, tokens: int, seed: int, json_out: bool) -> None
     dt = time.perf_counter() - t0
     if json_out:
         d = res.to_dict()
-        d.update(seed=seed, seconds=dt, backend="lava", checks=[c.to_dict() for c in checks], failed_check=None)
+        d.update(seed=seed, seconds=dt, engine="lava", checks=[c.to_dict() for c in checks], failed_check=None)
         emit_json(d)
     else:
         c = res.counters

@@ -106,7 +106,7 @@ def _sequences_report(path: Path, tokens: int, seed: int, engine: str, checks, d
     rows = [dict(sequence=k, seed=seed + k, seconds=s, **r.to_dict()) for k, (r, s) in enumerate(done)]
     if json_out:
         emit_json(dict(ok=ok, checks=[c.to_dict() for c in checks], sequences=rows, tokens=tokens, seed=seed,
-                       failed_check=next((c.name for c in checks if not c.ok), None), backend=engine, seconds=dt,
+                       failed_check=next((c.name for c in checks if not c.ok), None), engine=engine, seconds=dt,
                        failed_sequences=[r["sequence"] for r in rows if not r["ok"]]))
         return ok
     from rich.table import Table
@@ -166,7 +166,7 @@ def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_
     if json_out:
         d = res.to_dict() if res is not None else dict(ok=False, tokens=0, compared_values=0, divergence=None, counters={})
         d.update(ok=v.ok, checks=[c.to_dict() for c in v.checks], failed_check=v.failed.name if v.failed else None,
-                 seed=seed, text=str(text) if text else None, seconds=dt, backend=engine, stepwise=stepwise)
+                 seed=seed, text=str(text) if text else None, seconds=dt, engine=engine, stepwise=stepwise)
         emit_json(d)
     else:
         render_checks(v.checks, f"verify {path} ({text or f'random tokens, seed {seed}'})")
@@ -244,7 +244,7 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
     dt = time.perf_counter() - t0
     if json_out:
         d = res.to_dict()
-        d.update(seed=seed, text=str(text) if text else None, seconds=dt, backend=name, stepwise=stepwise)
+        d.update(seed=seed, text=str(text) if text else None, seconds=dt, engine=name, stepwise=stepwise)
         emit_json(d)
     else:
         rows = [("tokens", res.tokens), ("values compared (logits + states)", f"{res.compared_values:,}"),
