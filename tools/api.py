@@ -67,6 +67,11 @@ def compile(model: str | Path | None = None, out: str | Path = None, *, options=
     check_destination(out)
     if calib_tokens is not None and calib_tokens < 1:
         raise ConfigError(f"--calib-tokens must be >= 1, got {calib_tokens}")
+    if is_quantized_dir(model) and (options is not None or calib is not None or calib_tokens is not None):
+        given = ", ".join(k for k, v in (("options", options), ("calib", calib), ("calib_tokens", calib_tokens))
+                          if v is not None)
+        raise ConfigError(f"{model} is a quantized model: its widths and scales are fixed, so {given} would have "
+                          "no effect; quantize the float checkpoint with them instead, or leave them out")
     if isinstance(hw, dict):
         hw = [f"{k}={v}" for k, v in hw.items()]
     profile = resolve_profile(hardware, hw)
@@ -100,12 +105,13 @@ def compile(model: str | Path | None = None, out: str | Path = None, *, options=
         summary = dict(cores=lay.totals()["cores"], chips=lay.n_chips, groups=len(g.groups))
         b = Build.write(out, qm, g, placed, lay, source=source_identity(model), hardware=profile.to_dict(),
                         model_dir=model, report=summary)
-    _finish(b, rep, out, how_compiled, g, placed)
+    _finish(b, rep, out, how_compiled, g, placed, qm.meta.get("calibration"))
     return b
 
 
-def _finish(b: Build, rep: dict, out: Path, how_compiled: dict, graph, placed) -> None:
-    """The report's file list and how the build was compiled; the graphs' structure for summaries."""
+def _finish(b: Build, rep: dict, out: Path, how_compiled: dict, graph, placed, calibration: str | None) -> None:
+    """The report's file list, how the build was compiled and calibrated; the graphs' structure for summaries."""
+    rep["calibration"] = calibration
     rep["files"] = dict(layout=str(out / "layout.json"), placed_ir=str(out / "placed_ir"), manifest=str(out / "build.json"))
     rep["check"] = "ok"
     rep["compile"] = how_compiled
@@ -128,7 +134,7 @@ def _compile_streaming(model: Path, out: Path, options, calib, calib_tokens, pro
     except Fallback as e:
         return None, dict(mode="whole model", reason=f"the layer-by-layer compile fell back: {e}")
     how_compiled = dict(mode="layer by layer", reason="float checkpoint")
-    _finish(b, rep, out, how_compiled, g, g)
+    _finish(b, rep, out, how_compiled, g, g, how)
     return b, how_compiled
 
 

@@ -117,7 +117,8 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
                  sweep: Optional[Path] = typer.Option(None, "--sweep", help="JSON grid of models and --hw settings "
                                                       "(docs/estimates.md, 'Sweeps'): one estimate per point"),
                  csv_out: Optional[Path] = typer.Option(None, "--csv", help="With --sweep: write the table as CSV here"),
-                 workers: Optional[int] = typer.Option(None, "--workers", help="With --sweep: run the points on N workers"),
+                 workers: Optional[str] = typer.Option(None, "--workers", metavar="N|auto",
+                                                       help="With --sweep: run the points on N workers (auto: one per CPU)"),
                  scheduler: Optional[str] = typer.Option(None, "--scheduler", help="With --sweep: a Dask scheduler "
                                                          "address, tcp://HOST:PORT"),
                  json_out: bool = typer.Option(False, "--json")):
@@ -170,15 +171,14 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
     err.print(f"[dim]{rep['seconds']:.1f} s, peak memory {rep['peak_rss_mb']:,.0f} MB[/]")
 
 
-def _sweep_cmd(path: Path, csv_out: Optional[Path], plot: Optional[Path], workers: Optional[int],
+def _sweep_cmd(path: Path, csv_out: Optional[Path], plot: Optional[Path], workers: Optional[str],
                scheduler: Optional[str], json_out: bool) -> None:
     """``estimate --sweep``: check the file, run every point as a task, print and write the results."""
     from mflc.cli.app import check_out_file, progress_bar
     from mflc.sweep import load_sweep, plot_sweep, rows_table, run_sweep, write_csv
-    from mflc.tasks import Runner
+    from mflc.cli.tasks import runner_from
 
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    runner = runner_from(workers, scheduler)
     for opt, p in (("--csv", csv_out), ("--plot", plot)):
         if p is not None:
             check_out_file(p, opt)
@@ -186,7 +186,7 @@ def _sweep_cmd(path: Path, csv_out: Optional[Path], plot: Optional[Path], worker
     points = load_sweep(path)
     prog, advance = progress_bar(len(points), f"estimate sweep ({len(points)} points)")
     with prog:
-        rows = run_sweep(points, Runner(workers, scheduler), advance)
+        rows = run_sweep(points, runner, advance)
     if csv_out is not None:
         write_csv(rows, csv_out)
     if plot is not None:

@@ -20,6 +20,7 @@ from mflc.tasks import Runner, worker_cached
 MAX_VERIFY_TOKENS = 1_000_000      # verify runs the integer reference and the simulator on every token
 MAX_NEW_TOKENS = 100_000           # generate steps the simulated chip once per token
 MAX_VERIFY_SEQUENCES = 100_000     # verify --sequences: one task (and one table row) each
+REFERENCE = "int-model"            # the executor verify compares the others against
 
 
 def check_count(option: str, value: int, lo: int, hi: int, limit_name: str) -> None:
@@ -206,6 +207,10 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
     if engine is not None and backend is not None and executors.canonical(engine) != executors.canonical(backend, "--backend"):
         raise MflcError(f"--engine {engine} and --backend {backend} disagree; give one (--backend is an alias of --engine)")
     name = executors.canonical(engine or backend or "engine", "--engine" if engine or not backend else "--backend")
+    if name == REFERENCE:
+        raise MflcError(f"--engine {engine or backend}: that is the integer reference model itself, what verify "
+                        "compares an executor against, so it would only be compared with itself. Give an executor "
+                        f"to check: {', '.join(n for n in executors.names() if n != REFERENCE)} (`mflc executors`)")
     check_count("--tokens", tokens, 1, MAX_VERIFY_TOKENS, "MAX_VERIFY_TOKENS")
     check_count("--sequences", sequences, 1, MAX_VERIFY_SEQUENCES, "MAX_VERIFY_SEQUENCES")
     if seed < 0:
