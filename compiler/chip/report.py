@@ -270,8 +270,10 @@ def plot_layout(layout: Layout, path, graph: Graph | None = None, title: str | N
     ax.set_xticks([])
     ax.set_yticks([])
     tot = layout.totals()
-    ax.set_title(title or f"{tot['cores']:,} cores on {tot['chips']:,} chips ({hw.name}); colour = layer, "
-                          "shade = fill of the fullest resource")
+    import textwrap                                   # a figure-wide title, wrapped to the figure: never clipped
+
+    fig.suptitle(textwrap.fill(title or f"{tot['cores']:,} cores on {tot['chips']:,} chips ({hw.name}); colour = "
+                               "layer, shade = fill of the fullest resource", width=int(fig_w * 8)))
     sm = ScalarMappable(cmap=ListedColormap(base))
     sm.set_array(np.arange(len(layers)))
     cb = fig.colorbar(sm, ax=ax, fraction=0.03, pad=0.01)

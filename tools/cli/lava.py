@@ -45,10 +45,10 @@ def _summary_tables(plan: dict) -> list[Table]:
     e = Table(title="synapse encodings: Lava w = IR w << shift, Lava exp = IR exp - shift", title_justify="left")
     e.add_column("Lava class", no_wrap=True)
     e.add_column("sign mode", no_wrap=True)
-    for c in ("shift", "IR exp", "Lava exp", "groups", "synapses", "acc bits"):
-        e.add_column(c, justify="right")
+    for c in ("shift", "exp IR → Lava", "groups", "synapses", "acc bits"):     # 7 columns: readable at 80
+        e.add_column(c, justify="right", no_wrap=c != "exp IR → Lava")
     for (cls, mode, sh, ie, le), (n, nnz, ab) in sorted(enc.items()):
-        e.add_row(cls, mode, str(sh), str(ie), str(le), str(n), f"{nnz:,}", f"{ab}/32")
+        e.add_row(cls, mode, str(sh), f"{ie} → {le}", str(n), f"{nnz:,}", f"{ab}/32")
     return [t, e]
 
 

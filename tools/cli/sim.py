@@ -341,10 +341,14 @@ def executors_cmd(json_out: bool = typer.Option(False, "--json")):
         emit_json(rows)
         return
     t = Table(title="executors (--engine NAME)", title_justify="left")
-    for c in ("name", "needs", "here", "what"):
-        t.add_column(c, overflow="fold")
+    longest = max((len(w) for r in rows for w in r["description"].split()), default=10)
+    t.add_column("name", no_wrap=True)
+    t.add_column("needs", max_width=12)
+    t.add_column("here", max_width=14)
+    t.add_column("what", min_width=min(longest, 40))        # a path in a description is never cut mid-word
     for r in rows:
-        t.add_row(r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else ""),
+        t.add_row(r["name"] + "".join(f"\n({a})" for a in r["aliases"]),
                   "quantized model" if r["needs"] == "quantized" else "IR graph + core map",
-                  "[green]yes[/]" if not r["unavailable"] else f"[red]no[/]: {escape(r['unavailable'])}", r["description"])
+                  "[green]yes[/]" if not r["unavailable"] else f"[red]no[/]: {escape(r['unavailable'])}",
+                  escape(r["description"]))
     out.print(t)
