@@ -83,7 +83,10 @@ def _print_compiled(model: Path, out_dir: Path, s: dict, rep: dict, seconds: dic
     t = s["totals"]
     out.print(f"compiled {model} -> {out_dir}: {t['groups']} neuron groups, {t['neurons']:,} neurons, "
               f"{t['synapses']:,} synapses, pipeline depth {t['depth']} steps")
-    render_report(rep, out, title=f"layout {out_dir}")
+    # the paths written go below as plain lines (a terminal wraps them): in the summary table they were cut
+    render_report({k: v for k, v in rep.items() if k not in ("files", "source")}, out, title=f"layout {out_dir}")
+    out.print("written: " + "; ".join(f"{k} {v}" for k, v in rep["files"].items()), highlight=False,
+              markup=False, soft_wrap=True)
     if rep["compile"]["mode"] != "layer by layer" and not whole:
         out.print(f"[yellow]note:[/] compiled as a whole model: {rep['compile']['reason']}")
     out.print("steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), highlight=False)
