@@ -298,11 +298,12 @@ def test_compile_and_quantize_of_a_build_name_the_way_out(d, tmp_path):
     assert "is a build" in r.output and str(d / "m") in r.output
 
 
-def test_unknown_hardware_lists_the_profiles(d, tmp_path):
+@pytest.mark.parametrize("name", ["loihi3", "loihi3.json"])
+def test_unknown_hardware_lists_the_profiles(d, tmp_path, name):
     from mflc.compiler.chip.hardware import PROFILES
 
-    r = fails("compile", d / "q", "--out", tmp_path / "b", "--hardware", "loihi3")
-    assert "loihi3" in r.output and all(name in r.output for name in PROFILES)
+    r = fails("compile", d / "q", "--out", tmp_path / "b", "--hardware", name)
+    assert name in r.output and all(p in r.output for p in PROFILES)
 
 
 # ---- 10. verify never compares the reference with itself -------------------------------------------------
