@@ -125,7 +125,7 @@ def test_workers_auto_everywhere(tmp_path, monkeypatch):
     f.write_text(json.dumps({"models": ["tiny"], "hw": [{}]}))
     run("estimate", "--sweep", f, "--workers", "auto", "--json")
     assert seen["runner"] == tasks.Runner("auto", None)
-    assert "--workers must be >= 1" in fails("estimate", "--sweep", f, "--workers", "0").output
+    assert "--workers 0: must be a whole number >= 1" in fails("estimate", "--sweep", f, "--workers", "0").output
     for cmd in ("eval", "ablate", "sites", "verify", "estimate"):
         assert "N|auto" in run(cmd, "--help").output, cmd
 

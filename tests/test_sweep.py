@@ -136,7 +136,7 @@ def test_sweep_option_misuse(tmp_path):
     assert "sweep file not found" in run("estimate", "--sweep", tmp_path / "none.json", ok=False).output
     assert "give no MODEL" in run("estimate", "--sweep", f, "--preset", "tiny", ok=False).output
     assert "go with --sweep" in run("estimate", "--preset", "tiny", "--csv", tmp_path / "x.csv", ok=False).output
-    assert "--workers must be >= 1" in run("estimate", "--sweep", f, "--workers", "0", ok=False).output
+    assert "--workers 0: must be a whole number >= 1" in run("estimate", "--sweep", f, "--workers", "0", ok=False).output
     assert "is a directory" in run("estimate", "--sweep", f, "--csv", tmp_path, ok=False).output
 
 

@@ -186,7 +186,7 @@ def kv_table(title: str, rows: list[tuple[str, object]]) -> Table:
     return t
 
 
-def progress_bar(total: int, label: str):
+def progress_bar(total: int | None, label: str):
     """Progress on stderr; returns (context manager, advance-to callback). A terminal gets a rich bar
     (gone when done); anything else (a log file, a pipe, a CI job) plain lines: the start, at most one
     every PROGRESS_EVERY_S seconds, and the end with its time, so a long run is never silent."""
@@ -202,32 +202,34 @@ def progress_bar(total: int, label: str):
 
 
 class _ProgressLines:
-    """A progress bar as plain lines on stderr, for a stderr that is not a terminal."""
+    """A progress bar as plain lines on stderr, for a stderr that is not a terminal (``total`` None: a
+    count without an end, as rich's Progress takes)."""
 
-    def __init__(self, total: int, label: str):
+    def __init__(self, total: int | None, label: str):
         self.total, self.label, self.done = total, label, 0
         self.t0 = self.last = 0.0
 
-    def _line(self, text: str) -> None:
-        err.print(f"{self.label}: {text}", highlight=False, markup=False, soft_wrap=True)
+    def _line(self, n: int, tail: str = "") -> None:
+        count = f"{n}/{self.total}" if self.total is not None else f"{n} done"
+        err.print(f"{self.label}: {count}{tail}", highlight=False, markup=False, soft_wrap=True)
 
     def __enter__(self):
         self.t0 = self.last = time.perf_counter()
-        self._line(f"0/{self.total}")
+        self._line(0)
         return self
 
     def update(self, n: int) -> None:
         """Record n done; print a line if the last one is PROGRESS_EVERY_S old."""
         self.done = n
         now = time.perf_counter()
-        if now - self.last >= PROGRESS_EVERY_S and n < self.total:
+        if now - self.last >= PROGRESS_EVERY_S and (self.total is None or n < self.total):
             self.last = now
-            left = (now - self.t0) / n * (self.total - n) if n else None
-            self._line(f"{n}/{self.total}, {now - self.t0:.0f} s" + (f", about {left:.0f} s left" if left else ""))
+            left = (now - self.t0) / n * (self.total - n) if n and self.total is not None else None
+            self._line(n, f", {now - self.t0:.0f} s" + (f", about {left:.0f} s left" if left else ""))
 
     def __exit__(self, kind, *_):
         if kind is None:
-            self._line(f"{self.done}/{self.total} in {time.perf_counter() - self.t0:.1f} s")
+            self._line(self.done, f" in {time.perf_counter() - self.t0:.1f} s")
         return False
 
 

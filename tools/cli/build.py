@@ -36,6 +36,8 @@ def compile_cmd(ctx: typer.Context,
                 plot: Optional[Path] = PlotOpt,
                 whole_model: bool = typer.Option(False, "--whole-model", help="Hold the whole model in memory at "
                                                  "once (the path before layer-by-layer compiling; same build)"),
+                no_range: bool = typer.Option(False, "--no-range", help="Skip the cores and chips under the other "
+                                              "profile and the figures' ranges (about 25 partitions of the IR)"),
                 json_out: bool = typer.Option(False, "--json")):
     """Quantize (unless already quantized), lower to IR, validate, lay out on Loihi 2, and write the build
     directory; a float checkpoint layer by layer, in about constant memory (docs/architecture.md)."""
@@ -66,6 +68,8 @@ def compile_cmd(ctx: typer.Context,
         plot_layout(build.layout, plot, placed)
         rep["files"]["plot"] = str(plot)
     seconds = {k: round(v, 3) for k, v in stage.timings.items()}
+    if not no_range:
+        _add_range(rep, g, build.hardware)
     s = ir_summary(g)
     if json_out:
         emit_json(dict(build=str(out_dir), ir=s, layout=rep,
@@ -85,11 +89,33 @@ def _print_compiled(model: Path, out_dir: Path, s: dict, rep: dict, seconds: dic
               f"{t['synapses']:,} synapses, pipeline depth {t['depth']} steps")
     # the paths written go below as plain lines (a terminal wraps them): in the summary table they were cut
     render_report({k: v for k, v in rep.items() if k not in ("files", "source")}, out, title=f"layout {out_dir}")
+    if "range" in rep:
+        from mflc.compiler.chip.range_report import render_range
+
+        render_range(rep, out)
     out.print("written: " + "; ".join(f"{k} {v}" for k, v in rep["files"].items()), highlight=False,
               markup=False, soft_wrap=True)
     if rep["compile"]["mode"] != "layer by layer" and not whole:
         out.print(f"[yellow]note:[/] compiled as a whole model: {rep['compile']['reason']}")
     out.print("steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), highlight=False)
+
+
+def _add_range(rep: dict, graph, profile) -> None:
+    """The compile report's range: the compiled IR partitioned under each profile and each uncertain figure's
+    low and high value (progress on stderr), its headline keys beside ``cores`` and ``chips``."""
+    from mflc.api import _range_keys
+    from mflc.cli.app import progress_bar
+    from mflc.compiler.chip.ranges import count_graph, figure_range
+
+    prog, advance = progress_bar(None, "partitions for the profiles and figure ranges")
+    done = [0]
+
+    def tick(step: str) -> None:
+        done[0] += 1
+        advance(done[0])
+    with prog:
+        rep["range"] = figure_range(lambda h: count_graph(graph, h), profile, tick)
+    _range_keys(rep)
 
 
 @app.command("ir")

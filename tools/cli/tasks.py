@@ -32,8 +32,6 @@ def runner_from(workers: Optional[str], scheduler: Optional[str]) -> Runner:
         n = int(w)
     except ValueError:
         raise MflcError(f"--workers {workers!r}: give a number of worker processes (>= 1) or '{AUTO}'") from None
-    if n < 1:
-        raise MflcError(f"--workers must be >= 1 (or '{AUTO}', one per CPU), got {n}")
     return Runner(workers=n, scheduler=scheduler)
 
 
