@@ -106,7 +106,7 @@ def test_export_refuses_what_lava_cannot_do_exactly():
     s.acc_bits = 40                                          # the IR would allow it; Lava's int32 would wrap
     s.values = np.full_like(s.values, 127)
     s.weight_exp = 5
-    with pytest.raises(LB.LavaExportError, match="int32 accumulator"):
+    with pytest.raises(LB.LavaExportError, match="B->C.p .* above its int32 limit 2\\^31-1"):
         LB.encode_synapse(g, s)
     with pytest.raises(ValueError, match="lowest weight bit"):
         LB.encode_synapse(g, g.synapses["A->B.x"], mixed_shift=0)
