@@ -114,7 +114,7 @@ def square(x):
 def square_shr(x, shift: int):
     """round(x² / 2^shift), half away from zero (``shr_round``): RMSNorm's square for wide inputs, whose
     exact squares would not fit a graded spike or whose sum would overflow the 32-bit dendrite
-    accumulator (``mflc.ir.ranges.norm_square_shift`` picks the shift). ``shift`` is even so that the norm can undo it
+    accumulator (``mflc.ir.range_analysis.norm_square_shift`` picks the shift). ``shift`` is even so that the norm can undo it
     exactly as a shift of shift/2 after the square root."""
     return shr_round(square(x), shift)
 

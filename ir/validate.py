@@ -20,7 +20,7 @@ from .graph import Graph, PackedSynapseGroup
 from .hardware import DEFAULT as _HW
 from .modes import Send
 from .ops import OPS, fmt_range, imm_problems, range_bits
-from .ranges import analyse, changes
+from .range_analysis import analyse, changes
 
 SYNAPSE_DELAY_MAX = _HW.max_synapse_delay     # the default profile's figure (its source: mflc.ir.hardware)
 LIMITS = _HW.ir_limits()                       # every limit's default
@@ -116,7 +116,7 @@ def _rule_programs(g: Graph, **_) -> Iterator[str]:
 
 def _rule_widths(g: Graph, msg_bits: int = LIMITS["msg_bits"], state_bits: int = LIMITS["state_bits"],
                  acc_bits: int = LIMITS["acc_bits"], **_) -> Iterator[str]:
-    """Every interval of the range analysis (``mflc.ir.ranges.analyse``: what each program, port and
+    """Every interval of the range analysis (``mflc.ir.range_analysis.analyse``: what each program, port and
     synapse group can actually compute) against the width that must hold it."""
     found = analyse(g, msg_bits)
     for grp in sorted(g.groups.values(), key=lambda x: x.stage if isinstance(x.stage, int) else 0):

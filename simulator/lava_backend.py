@@ -43,7 +43,7 @@ from mflc.ir.errors import MflcError
 from mflc.ir.graph import Graph, NeuronGroup, SynapseGroup
 from mflc.ir.hardware import DEFAULT, LAVA_LIMITS, weight_width
 from mflc.ir.ops import fmt_int, fmt_range
-from mflc.ir.ranges import RangeAnalysis, analyse
+from mflc.ir.range_analysis import RangeAnalysis, analyse
 from mflc.ir.validate import validate
 
 from .program import run_program
@@ -146,7 +146,7 @@ class SynapseEncoding:
     delay: int
     acc_bound: int             # worst |Σ w·s| in Lava's accumulator (after the pre-scale)
     acc_bits: int              # signed bits that bound needs (<= 32, after a positive Lava weight_exp)
-    carried: tuple[int, int]   # the sender's messages, as the range analysis (ir/ranges.py) proves them
+    carried: tuple[int, int]   # the sender's messages, as the range analysis (ir/range_analysis.py) proves them
     acc_range: tuple[int, int]  # Σ w·m before any pre-scale or shift, as the analysis proves it
     peak: int                  # largest |partial sum| before the pre-scale, as the analysis proves it
 
@@ -165,7 +165,7 @@ def encode_synapse(g: Graph, s: SynapseGroup, mixed_shift: int | None = None,
     2**(8 - num_weight_bits + mixed) so that Lava's truncation keeps them; when the int32 accumulator
     cannot take that pre-scale the width is widened until it can (at most 8). ``mixed_shift`` k: the 8-bit
     encoding of earlier builds, num_weight_bits = 8 + 1 - k for mixed-sign groups, 8 (no pre-scale) else.
-    The accumulation is bounded by the graph's range analysis (``ranges``, ``mflc.ir.ranges.analyse(g)``
+    The accumulation is bounded by the graph's range analysis (``ranges``, ``mflc.ir.range_analysis.analyse(g)``
     when not given): the partial sums the validator proves, never a bound of this module's own."""
     if s.virtual:
         raise LavaExportError(f"synapse {s.name} is virtual (a skeleton graph): no weights to export")

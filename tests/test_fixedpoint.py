@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from mflc.compiler.model.float_model import sigmoid, silu
 from mflc.compiler.model.quantize import _eps_int, _gain
 from mflc.ir import fixedpoint as fp
-from mflc.ir.ranges import norm_square_shift
+from mflc.ir.range_analysis import norm_square_shift
 
 HYP = settings(deadline=None, max_examples=200)
 ONE = 1 << fp.GATE_FRAC  # 1.0 in gate units

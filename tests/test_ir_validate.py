@@ -214,7 +214,7 @@ def test_port_range_and_accumulator_peak_equal_brute_force(seed, rows, cols, lo,
     """Row sums by prefix sums (SynapseGroup.row_sums) and the positive/negative split give exactly what
     enumerating every row's extreme inputs on the dense matrix gives."""
     from mflc.ir import fixedpoint as fp
-    from mflc.ir.ranges import accumulation, partial_peak, shifted, synapse_range
+    from mflc.ir.range_analysis import accumulation, partial_peak, shifted, synapse_range
 
     rng = np.random.default_rng(seed)
     w = rng.integers(-3, 4, (rows, cols)) * (rng.random((rows, cols)) < 0.6)

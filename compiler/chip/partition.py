@@ -29,7 +29,7 @@ import numpy as np
 from mflc.ir.errors import FitError
 from mflc.ir.graph import Graph, Instr, NeuronGroup, SynapseGroup
 from mflc.ir.ops import bits_range, range_bits
-from mflc.ir.ranges import accumulation, analyse, partial_peak
+from mflc.ir.range_analysis import accumulation, analyse, partial_peak
 
 from .hardware import (KINDS, Costs, HardwareProfile, fanout_of, limits, outgoing, over_limits,
                        axon_list_units, row_bits, slice_bits, src_span, synapse_kind, weight_width, input_axons)
@@ -112,7 +112,7 @@ def _block_counts(s: SynapseGroup, bounds: np.ndarray) -> np.ndarray:
 
 def _block_bits(s: SynapseGroup, bounds: np.ndarray, counts: np.ndarray, src_bits: int) -> list[int]:
     """Worst-case width of each block's partial sum over the sender's declared ``src_bits`` messages, by the
-    range analysis' own accumulation bound (mflc.ir.ranges), block by block."""
+    range analysis' own accumulation bound (mflc.ir.range_analysis), block by block."""
     carried = bits_range(src_bits)
     k = len(bounds) - 1
     if s.virtual:                                  # ternary: |w| <= 1

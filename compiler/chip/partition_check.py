@@ -33,7 +33,7 @@ import numpy as np
 from mflc.ir.hardware import DEFAULT, HardwareProfile
 from mflc.ir.graph import Graph, Instr, PackedSynapseGroup
 from mflc.ir.ops import range_bits
-from mflc.ir.ranges import accumulation, analyse, partial_peak
+from mflc.ir.range_analysis import accumulation, analyse, partial_peak
 
 _PART = re.compile(r"^(?P<syn>.+)#part(?P<k>\d+)$")
 _COPY = [Instr.make("copy", "y", "x")]
@@ -271,7 +271,7 @@ def _check_group(name, ug, p: Graph, new_stage, may_widen: bool, out: list[str],
 
 def _output_bound(g: Graph, name: str) -> int | None:
     """Width of ``name``'s output as the IR validator bounds it in ``g`` (None if it cannot say): the range
-    analysis' (mflc.ir.ranges), as the partitioner widened it."""
+    analysis' (mflc.ir.range_analysis), as the partitioner widened it."""
     out = analyse(g).groups[name].output
     return None if out is None else range_bits(out)
 

@@ -17,7 +17,7 @@ import numpy as np
 from mflc.ir import fixedpoint as fp
 from mflc.ir.graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, PackedSynapseGroup, SynapseGroup
 from mflc.ir.ops import bits_range
-from mflc.ir.ranges import partial_peak
+from mflc.ir.range_analysis import partial_peak
 from mflc.ir.roles import ROLE_LOGITS, ROLE_RECURRENT
 from mflc.ir.validate import validate
 

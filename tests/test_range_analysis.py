@@ -1,4 +1,4 @@
-"""One range analysis (ir/ranges.py) behind every proof that a value fits: the Lava back-end's int32
+"""One range analysis (ir/range_analysis.py) behind every proof that a value fits: the Lava back-end's int32
 proof and the IR validator's accumulator check report the same interval for every synapse group, on the
 shipped default model, on lowered random models and on random graphs; where Lava truly cannot hold what
 the chip can, the export names the synapse, the proven range, the limit and the option that fits."""
@@ -13,7 +13,7 @@ import mflc
 from mflc.compiler.model.lower import lower
 from mflc.ir.graph import Graph, Instr, NeuronGroup, SynapseGroup
 from mflc.ir.ops import fmt_range
-from mflc.ir.ranges import analyse
+from mflc.ir.range_analysis import analyse
 from mflc.ir.validate import problems
 from mflc.simulator import lava_backend as LB
 
