@@ -46,7 +46,7 @@ import numpy as np
 from mflc.ir import fixedpoint as fp
 from mflc.ir.errors import ConfigError
 from mflc.ir.graph import Graph, SynapseGroup
-from mflc.ir.hardware import (FIGURE_KEYS, FIGURES, PROFILES, HardwareProfile,  # noqa: F401 (re-exported)
+from mflc.ir.hardware import (DEFAULT, FIGURE_KEYS, FIGURES, PROFILES, HardwareProfile, profile_named,  # noqa: F401
                               load_profile, narrowest_weight_bits, resolve_profile, weight_range, weight_width)
 
 
