@@ -293,7 +293,9 @@ def block_namespace(doc: Path, qm, layer: int, record: dict) -> dict:
     return specdoc.compile_defs(specdoc.parse(doc.read_text()), ns, keep=tuple(ns), record=record)
 
 
-SITE_OF = dict(u="attn_norm", iq="i", fq="f", gq="g", h1="h", gn="gn", o="o", ao="attn_out", r="r", z="z", mo="mlp_out")
+SITE_OF = dict(u="attn_norm", vi="i_in", vf="f_in", vg="g_in", iq="i", fq="f", gq="g", h1="h", hq="hq", gn="gn",
+               o="o", vo="o_in", ao="attn_out", r="r", vm="mlp_norm", vv="gate_in", a="a", b="b", z="z",
+               vz="down_in", mo="mlp_out")
 
 
 def run_block(doc: Path, qm, tokens) -> list[dict]:
@@ -310,6 +312,7 @@ def run_block(doc: Path, qm, tokens) -> list[dict]:
             seen.update({f"L{i}.{site}": rec["layer"][k] for k, site in SITE_OF.items()})
         seen["final.x"] = x
         seen["logits"] = spaces[-1][0]["head"](x)
+        seen.update({"final.norm": spaces[-1][1]["head"]["xn"], "head.in": spaces[-1][1]["head"]["vh"]})
         out.append(seen)
     return out
 
@@ -322,7 +325,9 @@ def check_block(doc: Path, qm, tokens) -> None:
     for k, tok in enumerate(tokens):
         want: dict = {}
         _, state = im.step(int(tok), state, trace=lambda n, v: want.__setitem__(n, np.asarray(v).copy()))
-        assert set(want) <= set(got[k]), f"sites the doc's block does not name: {sorted(set(want) - set(got[k]))}"
+        inner = not qm.options.remove_inner_norm
+        named = {n for n in got[k] if inner or not n.endswith(("_in", "head.in"))}
+        assert set(want) == named, f"sites the doc's block and IntModel do not share: {sorted(set(want) ^ named)}"
         for site in want:
             w, g = want[site], np.asarray(got[k][site])
             if w.shape != g.shape or not np.array_equal(w, g):
@@ -346,6 +351,14 @@ def test_doc_op_equals_library(op):
 
 def test_block_on_tiny_preset(tiny_qm):
     check_block(DOC, tiny_qm, [3, 0, 17, 255 % tiny_qm.cfg.vocab_size, 5])
+
+
+def test_block_without_inner_norms(tiny_model):
+    from mflc.compiler.model.quantize import QuantOptions, quantize
+
+    cfg, w = tiny_model
+    qm = quantize(cfg, w, [np.random.default_rng(1).integers(0, cfg.vocab_size, 64)], QuantOptions(remove_inner_norm=True))
+    check_block(DOC, qm, [1, 2, 3])
 
 
 @pytest.fixture(scope="module")
