@@ -11,8 +11,8 @@ that live inside a fused program (``i``, ``f``, ``hq``, ``gn``, ``attn_out``, ``
 are listed as not observable, with the group that holds them; any other executor records ``logits``
 and the states.
 
-On disk (docs/formats.md, "Traces") a trace is one safetensors file: one int64 tensor per site, shaped
-[tokens, width], the rows of all sequences one after the other, and the JSON index in the header's
+On disk (docs/formats.md, "Traces") a trace is one safetensors file: one integer tensor per site (the
+narrowest signed type that holds its values), shaped [tokens, width], the rows of all sequences one after the other, and the JSON index in the header's
 ``__metadata__["mflc.trace"]``: format, version, engine, the sequences (name, token ids, first row)
 and, per site, its width in bits and its length.
 """
@@ -103,8 +103,10 @@ class Trace:
         """Write the trace as one safetensors file with its JSON index in the header."""
         from safetensors.numpy import save_file
 
+        from mflc.ir.tensorfile import narrowest_int
+
         path = Path(path)
-        arrays = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in self.values.items()}
+        arrays = {k: np.ascontiguousarray(v, dtype=narrowest_int(v) if v.size else np.int8) for k, v in self.values.items()}
         save_file(arrays, str(path), metadata={META_KEY: json.dumps(self.index(), sort_keys=True)})
         return path
 

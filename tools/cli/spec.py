@@ -71,3 +71,79 @@ def trace_cmd(build: Path = typer.Argument(..., help="Build directory (`mflc com
     if tr.missing:
         first = next(iter(tr.missing.items()))
         out.print(f"{len(tr.missing)} site(s) not observable on {tr.engine}, e.g. {first[0]}: {first[1]}")
+
+
+conformance = typer.Typer(no_args_is_help=True, help="Conformance vectors: write a set from a build; check an "
+                          "implementation's trace (or an mflc executor) against it (docs/conformance.md).")
+app.add_typer(conformance, name="conformance")
+
+
+def _coverage_table(cov: dict) -> Table:
+    from mflc.coverage import HEADLINE
+
+    t = Table(title="coverage (corner cases reached / existing)", title_justify="left")
+    for c in ("category", "reached", "of", "not reached (first)"):
+        t.add_column(c, justify="right" if c in ("reached", "of") else "left")
+    for cat in sorted(cov, key=lambda c: (c not in HEADLINE, c)):
+        v = cov[cat]
+        t.add_row(cat if cat in HEADLINE else f"[dim]{cat}[/]", str(v["reached"]), str(v["total"]),
+                  ", ".join(v["missing"][:4]))
+    return t
+
+
+@conformance.command("write")
+@guarded
+def conformance_write(build: Path = typer.Argument(..., help="Build directory (`mflc compile --out`)"),
+                      out_dir: Path = typer.Option(..., "--out", help="Directory for the vector set"),
+                      candidates: int = typer.Option(64, "--candidates", help="Random and repeated-token candidate "
+                                                     "sequences of each kind to choose from"),
+                      length: int = typer.Option(32, "--length", help="Tokens per candidate sequence"),
+                      seed: int = typer.Option(0, "--seed", help="Seed of the random candidates"),
+                      json_out: bool = typer.Option(False, "--json")):
+    """Write a self-describing vector set: the quantized model, token sequences chosen to reach table
+    entries, saturation, rounding ties and the rsqrt table, and the expected integers at every site."""
+    from mflc.cli.app import check_out_dir, progress_bar
+    from mflc.conformance import Budget, write
+
+    check_out_dir(out_dir)
+    for opt, v, lo, hi in (("--candidates", candidates, 1, 4096), ("--length", length, 1, 4096)):
+        if not lo <= v <= hi:
+            raise MflcError(f"{opt} must be in [{lo}, {hi}], got {v}")
+    prog, adv = progress_bar(2 * candidates + 10, "choosing sequences")
+    with prog:
+        idx = write(build, out_dir, Budget(random=candidates, repeated=candidates, length=length, seed=seed),
+                    progress=lambda k, n: adv(k))
+    if json_out:
+        emit_json(dict(out=str(out_dir), sequences=len(idx["sequences"]),
+                       tokens=sum(len(s["tokens"]) for s in idx["sequences"]), coverage=idx["coverage"]))
+        return
+    out.print(f"{out_dir}: {len(idx['sequences'])} sequences, "
+              f"{sum(len(s['tokens']) for s in idx['sequences'])} tokens, {len(idx['expected']['sites'])} sites")
+    out.print(_coverage_table(idx["coverage"]))
+
+
+@conformance.command("check")
+@guarded
+def conformance_check(vectors: Path = typer.Argument(..., help="Vector set (`mflc conformance write --out`)"),
+                      results: Optional[Path] = typer.Option(None, "--results", help="Another implementation's trace "
+                                                             "of the vectors' sequences (docs/formats.md, Traces)"),
+                      engine: Optional[str] = typer.Option(None, "--engine", help="Check one of mflc's executors instead"),
+                      json_out: bool = typer.Option(False, "--json")):
+    """Compare a trace with the vectors: pass, or the first differing sequence, token, site and index."""
+    from mflc.conformance import check
+
+    with err.status("checking"):
+        res = check(vectors, results, engine)
+    if json_out:
+        emit_json(res.to_dict())
+    else:
+        d = res.to_dict()
+        out.print(f"{'[green]PASS[/]' if res.ok else '[red]FAIL[/]'}  {res.engine}: {d['sites_compared']} of "
+                  f"{d['sites_expected']} sites compared, {d['values_compared']:,} integers")
+        if d["sites_not_in_results"]:
+            out.print(f"not in the results (not compared): {', '.join(d['sites_not_in_results'][:8])}"
+                      f"{' ...' if len(d['sites_not_in_results']) > 8 else ''}")
+        if res.difference is not None:
+            err.print(f"[red]first difference: {res.difference.describe()}[/]", soft_wrap=True)
+    if not res.ok:
+        raise typer.Exit(1)
