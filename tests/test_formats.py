@@ -179,3 +179,12 @@ def test_documented_ternary_decoding(builds):
     rows, cols = dense.shape
     for r, c in itertools.product(range(0, rows, 7), range(cols)):
         assert weight(codes, cols, r, c) == dense[r, c]
+
+
+def test_conformance_keys(builds, tmp_path):
+    from mflc.conformance import Budget, write
+
+    path, inner = builds["noinner"]
+    idx = write(path, tmp_path / "v", Budget(random=2, repeated=2, length=4, climb_tokens=2, climb_sample=2))
+    check_keys("conformance.json", idx, 0, inner)
+    assert json.loads((tmp_path / "v" / "conformance.json").read_text()) == json.loads(json.dumps(idx))
