@@ -48,6 +48,26 @@ ESTIMATE_ROUTES = (DAVIES_2018 + " (constraint 3: 4,096 output axons per core). 
                    "estimates without a layout (costmodel.packed_core_map) uses it, as a cost assumption; the "
                    "compiler's layout checks max_axons_out")
 ASSUMED = "assumption (no public figure)"
+LAVA_MAPPER = ("lava-nc/lava src/lava/magma/compiler/subcompilers/constants.py (commit b6822fb): "
+               "NUM_VIRTUAL_CORES_L3 = 120, which mapper.py uses for N3LogicalNeuroCore (the Loihi 2 neurocore); "
+               "128 is NUM_VIRTUAL_CORES_L2 (Loihi 1) and the Intel brief's physical count")
+LAVA_COST_DB = ("lava-dl tutorials/lava/lib/dl/netx/yolo_kp/run.ipynb (commit d825ac5), 'Per core utilization': "
+                "a core of 3,584 neurons is 'Neurons 87.52%' (capacity ~4,096) and one neuron group 'NeuronGr "
+                "12.50%' (8 groups per core)")
+SYNMEM_UNITS = ("lava-dl netx oxford/run.ipynb and pilotnet_snn/benchmark.ipynb printed violations: "
+                "self.cost_db.registers['SynMem']=12000 units per core")
+SYNMEM_UNIT_BITS = ("assumption: the size of the compiler's SynMem unit is not published; 64 bits (Loihi 1's "
+                    "synapse memory word, nengo-loihi block.py) makes 12,000 units 96 KiB of the 128-192 KiB a "
+                    "core has. Core counts do not depend on it (costs and the limit scale together)")
+SYNMEM_FIT = ("fitted by mflc.compiler.chip.calibration to the compiler's SynMem allocations of six published "
+              "dense layers (Oxford 256->200 and 200->256; PilotNet SNN 2560->100, 100->50, 50->10, 10->1): "
+              "units per input axon = ceil(axon + n * (synapse + weight_bit * w)) for n neurons of w-bit weights "
+              "on the core, within 2.5 % of every layer")
+SYNMEM_FIT_RANGE = ("the cheapest (low: 0.195 units per 2-bit synapse) and the dearest (high: 0.236) coefficient "
+                    "sets within 5 % of all six layers (calibration.coefficient_range)")
+RATIO_RULE = ("lava-dl netx oxford/run.ipynb, pilotnet_snn/benchmark.ipynb: a violation prints the whole layer's "
+              "allocation on one core, and the layer then occupies ceil(allocation / limit) cores or a multiple of it "
+              "(61,440 / 12,000 -> 12 cores = 2 x 6): the compiler splits a layer by the ratio, then splits again")
 NARROW = ("Lava proc/dense: num_weight_bits is set per connection process (w_scale = 8 - num_weight_bits + "
           "weight_exp + isMixed()), and the sign mode (mixed, excitatory, inhibitory) per process: the synaptic "
           "memory of a group holds num_weight_bits per weight")
@@ -61,28 +81,61 @@ NARROW = ("Lava proc/dense: num_weight_bits is set per connection process (w_sca
 LAVA_LIMITS = dict(max_msg_bits=24, state_word_bits=24, accumulator_bits=32, weight_bits=8, max_synapse_delay=63)
 
 
-def _fig(default, unit: str, source: str, confidence: str, note: str = ""):
-    return field(default=default, metadata=dict(unit=unit, source=source, confidence=confidence, note=note))
+def _fig(default, unit: str, source: str, confidence: str, note: str = "", low=None, high=None, range_note: str = "",
+         group: str = ""):
+    """A figure: its value, unit, source and confidence, and where it is uncertain the low and high values a
+    range or a sensitivity study moves it to (``range_note`` says where those come from). Figures of one
+    ``group`` move together: their low values form one consistent set, their high values another."""
+    return field(default=default, metadata=dict(unit=unit, source=source, confidence=confidence, note=note,
+                                                low=low, high=high, range_note=range_note, group=group))
 
 
 @dataclass(frozen=True)
 class HardwareProfile:
     """The figures of one Loihi 2 configuration. All sizes are integers; memory is counted in bits."""
 
-    name: str = "loihi2"
-    neurons_per_core: int = _fig(8192, "neurons", INTEL_BRIEF, "high", "1 M neurons per chip / 128 cores")
-    cores_per_chip: int = _fig(128, "cores", INTEL_BRIEF, "high", "some reports say 120 usable: profile loihi2_120")
-    synaptic_memory_bits: int = _fig(128 * 1024 * 8, "bits", LOCAL_SRAM, "medium",
-                                     "128 KiB; the split between synaptic and neuron memory is flexible on chip")
-    neuron_memory_bits: int = _fig(64 * 1024 * 8, "bits", FLEX_192, "low", "64 KiB of neuron state per core")
+    name: str = "loihi2-lava"
+    neurons_per_core: int = _fig(4096, "neurons", LAVA_COST_DB, "medium",
+                                 "Lava's cost database; the brief's 1 M neurons per chip / 128 cores is 8,192",
+                                 low=4096, high=8192, range_note="cost database 4,096; Intel brief 8,192")
+    neuron_groups_per_core: int = _fig(8, "neuron groups", LAVA_COST_DB, "medium",
+                                       "distinct neuron groups (populations, one program each) on one core",
+                                       low=8, high=32, range_note="cost database 8; 32 is an assumption")
+    cores_per_chip: int = _fig(120, "cores", LAVA_MAPPER, "high",
+                               "neurocores the compiler addresses; the chip has 128 physically",
+                               low=120, high=128, range_note="Lava's mapper 120; Intel brief 128")
+    synaptic_memory_bits: int = _fig(12000 * 64, "bits", SYNMEM_UNITS + "; x 64 bits per unit (" + SYNMEM_UNIT_BITS + ")",
+                                     "medium", "loihi2-lava: 12,000 SynMem units of synmem_unit_bits each; "
+                                     "loihi2-ideal: 128 KiB")
+    synmem_model: int = _fig(1, "0 or 1", SYNMEM_FIT, "medium",
+                             "1: synapses costed as Intel's compiler does (per input axon, calibrated units); "
+                             "0: ideal packing of weight bits (dense or sparse, whichever is smaller)")
+    synmem_unit_bits: int = _fig(64, "bits per SynMem unit", SYNMEM_UNIT_BITS, "low")
+    synmem_axon_milli: int = _fig(0, "1/1000 SynMem unit per input axon list", SYNMEM_FIT, "low",
+                                  "the list header an input axon's synapses on one core cost",
+                                  low=410, high=0, range_note=SYNMEM_FIT_RANGE, group="synmem_fit")
+    synmem_synapse_milli: int = _fig(187, "1/1000 SynMem unit per synapse", SYNMEM_FIT, "medium",
+                                     "a stored synapse's cost independent of its weight width",
+                                     low=153, high=212, range_note=SYNMEM_FIT_RANGE, group="synmem_fit")
+    synmem_weight_bit_milli: int = _fig(17, "1/1000 SynMem unit per weight bit", SYNMEM_FIT, "medium",
+                                        "what each bit of weight width adds to a synapse",
+                                        low=21, high=12, range_note=SYNMEM_FIT_RANGE, group="synmem_fit")
+    partition_rule: int = _fig(1, "0 or 1", RATIO_RULE, "medium",
+                               "1: a group is split into ceil(usage / limit) equal pieces, and each piece again "
+                               "while it does not fit (the compiler's rule); 0: the largest pieces that fit",
+                               low=0, high=1, range_note="the largest pieces that fit (0); the compiler's rule (1)")
+    neuron_memory_bits: int = _fig(64 * 1024 * 8, "bits", FLEX_192, "low", "64 KiB of neuron state per core",
+                                   low=32 * 1024 * 8, high=128 * 1024 * 8, range_note="assumption: half and twice")
     program_memory_instr: int = _fig(1024, "microcode instructions", ASSUMED + ": neuron microcode store per core",
-                                     "low")
+                                     "low", low=512, high=4096, range_note="assumption")
     microcode_per_op: int = _fig(8, "microcode instructions per IR op", ASSUMED
                                  + ": an op-library instruction (rescale, lut, rms_apply, ...) expands to <= 8 "
-                                 "microcode instructions", "low")
-    max_axons_in: int = _fig(32768, "input axons", AXONS, "low", "Loihi 1: 4,096")
+                                 "microcode instructions", "low", low=4, high=16, range_note="assumption")
+    max_axons_in: int = _fig(32768, "input axons", AXONS, "low", "Loihi 1: 4,096",
+                             low=4096, high=65536, range_note="Loihi 1's 4,096; twice the assumption")
     max_axons_out: int = _fig(32768, "routing entries", AXONS, "low",
-                              "(neuron, destination core) pairs; Loihi 1: 4,096")
+                              "(neuron, destination core) pairs; Loihi 1: 4,096",
+                              low=4096, high=65536, range_note="Loihi 1's 4,096; twice the assumption")
     weight_bits: int = _fig(LAVA_LIMITS["weight_bits"], "bits per weight", PAPER, "medium",
                             "the widest weight a synapse group stores; with narrow_weights each group is stored "
                             "at the narrowest width holding its values (ternary: 2), else every group at this")
@@ -106,13 +159,36 @@ class HardwareProfile:
     estimate_routes_per_core: int = _fig(4096, "routing entries", ESTIMATE_ROUTES, "low",
                                          "Loihi 1's figure; fan-out limit of estimates without a layout only")
     sources: dict = field(default_factory=dict, compare=False)   # figure -> (source, confidence) of overrides
+    ranges: dict = field(default_factory=dict, compare=False)    # figure -> (low, high, note) where a profile differs
 
     def figure(self, key: str) -> dict:
         """One figure with its unit, source and confidence (a user override's source if it has one), for reports."""
         f = {x.name: x for x in fields(self)}[key]
         src, conf = self.sources.get(key, (f.metadata["source"], f.metadata["confidence"]))
+        rng = self.ranges.get(key, (f.metadata.get("low"), f.metadata.get("high"), f.metadata.get("range_note", "")))
         return dict(name=key, value=getattr(self, key), unit=f.metadata["unit"], source=src, confidence=conf,
-                    note=f.metadata.get("note", ""))
+                    note=f.metadata.get("note", ""), low=rng[0], high=rng[1], range_note=rng[2])
+
+    def uncertain(self) -> list[tuple[str, list[str]]]:
+        """The uncertain figures as (label, figures moved together), in table order: a figure with different
+        low and high values alone, or a group (the calibration fit's coefficients) as one. Figures the
+        profile does not use (the fit's coefficients under ideal packing) are left out."""
+        unused = ({"synmem_axon_milli", "synmem_synapse_milli", "synmem_weight_bit_milli"} if not self.synmem_model
+                  else set())
+        out: list[tuple[str, list[str]]] = []
+        meta = {x.name: x.metadata for x in fields(self)}
+        for k in FIGURE_KEYS:
+            f = self.figure(k)
+            if k in unused or f["low"] is None or f["high"] is None or f["low"] == f["high"]:
+                continue
+            group = meta[k].get("group") or k
+            for label, members in out:
+                if label == group:
+                    members.append(k)
+                    break
+            else:
+                out.append((group, [k]))
+        return out
 
     def figures(self) -> list[dict]:
         """Every figure of the profile in table order, for reports and `mflc hardware`."""
@@ -130,19 +206,39 @@ class HardwareProfile:
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "layout") -> "HardwareProfile":
-        """A profile read back from a layout or build file, checked, errors naming ``source``."""
-        return _profile_from_mapping(d, source, base=cls())
+        """A profile read back from a layout or build file, checked, errors naming ``source``. A file written
+        before the synaptic-memory models existed (no ``synmem_model``) was costed by ideal packing."""
+        old = isinstance(d, dict) and "synmem_model" not in d
+        return _profile_from_mapping(d, source, base=PROFILES["loihi2-ideal"] if old else cls())
 
 
 FIGURE_KEYS = tuple(f.name for f in fields(HardwareProfile) if "unit" in f.metadata)
 FIGURES: dict[str, dict] = {k: HardwareProfile().figure(k) for k in FIGURE_KEYS}
 
+IDEAL_SYNMEM = ("Intel brief, press: '128 Kbyte of local SRAM for each core, flexibly partitioned'; 192 KB of "
+                "flexible memory per core (brief, as transcribed); 96 KiB = 12,000 compiler units of 64 bits")
+_IDEAL = dict(name="loihi2-ideal", neurons_per_core=8192, synaptic_memory_bits=128 * 1024 * 8, synmem_model=0,
+              partition_rule=0)
 PROFILES: dict[str, HardwareProfile] = {
-    "loihi2": HardwareProfile(),
-    "loihi2_120": HardwareProfile(name="loihi2_120", cores_per_chip=120,
-                                  sources={"cores_per_chip": (OPEN_NEURO, "medium")}),
+    # Intel's compiler as its published output shows it: the default (docs/layout.md says why)
+    "loihi2-lava": HardwareProfile(),
+    # every synaptic bit used, the chip's brief figures: the most a core could hold, not what a compiler packs
+    "loihi2-ideal": HardwareProfile(
+        **_IDEAL,
+        sources={"neurons_per_core": (INTEL_BRIEF, "high"), "synaptic_memory_bits": (LOCAL_SRAM, "medium"),
+                 "synmem_model": ("ideal packing of weight bits: the upper bound of what a core holds", "assumption"),
+                 "partition_rule": ("the largest pieces that fit a core", "assumption")},
+        ranges={"synaptic_memory_bits": (96 * 1024 * 8, 192 * 1024 * 8, IDEAL_SYNMEM)}),
 }
-DEFAULT = PROFILES["loihi2"]     # what every reader of a figure uses when it is given no profile
+DEFAULT_PROFILE = "loihi2-lava"
+# names that earlier versions of mflc wrote into layouts and builds, and their profiles today
+ALIASES = {"loihi2": DEFAULT_PROFILE, "loihi2_120": "loihi2-ideal"}
+DEFAULT = PROFILES[DEFAULT_PROFILE]     # what every reader of a figure uses when it is given no profile
+
+
+def profile_named(name: str) -> HardwareProfile | None:
+    """A built-in profile by its name or an old alias; None when there is none of that name."""
+    return PROFILES.get(ALIASES.get(name, name))
 
 
 # ---- the width a synapse group's weights are stored at (compiler cost, Lava num_weight_bits) -------------
@@ -184,8 +280,9 @@ def weight_width(s, hw: "HardwareProfile") -> int:
 
 # ---- profile files ----------------------------------------------------------------------------------------
 _MIN = {"row_overhead_bits": 0, "neuron_overhead_bits": 0, "sparse_index_bits": 1, "max_synapse_delay": 0,
-        "narrow_weights": 0}
-_MAX = {"narrow_weights": 1}
+        "narrow_weights": 0, "synmem_model": 0, "partition_rule": 0, "synmem_axon_milli": 0,
+        "synmem_weight_bit_milli": 0}
+_MAX = {"narrow_weights": 1, "synmem_model": 1, "partition_rule": 1}
 
 
 def _profile_from_mapping(raw, source: str, base: HardwareProfile) -> HardwareProfile:
@@ -194,7 +291,7 @@ def _profile_from_mapping(raw, source: str, base: HardwareProfile) -> HardwarePr
     kw: dict = {}
     sources = dict(base.sources)
     for key, val in raw.items():
-        if key in ("base", "sources"):
+        if key in ("base", "sources", "ranges"):
             continue
         if key == "name":
             if not isinstance(val, str) or not val:
@@ -238,24 +335,27 @@ def load_profile(path) -> HardwareProfile:
     if not p.is_file():
         raise ConfigError(f"{p}: hardware profile file not found")
     raw = read_json(p, ConfigError)
-    base_name = raw.get("base", "loihi2") if isinstance(raw, dict) else "loihi2"
-    if base_name not in PROFILES:
+    base_name = raw.get("base", DEFAULT_PROFILE) if isinstance(raw, dict) else DEFAULT_PROFILE
+    if profile_named(str(base_name)) is None:
         raise ConfigError(f"{p}: 'base' is {base_name!r}; choose one of {', '.join(PROFILES)}")
-    hw = _profile_from_mapping(raw, str(p), PROFILES[base_name])
+    hw = _profile_from_mapping(raw, str(p), profile_named(str(base_name)))
     if "name" not in raw:
         hw = replace(hw, name=f"{base_name} + {p.name}")
     return hw
 
 
 def resolve_profile(spec, overrides: list[str] | None = None) -> HardwareProfile:
-    """A built-in profile by name (loihi2, loihi2_120), a JSON file, or the default when None; then
+    """A built-in profile by name (loihi2-lava, loihi2-ideal), a JSON file, or the default when None; then
     ``overrides``, "figure=value" strings (the CLI's --hw), for what-if questions without a file."""
     if spec is None:
-        hw = PROFILES["loihi2"]
+        hw = DEFAULT
     elif isinstance(spec, HardwareProfile):
         hw = spec
-    elif str(spec) in PROFILES:
-        hw = PROFILES[str(spec)]
+    elif profile_named(str(spec)) is not None:
+        hw = profile_named(str(spec))
+    elif not Path(str(spec)).suffix and not Path(str(spec)).exists():
+        raise ConfigError(f"no hardware profile named {spec!r}: the built-in ones are {', '.join(PROFILES)} "
+                          "(or give a JSON profile file, docs/layout.md)")
     else:
         hw = load_profile(spec)
     if not overrides:

@@ -22,6 +22,7 @@ from util import cli_run
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = H.DEFAULT
+IDEAL = H.PROFILES["loihi2-ideal"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,8 @@ def tiny_graph(tiny_qm):
 
 
 def estimate(*hw: str) -> dict:
-    args = ["estimate", "--preset", "tiny", "--json", "--prompt-len", "10", "--gen-len", "5"]
+    args = ["estimate", "--preset", "tiny", "--json", "--prompt-len", "10", "--gen-len", "5", "--no-range",
+            "--profile", "loihi2-ideal", "--hw", "neuron_groups_per_core=1000"]   # so that no group limit binds first
     for h in hw:
         args += ["--hw", h]
     return json.loads(cli_run(*args).stdout)
@@ -53,8 +55,10 @@ def est_default():
 # ---- the default profile is what every reader used to hard-code ------------------------------------------------
 def test_defaults_unchanged_and_read_by_every_consumer():
     assert (DEFAULT.max_msg_bits, DEFAULT.state_word_bits, DEFAULT.weight_bits, DEFAULT.accumulator_bits) == (24, 24, 8, 32)
-    assert (DEFAULT.max_synapse_delay, DEFAULT.neurons_per_core, DEFAULT.cores_per_chip) == (62, 8192, 128)
-    assert DEFAULT.synaptic_memory_bits == 128 * 1024 * 8 and DEFAULT.estimate_routes_per_core == 4096
+    assert (DEFAULT.max_synapse_delay, DEFAULT.neurons_per_core, DEFAULT.cores_per_chip) == (62, 4096, 120)
+    assert (IDEAL.neurons_per_core, IDEAL.cores_per_chip, IDEAL.synaptic_memory_bits) == (8192, 120, 128 * 1024 * 8)
+    assert DEFAULT.synaptic_memory_bits == 12000 * DEFAULT.synmem_unit_bits and DEFAULT.estimate_routes_per_core == 4096
+    assert H.DEFAULT_PROFILE == "loihi2-lava" and DEFAULT.synmem_model == 1 and IDEAL.synmem_model == 0
     assert (fp.MSG_BITS_MAX, fp.STATE_BITS_MAX, fp.WEIGHT_BITS_MAX, fp.ACC_BITS) == (24, 24, 8, 32)
     from mflc.compiler.chip import hardware as CH
     from mflc.ir.graph import SynapseGroup

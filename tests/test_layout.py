@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from mflc.cli import app
 from mflc.compiler.chip import hardware as H
 from mflc.compiler.model.config import ModelConfig
+
 from mflc.compiler.chip.hardware import HardwareProfile, load_profile
 from mflc.compiler.chip.layout import (Core, NeuronSlice, check_layout, layout_from_dict, layout_to_dict, load_layout,
                                   save_layout)
@@ -29,12 +30,15 @@ from mflc.ir.graph import Graph, Instr, NeuronGroup, SynapseGroup
 from mflc.simulator.reference import ReferenceExecutor
 
 from util import random_weights
+from mflc.ir.hardware import PROFILES as _PROFILES
+
+IDEAL = _PROFILES["loihi2-ideal"]   # hand-computed figures assume ideal bit packing
 
 I = Instr.make
 
 # A profile whose every figure is a round number, so costs can be done by hand: 16-bit sparse synapses
 # (8-bit weight + 8-bit index), no per-row or per-neuron overhead, 32-bit accumulator slots.
-HAND = HardwareProfile(name="hand", neurons_per_core=128, cores_per_chip=4, synaptic_memory_bits=256,
+HAND = HardwareProfile(name="hand", synmem_model=0, partition_rule=0, neuron_groups_per_core=1000, neurons_per_core=128, cores_per_chip=4, synaptic_memory_bits=256,
                        neuron_memory_bits=100_000, program_memory_instr=1000, microcode_per_op=1,
                        max_axons_in=1000, max_axons_out=1_000_000, weight_bits=8, sparse_index_bits=8,
                        row_overhead_bits=16, neuron_overhead_bits=0, accumulator_bits=32, state_word_bits=24,
@@ -156,7 +160,7 @@ def test_fan_in_splits_are_bit_exact(seed, syn, axons, neurons, cpc):
     qm = quantize(SMALL, random_weights(SMALL, seed), [rng.integers(0, SMALL.vocab_size, 24)],
                   QuantOptions(min_site_bits={}))
     g = lower(qm)
-    hw = replace(HardwareProfile(), synaptic_memory_bits=syn, max_axons_in=axons, neurons_per_core=neurons,
+    hw = replace(IDEAL, synaptic_memory_bits=syn, max_axons_in=axons, neurons_per_core=neurons,
                  cores_per_chip=cpc)
     g2, lay = layout_graph(g, hw)
     assert g2.meta["fan_in_splits"], "the limits were meant to force fan-in splits"
@@ -174,7 +178,7 @@ def test_wide_squares_cannot_be_split_and_say_why():
     rng = np.random.default_rng(0)
     g = lower(quantize(SMALL, random_weights(SMALL, 0), [rng.integers(0, SMALL.vocab_size, 24)]))
     assert g.groups["L0.o_in.sq"].out_bits == 24 and g.groups["L0.down_in.sq"].out_bits == 24
-    hw = replace(HardwareProfile(), synaptic_memory_bits=1500, max_axons_in=8, neurons_per_core=40, cores_per_chip=16)
+    hw = replace(IDEAL, synaptic_memory_bits=1500, max_axons_in=8, neurons_per_core=40, cores_per_chip=16)
     with pytest.raises(FitError) as e:
         layout_graph(g, hw)
     msg = str(e.value)
@@ -218,7 +222,7 @@ def random_graphs(draw):
                 s = SynapseGroup.from_dense(name, src.name, dst.name, "x", w, meta={"kind": "ternary"})
             s.delay = k - j - 1
             g.add_synapse(s)
-    hw = replace(HardwareProfile(), neurons_per_core=draw(st.integers(4, 64)),
+    hw = replace(IDEAL, neurons_per_core=draw(st.integers(4, 64)),
                  synaptic_memory_bits=draw(st.integers(400, 5000)), max_axons_in=draw(st.integers(4, 80)),
                  max_axons_out=draw(st.integers(60, 400)), cores_per_chip=draw(st.integers(1, 8)))
     return g, hw
@@ -350,7 +354,9 @@ def test_every_figure_has_a_source_and_a_confidence():
     for k, f in H.FIGURES.items():
         assert f["source"] and f["confidence"] in ("high", "medium", "low"), k
     assert H.SYSTEMS["hala_point"].chips == 1152 and H.SYSTEMS["kapoho_point"].chips == 8
-    assert H.PROFILES["loihi2_120"].cores_per_chip == 120
+    assert H.PROFILES["loihi2-ideal"].cores_per_chip == 120 and H.PROFILES["loihi2-lava"].cores_per_chip == 120
+    assert H.profile_named("loihi2_120") is H.PROFILES["loihi2-ideal"]          # names older builds recorded
+    assert H.profile_named("loihi2") is H.PROFILES["loihi2-lava"]
 
 
 def test_profile_file_overrides_and_records_its_source(tmp_path):
@@ -408,10 +414,10 @@ runner = CliRunner()
 
 
 def test_estimate_370m_and_its_json():
-    r = runner.invoke(app, ["estimate", "--preset", "370M", "--json"])
+    r = runner.invoke(app, ["estimate", "--preset", "370M", "--json", "--profile", "loihi2-ideal", "--no-range"])
     assert r.exit_code == 0, r.output
     js = json.loads(r.output)
-    assert js["cores"] > 500 and js["chips"] == -(-js["cores"] // 128)       # 2-bit ternary weights: ~763
+    assert js["cores"] > 500 and js["chips"] == -(-js["cores"] // 120)       # 2-bit ternary weights: ~763
     assert js["smallest_system"] in ("kapoho_point", "hala_point") and js["density"]["value"] == 0.69
     assert js["lower_bound"]["cores"] <= js["cores"] and js["lower_bound"]["ratio"] >= 1
     assert len(js["groups"]) == js["graph"]["groups"] and js["seconds"] < 60
@@ -455,12 +461,12 @@ def test_hw_overrides_one_figure_at_a_time(tmp_path):
         return json.loads(r.output)
 
     base, small = est(), est("--hw", "neurons_per_core=64")
-    assert small["cores"] > base["cores"] and small["hardware"]["name"] == "loihi2 + neurons_per_core=64"
+    assert small["cores"] > base["cores"] and small["hardware"]["name"] == "loihi2-lava + neurons_per_core=64"
     both = est("--hardware", "loihi2_120", "--hw", "neurons_per_core=64", "--hw", "weight_bits=2")
-    assert both["hardware"]["name"] == "loihi2_120 + neurons_per_core=64, weight_bits=2"
+    assert both["hardware"]["name"] == "loihi2-ideal + neurons_per_core=64, weight_bits=2"
     figs = {f["name"]: f for f in both["hardware"]["figures"]}
     assert figs["weight_bits"]["value"] == 2 and figs["weight_bits"]["source"] == "hardware profile --hw"
-    assert figs["cores_per_chip"]["value"] == 120                     # from loihi2_120, untouched
+    assert figs["cores_per_chip"]["value"] == 120                     # from loihi2-ideal, untouched
     r = runner.invoke(app, ["init", "--preset", "tiny", "--out", str(tmp_path / "m")])
     r = runner.invoke(app, ["compile", str(tmp_path / "m"), "--out", str(tmp_path / "b"), "--hw", "neurons_per_core=64",
                             "--json"])

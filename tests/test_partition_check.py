@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mflc.compiler.model.config import ModelConfig, preset
+
 from mflc.compiler.chip.hardware import HardwareProfile
 from mflc.compiler.model.lower import lower
 from mflc.compiler.chip.partition_check import check_partition
@@ -21,9 +22,12 @@ from mflc.ir.graph import Instr, NeuronGroup, SynapseGroup
 from mflc.ir.serialize import load_graph, save_graph
 
 from util import model_configs, random_weights
+from mflc.ir.hardware import PROFILES as _PROFILES
+
+IDEAL = _PROFILES["loihi2-ideal"]   # hand-computed figures assume ideal bit packing
 
 # tight enough that the tiny model's 64-wide fan-ins (down projections) are split into partial sums
-TIGHT = replace(HardwareProfile(), synaptic_memory_bits=1500, max_axons_in=64, neurons_per_core=64, cores_per_chip=16)
+TIGHT = replace(IDEAL, synaptic_memory_bits=1500, max_axons_in=64, neurons_per_core=64, cores_per_chip=16)
 SMALL = ModelConfig.from_dict(dict(vocab_size=48, hidden_size=16, num_hidden_layers=2, intermediate_size=24))
 
 
@@ -42,7 +46,7 @@ def many_splits():
     qm = quantize(SMALL, random_weights(SMALL, 3), [rng.integers(0, SMALL.vocab_size, 24)],
                   QuantOptions(min_site_bits={}))
     g = lower(qm)
-    hw = replace(HardwareProfile(), synaptic_memory_bits=400, max_axons_in=8, neurons_per_core=8, cores_per_chip=4)
+    hw = replace(IDEAL, synaptic_memory_bits=400, max_axons_in=8, neurons_per_core=8, cores_per_chip=4)
     g2, _ = layout_graph(g, hw)
     assert len(g2.meta["fan_in_splits"]) > 4
     return g, g2
@@ -84,7 +88,7 @@ def test_many_splits_layout_is_a_partition(many_splits):
 def test_unsplit_graph_is_its_own_partition(split):
     g, _ = split
     assert check_partition(g, g) == []
-    g2, _ = layout_graph(g, HardwareProfile())   # fits without splits: layout_graph returns the graph itself
+    g2, _ = layout_graph(g, IDEAL)   # fits without splits: layout_graph returns the graph itself
     assert check_partition(g, g2) == []
 
 
@@ -117,7 +121,7 @@ def test_random_models_under_random_limits_are_partitions(cfg, seed, syn, axons,
     qm = quantize(cfg, random_weights(cfg, seed), [rng.integers(0, cfg.vocab_size, 16)],
                   QuantOptions(min_site_bits={}))
     g = lower(qm)
-    hw = replace(HardwareProfile(), synaptic_memory_bits=syn, max_axons_in=axons, neurons_per_core=neurons,
+    hw = replace(IDEAL, synaptic_memory_bits=syn, max_axons_in=axons, neurons_per_core=neurons,
                  cores_per_chip=cpc)
     try:
         g2, _ = layout_graph(g, hw)

@@ -20,8 +20,8 @@ from mflc.ir.graph import SynapseGroup
 
 from util import cli_run
 
-DEFAULT = H.DEFAULT
-PAPER = H.resolve_profile(None, ["weight_bits=8"])          # what --hw weight_bits=8 gives
+DEFAULT = H.PROFILES["loihi2-ideal"]          # these tests write out ideal bit packing by hand
+PAPER = H.resolve_profile("loihi2-ideal", ["weight_bits=8"])          # what --hw weight_bits=8 gives
 
 
 def _group(w) -> SynapseGroup:
@@ -125,7 +125,7 @@ def test_layouts_at_both_widths_pass_the_checker_and_round_trip(tiny_qm):
 
 
 def _estimate(preset_name: str, *hw: str) -> dict:
-    args = ["estimate", "--preset", preset_name, "--json"]
+    args = ["estimate", "--preset", preset_name, "--json", "--profile", "loihi2-ideal", "--no-range"]
     for h in hw:
         args += ["--hw", h]
     return json.loads(cli_run(*args).stdout)

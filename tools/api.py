@@ -134,10 +134,13 @@ def _compile_streaming(model: Path, out: Path, options, calib, calib_tokens, pro
 
 def estimate(cfg, density: float | None = None, *, options=None, hardware: str | None = None,
              hw: list[str] | dict | None = None, system: str | None = None, cost_params=None,
-             prompt_len: int = 500, gen_len: int = 100, source: dict | None = None):
+             prompt_len: int = 500, gen_len: int = 100, source: dict | None = None, ranges: bool = True,
+             progress=None):
     """The Loihi 2 layout and cost of a configuration alone (``mflc estimate``): the skeleton graph of
     ``cfg`` at weight ``density`` (default: the stated default), split, partitioned, placed and checked,
     then the report and its cost figures. ``cost_params``: a CostParams (default: the sourced defaults).
+    ``ranges``: also cores and chips under every profile and every uncertain figure's low and high value
+    (``mflc.compiler.chip.ranges``; ``progress(step)`` is called after each count).
     Returns (report, placed skeleton graph, layout)."""
     from mflc.compiler.chip.costmodel import CostParams, cost_report
     from mflc.compiler.chip.hardware import resolve_profile
@@ -159,4 +162,63 @@ def estimate(cfg, density: float | None = None, *, options=None, hardware: str |
         raise FitError([f"layout check: {p}" for p in problems])
     rep = build_report(g2, lay, profile, source=source or {})
     rep["cost"] = cost_report(g2, CoreMap.from_layout(lay), None, cost_params or CostParams(), prompt_len, gen_len)
+    if ranges:
+        from dataclasses import replace
+
+        from mflc.compiler.chip.ranges import LayerExtrapolation, figure_range
+
+        counter = LayerExtrapolation(lambda n: skeleton_graph(replace(cfg, num_hidden_layers=n), dens, options),
+                                     cfg.num_hidden_layers)
+        rep["range"] = figure_range(counter, profile, progress)
+        _range_keys(rep)
+    return rep, g2, lay
+
+
+def _range_keys(rep: dict) -> None:
+    """The range's headline figures at the top of a report, next to ``cores`` and ``chips`` (assumed)."""
+    r = rep["range"]
+    for k in ("cores_low", "cores_high", "chips_low", "chips_high", "profiles", "sensitivity"):
+        rep[k] = r[k]
+
+
+def estimate_netx(path, *, dense_only: bool = False, hardware: str | None = None, hw: list[str] | dict | None = None,
+                  system: str | None = None, ranges: bool = True, progress=None):
+    """Cores and chips of the dense layers of a lava-dl NetX network (``mflc estimate --netx``): read into IR
+    (``mflc.compiler.model.netx``), laid out and checked, with a ``layers`` table (name, shape, synapses,
+    weight_bits, synmem_units, cores per dense layer) and the same ranges as ``estimate``.
+    Returns (report, placed graph, layout)."""
+    from mflc.compiler.chip.hardware import resolve_profile, weight_width
+    from mflc.compiler.chip.layout import check_layout
+    from mflc.compiler.chip.place import layout_graph
+    from mflc.compiler.chip.report import build_report
+    from mflc.compiler.model.netx import read_netx
+    from mflc.ir.errors import FitError
+
+    if isinstance(hw, dict):
+        hw = [f"{k}={v}" for k, v in hw.items()]
+    profile = resolve_profile(hardware, hw)
+    net = read_netx(path, dense_only)
+    g2, lay = layout_graph(net.graph, profile, system)
+    problems = check_layout(lay, g2, profile)
+    if problems:
+        raise FitError([f"layout check: {p}" for p in problems])
+    rep = build_report(g2, lay, profile, source={"netx": str(path)})
+    rows = {r["group"]: r for r in rep["groups"]}
+    layers = []
+    for d in net.dense:
+        r = rows[d["group"]]
+        s = g2.synapses[d["synapse"]] if d["synapse"] in g2.synapses else net.graph.synapses[d["synapse"]]
+        layers.append(dict(name=d["name"], layer=d["layer"], shape=d["shape"], synapses=int(s.nnz),
+                           weight_bits=int(weight_width(s, profile)), weight_exp=d["weight_exp"],
+                           synmem_units=round(r["synapse_bits"] / profile.synmem_unit_bits, 1),
+                           synapse_bits=int(r["synapse_bits"]), cores=int(r["cores"]), neurons=d["shape"][1]))
+    rep["layers"] = layers
+    rep["skipped_layers"] = net.skipped
+    rep["input_groups"] = [dict(group=n, neurons=g.size, cores=rows[n]["cores"]) for n, g in net.graph.groups.items()
+                           if g.meta.get("role") == "netx_input"]
+    if ranges:
+        from mflc.compiler.chip.ranges import count_graph, figure_range
+
+        rep["range"] = figure_range(lambda h: count_graph(net.graph, h), profile, progress)
+        _range_keys(rep)
     return rep, g2, lay

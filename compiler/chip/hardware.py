@@ -15,7 +15,12 @@ its values) are used, never the weights one by one, so virtual skeleton graphs a
   value, and per input port a ring of dendritic accumulators, one per step of the largest synaptic delay
   into that port plus one (pipelined tokens arrive while older ones wait); plus, once per group on the
   core, its lookup tables (one state word per entry).
-- ``synapse_bits`` (synaptic memory): each synapse group is stored dense (every source column of a row
+- ``groups``: distinct neuron groups on the core (≤ ``neuron_groups_per_core``).
+- ``synapse_bits`` (synaptic memory), by the profile's ``synmem_model``. **Calibrated** (1, profile
+  ``loihi2-lava``): as Intel's compiler costs it, per input axon: each source column of a synapse group
+  holds one list of the rows the core has (zeros included), ``axon_list_units`` SynMem units each
+  (``mflc.compiler.chip.calibration`` fits the coefficients to the compiler's published tables), times
+  ``synmem_unit_bits``. **Ideal** (0, profile ``loihi2-ideal``): each synapse group is stored dense (every source column of a row
   holds a weight, zeros included) or sparse (each non-zero holds a weight and a ``sparse_index_bits``
   index), whichever is smaller for the whole group; every stored row also costs ``row_overhead_bits`` (its
   list header). A weight takes ``weight_width`` bits: with ``narrow_weights`` (the default) the narrowest
@@ -41,7 +46,7 @@ import numpy as np
 from mflc.ir import fixedpoint as fp
 from mflc.ir.errors import ConfigError
 from mflc.ir.graph import Graph, SynapseGroup
-from mflc.ir.hardware import (FIGURE_KEYS, FIGURES, PROFILES, HardwareProfile,  # noqa: F401 (re-exported)
+from mflc.ir.hardware import (DEFAULT, FIGURE_KEYS, FIGURES, PROFILES, HardwareProfile, profile_named,  # noqa: F401
                               load_profile, narrowest_weight_bits, resolve_profile, weight_range, weight_width)
 
 
@@ -81,11 +86,13 @@ def smallest_system(chips: int) -> System | None:
 
 
 # ---- usage kinds --------------------------------------------------------------------------------------------
-KINDS = ("neurons", "neuron_bits", "synapse_bits", "axons_in", "axons_out", "program_instr")
-LIMIT_OF = {"neurons": "neurons_per_core", "neuron_bits": "neuron_memory_bits", "synapse_bits": "synaptic_memory_bits",
-            "axons_in": "max_axons_in", "axons_out": "max_axons_out", "program_instr": "program_memory_instr"}
-LABEL = {"neurons": "neurons", "neuron_bits": "bits of neuron state memory", "synapse_bits": "bits of synaptic memory",
-         "axons_in": "input axons", "axons_out": "output routing entries", "program_instr": "microcode instructions"}
+KINDS = ("neurons", "groups", "neuron_bits", "synapse_bits", "axons_in", "axons_out", "program_instr")
+LIMIT_OF = {"neurons": "neurons_per_core", "groups": "neuron_groups_per_core", "neuron_bits": "neuron_memory_bits",
+            "synapse_bits": "synaptic_memory_bits", "axons_in": "max_axons_in", "axons_out": "max_axons_out",
+            "program_instr": "program_memory_instr"}
+LABEL = {"neurons": "neurons", "groups": "neuron groups", "neuron_bits": "bits of neuron state memory",
+         "synapse_bits": "bits of synaptic memory", "axons_in": "input axons", "axons_out": "output routing entries",
+         "program_instr": "microcode instructions"}
 
 
 def limits(hw: HardwareProfile) -> dict[str, int]:
@@ -128,7 +135,10 @@ def src_span(s: SynapseGroup) -> tuple[int, int]:
 
 
 def synapse_format(s: SynapseGroup, hw: HardwareProfile, width: int | None = None) -> str:
-    """dense or sparse, whichever stores the whole group in fewer bits; ``width``: weight_width(s, hw)."""
+    """dense or sparse, whichever stores the whole group in fewer bits (ideal packing); the calibrated model
+    stores every group as per-axon lists, zeros included: "axon lists"."""
+    if hw.synmem_model:
+        return "axon lists"
     wb = weight_width(s, hw) if width is None else width
     n_dst = s.shape[0]
     c0, c1 = src_span(s)
@@ -137,10 +147,37 @@ def synapse_format(s: SynapseGroup, hw: HardwareProfile, width: int | None = Non
     return "dense" if dense <= sparse else "sparse"
 
 
+def axon_list_units(n: int, width: int, hw: HardwareProfile) -> int:
+    """SynMem units of one input axon's list reaching ``n`` neurons of one core with ``width``-bit weights,
+    as the calibrated model fits Intel's compiler: ceil(axon + n * (synapse + weight_bit * width)), the
+    coefficients in thousandths of a unit (0 for an empty list)."""
+    if n <= 0:
+        return 0
+    milli = hw.synmem_axon_milli + n * (hw.synmem_synapse_milli + hw.synmem_weight_bit_milli * width)
+    return -(-int(milli) // 1000)
+
+
+def slice_units(s: SynapseGroup, a: int, b: int, hw: HardwareProfile, width: int | None = None) -> int:
+    """SynMem units of rows a..b of a synapse group on one core in the calibrated model: an identity group
+    gives each row its own one-synapse axon list; any other gives each source column of its span a list of
+    the b - a rows (zeros are stored: the published layers at 73 % zeros cost the same per axon as dense ones)."""
+    wb = weight_width(s, hw) if width is None else width
+    n = max(0, b - a)
+    if n == 0:
+        return 0
+    if synapse_kind(s) == "identity":
+        return n * axon_list_units(1, wb, hw)
+    c0, c1 = src_span(s)
+    return (c1 - c0) * axon_list_units(n, wb, hw)
+
+
 def row_bits(s: SynapseGroup, hw: HardwareProfile, width: int | None = None) -> np.ndarray:
-    """Synaptic memory of each destination row [n_dst] (int64)."""
+    """Synaptic memory of each destination row [n_dst] (int64): alone on a core in the calibrated model
+    (a row's axon lists then hold one synapse each), its share of the group in ideal packing."""
     wb = weight_width(s, hw) if width is None else width
     n_dst = s.shape[0]
+    if hw.synmem_model:
+        return np.full(n_dst, slice_units(s, 0, 1, hw, wb) * hw.synmem_unit_bits, dtype=np.int64)
     c0, c1 = src_span(s)
     if synapse_format(s, hw, wb) == "dense":
         return np.full(n_dst, (c1 - c0) * wb + hw.row_overhead_bits, dtype=np.int64)
@@ -148,12 +185,19 @@ def row_bits(s: SynapseGroup, hw: HardwareProfile, width: int | None = None) -> 
 
 
 def slice_bits(s: SynapseGroup, a: int, b: int, hw: HardwareProfile, width: int | None = None) -> int:
-    """Synaptic memory of rows a..b of a synapse group on one core (dense or sparse, at its weight width)."""
+    """Synaptic memory of rows a..b of a synapse group on one core (the profile's synaptic-memory model)."""
     wb = weight_width(s, hw) if width is None else width
+    if hw.synmem_model:
+        return slice_units(s, a, b, hw, wb) * hw.synmem_unit_bits
     c0, c1 = src_span(s)
     if synapse_format(s, hw, wb) == "dense":
         return (b - a) * ((c1 - c0) * wb + hw.row_overhead_bits)
     return int(s.row_offsets()[b] - s.row_offsets()[a]) * (wb + hw.sparse_index_bits) + (b - a) * hw.row_overhead_bits
+
+
+def synmem_units(bits: int | float, hw: HardwareProfile) -> float:
+    """Synaptic memory in the compiler's SynMem units (bits / synmem_unit_bits), for reports."""
+    return bits / hw.synmem_unit_bits
 
 
 def slice_axons(s: SynapseGroup, a: int, b: int) -> tuple[str, int, int]:
@@ -241,6 +285,7 @@ class Costs:
             u["neuron_bits"] += n * self.per_neuron[name]
             if name not in seen_groups:
                 seen_groups.add(name)
+                u["groups"] += 1
                 u["neuron_bits"] += self.table_bits[name]
                 u["program_instr"] += self.program[name]
             if fanout is not None and name in fanout:

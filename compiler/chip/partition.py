@@ -30,7 +30,7 @@ from mflc.ir.errors import FitError
 from mflc.ir.graph import Graph, Instr, NeuronGroup, SynapseGroup
 
 from .hardware import (KINDS, Costs, HardwareProfile, bits_for_range, fanout_of, limits, outgoing, over_limits,
-                       row_bits, src_span, synapse_kind, weight_width, input_axons)
+                       axon_list_units, row_bits, slice_bits, src_span, synapse_kind, weight_width, input_axons)
 
 
 @dataclass
@@ -176,8 +176,11 @@ def _try_k(s: SynapseGroup, k: int, c0: int, c1: int, src_bits: int, hw: Hardwar
     widths = np.diff(bounds)
     nnz = counts.sum(axis=0)
     wb, ib, ov = weight_width(s, hw), hw.sparse_index_bits, hw.row_overhead_bits
-    dense = s.shape[0] * widths * wb <= nnz * (wb + ib)
-    part_rows = np.where(dense[None, :], widths[None, :] * wb + ov, counts * (wb + ib) + ov)
+    if hw.synmem_model:            # one row of a part alone on a core: one one-synapse list per column
+        part_rows = widths[None, :] * (axon_list_units(1, wb, hw) * hw.synmem_unit_bits)
+    else:
+        dense = s.shape[0] * widths * wb <= nnz * (wb + ib)
+        part_rows = np.where(dense[None, :], widths[None, :] * wb + ov, counts * (wb + ib) + ov)
     part_axons = widths[None, :]
     bits = _block_bits(s, bounds, counts, src_bits)
     r_syn = part_rows.max() / lim["synapse_bits"]
@@ -394,26 +397,88 @@ def _widen_outputs(g: Graph, dsts: list[str], hw: HardwareProfile) -> None:
 
 # ---- cutting and packing --------------------------------------------------------------------------------------
 def _cut(name: str, graph: Graph, costs: Costs, fan: np.ndarray, lim: dict, hw: HardwareProfile):
+    """Contiguous neuron ranges of one group that each fit a core alone, by the profile's partition rule."""
+    if hw.partition_rule:
+        return _cut_by_ratio(name, graph, costs, fan, hw)
+    return _cut_largest(name, graph, costs, fan, lim, hw)
+
+
+def _one_neuron_violation(name: str, s: int, costs: Costs, fan: np.ndarray, hw: HardwareProfile) -> list[str]:
+    inc = costs.incoming[name]
+    u = costs.core([(name, s, s + 1)], [(x.name, s, s + 1) for x in inc], {name: fan})
+    return over_limits(u, hw, f"group {name} (one neuron, #{s})") or [f"group {name} (one neuron, #{s}): does not fit a core"]
+
+
+def _cut_by_ratio(name: str, graph: Graph, costs: Costs, fan: np.ndarray, hw: HardwareProfile):
+    """Intel's compiler's rule as its printed violations show it (61,440 units of a 12,000-unit core became
+    2 x 6 = 12 cores): the group is cut into k = ceil(usage / limit) equal ranges (the largest ratio over
+    every kind), and while the largest range does not fit, k is multiplied by that range's ratio and the
+    group cut again into k equal ranges. A single neuron that does not fit is a violation."""
+    inc = costs.incoming[name]
+    lim = limits(hw)
+    n = graph.groups[name].size
+
+    def ratio(a: int, b: int) -> float:
+        u = costs.core([(name, a, b)], [(x.name, a, b) for x in inc], {name: fan})
+        return max(u[kd] / lim[kd] for kd in KINDS)
+
+    k = 1
+    while True:
+        cuts = np.round(np.linspace(0, n, k + 1)).astype(np.int64)
+        ranges = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+        worst = max(ranges, key=lambda r: (ratio(*r), r[1] - r[0]))
+        r = ratio(*worst)
+        if r <= 1:
+            return ranges, []
+        if worst[1] - worst[0] == 1 or k >= n:
+            return [], _one_neuron_violation(name, worst[0], costs, fan, hw)
+        k = min(n, k * max(2, int(np.ceil(r))))
+
+
+def _synapse_end(inc: list, s: int, e: int, R: np.ndarray | None, budget: int, hw: HardwareProfile, costs: Costs) -> int:
+    """The largest end <= e such that rows s..end of every incoming group fit ``budget`` bits of synaptic
+    memory: cumulative row costs (ideal packing, additive) or a bisection on slice costs (calibrated model,
+    whose per-axon lists make a slice's cost not a sum of its rows)."""
+    if R is not None:
+        return min(e, int(np.searchsorted(R, R[s] + budget, side="right")) - 1)
+
+    def bits(end: int) -> int:
+        return sum(slice_bits(x, s, end, hw, costs.width.get(x.name)) for x in inc)
+    if bits(e) <= budget:
+        return e
+    lo, hi = s, e
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if bits(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _cut_largest(name: str, graph: Graph, costs: Costs, fan: np.ndarray, lim: dict, hw: HardwareProfile):
     """Largest-first contiguous neuron ranges of one group that each fit a core alone."""
     grp = graph.groups[name]
     n = grp.size
     inc = costs.incoming[name]
-    rb = np.zeros(n, np.int64)
-    for s in inc:
-        rb += row_bits(s, hw)
-    R = np.concatenate([[0], np.cumsum(rb)])
+    R = None
+    if not hw.synmem_model:
+        rb = np.zeros(n, np.int64)
+        for s in inc:
+            rb += row_bits(s, hw)
+        R = np.concatenate([[0], np.cumsum(rb)])
     F = np.concatenate([[0], np.cumsum(fan)])
     per, tb = costs.per_neuron[name], costs.table_bits[name]
     kmax = lim["neurons"]
     if per:
         kmax = min(kmax, (lim["neuron_bits"] - tb) // per)
-    if costs.program[name] > lim["program_instr"]:
+    if costs.program[name] > lim["program_instr"] or lim["groups"] < 1:
         kmax = 0
     ranges, bad = [], []
     s = 0
     while s < n:
         e = min(n, s + max(kmax, 0))
-        e = min(e, int(np.searchsorted(R, R[s] + lim["synapse_bits"], side="right")) - 1)
+        e = _synapse_end(inc, s, e, R, lim["synapse_bits"], hw, costs)
         e = min(e, int(np.searchsorted(F, F[s] + lim["axons_out"], side="right")) - 1)
         if e > s and input_axons(graph, ((x, s, e) for x in inc)) > lim["axons_in"]:
             lo, hi = s, e                              # axons(s, lo) fits, axons(s, hi) does not
@@ -425,10 +490,7 @@ def _cut(name: str, graph: Graph, costs: Costs, fan: np.ndarray, lim: dict, hw: 
                     hi = mid
             e = lo
         if e <= s:
-            u = costs.core([(name, s, s + 1)], [(x.name, s, s + 1) for x in inc], {name: fan})
-            bad += over_limits(u, hw, f"group {name} (one neuron, #{s})") or [
-                f"group {name} (one neuron, #{s}): does not fit a core"]
-            return ranges, bad
+            return ranges, bad + _one_neuron_violation(name, s, costs, fan, hw)
         ranges.append((s, e))
         s = e
     return ranges, bad
@@ -474,6 +536,8 @@ def _partition(graph: Graph, hw: HardwareProfile):
             m = len(members)
             if m:
                 ok = np.all(load[:m] + u[3] <= lim_vec, axis=1)
+                if hw.partition_rule:                  # the compiler's split is final: a group's pieces stay apart
+                    ok &= np.array([all(x[0] != u[0] for x in mem) for mem in members])
                 if ok.any():
                     j = int(np.argmax(ok))
                     load[j] += u[3]

@@ -18,7 +18,7 @@ from .hardware import (KINDS, LIMIT_OF, SYSTEMS, Costs, HardwareProfile, ceil_di
 from .layout import Layout
 
 
-SHORT = {"neurons": "neurons", "neuron_bits": "neuron state memory (bits)", "synapse_bits": "synaptic memory (bits)",
+SHORT = {"neurons": "neurons", "groups": "neuron groups", "neuron_bits": "neuron state memory (bits)", "synapse_bits": "synaptic memory (bits)",
          "axons_in": "input axons", "axons_out": "output routing entries", "program_instr": "microcode instructions"}
 
 
@@ -52,7 +52,7 @@ def _layer_rank(layer) -> tuple:
 
 # the kinds whose total demand does not depend on the layout; input axons and routing entries do (shared
 # axons, destination cores), so they give no bound before a layout exists
-BOUND_KINDS = ("neurons", "neuron_bits", "synapse_bits", "program_instr")
+BOUND_KINDS = ("neurons", "groups", "neuron_bits", "synapse_bits", "program_instr")
 
 
 def core_lower_bound(graph: Graph, hw: HardwareProfile, costs: Costs | None = None) -> dict:
@@ -62,7 +62,7 @@ def core_lower_bound(graph: Graph, hw: HardwareProfile, costs: Costs | None = No
     program once. ``cores``, the binding ``kind``, and ``by_kind`` {kind: dict(demand, per_core_limit, cores)}."""
     costs = costs or Costs(graph, hw)
     lim = limits(hw)
-    demand = dict(neurons=sum(g.size for g in graph.groups.values()),
+    demand = dict(neurons=sum(g.size for g in graph.groups.values()), groups=len(graph.groups),
                   neuron_bits=sum(costs.neuron_usage(n, g.size) for n, g in graph.groups.items()),
                   synapse_bits=sum(slice_bits(s, 0, s.shape[0], hw, costs.width.get(n))
                                    for n, s in graph.synapses.items()),

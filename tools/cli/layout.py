@@ -11,8 +11,10 @@ import typer
 from mflc.cli.app import app, emit_json, err, guarded, out, resolve_model
 from mflc.ir.errors import ConfigError, MflcError
 
-HardwareOpt = typer.Option(None, "--hardware", help="Hardware profile: loihi2 (default), loihi2_120, or a JSON file "
-                                                     "overriding any figure (see docs/layout.md)")
+HardwareOpt = typer.Option(None, "--profile", "--hardware",
+                           help="Hardware profile: loihi2-lava (default: calibrated to Intel's compiler), "
+                                "loihi2-ideal (every synaptic bit used), or a JSON file overriding any figure "
+                                "(docs/layout.md)")
 HwSetOpt = typer.Option(None, "--hw", help="Override one hardware figure, FIGURE=VALUE (repeatable), e.g. "
                         "--hw weight_bits=2; applied on top of --hardware")
 SystemOpt = typer.Option(None, "--system", help="Target system: oheo_gulch (1 chip), kapoho_point (8), hala_point (1152); "
@@ -102,6 +104,12 @@ def _estimate_source(model: Optional[Path], preset: Optional[str], density: Opti
 @guarded
 def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model directory (checkpoint or quantized model; "
                                                                     "default: the embedded default model); or give --preset"),
+                 netx: Optional[Path] = typer.Option(None, "--netx", help="A lava-dl NetX network (.net, HDF5): "
+                                                     "cores and chips of its dense layers"),
+                 dense_only: bool = typer.Option(False, "--dense-only", help="With --netx: cost the dense layers and "
+                                                 "list the others (conv, pool) instead of refusing the file"),
+                 no_range: bool = typer.Option(False, "--no-range", help="Skip the profiles, figure ranges and "
+                                               "sensitivity (one layout instead of about 25)"),
                  preset: Optional[str] = typer.Option(None, "--preset", help="370M, 1.3B, 2.7B or tiny"),
                  density: Optional[float] = typer.Option(None, "--density", help="Fraction of non-zero ternary weights "
                                                          "(default: measured from MODEL's weights, else the stated default)"),
@@ -124,6 +132,13 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
     """Partition and place a model on Loihi 2 from its configuration alone; report cores, chips, traffic,
     and the estimated throughput, latency and energy (with a GPU baseline). With --sweep FILE, every
     point of a grid of models and hardware settings, as a table (--json, --csv, --plot)."""
+    if netx is not None:
+        if model is not None or preset is not None or sweep is not None or density is not None or cost_params:
+            raise ConfigError("--netx FILE estimates that network: give no MODEL, --preset, --sweep, --density "
+                              "or --cost-params with it")
+        return _netx_cmd(netx, dense_only, hardware, hw_set, system, plot, no_range, json_out)
+    if dense_only:
+        raise ConfigError("--dense-only goes with --netx FILE")
     if sweep is not None:
         if model is not None or preset is not None or hw_set or density is not None or detail or cost_params:
             raise ConfigError("--sweep FILE takes the models, --hw settings and density from FILE: give no MODEL, "
@@ -147,15 +162,22 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
     options = QuantOptions(remove_inner_norm=remove_inner_norm)
     cfg, what, dens, dens_src, options = _estimate_source(model, preset, density, options)
     t1 = time.perf_counter()
-    rep, g2, lay = estimate(cfg, dens, options=options, hardware=hardware, hw=hw_set, system=system,
-                            cost_params=params, prompt_len=prompt_len, gen_len=gen_len,
-                            source={"model": what, "weight density": f"{dens:.4f} ({dens_src})"})
+    with _range_progress(no_range) as tick:
+        rep, g2, lay = estimate(cfg, dens, options=options, hardware=hardware, hw=hw_set, system=system,
+                                cost_params=params, prompt_len=prompt_len, gen_len=gen_len,
+                                source={"model": what, "weight density": f"{dens:.4f} ({dens_src})"},
+                                ranges=not no_range, progress=tick)
     cost = rep["cost"]
-    scaling_plot = None
+    scaling_plot = tornado = None
     if plot is not None:
         plot_layout(lay, plot, g2, title=f"{what}: {lay.totals()['cores']:,} cores on {lay.n_chips:,} chips ({hw.name})")
         scaling_plot = plot.with_name(plot.stem + "_scaling.png")
         plot_scaling(cost, scaling_plot)
+        if "range" in rep:
+            from mflc.compiler.chip.range_report import plot_tornado
+
+            tornado = plot.with_name(plot.stem + "_sensitivity.png")
+            plot_tornado(rep, tornado)
     rep["density"] = dict(value=dens, source=dens_src)
     rep["seconds"] = round(time.perf_counter() - t0, 3)
     rep["seconds_layout"] = round(time.perf_counter() - t1, 3)
@@ -164,10 +186,65 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
         emit_json(rep)
         return
     render_report(rep, out, detail=detail, title=f"estimate {what}")
+    if "range" in rep:
+        from mflc.compiler.chip.range_report import render_range
+
+        render_range(rep, out)
     out.print(format_report(cost), highlight=False, markup=False)
     if plot is not None:
-        out.print(f"layout picture: {plot}; time and energy against sequence length: {scaling_plot}")
+        out.print(f"layout picture: {plot}; time and energy against sequence length: {scaling_plot}"
+                  + (f"; sensitivity of the chip count: {tornado}" if tornado else ""))
     err.print(f"[dim]{rep['seconds']:.1f} s, peak memory {rep['peak_rss_mb']:,.0f} MB[/]")
+
+
+def _range_progress(skip: bool):
+    """A progress bar on stderr over the counts a range makes (about 25), or nothing when it is skipped."""
+    import contextlib
+
+    if skip:
+        return contextlib.nullcontext(None)
+    from mflc.cli.app import progress_bar
+
+    @contextlib.contextmanager
+    def bar():
+        prog, advance = progress_bar(None, "layouts for the profiles, figure ranges and sensitivity")
+        done = [0]
+
+        def tick(step: str) -> None:
+            done[0] += 1
+            advance(done[0])
+        with prog:
+            yield tick
+    return bar()
+
+
+def _netx_cmd(path: Path, dense_only: bool, hardware, hw_set, system, plot: Optional[Path], no_range: bool,
+              json_out: bool) -> None:
+    """``estimate --netx``: the dense layers of a lava-dl network, their cores and the range."""
+    from mflc.api import estimate_netx
+    from mflc.compiler.chip.range_report import plot_tornado, render_netx_layers, render_range
+    from mflc.compiler.chip.report import plot_layout, render_report
+
+    t0 = time.perf_counter()
+    with _range_progress(no_range) as tick:
+        rep, g2, lay = estimate_netx(path, dense_only=dense_only, hardware=hardware, hw=hw_set, system=system,
+                                     ranges=not no_range, progress=tick)
+    rep["seconds"] = round(time.perf_counter() - t0, 3)
+    if plot is not None:
+        plot_layout(lay, plot, g2, title=f"{path.name}: {rep['cores']:,} cores on {rep['chips']:,} chips "
+                                         f"({rep['hardware']['name']})")
+        if "range" in rep:
+            plot_tornado(rep, plot.with_name(plot.stem + "_sensitivity.png"))
+    if json_out:
+        emit_json(rep)
+        return
+    render_netx_layers(rep, out)
+    render_report(rep, out, title=f"estimate {path.name}")
+    if "range" in rep:
+        render_range(rep, out)
+    if plot is not None:
+        out.print(f"layout picture: {plot}" + (f"; sensitivity: {plot.with_name(plot.stem + '_sensitivity.png')}"
+                                               if "range" in rep else ""))
 
 
 def _sweep_cmd(path: Path, csv_out: Optional[Path], plot: Optional[Path], workers: Optional[int],

@@ -1,0 +1,75 @@
+"""Chip counts as ranges: the layer extrapolation equals the full count, every sensitivity row is what a
+layout under that one changed figure gives, the profiles differ the way their synaptic models say, and the
+estimate's JSON carries the range keys."""
+import json
+from dataclasses import replace
+
+import pytest
+
+from mflc.compiler.chip.hardware import PROFILES, resolve_profile
+from mflc.compiler.chip.ranges import LayerExtrapolation, count_graph, figure_range
+from mflc.compiler.model.config import preset
+from mflc.compiler.model.skeleton import skeleton_graph
+
+from util import cli_run
+
+CFG = replace(preset("tiny"), num_hidden_layers=6, hidden_size=64, intermediate_size=128)
+
+
+def _extrapolation(cfg=CFG):
+    return LayerExtrapolation(lambda n: skeleton_graph(replace(cfg, num_hidden_layers=n)), cfg.num_hidden_layers)
+
+
+@pytest.mark.parametrize("profile", ["loihi2-lava", "loihi2-ideal"])
+@pytest.mark.parametrize("hw", [[], ["neurons_per_core=40"], ["synaptic_memory_bits=200000"], ["partition_rule=0"]])
+def test_layer_extrapolation_equals_the_full_count(profile, hw):
+    p = resolve_profile(profile, hw)
+    full = count_graph(skeleton_graph(CFG), p)
+    assert _extrapolation()(p) == full
+
+
+def test_each_sensitivity_row_is_a_layout_under_that_figure():
+    hw = PROFILES["loihi2-lava"]
+    ex = _extrapolation()
+    r = figure_range(ex, hw)
+    assert r["cores_low"] <= r["cores"] <= r["cores_high"] and r["chips_low"] <= r["chips"] <= r["chips_high"]
+    assert {row["figure"] for row in r["sensitivity"]} == {label for label, _ in hw.uncertain()}
+    for row in r["sensitivity"]:
+        for end in ("low", "high"):
+            vals = {k: (row[end][k] if isinstance(row[end], dict) else row[end]) for k in row["figures"]}
+            c = count_graph(skeleton_graph(CFG), replace(hw, **vals))
+            assert (c.cores, c.chips) == (row[f"cores_at_{end}"], row[f"chips_at_{end}"]), (row["figure"], end)
+    effects = [abs(x["chips_at_low"] - x["chips_at_high"]) for x in r["sensitivity"]]
+    assert effects == sorted(effects, reverse=True)
+    assert r["profiles"]["loihi2-lava"]["cores"] == r["cores"]
+
+
+def test_calibrated_synapses_cost_more_than_ideal_packing():
+    """The compiler packs several times fewer 2-bit synapses per core than ideal packing (docs/estimates.md)."""
+    lava, ideal = (count_graph(skeleton_graph(preset("370M")), PROFILES[p]) for p in ("loihi2-lava", "loihi2-ideal"))
+    assert lava.cores > 5 * ideal.cores and lava.binding == ideal.binding == "synapse_bits"
+
+
+def test_moving_a_figure_moves_the_count_the_right_way():
+    ex = _extrapolation()
+    base = PROFILES["loihi2-lava"]
+    assert ex(replace(base, cores_per_chip=1)).chips > ex(base).chips
+    assert ex(replace(base, synmem_synapse_milli=4000)).cores > ex(base).cores
+    assert ex(replace(base, partition_rule=0)).cores <= ex(base).cores
+    assert ex(replace(base, neuron_groups_per_core=1)).cores > ex(base).cores
+
+
+def test_estimate_json_has_the_range_keys():
+    js = json.loads(cli_run("estimate", "--preset", "tiny", "--json").stdout)
+    for k in ("cores", "chips", "cores_low", "cores_high", "chips_low", "chips_high", "profiles", "sensitivity"):
+        assert k in js, k
+    for row in js["sensitivity"]:
+        assert {"figure", "low", "high", "chips_at_low", "chips_at_high"} <= set(row)
+    js2 = json.loads(cli_run("estimate", "--preset", "tiny", "--json", "--no-range").stdout)
+    assert "sensitivity" not in js2 and js2["cores"] == js["cores"]
+
+
+def test_tornado_plot_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    r = cli_run("estimate", "--preset", "tiny", "--plot", tmp_path / "e.png")
+    assert (tmp_path / "e_sensitivity.png").stat().st_size > 1000 and "e_sensitivity.png" in r.stdout
