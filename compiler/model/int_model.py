@@ -118,6 +118,7 @@ class IntModel:
         vh = self._norm(xn, "final.norm", "head.in", "head.in") if self.inner else xn
         logits = ternary_matvec(qm.t("W.head"), vh)
         tr("logits", logits)
+        self._tr = _no_trace          # the caller's trace is not kept (the model stays picklable)
         return logits, new
 
     def forward(self, tokens, state: np.ndarray | None = None):
@@ -209,6 +210,7 @@ class IntModel:
         vh = self._norm(xn, "final.norm", "head.in", "head.in") if self.inner else xn
         logits = self._project(vh, "W.head", "head.in" if self.inner else "final.norm")
         tr("logits", logits)
+        self._tr = _no_trace
         return logits, states
 
     def logits_to_float(self, logits: np.ndarray) -> np.ndarray:
