@@ -73,3 +73,22 @@ def test_tornado_plot_is_written(tmp_path):
     pytest.importorskip("matplotlib")
     r = cli_run("estimate", "--preset", "tiny", "--plot", tmp_path / "e.png")
     assert (tmp_path / "e_sensitivity.png").stat().st_size > 1000 and "e_sensitivity.png" in r.stdout
+
+
+def test_time_and_energy_follow_the_range():
+    js = json.loads(cli_run("estimate", "--preset", "tiny", "--json").stdout)
+    cr = js["cost_range"]
+    assert cr["assumed"]["cores"] == js["cores"] and cr["assumed"]["generation_tokens_per_s"] == pytest.approx(
+        js["cost"]["throughput"]["generation_tokens_per_s"])
+    for corner in ("all_favourable", "all_unfavourable"):
+        assert cr[corner]["cores"] == js["range"][corner]["cores"] and cr[corner]["generation_tokens_per_s"] > 0
+
+
+def test_compile_report_carries_the_range(tmp_path):
+    cli_run("init", "--preset", "tiny", "--out", tmp_path / "m")
+    js = json.loads(cli_run("compile", tmp_path / "m", "--out", tmp_path / "b", "--json").stdout)
+    lay = js["layout"]
+    assert lay["cores_low"] <= lay["cores"] <= lay["cores_high"] and set(lay["profiles"]) == set(PROFILES)
+    assert lay["profiles"][lay["range"]["profile"]]["cores"] == lay["cores"]
+    js2 = json.loads(cli_run("compile", tmp_path / "m", "--out", tmp_path / "b2", "--json", "--no-range").stdout)
+    assert "range" not in js2["layout"] and js2["layout"]["cores"] == lay["cores"]

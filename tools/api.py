@@ -171,7 +171,39 @@ def estimate(cfg, density: float | None = None, *, options=None, hardware: str |
                                      cfg.num_hidden_layers)
         rep["range"] = figure_range(counter, profile, progress)
         _range_keys(rep)
+        rep["cost_range"] = _cost_at_corners(g, rep, profile, system, cost_params or CostParams(), prompt_len, gen_len)
     return rep, g2, lay
+
+
+def _cost_at_corners(g, rep: dict, profile, system, params, prompt_len: int, gen_len: int) -> dict:
+    """Throughput, latency and energy of the layouts with every figure at its favourable and at its unfavourable
+    end (more cores: more static power and more messages between chips, so fewer tokens per second is still
+    an answer); {corner: the headline figures} with the assumed layout's beside them."""
+    from dataclasses import replace
+
+    from mflc.compiler.chip.costmodel import cost_report
+    from mflc.compiler.chip.place import layout_graph
+    from mflc.ir.coremap import CoreMap
+    from mflc.ir.errors import FitError
+
+    def headline(c: dict, cores: int, chips: int) -> dict:
+        return dict(cores=cores, chips=chips, generation_tokens_per_s=c["throughput"]["generation_tokens_per_s"],
+                    prefill_tokens_per_s=c["throughput"]["prefill_tokens_per_s"], ttft_s=c["latency"]["ttft_s"],
+                    generation_energy_per_token_J=c["energy"]["generation_per_token_J"],
+                    static_power_W=c["energy"]["static_power_W"])
+
+    out = dict(assumed=headline(rep["cost"], rep["cores"], rep["chips"]))
+    for corner in ("all_favourable", "all_unfavourable"):
+        figs = rep["range"][corner].get("figures") or {}
+        prof = replace(profile, **figs)
+        try:
+            g2, lay = layout_graph(g, prof, system)
+        except FitError as e:
+            out[corner] = dict(error="; ".join(e.violations[:2]))
+            continue
+        c = cost_report(g2, CoreMap.from_layout(lay), None, params, prompt_len, gen_len)
+        out[corner] = headline(c, lay.totals()["cores"], lay.n_chips)
+    return out
 
 
 def _range_keys(rep: dict) -> None:

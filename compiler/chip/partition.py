@@ -532,19 +532,22 @@ def _partition(graph: Graph, hw: HardwareProfile):
         us = sorted(us, key=lambda u: (-float(np.max(u[3] / lim_vec)), pos[u[0]], u[1]))
         load = np.zeros((len(us), len(KINDS)))
         members: list[list] = []
+        holds: dict[str, list[int]] = defaultdict(list)     # group -> the cores holding a piece of it
         for u in us:
             m = len(members)
             if m:
                 ok = np.all(load[:m] + u[3] <= lim_vec, axis=1)
-                if hw.partition_rule:                  # the compiler's split is final: a group's pieces stay apart
-                    ok &= np.array([all(x[0] != u[0] for x in mem) for mem in members])
+                if hw.partition_rule and holds[u[0]]:   # the compiler's split is final: a group's pieces stay apart
+                    ok[holds[u[0]]] = False
                 if ok.any():
                     j = int(np.argmax(ok))
                     load[j] += u[3]
                     members[j].append(u)
+                    holds[u[0]].append(j)
                     continue
             load[m] = u[3]
             members.append([u])
+            holds[u[0]].append(m)
         for mem in members:
             mem.sort(key=lambda u: (pos[u[0]], u[1]))
             nsl = [(u[0], u[1], u[2]) for u in mem]

@@ -56,6 +56,23 @@ def render_range(rep: dict, console) -> None:
     console.print(s)
     console.print("chips (cores) per row; docs/layout.md gives each figure's sources and docs/estimates.md "
                   "the calibration behind loihi2-lava", style="dim", highlight=False)
+    if rep.get("cost_range"):
+        render_cost_range(rep["cost_range"], console)
+
+
+def render_cost_range(cr: dict, console) -> None:
+    """Throughput, latency and energy at the favourable, assumed and unfavourable layouts."""
+    t = Table(title="time and energy across the range (the same cost model)", title_justify="left")
+    for c in ("layout", "chips", "gen. tok/s", "prefill tok/s", "TTFT", "mJ/token"):
+        t.add_column(c, justify="left" if c == "layout" else "right", no_wrap=True)
+    for name, key in (("favourable", "all_favourable"), ("assumed", "assumed"), ("unfavourable", "all_unfavourable")):
+        x = cr.get(key) or {}
+        if "error" in x:
+            t.add_row(name, "does not fit", "-", "-", "-", "-")
+            continue
+        t.add_row(name, _n(x.get("chips")), f"{x['generation_tokens_per_s']:.3g}", f"{x['prefill_tokens_per_s']:.3g}",
+                  f"{x['ttft_s'] * 1e3:.3g} ms", f"{x['generation_energy_per_token_J'] * 1e3:.3g}")
+    console.print(t)
 
 
 def render_netx_layers(rep: dict, console) -> None:

@@ -33,6 +33,8 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
                 plot: Optional[Path] = PlotOpt,
                 whole_model: bool = typer.Option(False, "--whole-model", help="Hold the whole model in memory at "
                                                  "once (the path before layer-by-layer compiling; same build)"),
+                no_range: bool = typer.Option(False, "--no-range", help="Skip the cores and chips under the other "
+                                              "profile and the figures' ranges (about 25 partitions of the IR)"),
                 json_out: bool = typer.Option(False, "--json")):
     """Quantize (unless already quantized), lower to IR, validate, lay out on Loihi 2, and write the build
     directory; a float checkpoint layer by layer, in about constant memory (docs/architecture.md)."""
@@ -55,6 +57,8 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
         plot_layout(build.layout, plot, placed)
         rep["files"]["plot"] = str(plot)
     seconds = {k: round(v, 3) for k, v in stage.timings.items()}
+    if not no_range:
+        _add_range(rep, g, build.hardware)
     s = ir_summary(g)
     if json_out:
         emit_json(dict(build=str(out_dir), ir=s, layout=rep,
@@ -64,9 +68,31 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
     out.print(f"compiled {model} -> {out_dir}: {t['groups']} neuron groups, {t['neurons']:,} neurons, "
               f"{t['synapses']:,} synapses, pipeline depth {t['depth']} steps")
     render_report(rep, out, title=f"layout {out_dir}")
+    if "range" in rep:
+        from mflc.compiler.chip.range_report import render_range
+
+        render_range(rep, out)
     if rep["compile"]["mode"] != "layer by layer" and not whole_model and not is_quantized_dir(model):
         out.print(f"[yellow]note:[/] compiled as a whole model: {rep['compile']['reason']}")
     out.print("steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), highlight=False)
+
+
+def _add_range(rep: dict, graph, profile) -> None:
+    """The compile report's range: the compiled IR partitioned under each profile and each uncertain figure's
+    low and high value (progress on stderr), its headline keys beside ``cores`` and ``chips``."""
+    from mflc.api import _range_keys
+    from mflc.cli.app import progress_bar
+    from mflc.compiler.chip.ranges import count_graph, figure_range
+
+    prog, advance = progress_bar(None, "partitions for the profiles and figure ranges")
+    done = [0]
+
+    def tick(step: str) -> None:
+        done[0] += 1
+        advance(done[0])
+    with prog:
+        rep["range"] = figure_range(lambda h: count_graph(graph, h), profile, tick)
+    _range_keys(rep)
 
 
 @app.command("ir")

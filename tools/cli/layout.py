@@ -147,9 +147,8 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
     if csv_out is not None or workers is not None or scheduler is not None:
         raise ConfigError("--csv, --workers and --scheduler go with --sweep FILE")
     from mflc.api import estimate
-    from mflc.compiler.chip.costmodel import CostParams, format_report, load_cost_params, plot_scaling
+    from mflc.compiler.chip.costmodel import CostParams, load_cost_params
     from mflc.compiler.chip.hardware import resolve_profile
-    from mflc.compiler.chip.report import plot_layout, render_report
     from mflc.compiler.model.quantize import QuantOptions
 
     t0 = time.perf_counter()
@@ -167,6 +166,16 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
                                 cost_params=params, prompt_len=prompt_len, gen_len=gen_len,
                                 source={"model": what, "weight density": f"{dens:.4f} ({dens_src})"},
                                 ranges=not no_range, progress=tick)
+    rep["density"] = dict(value=dens, source=dens_src)
+    _show_estimate(rep, lay, g2, what, hw, plot, detail, json_out, t0, t1)
+
+
+def _show_estimate(rep: dict, lay, g2, what: str, hw, plot: Optional[Path], detail: bool, json_out: bool,
+                   t0: float, t1: float) -> None:
+    """Pictures, timings and the report of an estimate: JSON, or the tables and the cost summary."""
+    from mflc.compiler.chip.costmodel import format_report, plot_scaling
+    from mflc.compiler.chip.report import plot_layout, render_report
+
     cost = rep["cost"]
     scaling_plot = tornado = None
     if plot is not None:
@@ -178,7 +187,6 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
 
             tornado = plot.with_name(plot.stem + "_sensitivity.png")
             plot_tornado(rep, tornado)
-    rep["density"] = dict(value=dens, source=dens_src)
     rep["seconds"] = round(time.perf_counter() - t0, 3)
     rep["seconds_layout"] = round(time.perf_counter() - t1, 3)
     rep["peak_rss_mb"] = round(_peak_rss_mb(), 1)
