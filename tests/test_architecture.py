@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_OF = {"ir": "mflc.ir", "compiler": "mflc.compiler", "simulator": "mflc.simulator", "tools": "mflc"}
-API_MODULES = ("api", "build", "executors", "tasks", "sweep", "stream_compile")
+API_MODULES = ("api", "build", "executors", "tasks", "sweep", "stream_compile", "trace", "coverage", "conformance")
 
 
 def _module(path: Path) -> str:
