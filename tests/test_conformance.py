@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from mflc.conformance import Budget, ConformanceError, check, load_index, write
-from mflc.coverage import Coverage, measure, universe
+from mflc.spec.conformance import Budget, ConformanceError, check, load_index, write
+from mflc.spec.coverage import Coverage, measure, universe
 from mflc.ir.errors import MflcError
-from mflc.trace import Trace
+from mflc.spec.trace import Trace
 
 from util import cli_run
 

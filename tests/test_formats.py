@@ -160,8 +160,8 @@ def test_trace_keys(builds, tmp_path):
     header = out.read_bytes()
     n = int.from_bytes(header[:8], "little")
     head = json.loads(header[8:8 + n])
-    check_keys("Traces", [k if k != "__metadata__" else '__metadata__["mflc.trace"]' for k in head], 4, inner)
-    check_keys("trace index", json.loads(head["__metadata__"]["mflc.trace"]), 4, inner)
+    check_keys("Traces", [k if k != "__metadata__" else '__metadata__["mflc.spec.trace"]' for k in head], 4, inner)
+    check_keys("trace index", json.loads(head["__metadata__"]["mflc.spec.trace"]), 4, inner)
 
 
 def test_documented_ternary_decoding(builds):
@@ -182,7 +182,7 @@ def test_documented_ternary_decoding(builds):
 
 
 def test_conformance_keys(builds, tmp_path):
-    from mflc.conformance import Budget, write
+    from mflc.spec.conformance import Budget, write
 
     path, inner = builds["noinner"]
     idx = write(path, tmp_path / "v", Budget(random=2, repeated=2, length=4, climb_tokens=2, climb_sample=2))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mflc.build import Build
-from mflc.trace import Trace, TraceError, compare, record, site_order, trace_build
+from mflc.spec.trace import Trace, TraceError, compare, record, site_order, trace_build
 
 from util import cli_run
 
@@ -72,7 +72,7 @@ def test_file_round_trip_and_sequences(build, tmp_path):
     assert np.array_equal(one.values["logits"], tr.values["logits"][3:])
     header = p.read_bytes()
     n = struct.unpack("<Q", header[:8])[0]
-    idx = json.loads(json.loads(header[8:8 + n])["__metadata__"]["mflc.trace"])   # readable without safetensors
+    idx = json.loads(json.loads(header[8:8 + n])["__metadata__"]["mflc.spec.trace"])   # readable without safetensors
     assert idx["format"] == "mflc-trace" and idx["sequences"][1]["tokens"] == [4, 5]
 
 
@@ -84,16 +84,16 @@ def test_damaged_trace_files_are_named(reference, tmp_path):
     with pytest.raises(TraceError, match="not a readable safetensors"):
         Trace.load(p)
     save_file({"logits": np.zeros((2, 3), np.int64)}, str(p))
-    with pytest.raises(TraceError, match="no 'mflc.trace' index"):
+    with pytest.raises(TraceError, match="no 'mflc.spec.trace' index"):
         Trace.load(p)
     idx = reference.index()
-    save_file({"logits": np.zeros((2, 3), np.int64)}, str(p), metadata={"mflc.trace": json.dumps(idx)})
+    save_file({"logits": np.zeros((2, 3), np.int64)}, str(p), metadata={"mflc.spec.trace": json.dumps(idx)})
     with pytest.raises(TraceError, match=r"tensor 'logits': shape \[2, 3\], expected \[6, width\]"):
         Trace.load(p)
-    save_file({"logits": np.zeros((6, 3), np.float32)}, str(p), metadata={"mflc.trace": json.dumps(idx)})
+    save_file({"logits": np.zeros((6, 3), np.float32)}, str(p), metadata={"mflc.spec.trace": json.dumps(idx)})
     with pytest.raises(TraceError, match="dtype float32"):
         Trace.load(p)
-    save_file({"logits": np.zeros((6, 3), np.int64)}, str(p), metadata={"mflc.trace": json.dumps(dict(idx, version=9))})
+    save_file({"logits": np.zeros((6, 3), np.int64)}, str(p), metadata={"mflc.spec.trace": json.dumps(dict(idx, version=9))})
     with pytest.raises(TraceError, match="trace version 9"):
         Trace.load(p)
 

@@ -48,7 +48,7 @@ def trace_cmd(build: Path = typer.Argument(..., help="Build directory (`mflc com
               json_out: bool = typer.Option(False, "--json")):
     """Record every site's integers per token from an executor, under the integer model's site names."""
     from mflc.build import Build
-    from mflc.trace import record
+    from mflc.spec.trace import record
 
     check_out_file(out_file)
     b = Build.load(build)
@@ -79,7 +79,7 @@ app.add_typer(conformance, name="conformance")
 
 
 def _coverage_table(cov: dict) -> Table:
-    from mflc.coverage import HEADLINE
+    from mflc.spec.coverage import HEADLINE
 
     t = Table(title="coverage (corner cases reached / existing)", title_justify="left")
     for c in ("category", "reached", "of", "not reached (first)"):
@@ -103,7 +103,7 @@ def conformance_write(build: Path = typer.Argument(..., help="Build directory (`
     """Write a self-describing vector set: the quantized model, token sequences chosen to reach table
     entries, saturation, rounding ties and the rsqrt table, and the expected integers at every site."""
     from mflc.cli.app import check_out_dir, progress_bar
-    from mflc.conformance import Budget, write
+    from mflc.spec.conformance import Budget, write
 
     check_out_dir(out_dir)
     for opt, v, lo, hi in (("--candidates", candidates, 1, 4096), ("--length", length, 1, 4096)):
@@ -130,7 +130,7 @@ def conformance_check(vectors: Path = typer.Argument(..., help="Vector set (`mfl
                       engine: Optional[str] = typer.Option(None, "--engine", help="Check one of mflc's executors instead"),
                       json_out: bool = typer.Option(False, "--json")):
     """Compare a trace with the vectors: pass, or the first differing sequence, token, site and index."""
-    from mflc.conformance import check
+    from mflc.spec.conformance import check
 
     with err.status("checking"):
         res = check(vectors, results, engine)

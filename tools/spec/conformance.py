@@ -2,7 +2,7 @@
 for another implementation (microcode, FPGA, GPU, another simulator) to prove itself against.
 
 ``write`` copies the build's quantized model (the parameters, referenced by SHA-256 from the index),
-chooses token sequences that reach as many corner cases of the arithmetic as it can find (mflc.coverage:
+chooses token sequences that reach as many corner cases of the arithmetic as it can find (mflc.spec.coverage:
 table entries, saturation ends, rounding ties, rsqrt table entries), records the integer model's trace
 of them (docs/formats.md, "Traces") and writes ``conformance.json`` with the sequences, what each was
 chosen for, and the coverage reached. ``check`` compares a trace (from another implementation, or from
@@ -63,7 +63,7 @@ def choose_sequences(qm, budget: Budget | None = None, progress=None):
     """(chosen [(name, tokens, purpose)], total Coverage): greedy over the candidates, then hill climbing
     toward each unreached saturation end."""
     from mflc.compiler.model.int_model import IntModel
-    from mflc.coverage import Coverage, measure, universe
+    from mflc.spec.coverage import Coverage, measure, universe
 
     b = budget or Budget()
     im = IntModel(qm)
@@ -101,7 +101,7 @@ def _unreached_ends(total) -> list[tuple[str, str]]:
 
 def _closeness(qm, values: dict, op: str, end: str) -> float:
     """How near the op's sites came to the end: the largest value / limit over its sites (1.0: reached)."""
-    from mflc.coverage import saturating_sites, site_op
+    from mflc.spec.coverage import saturating_sites, site_op
     from mflc.ir import fixedpoint as fp
 
     best = -np.inf
@@ -135,7 +135,7 @@ def _climb(qm, im, op: str, end: str, b: Budget) -> list[int] | None:
 def write(build, out_dir: Path, budget: Budget | None = None, progress=None) -> dict:
     """Write a vector set for ``build`` (a path or mflc.Build) into ``out_dir``; returns the index."""
     from mflc.build import Build, file_sha256
-    from mflc.trace import record
+    from mflc.spec.trace import record
 
     b = build if isinstance(build, Build) else Build.load(Path(build))
     qm = b.quantized
@@ -208,7 +208,7 @@ class CheckResult:
 def check(vec_dir: Path, results: Path | None = None, engine: str | None = None) -> CheckResult:
     """Compare a results trace (``results``) or mflc executor ``engine``'s trace with the vectors."""
     from mflc.compiler.model.quantize import QuantizedModel
-    from mflc.trace import Trace, compare, record
+    from mflc.spec.trace import Trace, compare, record
 
     if (results is None) == (engine is None):
         raise ConformanceError("give exactly one of --results FILE and --engine NAME")

@@ -13,7 +13,7 @@ and the states.
 
 On disk (docs/formats.md, "Traces") a trace is one safetensors file: one integer tensor per site (the
 narrowest signed type that holds its values), shaped [tokens, width], the rows of all sequences one after the other, and the JSON index in the header's
-``__metadata__["mflc.trace"]``: format, version, engine, the sequences (name, token ids, first row)
+``__metadata__["mflc.spec.trace"]``: format, version, engine, the sequences (name, token ids, first row)
 and, per site, its width in bits and its length.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from mflc.ir.errors import MflcError
 
 FORMAT = "mflc-trace"
 VERSION = 1
-META_KEY = "mflc.trace"
+META_KEY = "mflc.spec.trace"
 
 # program variable -> site kind, per group kind of the lowering (compiler/model/lower.py)
 _NORM_GROUPS = ("attn_norm", "i_in", "f_in", "g_in", "o_in", "mlp_norm", "gate_in", "down_in")
