@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from mflc.compiler.model.config import preset
 from mflc.compiler.model.quantize import quantize
@@ -11,6 +12,11 @@ from util import random_weights
 # Tables in CLI tests must not depend on the width of whatever terminal (or none) runs pytest: rich reads
 # COLUMNS when mflc.cli creates its consoles, which happens after this file is imported.
 os.environ["COLUMNS"] = "200"
+
+# Property tests check integers, not speed: a busy machine (CI beside other work, Numba compiling on first
+# use) must not fail an example for taking longer than hypothesis' default 200 ms deadline.
+settings.register_profile("mflc", deadline=None)
+settings.load_profile("mflc")
 
 
 @pytest.fixture(scope="session")

@@ -132,15 +132,30 @@ def _sequences_report(path: Path, tokens: int, seed: int, engine: str, checks, d
     return ok
 
 
+def _unloadable_verdict(path: Path, e: Exception, json_out: bool) -> None:
+    """verify of a build that cannot even be loaded: with --json a verdict naming the failed check
+    (integrity) like any other failure, then exit 1."""
+    if not json_out:
+        raise e
+    err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+    emit_json(dict(ok=False, error=str(e), exit_status=1, command="verify",        # as every --json failure
+                   failed_check="integrity", build=str(path), tokens=0, compared_values=0,
+                   divergence=None, counters={},
+                   checks=[dict(name="integrity", ok=False, detail=str(e), seconds=0.0, problems=[str(e)], n_problems=1)]))
+    raise typer.Exit(1)
+
+
 def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_out: bool,
                  engine: str = "engine", sequences: int = 1, runner: Runner | None = None,
-                 stepwise: bool = False) -> None:
+                 stepwise: bool = False, source: Optional[Path] = None) -> None:
     """verify on a build: every check of ``Build.checks`` in order, then the bit-exact simulation (of
     ``sequences`` random sequences as tasks, when more than one or a Dask runner is asked for)."""
     from mflc.build import Build
 
     runner = runner or Runner()
     if sequences > 1 or not runner.serial:
+        if source is not None:
+            raise MflcError("--source is checked once, with one sequence; drop --sequences / --workers / --scheduler")
         if text is not None:
             raise MflcError(f"--text and --sequences {sequences} / --workers / --scheduler: a text is one sequence; "
                             "random sequences are drawn from --seed (give one or the other)")
@@ -149,7 +164,10 @@ def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_
         if not _sequences_report(path, tokens, seed, engine, checks, done, time.perf_counter() - t0, json_out):
             raise typer.Exit(1)
         return
-    b = Build.load(path)
+    try:
+        b = Build.load(path)
+    except MflcError as e:
+        return _unloadable_verdict(path, e, json_out)
     toks: int | list[int] = tokens
     if text is not None:
         from mflc.cli.model import read_text_tokens
@@ -161,7 +179,7 @@ def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_
     prog, adv = progress_bar(n, "integer reference")
     t0 = time.perf_counter()
     with prog:
-        v = b.verify(toks, seed, progress=adv, engine=engine, stepwise=stepwise)
+        v = b.verify(toks, seed, progress=adv, engine=engine, stepwise=stepwise, source=source)
     dt = time.perf_counter() - t0
     res = v.simulation
     if json_out:
@@ -200,6 +218,8 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
                stepwise: bool = typer.Option(False, "--stepwise", help="Both sides token by token (the integer "
                                              "model's step and the engine) instead of whole-sequence: slower, the "
                                              "path before whole-sequence execution (engine and sequence executors)"),
+               source: Optional[Path] = typer.Option(None, "--source", help="Also check that the build was compiled "
+                                                     "from this checkpoint (names each file that differs)"),
                json_out: bool = typer.Option(False, "--json")):
     """Run the integer reference model and an executor (the simulator) side by side; exit 0 only if every logit and state is equal."""
     from mflc import executors
@@ -229,8 +249,12 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
         from mflc.cli.lava import verify_lava_cmd
 
         return verify_lava_cmd(model, tokens, seed, json_out)
+    if json_out and not model.exists():
+        return _unloadable_verdict(model, MflcError(f"{model}: no such build or model directory"), True)
     if model.exists() and is_build_dir(model):
-        return verify_build(model, tokens, seed, text, json_out, name, sequences, runner, stepwise)
+        return verify_build(model, tokens, seed, text, json_out, name, sequences, runner, stepwise, source)
+    if source is not None:
+        raise MflcError(f"--source checks a build's provenance; {model} is not a build directory")
     qm, graph, cm, ref = load_for_simulation(model)
     if text is not None:
         from mflc.cli.model import read_text_tokens
