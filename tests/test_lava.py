@@ -301,5 +301,5 @@ def test_verify_lava_on_the_default_model(default_build):
     """`mflc verify BUILD --engine lava --tokens 4` on the shipped model: bit-exact (~50 s on 2 cores)."""
     from util import cli_run
 
-    js = json.loads(cli_run("verify", default_build.path, "--engine", "lava", "--tokens", "4", "--json").output)
-    assert js["ok"] is True and js["backend"] == "lava" and js["compared_values"] == 4 * (256 + 4 * 128)
+    js = json.loads(cli_run("verify", default_build.path, "--engine", "lava", "--tokens", "4", "--json").stdout)
+    assert js["ok"] is True and js["engine"] == "lava" and js["compared_values"] == 4 * (256 + 4 * 128)
