@@ -92,3 +92,28 @@ def test_compile_report_carries_the_range(tmp_path):
     assert lay["profiles"][lay["range"]["profile"]]["cores"] == lay["cores"]
     js2 = json.loads(cli_run("compile", tmp_path / "m", "--out", tmp_path / "b2", "--json", "--no-range").stdout)
     assert "range" not in js2["layout"] and js2["layout"]["cores"] == lay["cores"]
+
+
+def test_gpu_baseline_is_like_for_like_and_labelled_from_the_parameters(tmp_path):
+    """Issue 25, item 3: the baseline nearest in size by default, unlike sizes said so, the GPU label from
+    the power actually used, ratios without false precision."""
+    small = json.loads(cli_run("estimate", "--json", "--no-range").stdout)["cost"]
+    assert [b["model"] for b in small["gpu_baselines"]] == ["Qwen2.5-0.5B"]
+    assert "NOT like for like" in small["gpu_baseline_note"]
+    (tmp_path / "p.json").write_text('{"gpu": {"power": 25}}')
+    r = cli_run("estimate", "--preset", "370M", "--no-range", "--cost-params", tmp_path / "p.json")
+    assert "Jetson Orin Nano 8GB (25 W)" in r.stdout and "(15 W)" not in r.stdout
+    assert "NOT like for like" not in r.stdout and "1.3x the model's 0.37 B" in r.stdout
+    both = json.loads(cli_run("estimate", "--json", "--no-range", "--baseline", "all").stdout)["cost"]
+    assert len(both["gpu_baselines"]) == 2
+    bad = cli_run("estimate", "--no-range", "--baseline", "gpt-5", ok=False)
+    assert bad.exit_code == 1 and "Qwen2.5-0.5B" in bad.output and "Llama-3.2-1B" in bad.output
+    assert "e+" not in cli_run("estimate", "--no-range").stdout.split("vs Qwen")[1].split("\n")[0].split("(")[1]
+
+
+def test_counts_are_named_where_two_definitions_meet():
+    """Issue 25, item 4: the per-role core column says it counts shared cores once per role; the two message
+    counts carry their definitions."""
+    out = cli_run("estimate", "--preset", "tiny", "--no-range").stdout
+    assert "cores*" in out and "* cores touched" in out and "more than the layout's" in out
+    assert "routes per token between cores" in out and "messages at the activity rates, on core included" in out

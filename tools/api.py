@@ -141,19 +141,23 @@ def _compile_streaming(model: Path, out: Path, options, calib, calib_tokens, pro
 def estimate(cfg, density: float | None = None, *, options=None, hardware: str | None = None,
              hw: list[str] | dict | None = None, system: str | None = None, cost_params=None,
              prompt_len: int = 500, gen_len: int = 100, source: dict | None = None, ranges: bool = True,
-             progress=None):
+             progress=None, baselines: list[str] | None = None):
     """The Loihi 2 layout and cost of a configuration alone (``mflc estimate``): the skeleton graph of
     ``cfg`` at weight ``density`` (default: the stated default), split, partitioned, placed and checked,
     then the report and its cost figures. ``cost_params``: a CostParams (default: the sourced defaults).
     ``ranges``: also cores and chips under every profile and every uncertain figure's low and high value
-    (``mflc.compiler.chip.ranges``; ``progress(step)`` is called after each count).
+    (``mflc.compiler.chip.ranges``; ``progress(step)`` is called after each count). ``baselines``: GPU
+    baseline names or ["all"]; default the one nearest the model's parameter count, with a note saying how
+    like the comparison is.
     Returns (report, placed skeleton graph, layout)."""
     from mflc.compiler.chip.costmodel import CostParams, cost_report
+    from mflc.compiler.chip.gpu_baseline import choose_baselines
     from mflc.compiler.chip.hardware import resolve_profile
     from mflc.compiler.chip.layout import check_layout
     from mflc.compiler.chip.place import layout_graph
     from mflc.compiler.chip.report import build_report
     from mflc.compiler.model.skeleton import DEFAULT_TERNARY_DENSITY, skeleton_graph
+    from mflc.ir.errors import ConfigError
     from mflc.ir.coremap import CoreMap
     from mflc.ir.errors import FitError
 
@@ -167,7 +171,13 @@ def estimate(cfg, density: float | None = None, *, options=None, hardware: str |
     if problems:
         raise FitError([f"layout check: {p}" for p in problems])
     rep = build_report(g2, lay, profile, source=source or {})
-    rep["cost"] = cost_report(g2, CoreMap.from_layout(lay), None, cost_params or CostParams(), prompt_len, gen_len)
+    try:
+        models, note = choose_baselines(cfg.n_params(), baselines)
+    except ValueError as e:
+        raise ConfigError(f"--baseline: {e}") from None
+    rep["cost"] = cost_report(g2, CoreMap.from_layout(lay), None, cost_params or CostParams(), prompt_len, gen_len,
+                              baselines=models, baseline_note=note)
+    rep["cost"]["model_name"] = (source or {}).get("model")
     if ranges:
         from dataclasses import replace
 

@@ -110,6 +110,9 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
                                                  "list the others (conv, pool) instead of refusing the file"),
                  no_range: bool = typer.Option(False, "--no-range", help="Skip the profiles, figure ranges and "
                                                "sensitivity (one layout instead of about 25)"),
+                 baseline: list[str] = typer.Option(None, "--baseline", help="GPU baseline model (Qwen2.5-0.5B, "
+                                                    "Llama-3.2-1B, or all; repeatable). Default: the one nearest "
+                                                    "the model's size"),
                  preset: Optional[str] = typer.Option(None, "--preset", help="370M, 1.3B, 2.7B or tiny"),
                  density: Optional[float] = typer.Option(None, "--density", help="Fraction of non-zero ternary weights "
                                                          "(default: measured from MODEL's weights, else the stated default)"),
@@ -166,7 +169,7 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
         rep, g2, lay = estimate(cfg, dens, options=options, hardware=hardware, hw=hw_set, system=system,
                                 cost_params=params, prompt_len=prompt_len, gen_len=gen_len,
                                 source={"model": what, "weight density": f"{dens:.4f} ({dens_src})"},
-                                ranges=not no_range, progress=tick)
+                                ranges=not no_range, progress=tick, baselines=baseline or None)
     rep["density"] = dict(value=dens, source=dens_src)
     _show_estimate(rep, lay, g2, what, hw, plot, detail, json_out, t0, t1)
 
