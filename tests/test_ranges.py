@@ -117,3 +117,25 @@ def test_counts_are_named_where_two_definitions_meet():
     out = cli_run("estimate", "--preset", "tiny", "--no-range").stdout
     assert "cores*" in out and "* cores touched" in out and "more than the layout's" in out
     assert "routes per token between cores" in out and "messages at the activity rates, on core included" in out
+
+
+def test_estimate_with_measured_activity(tmp_path):
+    """Issue 25, item 11: a build's time and energy from the activity the engine measured on real text,
+    beside the assumed rates, saved and read back; bad inputs named."""
+    cli_run("init", "--preset", "tiny", "--out", tmp_path / "m")
+    cli_run("compile", tmp_path / "m", "--out", tmp_path / "b", "--no-range")
+    js = json.loads(cli_run("estimate", "--activity", tmp_path / "b", "--activity-tokens", "8", "--json",
+                            "--save-activity", tmp_path / "a.json").stdout)
+    assert "measured by the engine's counters" in js["activity_source"]
+    assert js["measured"]["activity_per_token"]["source"] == js["activity_source"]
+    assert js["assumed"]["activity_per_token"]["source"].startswith("assumed")
+    assert js["measured"]["activity_per_token"]["synops"] > 0
+    again = json.loads(cli_run("estimate", "--activity", tmp_path / "a.json", "--json").stdout)
+    assert again["measured"]["time"] == js["measured"]["time"]
+    r = cli_run("estimate", "--activity", tmp_path / "m", ok=False)
+    assert r.exit_code == 1 and "not a build directory" in r.output
+    (tmp_path / "x.json").write_text("{}")
+    r = cli_run("estimate", "--activity", tmp_path / "x.json", ok=False)
+    assert r.exit_code == 1 and "not an activity file" in r.output
+    r = cli_run("estimate", "--preset", "tiny", "--activity", tmp_path / "b", ok=False)
+    assert r.exit_code == 1 and "give no MODEL, --preset" in r.output

@@ -191,6 +191,52 @@ def estimate(cfg, density: float | None = None, *, options=None, hardware: str |
     return rep, g2, lay
 
 
+ACTIVITY_TEXT = DEFAULT_MODEL.parent / "heldout_sample.txt"      # real text the default model never trained on
+
+
+def measured_activity(build_dir, tokens: list[int] | None = None, text_source: str | None = None,
+                      n_tokens: int = 64) -> dict:
+    """Activity per (core, stage) per token measured by the Numba engine's counters on the build's own
+    placed IR and layout, over ``tokens`` (default: the first ``n_tokens`` bytes of ``ACTIVITY_TEXT``
+    through the build's tokenizer). Returns {profile, source, tokens}: what ``cost_report`` takes instead
+    of the assumed rates, and where it came from (also what ``--save-activity`` writes)."""
+    from mflc.build import Build
+    from mflc.compiler.model.tokenizer import tokenizer_for
+    from mflc import executors
+
+    b = Build.load(Path(build_dir))
+    qm, placed, core_map = b.runnable()
+    if tokens is None:
+        tok = tokenizer_for(Path(build_dir), qm.cfg.vocab_size)
+        tokens = tok.encode(ACTIVITY_TEXT.read_bytes(), source=str(ACTIVITY_TEXT))[:n_tokens]
+        text_source = f"the first {len(tokens)} tokens of {ACTIVITY_TEXT.name}"
+    if not tokens:
+        raise MflcError("measuring activity needs at least one token")
+    ex = executors.create("engine", graph=placed, core_map=core_map, counters=True)
+    ex.run(list(tokens))
+    return dict(profile=ex.counters.per_token_profile(), tokens=len(tokens),
+                source=f"measured by the engine's counters on {text_source or f'{len(tokens)} given tokens'} "
+                       f"({Path(build_dir)})")
+
+
+def estimate_build_activity(build_dir, activity: dict, *, cost_params=None, prompt_len: int = 500,
+                            gen_len: int = 100) -> dict:
+    """The cost report of a build's own layout with a measured activity (``measured_activity`` or a saved
+    one) beside the same report with the assumed rates, so the two can be compared."""
+    from mflc.build import Build
+    from mflc.compiler.chip.costmodel import CostParams, cost_report
+    from mflc.compiler.chip.gpu_baseline import choose_baselines
+
+    b = Build.load(Path(build_dir))
+    placed, core_map = b.placed, b.core_map()
+    models, note = choose_baselines(b.quantized.cfg.n_params(), None)
+    kw = dict(params=cost_params or CostParams(), prompt_len=prompt_len, gen_len=gen_len, baselines=models,
+              baseline_note=note)
+    measured = cost_report(placed, core_map, activity["profile"], profile_source=activity["source"], **kw)
+    assumed = cost_report(placed, core_map, None, **kw)
+    return dict(build=str(build_dir), activity_source=activity["source"], measured=measured, assumed=assumed)
+
+
 def _cost_at_corners(g, rep: dict, profile, system, params, prompt_len: int, gen_len: int) -> dict:
     """Throughput, latency and energy of the layouts with every figure at its favourable and at its unfavourable
     end (more cores: more static power and more messages between chips, so fewer tokens per second is still

@@ -110,6 +110,14 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
                                                  "list the others (conv, pool) instead of refusing the file"),
                  no_range: bool = typer.Option(False, "--no-range", help="Skip the profiles, figure ranges and "
                                                "sensitivity (one layout instead of about 25)"),
+                 activity: Optional[Path] = typer.Option(None, "--activity", help="A build (simulated now with "
+                                                         "activity counters) or a JSON file --save-activity wrote: "
+                                                         "the build's time and energy with measured activity "
+                                                         "beside the assumed rates"),
+                 activity_tokens: int = typer.Option(64, "--activity-tokens", help="With --activity BUILD: "
+                                                     "tokens of real text to simulate"),
+                 save_activity: Optional[Path] = typer.Option(None, "--save-activity", help="With --activity "
+                                                              "BUILD: also write the measured activity here (JSON)"),
                  baseline: list[str] = typer.Option(None, "--baseline", help="GPU baseline model (Qwen2.5-0.5B, "
                                                     "Llama-3.2-1B, or all; repeatable). Default: the one nearest "
                                                     "the model's size"),
@@ -136,6 +144,16 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
     """Partition and place a model on Loihi 2 from its configuration alone; report cores, chips, traffic,
     and the estimated throughput, latency and energy (with a GPU baseline). With --sweep FILE, every
     point of a grid of models and hardware settings, as a table (--json, --csv, --plot)."""
+    if activity is not None:
+        if model is not None or preset is not None or netx is not None or sweep is not None or density is not None:
+            raise ConfigError("--activity BUILD_OR_FILE estimates that build's own layout: give no MODEL, --preset, "
+                              "--netx, --sweep or --density with it")
+        from mflc.compiler.chip.costmodel import CostParams, load_cost_params
+
+        params = load_cost_params(cost_params) if cost_params is not None else CostParams()
+        return _activity_cmd(activity, activity_tokens, save_activity, params, prompt_len, gen_len, json_out)
+    if save_activity is not None:
+        raise ConfigError("--save-activity goes with --activity BUILD")
     if netx is not None:
         if model is not None or preset is not None or sweep is not None or density is not None or cost_params:
             raise ConfigError("--netx FILE estimates that network: give no MODEL, --preset, --sweep, --density "
@@ -207,6 +225,50 @@ def _show_estimate(rep: dict, lay, g2, what: str, hw, plot: Optional[Path], deta
         out.print(f"layout picture: {plot}; time and energy against sequence length: {scaling_plot}"
                   + (f"; sensitivity of the chip count: {tornado}" if tornado else ""))
     err.print(f"[dim]{rep['seconds']:.1f} s, peak memory {rep['peak_rss_mb']:,.0f} MB[/]")
+
+
+def _activity_cmd(path: Path, n_tokens: int, save: Optional[Path], params, prompt_len: int, gen_len: int,
+                  json_out: bool) -> None:
+    """``estimate --activity``: a build's time and energy with measured activity beside the assumed rates."""
+    import json
+
+    from mflc.api import estimate_build_activity, measured_activity
+    from mflc.cli.app import check_out_file
+    from mflc.cli.open import is_build_dir
+    from mflc.compiler.chip.costmodel import format_report
+    from mflc.ir.schema import read_json
+
+    if save is not None:
+        check_out_file(save, "--save-activity")
+    if path.is_dir():
+        if not is_build_dir(path):
+            raise ConfigError(f"--activity {path}: not a build directory (make one with `mflc compile --out DIR`)")
+        if n_tokens < 1:
+            raise ConfigError(f"--activity-tokens must be >= 1, got {n_tokens}")
+        err.print(f"simulating {n_tokens} tokens of real text on {path} with activity counters ...")
+        act = measured_activity(path, n_tokens=n_tokens)
+        act["build"] = str(path)
+        if save is not None:
+            save.write_text(json.dumps(act))
+    else:
+        if save is not None:
+            raise ConfigError("--save-activity writes a measurement: give --activity a build directory")
+        act = read_json(path, ConfigError)
+        if not isinstance(act, dict) or not {"profile", "source", "build"} <= set(act):
+            raise ConfigError(f"--activity {path}: not an activity file (keys profile, source, build; "
+                              "written by --save-activity)")
+    rep = estimate_build_activity(act["build"], act, cost_params=params, prompt_len=prompt_len, gen_len=gen_len)
+    if json_out:
+        emit_json(rep)
+        return
+    m, a = rep["measured"], rep["assumed"]
+    out.print(f"activity: {rep['activity_source']}", highlight=False)
+    for label, key, unit, scale in (("generation", "generation_token_s", "ms/token", 1e3),
+                                    ("energy, generation", "generation_per_token_J", "mJ/token", 1e3)):
+        src = "time" if key.endswith("_s") else "energy"
+        out.print(f"  {label:20s} measured {m[src][key] * scale:.3g} {unit}, assumed rates "
+                  f"{a[src][key] * scale:.3g} {unit}", highlight=False)
+    out.print(format_report(m), highlight=False, markup=False)
 
 
 def _range_progress(skip: bool):
