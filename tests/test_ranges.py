@@ -2,6 +2,7 @@
 layout under that one changed figure gives, the profiles differ the way their synaptic models say, and the
 estimate's JSON carries the range keys."""
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -139,3 +140,24 @@ def test_estimate_with_measured_activity(tmp_path):
     assert r.exit_code == 1 and "not an activity file" in r.output
     r = cli_run("estimate", "--preset", "tiny", "--activity", tmp_path / "b", ok=False)
     assert r.exit_code == 1 and "give no MODEL, --preset" in r.output
+
+
+def test_sweep_table_whole_at_80_columns_and_plots_named(tmp_path):
+    """Issue 25, item 8 for estimate: no cell cut at 80 columns; every picture --plot writes is named."""
+    from rich.console import Console
+
+    from mflc.sweep import rows_table
+
+    rows = [dict(model="370M", hw="weight_bits=8,neurons_per_core=64", params=374_000_000, fits=True, cores=11385,
+                 chips=95, steps_per_token=608, messages_between_chips=13_287_605, generation_tokens_per_s=48.04,
+                 prefill_tokens_per_s=674.5, generation_energy_per_token_J=0.2125)]
+    for width in (80, 140):
+        con = Console(width=width, record=True)
+        con.print(rows_table(rows, width))
+        text = con.export_text()
+        assert "…" not in text and "11,385" in text and "0.212" not in text and "212" in text
+        assert ("13,287,605" in text) == (width == 140)
+    pytest.importorskip("matplotlib")
+    js = json.loads(cli_run("estimate", "--preset", "tiny", "--json", "--plot", tmp_path / "e.png").stdout)
+    assert set(js["files"]) == {"layout_plot", "scaling_plot", "sensitivity_plot"}
+    assert all(Path(f).is_file() for f in js["files"].values())

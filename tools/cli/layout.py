@@ -209,6 +209,8 @@ def _show_estimate(rep: dict, lay, g2, what: str, hw, plot: Optional[Path], deta
 
             tornado = plot.with_name(plot.stem + "_sensitivity.png")
             plot_tornado(rep, tornado)
+        rep["files"] = {k: str(v) for k, v in (("layout_plot", plot), ("scaling_plot", scaling_plot),
+                                                ("sensitivity_plot", tornado)) if v is not None}
     rep["seconds"] = round(time.perf_counter() - t0, 3)
     rep["seconds_layout"] = round(time.perf_counter() - t1, 3)
     rep["peak_rss_mb"] = round(_peak_rss_mb(), 1)
@@ -344,7 +346,10 @@ def _sweep_cmd(path: Path, csv_out: Optional[Path], plot: Optional[Path], worker
     if json_out:
         emit_json(dict(points=rows, seconds=round(time.perf_counter() - t0, 3), file=str(path)))
         return
-    out.print(rows_table(rows))
+    out.print(rows_table(rows, out.width))
+    for r in rows:
+        if not r["fits"]:
+            out.print(f"{r['model']} ({r['hw']}): does not fit: {r['error']}", highlight=False)
     for what, p in (("CSV", csv_out), ("plot", plot)):
         if p is not None:
             out.print(f"{what}: {p}")
