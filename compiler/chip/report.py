@@ -287,7 +287,10 @@ def plot_layout(layout: Layout, path, graph: Graph | None = None, title: str | N
         ticks.append(len(layers) - 1)
     cb.set_ticks([(t + 0.5) * (len(layers) - 1) / max(1, len(layers)) for t in ticks])
     cb.set_ticklabels([layers[t] for t in ticks])
-    cb.set_label("layer")
-    fig.tight_layout()
+    cb.set_label("layer (the colour of a full core)")
+    fig.text(0.5, 0.01, textwrap.fill("each square a core, each grey block a chip; a paler square is a less full "
+                                      "core: its layer's colour mixed with white by 1 - the fill of its fullest "
+                                      "resource", width=int(fig_w * 14)), ha="center", va="bottom", fontsize=7)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=150)
     plt.close(fig)
