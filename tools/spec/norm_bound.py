@@ -1,0 +1,54 @@
+"""A relational bound the interval analysis cannot see: what a projection of a normalised vector can reach.
+
+An RMSNorm's output has a bounded Euclidean length whatever its input, although each element alone can be
+as large as the site allows. With t = Σ round(x²/2^k) + E and rsqrt(t) = (r, j), the real factor
+φ = r·2^-(23+j) satisfies t·φ² ≤ P² for every t, where P² = max over the normalised mantissas u in
+[2^14, 2^16) of (u + 1)·r(u)²·2^-46 (rsqrt floors t to u·4^j, so t < (u + 1)·4^j; computed
+exhaustively over the 49,152 mantissas). Hence ‖x·φ‖² ≤ P² (k = 0; for k > 0 each rounded square may be
+1/2 short, giving P²·2^k·(1 + n/(2E))). Each output is y = round(x·φ·g), g = G·2^-gexp, saturated
+(which only shrinks it), so |y| ≤ |x·φ|·|g| + 1/2, and a ternary row w of the next projection gives,
+by Cauchy-Schwarz over its support S, |w·y| ≤ P·sqrt(Σ_S g²) + |S|/2; also |w·y| ≤ |S|·max|y| (the box).
+That bounds every accumulator that reads a norm's output, ~sqrt(|S|) times tighter than intervals.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from math import isqrt
+
+import numpy as np
+
+from mflc.ir import fixedpoint as fp
+
+
+@lru_cache(maxsize=1)
+def factor_bound_sq() -> tuple[int, int]:
+    """P² as an exact fraction (numerator, 2^46): the largest t·φ² over every rsqrt argument t."""
+    u = np.arange(1 << (fp.RSQRT_U_BITS - 2), 1 << fp.RSQRT_U_BITS, dtype=np.int64)
+    r, j = fp.rsqrt(u)
+    assert not np.any(j), "a normalised mantissa must need no shift"
+    num = max(int(x) for x in (u + 1) * r * r)          # < 2^17 · 2^34: exact in int64
+    return num, 1 << 46
+
+
+def projection_bound(qm, norm, w: np.ndarray) -> np.ndarray:
+    """Per row of the ternary matrix w [out, in] reading ``norm``'s output (a structure.NormUse): the
+    largest |accumulator| any input can give (an integer bound, sound)."""
+    n = w.shape[1]
+    k = qm.scalars.get(f"sq.{norm.reduction}", 0)
+    num, den = factor_bound_sq()
+    if k > 0:                                           # P²·2^k·(1 + n/(2E)), exact rational
+        e = max(int(qm.s(f"E.{norm.reduction}")), 1)
+        num, den = num * (1 << k) * (2 * e + n), den * 2 * e
+    g = np.abs(qm.t(f"G.{norm.key}").astype(object)).reshape(-1)
+    gexp = int(qm.s(f"gexp.{norm.key}"))
+    ybox = fp.smax(qm.bits(norm.key)) + 1               # |y| ≤ 2^(b-1)
+    nz = np.asarray(w) != 0
+    out = np.zeros(nz.shape[0], dtype=object)
+    for i, row in enumerate(nz):
+        s = int(row.sum())
+        g2 = int(sum(int(v) * int(v) for v in g[row]))  # Σ G² over the support, at scale 2^(2·gexp)
+        # P·sqrt(Σ g²) = sqrt(num·Σ G² / (den·4^gexp)), rounded up exactly
+        top, bot = (num * g2, den * 4 ** gexp) if gexp >= 0 else (num * g2 * 4 ** -gexp, den)
+        cs = isqrt(-(-top // bot)) + 1 + (s + 1) // 2
+        out[i] = min(cs, s * ybox)
+    return out.astype(np.int64)

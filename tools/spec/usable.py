@@ -1,0 +1,181 @@
+"""The corner cases the model can use: the part of ``coverage.universe`` that the IR's range analysis does
+not rule out.
+
+A table entry is usable when its index lies in the proven interval of the table's input at the ``lut``
+instruction that reads it; a saturation end when the proven interval of the writing op's value before
+saturation reaches it (``mflc.ir.corners``); a rounding tie when the proven interval of the product it
+rounds holds a magnitude of at least half the shift's unit. Everything else is unreachable (proven): no
+token sequence can reach it, so the coverage report does not count it as missed. "Usable" is an
+over-approximation (intervals forget how values depend on each other), so a usable case may still be
+out of every sequence's reach; those are the ones the op-level vectors cover.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mflc.ir import fixedpoint as fp
+from mflc.ir.corners import saturation_ends, tie_possible
+
+# the rounding steps that are not the writer of a site: (group kind, program variable) of the instruction
+_STEP_VARS = {"res_x": ("res1", "a1"), "res_ao": ("res1", "a2"), "res_r": ("res2", "a1"), "res_mo": ("res2", "a2")}
+_GATE_OPS = ("forget_gate", "mlgru_candidate", "mlgru_update")
+
+
+_TABLE_SITE = {"sig_f": "f", "silu_i": "i", "silu_h": "hq", "silu_a": "a"}
+
+
+@dataclass(frozen=True)
+class Projected:
+    """What the norm bound proves of a requantized projection's site (norm_bound): its value interval,
+    which saturation ends its unsaturated value can reach, whether its rounding can tie."""
+
+    acc: int                  # the largest |accumulator| of the site's rows
+    value: tuple[int, int]
+    ends: dict
+    tie: bool
+
+
+def projection_sites(qm) -> dict[str, Projected]:
+    """site -> Projected for every requantization whose matrix reads a norm's output."""
+    from mflc.compiler.model.structure import all_norms
+    from mflc.ir.ops import shr_round_int
+    from mflc.spec.coverage import _REQUANT, _src
+    from mflc.spec.norm_bound import projection_bound
+
+    inner = not qm.options.remove_inner_norm
+    norms = {n.key: n for n in all_norms(qm.cfg, inner)}
+    out = {}
+    for i in range(qm.cfg.L):
+        L = f"L{i}."
+        for site, src, w in _REQUANT:
+            norm = norms.get(_src(L, src, inner))
+            if w is None or norm is None:
+                continue
+            rows = projection_bound(qm, norm, qm.t(f"W.{L}{w}"))
+            m = qm.cfg.m
+            rows = rows[:m] if site == "a" else rows[m:] if site == "b" else rows
+            a, mult, sh, b = int(rows.max()), qm.s(f"M.{L}{site}"), qm.s(f"s.{L}{site}"), qm.bits(L + site)
+            lo, hi = shr_round_int(-a * mult, sh), shr_round_int(a * mult, sh)
+            out[L + site] = Projected(a, (max(lo, fp.smin(b)), min(hi, fp.smax(b))),
+                                      {"min": lo <= fp.smin(b), "max": hi >= fp.smax(b)},
+                                      sh > 0 and a * mult >= 1 << (sh - 1))
+    return out
+
+
+@dataclass
+class Corner:
+    """One instruction of the IR at a corner case: where it is and what the analysis proved of it."""
+
+    group: str
+    op: str
+    imm: dict
+    args: tuple               # proven interval of each argument
+    tables: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class Usable:
+    """Per coverage category, the items the model can use and the instructions behind them."""
+
+    items: dict[str, set]                  # category -> usable items (a subset of the universe's)
+    corners: dict[tuple, Corner]           # item -> the instruction that reaches it (for op-level vectors)
+
+
+def _writers(graph, ra) -> dict[tuple[str, str], Corner]:
+    """(group, variable) -> the instruction that last writes it, with its proven argument intervals."""
+    out = {}
+    for name, grp in graph.groups.items():
+        steps = ra.groups[name].steps
+        for ins, st in zip(grp.program, steps):
+            if st.args is not None:
+                out[(name, ins.out)] = Corner(name, ins.op, dict(ins.imm_dict), st.args, grp.tables)
+    return out
+
+
+def analyse_usable(qm, graph, universe: dict) -> Usable:
+    """The usable part of ``universe`` (coverage.universe) for the build's unsplit IR ``graph``."""
+    from mflc.ir.range_analysis import analyse
+    from mflc.spec.coverage import rounding_steps, saturating_sites, site_op
+    from mflc.spec.trace import ir_sites
+
+    ra = analyse(graph)
+    writers = _writers(graph, ra)
+    sites = ir_sites(graph, qm.cfg.L)
+    usable = {cat: set(items) for cat, items in universe.items()}     # what no proof excludes stays usable
+    corners: dict[tuple, Corner] = {}
+    tables = set()
+    proj = projection_sites(qm)
+    for grp, c in _all_luts(graph, ra):
+        layer = grp.split('.')[0]
+        key = f"{layer}.{c.imm['table']}"
+        lo, hi = c.args[0]
+        site = f"{layer}.{_TABLE_SITE[c.imm['table']]}"
+        if site in proj:
+            lo, hi = max(lo, proj[site].value[0]), min(hi, proj[site].value[1])
+        b = c.imm["in_bits"]
+        for v in range(max(lo, fp.smin(b)), min(hi, fp.smax(b)) + 1):
+            tables.add(("lut", key, v))
+            corners[("lut", key, v)] = c
+    usable["table entries"] = universe["table entries"] & tables
+    sat = set()
+    for s in saturating_sites(qm):
+        c = writers.get(sites.get(s, ("", "")))
+        if c is None or "bits" not in c.imm:
+            sat |= {("sat", s, "min"), ("sat", s, "max")}
+            continue
+        for end, ok in saturation_ends(c.op, c.args, c.imm).items():
+            if ok and (s not in proj or proj[s].ends[end]):
+                sat.add(("sat", s, end))
+                corners.setdefault(("sat-op", site_op(s), end), c)
+                corners[("sat", s, end)] = c
+    usable["saturation ends per site"] = universe["saturation ends per site"] & sat
+    usable["saturation ends per op"] = {("sat-op", site_op(s), e) for _, s, e in sat} & universe["saturation ends per op"]
+    ties = set()
+    ops = dict(rounding_steps(qm))
+    for step, op in ops.items():
+        c = _step_instruction(qm, step, op, writers, sites)
+        if step in proj and not proj[step].tie:
+            continue
+        if c is None or tie_possible(c.op, c.args, c.imm):
+            ties.add(("tie", step))
+            if c is not None:
+                corners[("tie", step)] = c
+                corners.setdefault(("tie-op", op), c)
+    usable["rounding ties per step"] = universe["rounding ties per step"] & ties
+    usable["rounding ties per op"] = {("tie-op", ops[s]) for _, s in ties} & universe["rounding ties per op"]
+    return Usable(usable, corners)
+
+
+def _all_luts(graph, ra):
+    for name, grp in graph.groups.items():
+        for ins, st in zip(grp.program, ra.groups[name].steps):
+            if ins.op == "lut" and st.args is not None:
+                yield name, Corner(name, ins.op, dict(ins.imm_dict), st.args, grp.tables)
+
+
+def _step_instruction(qm, step: str, op: str, writers: dict, sites: dict) -> Corner | None:
+    """The IR instruction of a rounding step (coverage.rounding_steps), or None when it has no single one
+    (a norm's squares are shifted inside the reduction's sender) or rounds another product than the
+    integer model's (a rescale whose multiplier or shift the lowering changed)."""
+    c = _ir_step(step, op, writers, sites)
+    if c is not None and op == "rescale":
+        layer, _, key = step.partition(".")
+        if (c.imm["mult"], c.imm["shift"]) != (qm.s(f"M.{step}"), qm.s(f"s.{step}")):
+            return None
+    return c
+
+
+def _ir_step(step: str, op: str, writers: dict, sites: dict) -> Corner | None:
+    layer, _, key = step.partition(".")
+    if key in _STEP_VARS:
+        kind, var = _STEP_VARS[key]
+        return writers.get((f"{layer}.{kind}", var))
+    if op in _GATE_OPS:
+        for (g, _), c in writers.items():
+            if g == f"{layer}.mlgru" and c.op == op:
+                return c
+        return None
+    if step in sites:
+        c = writers.get(sites[step])
+        return c if c is not None and c.op == op else None
+    return None
