@@ -30,23 +30,57 @@ def _one_minus(f: Range) -> Range:
     return GATE_ONE - f[1], GATE_ONE - f[0]
 
 
-def rounded_product(op: str, args: tuple, imm: dict) -> tuple[Range, int] | None:
-    """(interval of the product the op rounds, the shift it rounds by), or None (no rounding, or a shift
-    that is not an immediate)."""
+def rounded_factors(op: str, args: tuple, imm: dict) -> tuple[list[Range], int] | None:
+    """(intervals of the factors whose product the op rounds, the shift it rounds by), or None (no
+    rounding, or a shift that is not an immediate). A square has one factor, used twice."""
     if op == "rescale":
-        return _mul(args[0], (imm["mult"], imm["mult"])), imm["shift"]
+        return [args[0], (imm["mult"], imm["mult"])], imm["shift"]
     if op == "mul_shr":
-        return _mul(args[0], args[1]), imm["shift"]
+        return [args[0], args[1]], imm["shift"]
     if op == "square_shr":
-        lo, hi = args[0]
-        sq = [lo * lo, hi * hi]
-        return (0 if lo <= 0 <= hi else min(sq), max(sq)), imm["shift"]
+        return [args[0]], imm["shift"]
     if op == "forget_gate":
-        return _mul(_one_minus(args[1]), args[0]), fp.GATE_FRAC
+        return [args[0], _one_minus(args[1])], fp.GATE_FRAC
     if op == "mlgru_candidate":
-        return _mul(args[0], _one_minus(args[1])), fp.GATE_FRAC
+        return [args[0], _one_minus(args[1])], fp.GATE_FRAC
     if op == "mlgru_update":
-        return _mul(args[1], args[0]), fp.GATE_FRAC
+        return [args[1], args[0]], fp.GATE_FRAC
+    return None
+
+
+def rounded_product(op: str, args: tuple, imm: dict) -> tuple[Range, int] | None:
+    """(interval of the product the op rounds, the shift it rounds by), or None."""
+    rf = rounded_factors(op, args, imm)
+    if rf is None:
+        return None
+    f, n = rf
+    if len(f) == 1:
+        lo, hi = f[0]
+        sq = [lo * lo, hi * hi]
+        return (0 if lo <= 0 <= hi else min(sq), max(sq)), n
+    return _mul(f[0], f[1]), n
+
+
+def odd_multiple(r: Range, p: int) -> int | None:
+    """The value of least magnitude in ``r`` that is an odd multiple of 2^p (None: there is none)."""
+    lo, hi = -((-r[0]) >> p), r[1] >> p          # ceil(lo / 2^p), floor(hi / 2^p)
+    odd = [k for k in (lo, lo + 1, hi - 1, hi, -1, 1) if lo <= k <= hi and k % 2]
+    return min(odd, key=abs) << p if odd else None
+
+
+def tie_factors(factors: list[Range], n: int) -> tuple[int, ...] | None:
+    """Factors inside their intervals whose product is an exact tie of a right shift by n (|p| mod 2^n =
+    2^(n-1)), or None when no such factors exist: exactly, since a tie needs the product's 2-adic valuation
+    to be n - 1, so one factor an odd multiple of 2^q and the other of 2^(n-1-q) (a square: n - 1 even)."""
+    if n <= 0:
+        return None
+    if len(factors) == 1:
+        x = odd_multiple(factors[0], (n - 1) // 2) if (n - 1) % 2 == 0 else None
+        return None if x is None else (x,)
+    for q in range(n):
+        a, b = odd_multiple(factors[0], q), odd_multiple(factors[1], n - 1 - q)
+        if a is not None and b is not None:
+            return a, b
     return None
 
 
@@ -75,12 +109,9 @@ def saturation_ends(op: str, args: tuple, imm: dict) -> dict[str, bool]:
 
 
 def tie_possible(op: str, args: tuple, imm: dict) -> bool:
-    """Whether an exact tie of the op's rounding may occur: a tie of a right shift by n > 0 needs
-    |p| mod 2^n = 2^(n-1), so some |p| >= 2^(n-1) in the product's interval. True when unknown."""
-    rp = rounded_product(op, args, imm)
-    if rp is None:
+    """Whether an exact tie of the op's rounding can occur for arguments in their intervals (exact for
+    independent factors: ``tie_factors``). True when the op's rounding is not known here (rms_apply)."""
+    rf = rounded_factors(op, args, imm)
+    if rf is None:
         return op == "rms_apply"
-    (lo, hi), n = rp
-    if n <= 0:
-        return False
-    return max(abs(lo), abs(hi)) >= 1 << (n - 1)
+    return tie_factors(*rf) is not None

@@ -39,10 +39,13 @@ def _ties(prod: np.ndarray, n) -> bool:
 
 @dataclass
 class Coverage:
-    """The corner cases one or more traces reached, against every case that exists."""
+    """The corner cases one or more traces reached, against every case that exists and the part of it the
+    model can use (``usable``: mflc.spec.usable; None counts every case as usable)."""
 
     items: set = field(default_factory=set)
     universe: dict = field(default_factory=dict)         # category -> set of every item of that category
+    usable: dict | None = None                           # category -> the items no proof rules out
+    op_level: set = field(default_factory=set)           # usable items not reached, given as op-level vectors
 
     def add(self, other: "Coverage") -> int:
         """Merge another run's items; returns how many were new."""
@@ -51,12 +54,19 @@ class Coverage:
         return len(new)
 
     def report(self) -> dict:
-        """Per category: reached, total, and the items not reached (a sample)."""
+        """Per category: reached, usable, total (existing), how many are unreachable (proven), how many
+        usable ones only op-level vectors test, and samples of the missed and the unreachable ones.
+        ``reached_not_usable`` counts reached items the proof excluded: nonzero would mean an unsound proof."""
         out = {}
         for cat, allof in self.universe.items():
+            use = allof if self.usable is None else self.usable.get(cat, allof)
             got = allof & self.items
-            out[cat] = dict(reached=len(got), total=len(allof),
-                            missing=sorted(map(_fmt, allof - got))[:12])
+            missed = use - got
+            out[cat] = dict(reached=len(got & use), usable=len(use), total=len(allof),
+                            unreachable_proven=len(allof - use), op_level=len(missed & self.op_level),
+                            reached_not_usable=len(got - use),
+                            missing=sorted(map(_fmt, missed - self.op_level))[:12],
+                            unreachable=sorted(map(_fmt, allof - use))[:12])
         return out
 
 

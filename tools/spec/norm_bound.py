@@ -52,3 +52,53 @@ def projection_bound(qm, norm, w: np.ndarray) -> np.ndarray:
         cs = isqrt(-(-top // bot)) + 1 + (s + 1) // 2
         out[i] = min(cs, s * ybox)
     return out.astype(np.int64)
+
+
+def _valuation(v: np.ndarray) -> np.ndarray:
+    """2-adic valuation of nonzero int64 values (their count of trailing zero bits)."""
+    v = np.abs(v.astype(np.int64))
+    return np.log2(v & -v).astype(np.int64)
+
+
+def _sums(e: int, tmax: int) -> np.ndarray:
+    """The sums of squares t in (e, tmax] that stand for all the others: rsqrt's r and j depend only on the
+    normalised mantissa u and the exponent j (t in [u·4^j, (u + 1)·4^j)), so every t below 2^16 and, above,
+    the largest t of each (u, j) (the one allowing the largest element x, x² <= t - E)."""
+    small = np.arange(e + 1, min(tmax, (1 << fp.RSQRT_U_BITS) - 1) + 1, dtype=np.int64)
+    out, j = [small], 1
+    u = np.arange(1 << (fp.RSQRT_U_BITS - 2), 1 << fp.RSQRT_U_BITS, dtype=np.int64)
+    while (u[0] << 2 * j) <= tmax:
+        lo = u << 2 * j
+        out.append(np.minimum(((u + 1) << 2 * j) - 1, tmax)[lo <= tmax])
+        j += 1
+    return np.concatenate(out)
+
+
+def rms_tie(qm, norm, x_range: tuple[int, int], gain_shift: int) -> tuple[int, int, int] | None:
+    """(x, t, gain) with x in ``x_range``, x² ≤ t - E (x one element of a vector whose squares sum to
+    t - E), gain one of the norm's weights, such that rms_apply rounds x·gain·r by exactly one half, r
+    the factor of t; None when no such triple exists (a proof: the search is exhaustive over t). A tie
+    means the product's 2-adic valuation is n - 1 with n = 23 + j + gain_shift, so x = 2^a and a gain
+    of valuation n - 1 - v(r) - a suffice. Only for unshifted squares (k = 0); None otherwise."""
+    if qm.scalars.get(f"sq.{norm.reduction}", 0) > 0:
+        return None
+    e = int(qm.s(f"E.{norm.reduction}"))
+    gains = qm.t(f"G.{norm.key}").astype(np.int64).reshape(-1)
+    gains = np.unique(gains[gains != 0])
+    by_val = {int(v): int(g) for v, g in zip(_valuation(gains), gains)}
+    xmax = max(int(x_range[1]), -int(x_range[0]))       # 2^a or -2^a lies in the range iff 2^a <= this
+    if xmax == 0 or not by_val:
+        return None
+    t = _sums(e, qm.t(f"G.{norm.key}").size * xmax * xmax + e)
+    r, j = fp.rsqrt(t)
+    need = fp.RSQRT_FRAC + j + gain_shift - 1 - _valuation(r)
+    amax = np.floor(np.log2(np.sqrt((t - e).astype(np.float64)) + 1e-9)).astype(np.int64)
+    amax = np.minimum(amax, int(np.floor(np.log2(xmax))))
+    for vg, g in sorted(by_val.items()):
+        a = need - vg
+        hit = np.nonzero((a >= 0) & (a <= amax))[0]
+        if hit.size:
+            k = int(hit[0])
+            x = 1 << int(a[k])
+            return (x if x <= x_range[1] else -x), int(t[k]), g
+    return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mflc.ir import fixedpoint as fp
-from mflc.ir.corners import saturation_ends, tie_possible
+from mflc.ir.corners import saturation_ends, tie_factors, tie_possible
 
 # the rounding steps that are not the writer of a site: (group kind, program variable) of the instruction
 _STEP_VARS = {"res_x": ("res1", "a1"), "res_ao": ("res1", "a2"), "res_r": ("res2", "a1"), "res_mo": ("res2", "a2")}
@@ -58,7 +58,7 @@ def projection_sites(qm) -> dict[str, Projected]:
             lo, hi = shr_round_int(-a * mult, sh), shr_round_int(a * mult, sh)
             out[L + site] = Projected(a, (max(lo, fp.smin(b)), min(hi, fp.smax(b))),
                                       {"min": lo <= fp.smin(b), "max": hi >= fp.smax(b)},
-                                      sh > 0 and a * mult >= 1 << (sh - 1))
+                                      tie_factors([(-a, a), (mult, mult)], sh) is not None)
     return out
 
 
@@ -81,14 +81,56 @@ class Usable:
     corners: dict[tuple, Corner]           # item -> the instruction that reaches it (for op-level vectors)
 
 
-def _writers(graph, ra) -> dict[tuple[str, str], Corner]:
-    """(group, variable) -> the instruction that last writes it, with its proven argument intervals."""
+def _tighten(a, b):
+    return max(a[0], b[0]), min(a[1], b[1])
+
+
+def _state_invariant(ins, args, written: dict, group: str):
+    """A bound H with |h| <= H for every token, for the state update h' = round(f·h/2^15) + c with
+    c = round(s·(2^15 - f)/2^15), from the all-zero state: with |s| <= S and f <= 2^15 - δ (δ >= 1),
+    |h| <= H gives |h'| <= H - δ(H - S)/2^15 + 1 <= H once H >= S + 2^15/δ, so H = S + ceil(2^15/δ)
+    holds by induction. None when the update is not of that form or f may reach 2^15."""
+    from mflc.ir.corners import GATE_ONE
+
+    if ins.op != "mlgru_update" or ins.args[0] != ins.out:
+        return None
+    cand = written.get((group, ins.args[2]))
+    fmax = args[1][1]
+    if cand is None or cand.op != "mlgru_candidate" or cand.args[1] != args[1] or fmax >= GATE_ONE or args[1][0] < 0:
+        return None
+    s = max(abs(cand.args[0][0]), abs(cand.args[0][1]))
+    h = s + -(-GATE_ONE // (GATE_ONE - fmax))
+    return -h, h
+
+
+def _local(graph, ra, fixed: dict) -> dict[tuple[str, str], Corner]:
+    """(group, variable) -> the instruction that last writes it, with argument intervals tightened inside
+    each group: a saturating op's result is its pre-saturation interval clamped (the analysis takes the
+    whole width), and ``fixed`` ((group, variable) -> interval, from the norm bound) narrows a result."""
+    from mflc.ir.corners import unsaturated
+    from mflc.ir.ops import OPS
+
     out = {}
     for name, grp in graph.groups.items():
-        steps = ra.groups[name].steps
-        for ins, st in zip(grp.program, steps):
-            if st.args is not None:
-                out[(name, ins.out)] = Corner(name, ins.op, dict(ins.imm_dict), st.args, grp.tables)
+        rng: dict = {}
+        for ins, st in zip(grp.program, ra.groups[name].steps):
+            if st.args is None:
+                continue
+            imm = dict(ins.imm_dict)
+            args = tuple(_tighten(rng[a], r) if a in rng else r for a, r in zip(ins.args, st.args))
+            inv = _state_invariant(ins, args, out, name) if ins.out in grp.registers else None
+            if inv is not None:
+                args = (_tighten(args[0], inv),) + args[1:]
+            res = _tighten(OPS[ins.op].range(list(args), imm, grp.tables), st.result)
+            if inv is not None:
+                res = _tighten(res, inv)
+            un = unsaturated(ins.op, args, imm) if "bits" in imm else None
+            if un is not None:
+                res = _tighten(res, (max(un[0], fp.smin(imm["bits"])), min(un[1], fp.smax(imm["bits"]))))
+            if (name, ins.out) in fixed:
+                res = _tighten(res, fixed[(name, ins.out)])
+            rng[ins.out] = res
+            out[(name, ins.out)] = Corner(name, ins.op, imm, args, grp.tables)
     return out
 
 
@@ -99,13 +141,16 @@ def analyse_usable(qm, graph, universe: dict) -> Usable:
     from mflc.spec.trace import ir_sites
 
     ra = analyse(graph)
-    writers = _writers(graph, ra)
     sites = ir_sites(graph, qm.cfg.L)
+    proj = projection_sites(qm)
+    writers = _local(graph, ra, {sites[s]: p.value for s, p in proj.items() if s in sites})
     usable = {cat: set(items) for cat, items in universe.items()}     # what no proof excludes stays usable
     corners: dict[tuple, Corner] = {}
     tables = set()
-    proj = projection_sites(qm)
-    for grp, c in _all_luts(graph, ra):
+    for c in writers.values():
+        if c.op != "lut":
+            continue
+        grp = c.group
         layer = grp.split('.')[0]
         key = f"{layer}.{c.imm['table']}"
         lo, hi = c.args[0]
@@ -136,7 +181,11 @@ def analyse_usable(qm, graph, universe: dict) -> Usable:
         c = _step_instruction(qm, step, op, writers, sites)
         if step in proj and not proj[step].tie:
             continue
-        if c is None or tie_possible(c.op, c.args, c.imm):
+        if c is not None and c.op == "rms_apply":
+            possible = _rms_tie(qm, step, c) is not None
+        else:
+            possible = c is None or tie_possible(c.op, c.args, c.imm)
+        if possible:
             ties.add(("tie", step))
             if c is not None:
                 corners[("tie", step)] = c
@@ -146,11 +195,13 @@ def analyse_usable(qm, graph, universe: dict) -> Usable:
     return Usable(usable, corners)
 
 
-def _all_luts(graph, ra):
-    for name, grp in graph.groups.items():
-        for ins, st in zip(grp.program, ra.groups[name].steps):
-            if ins.op == "lut" and st.args is not None:
-                yield name, Corner(name, ins.op, dict(ins.imm_dict), st.args, grp.tables)
+def _rms_tie(qm, key: str, c: Corner):
+    """A tie of a norm's rms_apply (norm_bound.rms_tie) for its proven input interval, or None."""
+    from mflc.compiler.model.structure import all_norms
+    from mflc.spec.norm_bound import rms_tie
+
+    norm = next((n for n in all_norms(qm.cfg, not qm.options.remove_inner_norm) if n.key == key), None)
+    return None if norm is None else rms_tie(qm, norm, c.args[0], c.imm["gain_shift"])
 
 
 def _step_instruction(qm, step: str, op: str, writers: dict, sites: dict) -> Corner | None:
