@@ -81,13 +81,14 @@ app.add_typer(conformance, name="conformance")
 def _coverage_table(cov: dict) -> Table:
     from mflc.spec.coverage import HEADLINE
 
-    t = Table(title="coverage (corner cases reached / existing)", title_justify="left")
-    for c in ("category", "reached", "of", "not reached (first)"):
-        t.add_column(c, justify="right" if c in ("reached", "of") else "left")
+    t = Table(title="coverage: corner cases reached by the token sequences, of those the model can use "
+              "(usable: not ruled out by the range proof)", title_justify="left")
+    for c in ("category", "reached", "usable", "exist", "unreachable (proven)", "op-level only", "missed (first)"):
+        t.add_column(c, justify="left" if c in ("category", "missed (first)") else "right")
     for cat in sorted(cov, key=lambda c: (c not in HEADLINE, c)):
         v = cov[cat]
-        t.add_row(cat if cat in HEADLINE else f"[dim]{cat}[/]", str(v["reached"]), str(v["total"]),
-                  ", ".join(v["missing"][:4]))
+        t.add_row(cat if cat in HEADLINE else f"[dim]{cat}[/]", f"{v['reached']:,}", f"{v['usable']:,}",
+                  f"{v['total']:,}", f"{v['unreachable_proven']:,}", f"{v['op_level']:,}", ", ".join(v["missing"][:4]))
     return t
 
 
@@ -114,11 +115,12 @@ def conformance_write(build: Path = typer.Argument(..., help="Build directory (`
         idx = write(build, out_dir, Budget(random=candidates, repeated=candidates, length=length, seed=seed),
                     progress=lambda k, n: adv(k))
     if json_out:
-        emit_json(dict(out=str(out_dir), sequences=len(idx["sequences"]),
+        emit_json(dict(out=str(out_dir), sequences=len(idx["sequences"]), op_vectors=len(idx["op_vectors"]),
                        tokens=sum(len(s["tokens"]) for s in idx["sequences"]), coverage=idx["coverage"]))
         return
     out.print(f"{out_dir}: {len(idx['sequences'])} sequences, "
-              f"{sum(len(s['tokens']) for s in idx['sequences'])} tokens, {len(idx['expected']['sites'])} sites")
+              f"{sum(len(s['tokens']) for s in idx['sequences'])} tokens, {len(idx['expected']['sites'])} sites, "
+              f"{len(idx['op_vectors'])} op-level vectors")
     out.print(_coverage_table(idx["coverage"]))
 
 

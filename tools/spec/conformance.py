@@ -59,15 +59,29 @@ def _candidates(vocab: int, b: Budget) -> list[tuple[str, list[int]]]:
     return out + [(f"repeat-{t}", [int(t)] * b.length) for t in dict.fromkeys(reps.tolist())]
 
 
-def choose_sequences(qm, budget: Budget | None = None, progress=None):
-    """(chosen [(name, tokens, purpose)], total Coverage): greedy over the candidates, then hill climbing
-    toward each unreached saturation end."""
+def empty_coverage(qm, graph=None):
+    """(a Coverage with nothing reached, against what exists and what the model can use; the Usable)."""
+    from mflc.spec.coverage import Coverage, universe
+    from mflc.spec.usable import analyse_usable
+
+    if graph is None:
+        from mflc.compiler.model.lower import lower
+
+        graph = lower(qm)
+    u = universe(qm)
+    usable = analyse_usable(qm, graph, u)
+    return Coverage(set(), u, usable.items), usable
+
+
+def choose_sequences(qm, budget: Budget | None = None, progress=None, graph=None):
+    """(chosen [(name, tokens, purpose)], total Coverage, Usable): greedy over the candidates, then hill
+    climbing toward each unreached saturation end the model can use."""
     from mflc.compiler.model.int_model import IntModel
-    from mflc.spec.coverage import Coverage, measure, universe
+    from mflc.spec.coverage import measure
 
     b = budget or Budget()
     im = IntModel(qm)
-    total = Coverage(set(), universe(qm))
+    total, usable = empty_coverage(qm, graph)
     runs = []
     cands = _candidates(qm.cfg.vocab_size, b)
     for k, (name, toks) in enumerate(cands):
@@ -91,11 +105,11 @@ def choose_sequences(qm, budget: Budget | None = None, progress=None):
                 chosen.append((f"climb-{op}-{end}", found, f"drives {op} toward its {end} (adds {n} corner cases)"))
         if progress:
             progress(len(cands) + k + 1, len(cands) + 10)
-    return chosen, total
+    return chosen, total, usable
 
 
 def _unreached_ends(total) -> list[tuple[str, str]]:
-    want = total.universe["saturation ends per op"] - total.items
+    want = (total.usable or total.universe)["saturation ends per op"] - total.items
     return sorted((op, end) for _, op, end in want)
 
 
@@ -145,7 +159,10 @@ def write(build, out_dir: Path, budget: Budget | None = None, progress=None) -> 
     for f in sorted((b.path / "quant").iterdir()):
         if f.is_file():
             shutil.copyfile(f, out_dir / "quant" / f.name)
-    chosen, total = choose_sequences(qm, budget, progress)
+    from mflc.spec import op_vectors
+
+    chosen, total, usable = choose_sequences(qm, budget, progress, b.graph)
+    ops = op_vectors.build(qm, total, usable)
     tr = record(qm, b.graph, [(name, toks) for name, toks, _ in chosen], "int-model")
     tr.save(out_dir / EXPECTED)
     index = dict(
@@ -155,6 +172,7 @@ def write(build, out_dir: Path, budget: Budget | None = None, progress=None) -> 
         expected=dict(file=EXPECTED, sha256=file_sha256(out_dir / EXPECTED), engine="int-model",
                       sites=list(tr.values)),
         sequences=[dict(name=n, tokens=t, purpose=p) for n, t, p in chosen],
+        op_vectors=ops,
         coverage=total.report())
     (out_dir / INDEX).write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
     return index

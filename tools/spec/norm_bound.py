@@ -102,3 +102,37 @@ def rms_tie(qm, norm, x_range: tuple[int, int], gain_shift: int) -> tuple[int, i
             x = 1 << int(a[k])
             return (x if x <= x_range[1] else -x), int(t[k]), g
     return None
+
+
+def rms_ends(qm, norm, gain_shift: int, bits: int) -> dict[str, bool]:
+    """Which saturation ends of a norm's output the bound allows: |y| <= P·max|G|·2^-gain_shift + 1/2
+    (every element of x·φ is at most P in magnitude)."""
+    num, den = factor_bound_sq()
+    gmax = int(np.abs(qm.t(f"G.{norm.key}").astype(np.int64)).max())
+    # |y| >= m is possible only if (m - 1/2)^2 <= P^2·gmax^2·4^-gain_shift  (m >= 1)
+    scale = 4 ** gain_shift if gain_shift >= 0 else 1
+    top = num * gmax * gmax * (4 ** -gain_shift if gain_shift < 0 else 1)
+
+    def can(m: int) -> bool:
+        return (2 * m - 1) ** 2 * den * scale <= 4 * top
+
+    return {"min": can(-fp.smin(bits)), "max": can(fp.smax(bits))}
+
+
+def rms_saturating(qm, norm, x_range, gain_shift: int, bits: int, end: str) -> tuple[int, int, int] | None:
+    """(x, t, gain) with t = x² + E (x the vector's only nonzero element, the largest x·φ) whose rms_apply
+    saturates to ``end``, or None if no x in the range does."""
+    e = int(qm.s(f"E.{norm.reduction}"))
+    gains = qm.t(f"G.{norm.key}").astype(np.int64).reshape(-1)
+    x = np.arange(max(int(x_range[0]), -(1 << 20)), min(int(x_range[1]), 1 << 20) + 1, dtype=np.int64)
+    x = x[x != 0]
+    r, j = fp.rsqrt(x * x + e)
+    packed = fp.pack_rsqrt(r, j)
+    want = fp.smin(bits) if end == "min" else fp.smax(bits)
+    for g in (int(gains.max()), int(gains.min())):
+        y = fp.rms_apply(x, packed, g, gain_shift, bits)
+        hit = np.nonzero(y == want)[0]
+        if hit.size:
+            k = int(hit[0])
+            return int(x[k]), int(x[k] * x[k] + e), g
+    return None

@@ -44,9 +44,11 @@ def table_vectors(missing: list, corners: dict) -> list[dict]:
     return out
 
 
-def saturation_vector(item, c, proj=None) -> dict | None:
+def saturation_vector(item, c, qm, proj=None) -> dict | None:
     """Arguments at corners of their proven intervals that saturate the op to the item's end."""
     end = item[2]
+    if c.op == "rms_apply":
+        return _rms_saturating(item, c, qm)
     args = list(c.args)
     if proj is not None and c.op == "rescale":
         args = [(-proj.acc, proj.acc)]
@@ -86,19 +88,49 @@ def tie_vector(item, c, qm, proj=None) -> dict | None:
     return _vector(item, op, imm, [[v] for v in a], c.tables)
 
 
+def _rms_vector(item, c, found) -> dict | None:
+    if found is None:
+        return None
+    x, t, g = found
+    r, j = fp.rsqrt(np.int64(t))
+    vec = _vector(item, "rms_apply", c.imm, [[x], [int(fp.pack_rsqrt(r, j))], [g]], c.tables)
+    vec["sum_of_squares"] = t
+    return vec
+
+
+def _rms_saturating(item, c, qm) -> dict | None:
+    from mflc.spec.norm_bound import rms_saturating
+    from mflc.spec.usable import _norm
+
+    norm = _norm(qm, item[1])
+    return None if norm is None else _rms_vector(
+        item, c, rms_saturating(qm, norm, c.args[0], c.imm["gain_shift"], c.imm["bits"], item[2]))
+
+
+def rsqrt_vectors(qm, missing: list) -> list[tuple]:
+    """rms_factor at a sum of squares whose rsqrt mantissa falls in each missed edge bucket of the table
+    (u = t for t in [2^14, 2^16): u >> 10 is the bucket), per norm: [(item, vector)]."""
+    from mflc.spec.usable import _norm
+
+    out = []
+    for item in missing:
+        norm = _norm(qm, item[1])
+        if norm is None:
+            continue
+        e = int(qm.s(f"E.{norm.reduction}"))
+        t = max(item[2] << fp.RSQRT_TABLE_SHIFT, e + 1)
+        if t >> fp.RSQRT_TABLE_SHIFT != item[2]:
+            continue
+        out.append((item, _vector(item, "rms_factor", {"eps": e}, [[t - e]], {})))
+    return out
+
+
 def _rms_tie(item, c, qm) -> dict | None:
     """x, the packed factor of a sum of squares t >= x² + E, and one of the norm's gains, whose product
     rounds by one half (mflc.spec.norm_bound.rms_tie)."""
     from mflc.spec.usable import _rms_tie as find
 
-    got = find(qm, item[1], c)
-    if got is None:
-        return None
-    x, t, g = got
-    r, j = fp.rsqrt(np.int64(t))
-    vec = _vector(item, "rms_apply", c.imm, [[x], [int(fp.pack_rsqrt(r, j))], [g]], c.tables)
-    vec["sum_of_squares"] = t
-    return vec
+    return _rms_vector(item, c, find(qm, item[1], c))
 
 
 def build(qm, total, usable, progress=None) -> list[dict]:
@@ -118,7 +150,7 @@ def build(qm, total, usable, progress=None) -> list[dict]:
     for k, (kind, item) in enumerate(todo):
         c = usable.corners.get(item)
         if c is not None:
-            vec = (saturation_vector(item, c, proj.get(item[1])) if kind == "sat"
+            vec = (saturation_vector(item, c, qm, proj.get(item[1])) if kind == "sat"
                    else tie_vector(item, c, qm, proj.get(item[1])))
             if vec is not None:
                 out.append(vec)
@@ -126,5 +158,8 @@ def build(qm, total, usable, progress=None) -> list[dict]:
                 covered.add(("sat-op", site_op(item[1]), item[2]) if kind == "sat" else ("tie-op", ops[item[1]]))
         if progress:
             progress(k + 1, len(todo))
+    rs = rsqrt_vectors(qm, missed["rsqrt table edges per norm"])
+    out += [v for _, v in rs]
+    covered |= {item for item, _ in rs}
     total.op_level |= covered - total.items
     return out

@@ -168,7 +168,8 @@ def analyse_usable(qm, graph, universe: dict) -> Usable:
         if c is None or "bits" not in c.imm:
             sat |= {("sat", s, "min"), ("sat", s, "max")}
             continue
-        for end, ok in saturation_ends(c.op, c.args, c.imm).items():
+        ends = (_rms_ends(qm, s, c) if c.op == "rms_apply" else saturation_ends(c.op, c.args, c.imm))
+        for end, ok in ends.items():
             if ok and (s not in proj or proj[s].ends[end]):
                 sat.add(("sat", s, end))
                 corners.setdefault(("sat-op", site_op(s), end), c)
@@ -193,6 +194,19 @@ def analyse_usable(qm, graph, universe: dict) -> Usable:
     usable["rounding ties per step"] = universe["rounding ties per step"] & ties
     usable["rounding ties per op"] = {("tie-op", ops[s]) for _, s in ties} & universe["rounding ties per op"]
     return Usable(usable, corners)
+
+
+def _norm(qm, key: str):
+    from mflc.compiler.model.structure import all_norms
+
+    return next((n for n in all_norms(qm.cfg, not qm.options.remove_inner_norm) if n.key == key), None)
+
+
+def _rms_ends(qm, site: str, c: Corner) -> dict:
+    from mflc.spec.norm_bound import rms_ends
+
+    norm = _norm(qm, site)
+    return {"min": True, "max": True} if norm is None else rms_ends(qm, norm, c.imm["gain_shift"], c.imm["bits"])
 
 
 def _rms_tie(qm, key: str, c: Corner):
