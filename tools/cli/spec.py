@@ -110,7 +110,7 @@ def conformance_write(build: Path = typer.Argument(..., help="Build directory (`
     for opt, v, lo, hi in (("--candidates", candidates, 1, 4096), ("--length", length, 1, 4096)):
         if not lo <= v <= hi:
             raise MflcError(f"{opt} must be in [{lo}, {hi}], got {v}")
-    prog, adv = progress_bar(2 * candidates + 10, "choosing sequences")
+    prog, adv = progress_bar(None, "choosing sequences (candidates, then hill climbs)")
     with prog:
         idx = write(build, out_dir, Budget(random=candidates, repeated=candidates, length=length, seed=seed),
                     progress=lambda k, n: adv(k))

@@ -9,13 +9,16 @@ chosen for, and the coverage reached. ``check`` compares a trace (from another i
 one of mflc's executors) with the expected one and names the first differing token, site and index.
 
 Choosing sequences: random and single-token-repeated candidates are run, and kept greedily while they add
-cases; then, for each saturating op whose ends are still unreached, a sequence is grown token by token
-(hill climbing: of a sample of next tokens, keep the one that drives that op's sites closest to the end).
+cases; then, for each usable saturation end still unreached and each table whose usable entries beyond the
+reached extremes are not reached, a sequence is grown token by token (hill climbing: of a sample of next
+tokens, keep the one that drives the sites furthest that way). What the model can use comes from
+mflc.spec.usable; the usable cases no sequence reaches are given as op-level vectors (mflc.spec.op_vectors).
 """
 from __future__ import annotations
 
 import json
 import shutil
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,52 +99,60 @@ def choose_sequences(qm, budget: Budget | None = None, progress=None, graph=None
             break
         name, toks, cov = runs.pop(best)
         chosen.append((name, toks, f"adds {total.add(cov)} corner cases"))
-    for k, (op, end) in enumerate(_unreached_ends(total)):
-        found = _climb(qm, im, op, end, b)
+    targets = _targets(qm, total)
+    for k, (name, score, purpose, stop) in enumerate(targets):
+        found = _climb(qm, im, name, score, stop, b)
         if found is not None:
-            cov = measure(qm, _trace_values(im, found))
-            n = total.add(cov)
+            n = total.add(measure(qm, _trace_values(im, found)))
             if n:
-                chosen.append((f"climb-{op}-{end}", found, f"drives {op} toward its {end} (adds {n} corner cases)"))
+                chosen.append((f"climb-{name}", found, f"{purpose} (adds {n} corner cases)"))
         if progress:
-            progress(len(cands) + k + 1, len(cands) + 10)
+            progress(len(cands) + k + 1, len(cands) + len(targets))
     return chosen, total, usable
 
 
-def _unreached_ends(total) -> list[tuple[str, str]]:
-    want = (total.usable or total.universe)["saturation ends per op"] - total.items
-    return sorted((op, end) for _, op, end in want)
-
-
-def _closeness(qm, values: dict, op: str, end: str) -> float:
-    """How near the op's sites came to the end: the largest value / limit over its sites (1.0: reached)."""
-    from mflc.spec.coverage import saturating_sites, site_op
+def _targets(qm, total) -> list[tuple[str, object, str]]:
+    """(name, score(site values) -> float, purpose, score to stop at) of each hill climb: every usable saturation end per op
+    not reached (score: the op's sites' largest value / limit, 1.0 at the end), then each table input
+    whose usable entries beyond the extremes reached are not reached (score: that site's extreme)."""
+    from mflc.spec.coverage import TABLES, saturating_sites, site_op
     from mflc.ir import fixedpoint as fp
 
-    best = -np.inf
-    for s in saturating_sites(qm):
-        if s in values and site_op(s) == op:
-            b = qm.bits(s)
-            lim = fp.smax(b) if end == "max" else fp.smin(b)
-            best = max(best, float(np.max(values[s] / lim)))
-    return best
+    use = total.usable or total.universe
+    out = []
+    for _, op, end in sorted(use["saturation ends per op"] - total.items):
+        sites = [(s, fp.smax(qm.bits(s)) if end == "max" else fp.smin(qm.bits(s)))
+                 for s in saturating_sites(qm) if site_op(s) == op]
+        out.append((f"{op}-{end}", lambda v, sites=sites: max(float(np.max(v[s] / lim)) for s, lim in sites if s in v),
+                    f"drives {op} toward its {end}", 1.0))
+    missed = use["table entries"] - total.items
+    got = total.universe["table entries"] & total.items
+    for i in range(qm.cfg.L):
+        for table, kind in TABLES:
+            key, site = f"L{i}.{table}", f"L{i}.{kind}"
+            reached = [v for _, k, v in got if k == key] or [0]
+            want = [v for _, k, v in missed if k == key]
+            if any(v > max(reached) for v in want):
+                out.append((f"{key}-max", lambda v, s=site: float(np.max(v[s])), f"drives {site} up for {key}'s top entries", np.inf))
+            if any(v < min(reached) for v in want):
+                out.append((f"{key}-min", lambda v, s=site: -float(np.min(v[s])), f"drives {site} down for {key}'s bottom entries", np.inf))
+    return out
 
 
-def _climb(qm, im, op: str, end: str, b: Budget) -> list[int] | None:
-    """A sequence grown token by token, each the sampled next token that brings ``op``'s sites closest to
-    ``end``; returned once the end is reached (or the best found after ``climb_tokens``)."""
-    rng = np.random.default_rng(hash((op, end, b.seed)) & 0xFFFF)
-    state, seq, best_score = im.init_state(), [], -np.inf
+def _climb(qm, im, name: str, score, stop: float, b: Budget) -> list[int] | None:
+    """A sequence grown token by token from the all-zero state, each the sampled next token that scores
+    highest (``score`` of that token's site values); stops early once the score reaches ``stop``."""
+    rng = np.random.default_rng(zlib.crc32(f"{name}/{b.seed}".encode()))
+    state, seq = im.init_state(), []
     for _ in range(b.climb_tokens):
         trial = []
         for t in rng.choice(qm.cfg.vocab_size, size=min(b.climb_sample, qm.cfg.vocab_size), replace=False):
             seen: dict = {}
             _, st = im.step(int(t), state, trace=lambda n, v: seen.__setitem__(n, np.array(v, np.int64)[None]))
-            trial.append((_closeness(qm, seen, op, end), int(t), st))
-        score, tok, state = max(trial, key=lambda x: x[0])
+            trial.append((score(seen), int(t), st))
+        best, tok, state = max(trial, key=lambda x: x[0])
         seq.append(tok)
-        best_score = max(best_score, score)
-        if score >= 1.0:
+        if best >= stop:
             break
     return seq if seq else None
 
