@@ -35,20 +35,27 @@ def test_vector_set_describes_itself(vectors):
     assert "logits" in exp.values and "L0.gn" in exp.values
     cov = idx["coverage"]
     for cat in ("table entries", "saturation ends per op", "rounding ties per op", "rsqrt table entries"):
-        assert 0 < cov[cat]["reached"] <= cov[cat]["total"], cat
+        assert 0 < cov[cat]["reached"] <= cov[cat]["usable"] <= cov[cat]["total"], cat
+        assert cov[cat]["usable"] + cov[cat]["unreachable_proven"] == cov[cat]["total"], cat
+        assert cov[cat]["reached_not_usable"] == 0, cat
 
 
 def test_coverage_is_the_union_of_the_chosen_sequences(vectors):
     """The reported coverage is recomputed from the expected trace, sequence by sequence."""
     from mflc.compiler.model.quantize import QuantizedModel
 
+    from mflc.spec import op_vectors
+    from mflc.spec.conformance import empty_coverage
+
     qm = QuantizedModel.load(vectors / "v" / "quant")
     exp = Trace.load(vectors / "v" / "expected.safetensors")
-    total = Coverage(set(), universe(qm))
+    total, usable = empty_coverage(qm)
     for s in exp.sequences:
         rows = slice(s["start"], s["start"] + len(s["tokens"]))
         total.add(measure(qm, {k: v[rows] for k, v in exp.values.items()}))
-    assert total.report() == load_index(vectors / "v")["coverage"]
+    ops = op_vectors.build(qm, total, usable)
+    idx = load_index(vectors / "v")
+    assert total.report() == idx["coverage"] and ops == idx["op_vectors"]
 
 
 def test_coverage_finds_a_planted_tie_and_saturation(vectors):

@@ -64,6 +64,7 @@ def _sums(e: int, tmax: int) -> np.ndarray:
     """The sums of squares t in (e, tmax] that stand for all the others: rsqrt's r and j depend only on the
     normalised mantissa u and the exponent j (t in [u·4^j, (u + 1)·4^j)), so every t below 2^16 and, above,
     the largest t of each (u, j) (the one allowing the largest element x, x² <= t - E)."""
+    tmax = min(tmax, (1 << 46) - 1)                     # rsqrt's domain (the validator proves the sum below)
     small = np.arange(e + 1, min(tmax, (1 << fp.RSQRT_U_BITS) - 1) + 1, dtype=np.int64)
     out, j = [small], 1
     u = np.arange(1 << (fp.RSQRT_U_BITS - 2), 1 << fp.RSQRT_U_BITS, dtype=np.int64)
