@@ -72,7 +72,8 @@ def _sums(e: int, tmax: int) -> np.ndarray:
         lo = u << 2 * j
         out.append(np.minimum(((u + 1) << 2 * j) - 1, tmax)[lo <= tmax])
         j += 1
-    return np.concatenate(out)
+    t = np.concatenate(out)
+    return t[t > e]
 
 
 def rms_tie(qm, norm, x_range: tuple[int, int], gain_shift: int) -> tuple[int, int, int] | None:
