@@ -27,7 +27,7 @@ import numpy as np
 from mflc.ir.errors import MflcError
 
 FORMAT = "mflc-conformance"
-VERSION = 1
+VERSION = 2
 INDEX = "conformance.json"
 EXPECTED = "expected.safetensors"
 QUANT_FILES = ("quant.json", "quant.safetensors")
@@ -204,7 +204,7 @@ def load_index(vec_dir: Path) -> dict:
         raise ConformanceError(f"{jf}: field 'format' is {idx.get('format')!r}, expected {FORMAT!r}")
     if idx.get("version") != VERSION:
         raise ConformanceError(f"{jf}: version {idx.get('version')!r} not supported (this mflc reads {VERSION})")
-    for key in ("model", "expected", "sequences", "coverage"):
+    for key in ("model", "expected", "sequences", "op_vectors", "coverage"):
         if key not in idx:
             raise ConformanceError(f"{jf}: field {key!r} is missing")
     files = dict(idx["model"], **{idx["expected"]["file"]: idx["expected"]["sha256"]})
