@@ -266,3 +266,13 @@ def compile_program(grp: NeuronGroup) -> CompiledProgram:
     cp.imm = immediates(ep)
     cp.module = module_for(cp.shape)
     return cp
+
+
+PROGRAMS = ("compiled", "interpreted")       # how executors run neuron programs; interpreted: the reference
+
+
+def program_for(grp: NeuronGroup, programs: str = "compiled") -> EncodedProgram:
+    """A group's program for an executor: generated code, or the interpreter (the reference)."""
+    if programs not in PROGRAMS:
+        raise ValueError(f"unknown programs mode {programs!r}; choose one of {', '.join(PROGRAMS)}")
+    return compile_program(grp) if programs == "compiled" else encode(grp)
