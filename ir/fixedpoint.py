@@ -114,7 +114,7 @@ def square(x):
 def square_shr(x, shift: int):
     """round(x² / 2^shift), half away from zero (``shr_round``): RMSNorm's square for wide inputs, whose
     exact squares would not fit a graded spike or whose sum would overflow the 32-bit dendrite
-    accumulator (``norm_square_shift`` picks the shift). ``shift`` is even so that the norm can undo it
+    accumulator (``mflc.ir.range_analysis.norm_square_shift`` picks the shift). ``shift`` is even so that the norm can undo it
     exactly as a shift of shift/2 after the square root."""
     return shr_round(square(x), shift)
 
@@ -128,19 +128,6 @@ def largest_square(in_bits: int, shift: int) -> int:
     """The largest value of square_shr over a signed ``in_bits`` input: (-2^(b-1))² rounded by 2^shift."""
     top = 1 << (2 * in_bits - 2)
     return (top + ((1 << shift) >> 1)) >> shift
-
-
-def norm_square_shift(in_bits: int, n: int) -> int:
-    """The smallest even shift k such that the squares of a signed ``in_bits`` value, rounded to x²/2^k,
-    travel in a graded spike and n of them cannot overflow the 32-bit accumulator. The bound is the IR
-    validator's interval analysis: each square is in [0, largest_square], so n·largest_square <= 2^31 - 1
-    (tests/test_fixedpoint.py checks the two agree at every boundary). 0 for 8-bit inputs up to
-    n = 2^17 - 1."""
-    k = 0
-    while True:
-        if square_bits(in_bits, k) <= MSG_BITS_MAX and n * largest_square(in_bits, k) <= smax(ACC_BITS):
-            return k
-        k += 2
 
 
 def lut(x, table: np.ndarray, in_bits: int):

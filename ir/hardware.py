@@ -333,7 +333,7 @@ def load_profile(path) -> HardwareProfile:
     optionally "name" and "base" (a built-in profile to start from, default loihi2)."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: hardware profile file not found")
+        raise ConfigError(f"{p}: hardware profile file not found (the built-in profiles: {', '.join(PROFILES)})")
     raw = read_json(p, ConfigError)
     base_name = raw.get("base", DEFAULT_PROFILE) if isinstance(raw, dict) else DEFAULT_PROFILE
     if profile_named(str(base_name)) is None:

@@ -19,7 +19,8 @@ from .errors import IRValidationError
 from .graph import Graph, PackedSynapseGroup
 from .hardware import DEFAULT as _HW
 from .modes import Send
-from .ops import OPS, Range, bits_range, fmt_range, imm_problems, range_bits
+from .ops import OPS, fmt_range, imm_problems, range_bits
+from .range_analysis import analyse, changes
 
 SYNAPSE_DELAY_MAX = _HW.max_synapse_delay     # the default profile's figure (its source: mflc.ir.hardware)
 LIMITS = _HW.ir_limits()                       # every limit's default
@@ -113,70 +114,11 @@ def _rule_programs(g: Graph, **_) -> Iterator[str]:
             yield f"group {grp.name}: send mode {grp.send!r} must be 'every' or 'delta'"
 
 
-def _csr_ok(s) -> bool:
-    """Structurally sound CSR (checked by _rule_shapes); other rules skip unsound synapses. Packed groups
-    are sound by construction (their codes are checked when they are read)."""
-    return isinstance(s, PackedSynapseGroup) or (s.indptr.shape == (s.shape[0] + 1,) and s.indices.size == s.values.size
-            and (s.indptr.size == 0 or (s.indptr[0] == 0 and s.indptr[-1] == s.values.size))
-            and bool(np.all(np.diff(s.indptr) >= 0)))
-
-
-def _incoming(g: Graph) -> dict[tuple[str, str], list]:
-    """(destination group, port) -> its synapse groups, built once per check instead of once per port."""
-    by_port: dict[tuple[str, str], list] = {}
-    for s in g.synapses.values():
-        by_port.setdefault((s.dst, s.port), []).append(s)
-    return by_port
-
-
-def _pos_neg(s, cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per destination row, the sum of the positive and of the negative weights. A row's worst cases over
-    inputs in [lo, hi] are then hi·P + lo·N and lo·P + hi·N, exactly; one pass over the weights per check."""
-    if cache is not None and s.name in cache:
-        return cache[s.name]
-    pn = s.pos_neg_sums()             # from the 2-bit codes for a packed group, without a CSR copy
-    if cache is not None:
-        cache[s.name] = pn
-    return pn
-
-
-def _port_range(g: Graph, grp_name: str, port: str, out_range: dict[str, Range],
-                incoming: dict[tuple[str, str], list] | None = None, sums: dict | None = None) -> Range:
-    """Worst-case interval of a port's accumulated value over all its incoming synapses (and host input)."""
-    lo = hi = 0
-    cands = (incoming if incoming is not None else _incoming(g)).get((grp_name, port), [])
-    for s in cands:
-        if s.src in out_range and _csr_ok(s):
-            slo, shi = out_range[s.src]
-            pos, neg = _pos_neg(s, sums)
-            row_hi, row_lo = pos * shi + neg * slo, pos * slo + neg * shi
-            shift = s.weight_exp
-            lo += int(fp.shr_floor(int(row_lo.min()), -shift)) if row_lo.size else 0
-            hi += int(fp.shr_floor(int(row_hi.max()), -shift)) if row_hi.size else 0
-    for i in g.inputs:
-        if i.group == grp_name and i.port == port and i.table in g.host_tensors:
-            t = g.host_tensors[i.table]
-            if t.size:
-                lo, hi = lo + int(min(t.min(), 0)), hi + int(max(t.max(), 0))
-    return lo, hi
-
-
-def _accumulator_range(g: Graph, s, out_range: dict[str, Range], sums: dict | None = None) -> int:
-    """Largest |partial sum| one synapse group can produce before its shift (for the accumulator check)."""
-    slo, shi = out_range[s.src]
-    peak = max(abs(slo), abs(shi))
-    pos, neg = _pos_neg(s, sums)
-    row_abs = pos - neg
-    return int(row_abs.max()) * peak if row_abs.size else 0
-
-
 def _rule_widths(g: Graph, msg_bits: int = LIMITS["msg_bits"], state_bits: int = LIMITS["state_bits"],
                  acc_bits: int = LIMITS["acc_bits"], **_) -> Iterator[str]:
-    """Interval analysis: each group's messages span at most what its program can compute (within the
-    declared width), found in stage order so every receiver sees its senders' bounds; a sender not yet
-    analysed (a timing error, reported by _rule_timing) counts with its whole declared width."""
-    out_range = {n: bits_range(grp.out_bits) for n, grp in g.groups.items()}
-    incoming, sums = _incoming(g), {}
+    """Every interval of the range analysis (``mflc.ir.range_analysis.analyse``: what each program, port and
+    synapse group can actually compute) against the width that must hold it."""
+    found = analyse(g, msg_bits)
     for grp in sorted(g.groups.values(), key=lambda x: x.stage if isinstance(x.stage, int) else 0):
         if not 1 <= grp.out_bits <= msg_bits:
             yield f"group {grp.name}: message width {grp.out_bits} bits exceeds the graded-spike limit of {msg_bits}"
@@ -186,53 +128,38 @@ def _rule_widths(g: Graph, msg_bits: int = LIMITS["msg_bits"], state_bits: int =
         for p, v in list(grp.params.items()) + list(grp.tables.items()):
             if v.size and (int(v.min()) < fp.smin(state_bits) or int(v.max()) > fp.smax(state_bits)):
                 yield f"group {grp.name}: constant {p!r} needs more than {state_bits} bits"
-        rng: dict[str, Range] = {r: bits_range(b) for r, b in grp.registers.items()}
-        unsure: set[str] = set()
-        for p in grp.ports:
-            rng[p] = _port_range(g, grp.name, p, out_range, incoming, sums)
-        for p, v in grp.params.items():
-            rng[p] = (int(v.min()), int(v.max())) if v.size else (0, 0)
-        for k, ins in enumerate(grp.program):
-            spec = OPS.get(ins.op)
-            imm = ins.imm_dict
-            if (spec is None or len(ins.args) != spec.n_args or any(a not in rng for a in ins.args)
-                    or any(key not in imm for key in spec.imm) or imm_problems(spec, imm, grp.tables)):
-                rng[ins.out] = bits_range(msg_bits)   # reported by _rule_programs
-                unsure.add(ins.out)
-                continue
-            arg_ranges = [rng[a] for a in ins.args]
-            for why in spec.domain(arg_ranges, imm, grp.tables):   # preconditions of the op's definition
-                yield f"group {grp.name}: instruction {k} ({ins.op} -> {ins.out}): {why.format(*map(repr, ins.args))}"
-            r = spec.range(arg_ranges, imm, grp.tables)
-            w = range_bits(r)
-            if w > state_bits:
-                yield f"group {grp.name}: instruction {k} ({ins.op} -> {ins.out}) result may need {w} bits, above {state_bits}"
-            if ins.out in grp.registers and w > grp.registers[ins.out]:
-                yield f"group {grp.name}: register {ins.out!r} is {grp.registers[ins.out]} bits but {ins.op} may write {w}"
-            rng[ins.out] = r
-        if grp.output in unsure:
-            pass                                  # its program is broken; no bound to report
-        elif grp.output in rng and range_bits(rng[grp.output]) > grp.out_bits:
-            yield (f"group {grp.name}: output {grp.output!r} may need {range_bits(rng[grp.output])} bits, "
-                   f"more than its {grp.out_bits}-bit messages")
-        elif grp.output in rng and 1 <= grp.out_bits:
-            lo, hi = out_range[grp.name]
-            out_range[grp.name] = max(lo, rng[grp.output][0]), min(hi, rng[grp.output][1])
+        yield from _program_widths(grp, found.groups[grp.name], state_bits)
     for grp in g.groups.values():
         if grp.send == Send.DELTA and 1 <= grp.out_bits <= msg_bits:
-            lo, hi = out_range[grp.name]
-            if range_bits((lo - hi, hi - lo)) > msg_bits:
-                yield (f"group {grp.name}: delta messages (changes of values in {fmt_range((lo, hi))}) may need "
-                       f"{range_bits((lo - hi, hi - lo))} bits, above the graded-spike limit of {msg_bits}")
-    # what a synapse carries: the sender's values, or for a delta sender their changes
-    carried = {n: ((r[0] - r[1], r[1] - r[0]) if g.groups[n].send == Send.DELTA else r) for n, r in out_range.items()}
+            d = changes(found.message(grp.name))
+            if range_bits(d) > msg_bits:
+                yield (f"group {grp.name}: delta messages (changes of values in {fmt_range(found.message(grp.name))}) "
+                       f"may need {range_bits(d)} bits, above the graded-spike limit of {msg_bits}")
     for s in g.synapses.values():
-        if s.dst in g.groups and s.src in g.groups and _csr_ok(s):
-            peak = _accumulator_range(g, s, carried, sums)
+        if s.name in found.synapses:
+            peak = found.synapses[s.name].peak
             width = min(int(s.acc_bits), acc_bits)       # the synapse's declared accumulator, within the hardware's
             if peak > fp.smax(width):
                 yield (f"synapse {s.name}: worst-case accumulation {peak} into {s.dst}.{s.port} overflows the "
                        f"{width}-bit accumulator" + ("" if width == s.acc_bits else " (accumulator_bits)"))
+
+
+def _program_widths(grp, rec, state_bits: int) -> Iterator[str]:
+    """One group's instructions: each op's domain, each result against the state width and its register,
+    the output against the message width."""
+    for k, (ins, step) in enumerate(zip(grp.program, rec.steps)):
+        if step.args is None:
+            continue                              # malformed: reported by _rule_programs
+        for why in OPS[ins.op].domain(list(step.args), ins.imm_dict, grp.tables):   # the op's preconditions
+            yield f"group {grp.name}: instruction {k} ({ins.op} -> {ins.out}): {why.format(*map(repr, ins.args))}"
+        w = range_bits(step.result)
+        if w > state_bits:
+            yield f"group {grp.name}: instruction {k} ({ins.op} -> {ins.out}) result may need {w} bits, above {state_bits}"
+        if ins.out in grp.registers and w > grp.registers[ins.out]:
+            yield f"group {grp.name}: register {ins.out!r} is {grp.registers[ins.out]} bits but {ins.op} may write {w}"
+    if rec.output is not None and range_bits(rec.output) > grp.out_bits:
+        yield (f"group {grp.name}: output {grp.output!r} may need {range_bits(rec.output)} bits, "
+               f"more than its {grp.out_bits}-bit messages")
 
 
 def _rule_timing(g: Graph, max_delay: int = LIMITS["max_delay"], **_) -> Iterator[str]:

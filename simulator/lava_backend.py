@@ -42,6 +42,8 @@ from mflc.ir import fixedpoint as fp
 from mflc.ir.errors import MflcError
 from mflc.ir.graph import Graph, NeuronGroup, SynapseGroup
 from mflc.ir.hardware import DEFAULT, LAVA_LIMITS, weight_width
+from mflc.ir.ops import fmt_int, fmt_range
+from mflc.ir.range_analysis import RangeAnalysis, analyse
 from mflc.ir.validate import validate
 
 from .program import run_program
@@ -143,34 +145,33 @@ class SynapseEncoding:
     num_message_bits: int
     delay: int
     acc_bound: int             # worst |Σ w·s| in Lava's accumulator (after the pre-scale)
-    acc_bits: int              # signed bits that bound needs (<= 32)
+    acc_bits: int              # signed bits that bound needs (<= 32, after a positive Lava weight_exp)
+    carried: tuple[int, int]   # the sender's messages, as the range analysis (ir/range_analysis.py) proves them
+    acc_range: tuple[int, int]  # Σ w·m before any pre-scale or shift, as the analysis proves it
+    peak: int                  # largest |partial sum| before the pre-scale, as the analysis proves it
 
     def lava_weights(self, s: SynapseGroup) -> np.ndarray:
         """The group's dense weights as Lava stores them (shifted up by weight_shift)."""
         return s.to_dense().astype(np.int32) << self.weight_shift
 
 
-def _peak_message(grp: NeuronGroup) -> int:
-    """Largest |message| a group can send: its value, or for delta senders a difference of two values."""
-    peak = 1 << (grp.out_bits - 1)
-    return 2 * peak if grp.send == "delta" else peak
-
-
 def encode_synapse(g: Graph, s: SynapseGroup, mixed_shift: int | None = None,
-                   sparse_max_density: float = SPARSE_MAX_DENSITY, hw=None) -> SynapseEncoding:
+                   sparse_max_density: float = SPARSE_MAX_DENSITY, hw=None,
+                   ranges: RangeAnalysis | None = None) -> SynapseEncoding:
     """Pick the Lava process and the exact weight encoding of one synapse group (see the module doc).
 
     ``mixed_shift`` None (default): ``num_weight_bits`` = the group's stored width (``weight_width`` for the
     profile ``hw``, default the default profile: its narrowest width, ternary 2), weights pre-scaled by
     2**(8 - num_weight_bits + mixed) so that Lava's truncation keeps them; when the int32 accumulator
     cannot take that pre-scale the width is widened until it can (at most 8). ``mixed_shift`` k: the 8-bit
-    encoding of earlier builds, num_weight_bits = 8 + 1 - k for mixed-sign groups, 8 (no pre-scale) else."""
+    encoding of earlier builds, num_weight_bits = 8 + 1 - k for mixed-sign groups, 8 (no pre-scale) else.
+    The accumulation is bounded by the graph's range analysis (``ranges``, ``mflc.ir.range_analysis.analyse(g)``
+    when not given): the partial sums the validator proves, never a bound of this module's own."""
     if s.virtual:
         raise LavaExportError(f"synapse {s.name} is virtual (a skeleton graph): no weights to export")
     if mixed_shift is not None and mixed_shift < 1:
         raise ValueError("mixed_shift must be >= 1: Lava drops the lowest weight bit in mixed sign mode")
-    v = s.values.astype(np.int64)
-    lo, hi = (int(v.min()), int(v.max())) if v.size else (0, 0)
+    lo, hi = s.value_range()
     mode = "EXCITATORY" if lo >= 0 else "INHIBITORY" if hi <= 0 else "MIXED"
     mixed = int(mode == "MIXED")
     if mixed_shift is not None:
@@ -178,13 +179,12 @@ def encode_synapse(g: Graph, s: SynapseGroup, mixed_shift: int | None = None,
     else:
         first = min(weight_width(s, hw or DEFAULT), LAVA_WEIGHT_BITS)
         widths = list(range(first, LAVA_WEIGHT_BITS + 1))
-    row_abs = np.zeros(s.shape[0], np.int64)
-    np.add.at(row_abs, np.repeat(np.arange(s.shape[0]), s.row_counts()), np.abs(v))
-    peak = (int(row_abs.max()) if row_abs.size else 0) * _peak_message(g.groups[s.src])
-    limit = fp.smax(LAVA_ACC_BITS)
+    rec = (ranges or analyse(g)).synapses.get(s.name)
+    if rec is None:
+        raise LavaExportError(f"synapse {s.name}: the range analysis cannot bound it (validate the graph)")
     for nwb in widths:       # the narrowest width whose pre-scale the accumulator takes (the last is checked below)
         shift = LAVA_WEIGHT_BITS - nwb + mixed
-        if max(peak << shift, (peak << shift) << max(s.weight_exp - shift, 0)) <= limit:
+        if _lava_peak(rec.peak, shift, s.weight_exp) <= LAVA_ACC_MAX:
             break
     # Lava clips to [-2^8, 2^8 - 1] (mixed), [0, 2^8 - 1] (excitatory) or [-(2^8 - 1), 0] (inhibitory)
     top = (1 << LAVA_WEIGHT_BITS) - 1
@@ -192,20 +192,43 @@ def encode_synapse(g: Graph, s: SynapseGroup, mixed_shift: int | None = None,
     if (hi << shift) > top or (lo << shift) < bottom:
         raise LavaExportError(f"synapse {s.name}: weights in [{lo}, {hi}] scaled by 2^{shift} leave Lava's "
                               f"8-bit {mode.lower()} weight range")
-    acc = peak << shift
-    lava_exp = s.weight_exp - shift
-    after = acc << max(lava_exp, 0)
-    if acc > limit or after > limit:
-        raise LavaExportError(f"synapse {s.name}: worst-case accumulation {max(acc, after)} (weights pre-scaled "
-                              f"by 2^{shift}) overflows Lava's int32 accumulator, which wraps silently")
+    worst = _lava_peak(rec.peak, shift, s.weight_exp)
+    if worst > LAVA_ACC_MAX:
+        raise LavaExportError(_overflow_message(g, s, rec, shift, nwb, mixed, mixed_shift))
     if s.delay > LAVA_DELAY_MAX:
         raise LavaExportError(f"synapse {s.name}: delay {s.delay} above Lava's DelayDense limit of {LAVA_DELAY_MAX}")
     sparse = s.density < sparse_max_density
     cls = ("Delay" if s.delay > 0 else "") + ("Sparse" if sparse else "Dense")
     port = ("d_" if g.groups[s.src].send == "delta" else "a_") + s.port
     return SynapseEncoding(s.name, cls, s.src, s.dst, port, tuple(s.shape), s.nnz, mode, shift, s.weight_exp,
-                           lava_exp, nwb, g.groups[s.src].out_bits, s.delay, acc,
-                           max(after, 1).bit_length() + 1)
+                           s.weight_exp - shift, nwb, g.groups[s.src].out_bits, s.delay, rec.peak << shift,
+                           max(worst, 1).bit_length() + 1, tuple(rec.carried), tuple(rec.acc), rec.peak)
+
+
+LAVA_ACC_MAX = fp.smax(LAVA_ACC_BITS)
+
+
+def _lava_peak(peak: int, shift: int, weight_exp: int) -> int:
+    """Largest |value| Lava's int32 accumulator holds for a group whose partial sums the analysis bounds by
+    ``peak``: pre-scaled by 2^shift, then, for a positive Lava ``weight_exp``, shifted left in int32 too."""
+    return (peak << shift) << max(weight_exp - shift, 0)
+
+
+def _overflow_message(g: Graph, s: SynapseGroup, rec, shift: int, nwb: int, mixed: int, mixed_shift) -> str:
+    """Why Lava's int32 cannot hold what the chip's accumulator can, and which option makes it fit."""
+    least = mixed                                 # the least pre-scale Lava's sign mode allows (MIXED: 1)
+    head = (f"synapse {s.name} ({s.src} -> {s.dst}.{s.port}): the range analysis proves its sums in "
+            f"{fmt_range(rec.acc)}, partial sums up to ±{rec.peak} (messages of {s.src} in {fmt_range(rec.carried)}); "
+            f"with its weights pre-scaled by 2^{shift} (num_weight_bits {nwb}) Lava's accumulator would reach "
+            f"±{_lava_peak(rec.peak, shift, s.weight_exp)}, above its int32 limit {fmt_int(LAVA_ACC_MAX)} (it wraps "
+            f"silently)")
+    if mixed_shift is not None and _lava_peak(rec.peak, least, s.weight_exp) <= LAVA_ACC_MAX:
+        return head + f"; leave out --mixed-shift {mixed_shift}: the export then picks a pre-scale that fits"
+    bits = LAVA_ACC_BITS - max(least, s.weight_exp)
+    return (head + f"; no pre-scale Lava allows fits (the least is 2^{least}"
+            + (f", and Lava shifts by weight_exp {s.weight_exp} inside int32" if s.weight_exp > least else "")
+            + f"): compile with --hw accumulator_bits={bits}, so that the validator keeps the chip's sums within "
+              f"what Lava holds (it names the group to quantize narrower if they are not)")
 
 
 def _neuron_ports(g: Graph, name: str) -> dict[str, list[str]]:
@@ -236,11 +259,12 @@ def plan_lava(g: Graph, tokens=(), schedule: str = "sequential", mixed_shift: in
     if hw is not None:
         check_profile_for_lava(hw)
     validate(g)
+    ranges = analyse(g)
     tokens = [int(t) for t in tokens]
     depth = g.depth
     inject = injection_steps(len(tokens), depth, schedule)
     steps = (inject[-1] + depth) if tokens else depth
-    syn = {n: encode_synapse(g, s, mixed_shift, sparse_max_density, hw) for n, s in g.synapses.items()}
+    syn = {n: encode_synapse(g, s, mixed_shift, sparse_max_density, hw, ranges) for n, s in g.synapses.items()}
     procs, conns = [], []
     for name, grp in g.groups.items():
         p = _neuron_ports(g, name)
@@ -485,8 +509,9 @@ def export_lava(graph: Graph, tokens, schedule: str = "sequential", mixed_shift:
         proc = L["IRNeuronProcess"](group=grp, fire_steps=fire, ports=ports, name=name)
         net.neurons[name] = proc
         net.model_map[proc] = L["model_for"](ports, grp.registers)
+    encodings = {p["name"][4:]: p for p in plan["processes"] if p.get("kind") == "synapse"}
     for name, s in g.synapses.items():
-        e = encode_synapse(g, s, mixed_shift, sparse_max_density, hw)
+        e = SynapseEncoding(**{f: encodings[name][f] for f in SynapseEncoding.__dataclass_fields__})
         w = e.lava_weights(s)
         kw = dict(weight_exp=e.lava_weight_exp, num_weight_bits=e.num_weight_bits, sign_mode=SignMode[e.sign_mode],
                   num_message_bits=e.num_message_bits, name=f"syn:{name}")

@@ -8,9 +8,11 @@ from mflc.ir.ops import OPS
 
 
 def run_program(grp: NeuronGroup, ports: dict[str, np.ndarray], regs: dict[str, np.ndarray],
-                params: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """Run ``grp``'s program on its port values; updates ``regs`` in place and returns the output."""
-    env: dict[str, np.ndarray] = {}
+                params: dict[str, np.ndarray] | None = None, env: dict | None = None) -> np.ndarray:
+    """Run ``grp``'s program on its port values; updates ``regs`` in place and returns the output.
+    ``env``: a dict that is left holding every value the program saw and computed (a trace reads the
+    temporaries of fused programs from it)."""
+    env = {} if env is None else env
     env.update(grp.params if params is None else params)
     env.update(regs)
     env.update(ports)

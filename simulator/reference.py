@@ -67,8 +67,9 @@ class ReferenceExecutor:
         self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == Send.DELTA}
         self.delta_acc = {s.name: np.zeros(s.shape[0], np.int64) for s in g.synapses.values() if g.groups[s.src].send == Send.DELTA}
 
-    def run(self, tokens, schedule: str = "sequential", trace=None) -> RunResult:
-        """Run a token sequence from the current state (call ``reset`` for a fresh one)."""
+    def run(self, tokens, schedule: str = "sequential", trace=None, probe=None) -> RunResult:
+        """Run a token sequence from the current state (call ``reset`` for a fresh one). ``trace(t, k,
+        name, out)`` sees every firing's output; ``probe(k, name, env)`` every value its program computed."""
         g = self.g
         tokens = [int(t) for t in tokens]
         depth = g.depth
@@ -101,7 +102,10 @@ class ReferenceExecutor:
                     if not 0 <= tokens[k] < table.shape[0]:
                         raise ValueError(f"token {tokens[k]} outside the input table {inp.table} [0, {table.shape[0]})")
                     ports[inp.port] = ports[inp.port] + table[tokens[k]].astype(np.int64)
-                out = run_program(grp, ports, self.regs[name])
+                env = {} if probe is not None else None
+                out = run_program(grp, ports, self.regs[name], env=env)
+                if probe is not None:
+                    probe(k, name, env)
                 if trace is not None:
                     trace(t, k, name, out)
                 for o in g.outputs:

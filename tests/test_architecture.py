@@ -66,8 +66,8 @@ def test_layering(package, forbidden, allowed):
 def test_pipeline_api_stays_below_the_command_line():
     """The API a user imports (mflc.compile, mflc.Build, executors, tasks) never needs the CLI, benchmarks or training."""
     bad = []
-    for name in API_MODULES + ("__init__",):
-        f = ROOT / "tools" / f"{name}.py"
+    for f in [ROOT / "tools" / f"{name}.py" for name in API_MODULES + ("__init__",)] + sorted((ROOT / "tools" / "spec").glob("*.py")):
+        name = f.relative_to(ROOT / "tools").with_suffix("").as_posix()
         for mod in _imports(f):
             if mod.startswith(("mflc.cli", "mflc.bench", "mflc.training")):
                 bad.append(f"tools/{name}.py imports {mod}")
@@ -84,7 +84,7 @@ def test_nothing_outside_the_benchmarks_imports_them():
 def test_tools_top_level_reads_as_the_architecture():
     """tools/ holds the pipeline API's modules, the three sub-packages and the data; nothing else at its top."""
     top = {p.name for p in (ROOT / "tools").iterdir() if p.name != "__pycache__"}
-    expected = {f"{m}.py" for m in API_MODULES} | {"__init__.py", "cli", "bench", "training", "data", "setup.sh"}
+    expected = {f"{m}.py" for m in API_MODULES} | {"__init__.py", "cli", "bench", "training", "spec", "data", "setup.sh"}
     assert top == expected, top ^ expected
 
 

@@ -121,3 +121,38 @@ def test_bad_netx_files_exit_1(tmp_path):
         assert r.exit_code == 1 and words in r.output and "Traceback" not in r.output, (path, r.output)
     r = cli_run("estimate", "--preset", "tiny", "--dense-only", ok=False)
     assert r.exit_code == 1 and "--dense-only goes with --netx" in r.output
+
+
+def _doc_rows() -> dict:
+    """The calibration table of docs/estimates.md: {layer name: its cells}."""
+    text = Path(__file__).resolve().parents[1].joinpath("docs/estimates.md").read_text()
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 9 and "->" in cells[0] and cells[1].isdigit():
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_the_docs_calibration_table_is_what_the_tool_prints(netx):
+    """docs/estimates.md cannot quote a unit or core count the tool no longer gives."""
+    rows = _doc_rows()
+    assert set(rows) == {x.name for x in C.PUBLISHED}
+    loo = {r["layer"]: r for r in C.leave_one_out()}
+    num = lambda s: int(s.split()[0].replace(",", "").replace("*", ""))       # noqa: E731
+    for layer in C.PUBLISHED:
+        cells = rows[layer.name]
+        (row,) = [x for x in netx[layer.network]["layers"] if x["layer"] == layer.layer]
+        one = layer.inputs * axon_list_units(layer.neurons, layer.weight_bits, LAVA)
+        assert (num(cells[1]), num(cells[2]), num(cells[3])) == (layer.weight_bits, layer.units, layer.cores)
+        assert (num(cells[4]), num(cells[5]), num(cells[6])) == (one, row["cores"], loo[layer.name]["predicted"])
+
+
+@pytest.mark.slow
+def test_the_docs_370m_range_is_what_the_tool_prints():
+    js = json.loads(cli_run("estimate", "--preset", "370M", "--json").stdout)
+    text = Path(__file__).resolve().parents[1].joinpath("docs/estimates.md").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("| 370M | **"))
+    want = f"**{js['cores']:,} cores, {js['chips']} chips** | {js['cores_low']:,}–{js['cores_high']:,} cores, " \
+           f"**{js['chips_low']}–{js['chips_high']} chips**"
+    assert want in line, (want, line)

@@ -28,7 +28,7 @@ def test_generate_gives_the_engines_continuation_for_long_and_short_prompts():
 
     long_prompt = ("the chip runs the model one token at a time " * 8)[:300]
     for prompt in (long_prompt, "def "):
-        got = [json.loads(cli_run("generate", "--prompt", prompt, "--max-new-tokens", "6", "--engine", e, "--json").output)
+        got = [json.loads(cli_run("generate", "--prompt", prompt, "--max-new-tokens", "6", "--engine", e, "--json").stdout)
                for e in ("fast", "engine")]
         assert got[0]["tokens"] == got[1]["tokens"] and got[0]["prompt_tokens"] == len(prompt)
 
@@ -43,9 +43,9 @@ def test_verify_stepwise_runs_both_sides_token_by_token(tmp_path):
     cli_run("init", "--preset", "tiny", "--out", tmp_path / "m")
     cli_run("compile", tmp_path / "m", "--out", tmp_path / "b")
     for args in ([tmp_path / "b"], [tmp_path / "m"]):
-        js = json.loads(cli_run("verify", *args, "--tokens", "5", "--stepwise", "--json").output)
+        js = json.loads(cli_run("verify", *args, "--tokens", "5", "--stepwise", "--json").stdout)
         assert js["ok"] and js["stepwise"] and js["tokens"] == 5
-    js = json.loads(cli_run("verify", tmp_path / "b", "--tokens", "3", "--sequences", "2", "--stepwise", "--json").output)
+    js = json.loads(cli_run("verify", tmp_path / "b", "--tokens", "3", "--sequences", "2", "--stepwise", "--json").stdout)
     assert js["ok"] and len(js["sequences"]) == 2
     r = cli_run("verify", tmp_path / "b", "--engine", "fast", "--stepwise", ok=False)
     assert r.exit_code == 1 and "--stepwise applies to the engine and sequence executors" in r.output

@@ -36,14 +36,14 @@ def test_compile_writes_build(build):
 
 
 def test_compile_reports_its_steps(build, tmp_path):
-    js = json.loads(run("compile", build / "m", "--out", tmp_path / "b", "--json").output)
+    js = json.loads(run("compile", build / "m", "--out", tmp_path / "b", "--json").stdout)
     assert [s["step"] for s in js["steps"]] == ["loading", "quantizing and lowering, layer by layer",
                                                  "laying out on Loihi 2", "writing"]     # layer by layer
     assert all(s["seconds"] >= 0 for s in js["steps"])
-    js = json.loads(run("compile", build / "m", "--out", tmp_path / "b1", "--whole-model", "--json").output)
+    js = json.loads(run("compile", build / "m", "--out", tmp_path / "b1", "--whole-model", "--json").stdout)
     assert [s["step"] for s in js["steps"]] == ["loading", "quantizing", "lowering to IR",
                                                  "laying out on Loihi 2", "writing"]
-    js = json.loads(run("compile", build / "b" / "quant", "--out", tmp_path / "b2", "--json").output)
+    js = json.loads(run("compile", build / "b" / "quant", "--out", tmp_path / "b2", "--json").stdout)
     assert "quantizing" not in [s["step"] for s in js["steps"]]      # a quantized model is only loaded
     assert "steps: loading" in run("compile", build / "m", "--out", tmp_path / "b3").output
 
@@ -51,14 +51,14 @@ def test_compile_reports_its_steps(build, tmp_path):
 def test_ir_summary_and_json(build):
     r = run("ir", build / "b")
     assert "pipeline depth" in r.output and "validation" in r.output
-    js = json.loads(run("ir", build / "b", "--json").output)
+    js = json.loads(run("ir", build / "b", "--json").stdout)
     assert js["totals"]["groups"] > 10 and js["problems"] == [] and 0 < js["ternary_density"] < 1
 
 
 def test_eval_prints_both_numbers(build):
     r = run("eval", build / "m", "--text", ROOT / "README.md", "--max-tokens", "300")
     assert "bits per byte, float vs fixed point" in r.output and "top-1 agree" in r.output and "README.md" in r.output
-    js = json.loads(run("eval", build / "m", "--text", ROOT / "README.md", "--max-tokens", "200", "--json").output)
+    js = json.loads(run("eval", build / "m", "--text", ROOT / "README.md", "--max-tokens", "200", "--json").stdout)
     tot = js["total"]
     assert tot["tokens"] == 199 and tot["float_bits_per_token"] > 0 and 0 <= tot["top1_agreement"] <= 1
     assert tot["bytes"] == 199 and tot["fixed_bits_per_byte"] == pytest.approx(tot["fixed_bits_per_token"], rel=1e-14)
@@ -69,8 +69,8 @@ def test_eval_engines_give_identical_figures(build):
     """The fast engine's logits are the reference model's integers, so every figure is equal."""
     args = ["eval", build / "m", "--text", ROOT / "README.md", "--text", ROOT / "pyproject.toml",
             "--max-tokens", "120", "--json"]
-    fast = json.loads(run(*args, "--engine", "fast").output)
-    ref = json.loads(run(*args, "--engine", "reference").output)
+    fast = json.loads(run(*args, "--engine", "fast").stdout)
+    ref = json.loads(run(*args, "--engine", "reference").stdout)
     assert fast["files"] == ref["files"] and fast["total"] == ref["total"]
     assert len(fast["files"]) == 2 and fast["total"]["tokens"] == 2 * 119
 
@@ -85,7 +85,7 @@ def test_eval_heldout_uses_the_corpus_split(build, tmp_path):
         (tmp_path / n).write_text(f"def f_{n.replace('/', '_')[:-3]}(x):\n    return x + 1\n")
     want = sorted(n for n in names[:60] if split_of(n) == "heldout")
     assert 0 < len(want) < 60
-    js = json.loads(run("eval", build / "m", "--heldout", "--stdlib", tmp_path, "--max-tokens", "40", "--json").output)
+    js = json.loads(run("eval", build / "m", "--heldout", "--stdlib", tmp_path, "--max-tokens", "40", "--json").stdout)
     assert [f["file"] for f in js["files"]] == want
 
 
@@ -110,7 +110,7 @@ def test_eval_heldout_empty_stdlib_is_an_error(build, tmp_path):
 def test_verify_build_is_bit_exact(build):
     r = run("verify", build / "b", "--tokens", "4", "--seed", "1")
     assert "bit-exact" in r.output
-    js = json.loads(run("verify", build / "b", "--tokens", "3", "--json").output)
+    js = json.loads(run("verify", build / "b", "--tokens", "3", "--json").stdout)
     assert js["ok"] is True and js["divergence"] is None and js["counters"]["synops"] > 0
 
 
@@ -136,7 +136,7 @@ def test_verify_fails_on_a_corrupted_weight(build, tmp_path):
     rehash_build(bad)                               # hashes fixed up: re-lowering quant/ still sees it
     r = run("verify", bad, "--tokens", "4", ok=False)
     assert r.exit_code == 1 and "L0.i_in->L0.mlgru" in r.output and "same source" in r.output
-    js = json.loads(run("verify", bad, "--tokens", "4", "--json", ok=False).output)
+    js = json.loads(run("verify", bad, "--tokens", "4", "--json", ok=False).stdout)
     assert js["ok"] is False and js["failed_check"] == "same source"
 
 
@@ -159,7 +159,7 @@ def test_verify_locates_a_divergence_in_a_corrupted_graph(build):
 
 
 def test_generate(build):
-    js = json.loads(run("generate", build / "b", "--prompt", "def ", "--max-new-tokens", "3", "--json").output)
+    js = json.loads(run("generate", build / "b", "--prompt", "def ", "--max-new-tokens", "3", "--json").stdout)
     assert len(js["tokens"]) == 3 and js["steps_per_token"] > 10
 
 
@@ -206,7 +206,7 @@ def test_error_text_with_brackets_is_printed_verbatim(build, tmp_path):
 
 
 def test_estimate_includes_cost_figures(tmp_path):
-    js = json.loads(run("estimate", "--preset", "tiny", "--prompt-len", "10", "--gen-len", "5", "--json").output)
+    js = json.loads(run("estimate", "--preset", "tiny", "--prompt-len", "10", "--gen-len", "5", "--json").stdout)
     c = js["cost"]
     assert js["summary"]["cores"] > 0 if "summary" in js else True
     gen = c["throughput"]
@@ -221,15 +221,15 @@ def test_estimate_includes_cost_figures(tmp_path):
 def test_ablate_rows_and_json(build):
     """One row per variant, the paper's scheme first; each row's figures are those `eval` gives for it."""
     args = ["ablate", build / "m", "--text", ROOT / "README.md", "--max-tokens", "60", "--json"]
-    js = json.loads(run(*args).output)
+    js = json.loads(run(*args).stdout)
     rows = {r["config"]: r for r in js["rows"]}
     assert js["rows"][0]["config"].startswith("paper") and js["rows"][0]["gain_vs_paper"] == 0
     assert "o at 12 bits" in rows and "h at 12 bits" not in rows and len(js["rows"]) == 8 + 24
     ev = json.loads(run("eval", build / "m", "--text", ROOT / "README.md", "--max-tokens", "60",
-                        "--uniform", "--json").output)
+                        "--uniform", "--json").stdout)
     assert ev["total"]["fixed_bits_per_token"] == js["rows"][0]["fixed_bits_per_token"]
     assert ev["quantization"]["min_site_bits"] == {}
-    ev12 = json.loads(run("eval", build / "m", "--text", ROOT / "README.md", "--max-tokens", "60", "--json").output)
+    ev12 = json.loads(run("eval", build / "m", "--text", ROOT / "README.md", "--max-tokens", "60", "--json").stdout)
     assert ev12["total"]["fixed_bits_per_token"] == rows["mflc default (o 12, z 12 bits)"]["fixed_bits_per_token"]
     assert ev12["quantization"]["min_site_bits"] == {"o": 12, "z": 12}
 
@@ -243,7 +243,7 @@ def test_sites_table_and_json(build):
     r = run("sites", build / "m", "--text", ROOT / "README.md", "--max-tokens", "200")
     assert "SQNR dB" in r.output and "crest" in r.output
     js = json.loads(run("sites", build / "m", "--text", ROOT / "README.md", "--max-tokens", "200", "--per-layer",
-                        "--json").output)
+                        "--json").stdout)
     sq = [row["sqnr_db"] for row in js["rows"]]
     assert sq == sorted(sq) and {row["site"] for row in js["rows"]} >= {"L0.o", "L0.x", "head.in"}
     assert all(row["values"] > 0 and row["crest"] >= 1 for row in js["rows"])

@@ -164,7 +164,7 @@ def test_commands_use_the_default_model(tmp_path):
     def run(*args):
         r = runner.invoke(app, [str(a) for a in args])
         assert r.exit_code == 0, (args, r.output, r.exception)
-        return r.output
+        return r.stdout
 
     b = tmp_path / "b"
     js = json.loads(run("compile", "--out", b, "--json"))

@@ -115,17 +115,17 @@ def test_verify_any_executor(tiny_qm, tiny_graph):
 
 
 def test_cli_executors_and_verify_engine(tmp_path, tiny_qm):
-    names = [r["name"] for r in json.loads(cli_run("executors", "--json").output)]
+    names = [r["name"] for r in json.loads(cli_run("executors", "--json").stdout)]
     assert names == E.names()
     tiny_qm.save(tmp_path / "q")
     for engine in ("fast", "ir-reference"):
-        js = json.loads(cli_run("verify", tmp_path / "q", "--engine", engine, "--tokens", "2", "--json").output)
-        assert js["ok"] and js["backend"] == engine
-    js = json.loads(cli_run("verify", tmp_path / "q", "--backend", "engine", "--tokens", "2", "--json").output)
-    assert js["ok"] and js["backend"] == "engine" and js["counters"]["synops"] > 0
+        js = json.loads(cli_run("verify", tmp_path / "q", "--engine", engine, "--tokens", "2", "--json").stdout)
+        assert js["ok"] and js["engine"] == engine
+    js = json.loads(cli_run("verify", tmp_path / "q", "--backend", "engine", "--tokens", "2", "--json").stdout)
+    assert js["ok"] and js["engine"] == "engine" and js["counters"]["synops"] > 0
     r = cli_run("verify", tmp_path / "q", "--backend", "engine", "--engine", "fast", ok=False)
     assert r.exit_code == 1 and "disagree" in r.output
-    js = json.loads(cli_run("generate", tmp_path / "q", "--engine", "engine", "--max-new-tokens", "2", "--json").output)
+    js = json.loads(cli_run("generate", tmp_path / "q", "--engine", "engine", "--max-new-tokens", "2", "--json").stdout)
     assert js["engine"] == "engine" and len(js["tokens"]) == 2
 
 

@@ -146,7 +146,7 @@ def test_estimate_cli_equals_full_path(args, monkeypatch):
     def run():
         r = CliRunner().invoke(app, ["estimate", *args, "--json"])
         assert r.exit_code == 0, r.output
-        rep = json.loads(r.output)
+        rep = json.loads(r.stdout)
         for k in ("seconds", "seconds_layout", "peak_rss_mb"):
             rep.pop(k)
         return rep

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from mflc.compiler.model.float_model import sigmoid, silu
 from mflc.compiler.model.quantize import _eps_int, _gain
 from mflc.ir import fixedpoint as fp
+from mflc.ir.range_analysis import norm_square_shift
 
 HYP = settings(deadline=None, max_examples=200)
 ONE = 1 << fp.GATE_FRAC  # 1.0 in gate units
@@ -514,7 +515,7 @@ def _reduction_problems(bits: int, n: int, k: int) -> list[str]:
 def test_norm_square_shift_is_the_smallest_even_shift_the_validator_accepts(bits, n):
     """The shift quantization picks is judged by the IR validator itself, at the boundary: k passes, k - 2
     fails (a square too wide for a graded spike, or n of them overflowing the 32-bit accumulator)."""
-    k = fp.norm_square_shift(bits, n)
+    k = norm_square_shift(bits, n)
     assert k % 2 == 0
     assert _reduction_problems(bits, n, k) == []
     if k:
@@ -530,12 +531,12 @@ def test_square_bits_holds_the_largest_square_tightly():
 
 
 def test_norm_square_shift_at_the_default_widths():
-    assert fp.norm_square_shift(8, (1 << 17) - 1) == 0    # every 8-bit norm of a real model: exact squares
-    assert fp.norm_square_shift(8, 1 << 17) == 2          # 2^17 squares of 2^14 would reach 2^31 exactly
-    assert fp.norm_square_shift(12, 128) == 0             # the default model's o_in (d = 128)
-    assert fp.norm_square_shift(12, 384) == 0             # and its down_in (m = 384): 384·2^22 < 2^31
-    assert fp.norm_square_shift(12, 1024) == 2            # 370M: o_in (d = 1,024); 0 would reach 2^32
-    assert fp.norm_square_shift(12, 2816) == 4            # 370M: down_in (m = 2,816)
+    assert norm_square_shift(8, (1 << 17) - 1) == 0    # every 8-bit norm of a real model: exact squares
+    assert norm_square_shift(8, 1 << 17) == 2          # 2^17 squares of 2^14 would reach 2^31 exactly
+    assert norm_square_shift(12, 128) == 0             # the default model's o_in (d = 128)
+    assert norm_square_shift(12, 384) == 0             # and its down_in (m = 384): 384·2^22 < 2^31
+    assert norm_square_shift(12, 1024) == 2            # 370M: o_in (d = 1,024); 0 would reach 2^32
+    assert norm_square_shift(12, 2816) == 4            # 370M: down_in (m = 2,816)
 
 
 def test_square_shr_rounds_half_away_from_zero():

@@ -214,7 +214,7 @@ def test_port_range_and_accumulator_peak_equal_brute_force(seed, rows, cols, lo,
     """Row sums by prefix sums (SynapseGroup.row_sums) and the positive/negative split give exactly what
     enumerating every row's extreme inputs on the dense matrix gives."""
     from mflc.ir import fixedpoint as fp
-    from mflc.ir.validate import _accumulator_range, _port_range
+    from mflc.ir.range_analysis import accumulation, partial_peak, shifted, synapse_range
 
     rng = np.random.default_rng(seed)
     w = rng.integers(-3, 4, (rows, cols)) * (rng.random((rows, cols)) < 0.6)
@@ -225,15 +225,14 @@ def test_port_range_and_accumulator_peak_equal_brute_force(seed, rows, cols, lo,
     assert np.array_equal(s.row_sums(per), want)
 
     hi = lo + span
-    g = Graph()
-    g.add_group(NeuronGroup("a", cols, [], [I("copy", "y", "y")], "y", 12, 0))
-    g.add_group(NeuronGroup("b", rows, ["x"], [I("copy", "y", "x")], "y", 24, 1))
-    g.add_synapse(s)
     top = np.where(w > 0, w * hi, w * lo).sum(axis=1)          # each row's largest sum over inputs in [lo, hi]
     bot = np.where(w > 0, w * lo, w * hi).sum(axis=1)
-    got = _port_range(g, "b", "x", {"a": (lo, hi)})
-    assert got == (int(fp.shr_floor(int(bot.min()), -exp)), int(fp.shr_floor(int(top.max()), -exp)))
-    assert _accumulator_range(g, s, {"a": (lo, hi)}) == int(np.abs(w).sum(axis=1).max()) * max(-lo, hi)
+    rec = synapse_range(s, (lo, hi), (lo, hi))
+    assert rec.acc == accumulation(*s.pos_neg_sums(), (lo, hi)) == (int(bot.min()), int(top.max()))
+    assert rec.port == shifted(rec.acc, exp) == (int(fp.shr_floor(int(bot.min()), -exp)),
+                                                  int(fp.shr_floor(int(top.max()), -exp)))
+    assert rec.peak == partial_peak(int(np.abs(w).sum(axis=1).max()), (lo, hi)) \
+        == int(np.abs(w).sum(axis=1).max()) * max(-lo, hi)
 
 
 def test_row_sums_with_empty_rows_everywhere():

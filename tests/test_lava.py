@@ -106,7 +106,7 @@ def test_export_refuses_what_lava_cannot_do_exactly():
     s.acc_bits = 40                                          # the IR would allow it; Lava's int32 would wrap
     s.values = np.full_like(s.values, 127)
     s.weight_exp = 5
-    with pytest.raises(LB.LavaExportError, match="int32 accumulator"):
+    with pytest.raises(LB.LavaExportError, match="B->C.p .* above its int32 limit 2\\^31-1"):
         LB.encode_synapse(g, s)
     with pytest.raises(ValueError, match="lowest weight bit"):
         LB.encode_synapse(g, g.synapses["A->B.x"], mixed_shift=0)
@@ -245,8 +245,8 @@ def test_cli_export_lava_and_verify_backend_lava(tmp_path, monkeypatch):
     monkeypatch.undo()
     # verify --backend lava on a small quantized model directory (the tiny build takes ~15 s under Lava)
     _small_qm(SMALL[1]).save(tmp_path / "q")
-    js = json.loads(run("verify", tmp_path / "q", "--backend", "lava", "--tokens", "3", "--json").output)
-    assert js["ok"] is True and js["backend"] == "lava" and js["compared_values"] > 0
+    js = json.loads(run("verify", tmp_path / "q", "--backend", "lava", "--tokens", "3", "--json").stdout)
+    assert js["ok"] is True and js["engine"] == "lava" and js["compared_values"] > 0
     assert js["counters"]["schedule"] == "pipelined"
     assert "bit-exact" in run("verify", tmp_path / "q", "--backend", "lava", "--tokens", "2", "--seed", "4").output
 
@@ -261,3 +261,45 @@ def test_lava_imports_after_the_start_method_is_fixed():
             "import lava.proc.io.sink")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+# ---- the shipped default model under Lava (issue 24) -----------------------------------------------------
+@pytest.fixture(scope="module")
+def default_build(tmp_path_factory):
+    import mflc
+
+    return mflc.compile(out=tmp_path_factory.mktemp("default") / "b")
+
+
+def test_default_model_square_sum_encoding_is_exact_at_its_proven_peak(default_build):
+    """The pre-scale chosen for the square sums (num_weight_bits 8, no pre-scale, instead of the stored 1-bit
+    width's 2^7) changes no integer: through Lava's own Dense, the analysis' worst case (every square at
+    2^22) and random squares give exactly the IR's sums, where the stored width's encoding wraps."""
+    g = default_build.graph
+    s = g.synapses["L0.down_in.sq->L0.down_in.sum.x"]
+    e = LB.encode_synapse(g, s)
+    w = e.lava_weights(s)
+    kw = dict(num_weight_bits=e.num_weight_bits, sign_mode=_sign_mode(e.sign_mode))
+    top = np.full(s.shape[1], e.carried[1])
+    rng = np.random.default_rng(24)
+    some = rng.integers(e.carried[0], e.carried[1] + 1, s.shape[1])
+    for msg in (top, some):
+        exact = s.to_dense() @ msg
+        assert np.array_equal(_lava_dense(w, e.lava_weight_exp, msg, **kw), exact)
+    stored = _lava_dense(s.to_dense() << 7, -7, top, num_weight_bits=1, sign_mode=_sign_mode("EXCITATORY"))
+    assert not np.array_equal(stored, s.to_dense() @ top)                 # 2^7 pre-scale: int32 wraps
+
+
+def _sign_mode(name: str):
+    from lava.utils.weightutils import SignMode
+
+    return SignMode[name]
+
+
+@pytest.mark.slow
+def test_verify_lava_on_the_default_model(default_build):
+    """`mflc verify BUILD --engine lava --tokens 4` on the shipped model: bit-exact (~50 s on 2 cores)."""
+    from util import cli_run
+
+    js = json.loads(cli_run("verify", default_build.path, "--engine", "lava", "--tokens", "4", "--json").stdout)
+    assert js["ok"] is True and js["engine"] == "lava" and js["compared_values"] == 4 * (256 + 4 * 128)

@@ -416,7 +416,7 @@ runner = CliRunner()
 def test_estimate_370m_and_its_json():
     r = runner.invoke(app, ["estimate", "--preset", "370M", "--json", "--profile", "loihi2-ideal", "--no-range"])
     assert r.exit_code == 0, r.output
-    js = json.loads(r.output)
+    js = json.loads(r.stdout)
     assert js["cores"] > 500 and js["chips"] == -(-js["cores"] // 120)       # 2-bit ternary weights: ~763
     assert js["smallest_system"] in ("kapoho_point", "hala_point") and js["density"]["value"] == 0.69
     assert js["lower_bound"]["cores"] <= js["cores"] and js["lower_bound"]["ratio"] >= 1
@@ -441,7 +441,7 @@ def test_estimate_measures_density_from_weights_and_compile_writes_the_layout(tm
     assert runner.invoke(app, ["init", "--preset", "tiny", "--out", str(m), "--seed", "1"]).exit_code == 0
     r = runner.invoke(app, ["estimate", str(m), "--json"])
     assert r.exit_code == 0, r.output
-    js = json.loads(r.output)
+    js = json.loads(r.stdout)
     assert js["density"]["source"] == "measured from the weights" and 0.3 < js["density"]["value"] < 0.95
     r = runner.invoke(app, ["compile", str(m), "--out", str(tmp_path / "b"), "--plot", str(tmp_path / "b.png")])
     assert r.exit_code == 0, r.output
@@ -458,7 +458,7 @@ def test_hw_overrides_one_figure_at_a_time(tmp_path):
     def est(*args):
         r = runner.invoke(app, ["estimate", "--preset", "tiny", "--json", *args])
         assert r.exit_code == 0, r.output
-        return json.loads(r.output)
+        return json.loads(r.stdout)
 
     base, small = est(), est("--hw", "neurons_per_core=64")
     assert small["cores"] > base["cores"] and small["hardware"]["name"] == "loihi2-lava + neurons_per_core=64"
@@ -471,7 +471,7 @@ def test_hw_overrides_one_figure_at_a_time(tmp_path):
     r = runner.invoke(app, ["compile", str(tmp_path / "m"), "--out", str(tmp_path / "b"), "--hw", "neurons_per_core=64",
                             "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["layout"]["cores"] == small["cores"]
+    assert json.loads(r.stdout)["layout"]["cores"] == small["cores"]
     assert load_layout(tmp_path / "b" / "layout.json").hardware.neurons_per_core == 64
 
 

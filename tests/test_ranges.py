@@ -2,6 +2,7 @@
 layout under that one changed figure gives, the profiles differ the way their synaptic models say, and the
 estimate's JSON carries the range keys."""
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import pytest
@@ -92,3 +93,71 @@ def test_compile_report_carries_the_range(tmp_path):
     assert lay["profiles"][lay["range"]["profile"]]["cores"] == lay["cores"]
     js2 = json.loads(cli_run("compile", tmp_path / "m", "--out", tmp_path / "b2", "--json", "--no-range").stdout)
     assert "range" not in js2["layout"] and js2["layout"]["cores"] == lay["cores"]
+
+
+def test_gpu_baseline_is_like_for_like_and_labelled_from_the_parameters(tmp_path):
+    """Issue 25, item 3: the baseline nearest in size by default, unlike sizes said so, the GPU label from
+    the power actually used, ratios without false precision."""
+    small = json.loads(cli_run("estimate", "--json", "--no-range").stdout)["cost"]
+    assert [b["model"] for b in small["gpu_baselines"]] == ["Qwen2.5-0.5B"]
+    assert "NOT like for like" in small["gpu_baseline_note"]
+    (tmp_path / "p.json").write_text('{"gpu": {"power": 25}}')
+    r = cli_run("estimate", "--preset", "370M", "--no-range", "--cost-params", tmp_path / "p.json")
+    assert "Jetson Orin Nano 8GB (25 W)" in r.stdout and "(15 W)" not in r.stdout
+    assert "NOT like for like" not in r.stdout and "1.3x the model's 0.37 B" in r.stdout
+    both = json.loads(cli_run("estimate", "--json", "--no-range", "--baseline", "all").stdout)["cost"]
+    assert len(both["gpu_baselines"]) == 2
+    bad = cli_run("estimate", "--no-range", "--baseline", "gpt-5", ok=False)
+    assert bad.exit_code == 1 and "Qwen2.5-0.5B" in bad.output and "Llama-3.2-1B" in bad.output
+    assert "e+" not in cli_run("estimate", "--no-range").stdout.split("vs Qwen")[1].split("\n")[0].split("(")[1]
+
+
+def test_counts_are_named_where_two_definitions_meet():
+    """Issue 25, item 4: the per-role core column says it counts shared cores once per role; the two message
+    counts carry their definitions."""
+    out = cli_run("estimate", "--preset", "tiny", "--no-range").stdout
+    assert "cores*" in out and "* cores touched" in out and "more than the layout's" in out
+    assert "routes per token between cores" in out and "messages at the activity rates, on core included" in out
+
+
+def test_estimate_with_measured_activity(tmp_path):
+    """Issue 25, item 11: a build's time and energy from the activity the engine measured on real text,
+    beside the assumed rates, saved and read back; bad inputs named."""
+    cli_run("init", "--preset", "tiny", "--out", tmp_path / "m")
+    cli_run("compile", tmp_path / "m", "--out", tmp_path / "b", "--no-range")
+    js = json.loads(cli_run("estimate", "--activity", tmp_path / "b", "--activity-tokens", "8", "--json",
+                            "--save-activity", tmp_path / "a.json").stdout)
+    assert "measured by the engine's counters" in js["activity_source"]
+    assert js["measured"]["activity_per_token"]["source"] == js["activity_source"]
+    assert js["assumed"]["activity_per_token"]["source"].startswith("assumed")
+    assert js["measured"]["activity_per_token"]["synops"] > 0
+    again = json.loads(cli_run("estimate", "--activity", tmp_path / "a.json", "--json").stdout)
+    assert again["measured"]["time"] == js["measured"]["time"]
+    r = cli_run("estimate", "--activity", tmp_path / "m", ok=False)
+    assert r.exit_code == 1 and "not a build directory" in r.output
+    (tmp_path / "x.json").write_text("{}")
+    r = cli_run("estimate", "--activity", tmp_path / "x.json", ok=False)
+    assert r.exit_code == 1 and "not an activity file" in r.output
+    r = cli_run("estimate", "--preset", "tiny", "--activity", tmp_path / "b", ok=False)
+    assert r.exit_code == 1 and "give no MODEL, --preset" in r.output
+
+
+def test_sweep_table_whole_at_80_columns_and_plots_named(tmp_path):
+    """Issue 25, item 8 for estimate: no cell cut at 80 columns; every picture --plot writes is named."""
+    from rich.console import Console
+
+    from mflc.sweep import rows_table
+
+    rows = [dict(model="370M", hw="weight_bits=8,neurons_per_core=64", params=374_000_000, fits=True, cores=11385,
+                 chips=95, steps_per_token=608, messages_between_chips=13_287_605, generation_tokens_per_s=48.04,
+                 prefill_tokens_per_s=674.5, generation_energy_per_token_J=0.2125)]
+    for width in (80, 140):
+        con = Console(width=width, record=True)
+        con.print(rows_table(rows, width))
+        text = con.export_text()
+        assert "…" not in text and "11,385" in text and "0.212" not in text and "212" in text
+        assert ("13,287,605" in text) == (width == 140)
+    pytest.importorskip("matplotlib")
+    js = json.loads(cli_run("estimate", "--preset", "tiny", "--json", "--plot", tmp_path / "e.png").stdout)
+    assert set(js["files"]) == {"layout_plot", "scaling_plot", "sensitivity_plot"}
+    assert all(Path(f).is_file() for f in js["files"].values())

@@ -261,8 +261,8 @@ def test_cli_verify_with_the_sequence_executor():
     from util import cli_run
 
     r = cli_run("verify", "--engine", "sequence", "--tokens", "5", "--json")
-    d = json.loads(r.output)
-    assert d["ok"] and d["tokens"] == 5 and d["counters"]["synops"] > 0 and d["backend"] == "sequence"
+    d = json.loads(r.stdout)
+    assert d["ok"] and d["tokens"] == 5 and d["counters"]["synops"] > 0 and d["engine"] == "sequence"
 
 
 def test_every_product_path_is_exercised(tiny_model):

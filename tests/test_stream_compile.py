@@ -312,7 +312,7 @@ def test_cli_compile_says_how(tmp_path):
     model = checkpoint(tmp_path, odd(L=2))
     r = CliRunner().invoke(app, ["compile", str(model), "--out", str(tmp_path / "a"), "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["layout"]["compile"]["mode"] == "layer by layer"
+    assert json.loads(r.stdout)["layout"]["compile"]["mode"] == "layer by layer"
     r = CliRunner().invoke(app, ["compile", str(model), "--out", str(tmp_path / "b"), "--whole-model"])
     assert r.exit_code == 0, r.output and "quantizing" in r.output
     assert build_files(tmp_path / "a") == build_files(tmp_path / "b")

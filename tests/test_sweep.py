@@ -31,7 +31,7 @@ def write(tmp_path, obj, name="sweep.json"):
 
 
 def single(*args):
-    rep = json.loads(run("estimate", *args, "--json").output)
+    rep = json.loads(run("estimate", *args, "--json").stdout)
     return rep["cores"], rep["chips"], rep["steps_per_token"], rep["traffic"]["messages_between_chips"], \
         rep["cost"]["throughput"]["generation_tokens_per_s"], rep["cost"]["energy"]["generation_per_token_J"]
 
@@ -39,7 +39,7 @@ def single(*args):
 def test_sweep_points_equal_single_estimates(tmp_path):
     """Models outer, hardware inner; each row's figures are the single estimate's, exactly."""
     f = write(tmp_path, {"models": ["tiny"], "hw": [{}, {"cores_per_chip": 2}, {"weight_bits": 8}]})
-    rows = json.loads(run("estimate", "--sweep", f, "--json").output)["points"]
+    rows = json.loads(run("estimate", "--sweep", f, "--json").stdout)["points"]
     assert [r["hw"] for r in rows] == ["default", "cores_per_chip=2", "weight_bits=8"]
     for r, hw in zip(rows, [[], ["--hw", "cores_per_chip=2"], ["--hw", "weight_bits=8"]]):
         assert r["fits"] and (r["cores"], r["chips"], r["steps_per_token"], r["messages_between_chips"],
@@ -51,11 +51,11 @@ def test_sweep_explicit_points_and_shared_settings(tmp_path):
     """'points' lists (model, hw) pairs; density and prompt/generation lengths apply to all."""
     f = write(tmp_path, {"points": [{"model": ODD}, {"model": "tiny", "hw": {"cores_per_chip": 3}}],
                          "density": 0.5, "prompt_len": 7, "gen_len": 2})
-    rows = json.loads(run("estimate", "--sweep", f, "--json").output)["points"]
+    rows = json.loads(run("estimate", "--sweep", f, "--json").stdout)["points"]
     assert [r["model"] for r in rows] == ["odd", "tiny"]
     assert (rows[0]["d"], rows[0]["L"], rows[0]["m"], rows[0]["V"]) == (24, 3, 40, 37)
     rep = json.loads(run("estimate", "--preset", "tiny", "--hw", "cores_per_chip=3", "--density", "0.5",
-                         "--prompt-len", "7", "--gen-len", "2", "--json").output)
+                         "--prompt-len", "7", "--gen-len", "2", "--json").stdout)
     assert rows[1]["ttft_s"] == rep["cost"]["latency"]["ttft_s"] and rows[1]["cores"] == rep["cores"]
 
 
@@ -73,7 +73,7 @@ def test_sweep_table_csv_and_plot(tmp_path):
 def test_point_that_does_not_fit_is_a_row(tmp_path):
     """A model too large for the system is reported, with the reason, and the sweep goes on."""
     f = write(tmp_path, {"models": ["tiny"], "hw": [{}, {"cores_per_chip": 1}], "system": "oheo_gulch"})
-    rows = json.loads(run("estimate", "--sweep", f, "--json").output)["points"]
+    rows = json.loads(run("estimate", "--sweep", f, "--json").stdout)["points"]
     assert rows[0]["fits"] and not rows[1]["fits"]
     assert "oheo_gulch" in rows[1]["error"] and rows[1]["cores"] is None
 
@@ -136,7 +136,7 @@ def test_sweep_option_misuse(tmp_path):
     assert "sweep file not found" in run("estimate", "--sweep", tmp_path / "none.json", ok=False).output
     assert "give no MODEL" in run("estimate", "--sweep", f, "--preset", "tiny", ok=False).output
     assert "go with --sweep" in run("estimate", "--preset", "tiny", "--csv", tmp_path / "x.csv", ok=False).output
-    assert "--workers must be >= 1" in run("estimate", "--sweep", f, "--workers", "0", ok=False).output
+    assert "--workers 0: must be a whole number >= 1" in run("estimate", "--sweep", f, "--workers", "0", ok=False).output
     assert "is a directory" in run("estimate", "--sweep", f, "--csv", tmp_path, ok=False).output
 
 
@@ -145,6 +145,6 @@ def test_sweep_on_two_dask_workers_equals_serial(tmp_path):
     pytest.importorskip("dask.distributed")
     f = write(tmp_path, {"models": ["tiny", ODD], "hw": [{}, {"cores_per_chip": 2}]})
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    serial = json.loads(run("estimate", "--sweep", f, "--json").output)["points"]
-    dask = json.loads(run("estimate", "--sweep", f, "--workers", "2", "--json").output)["points"]
+    serial = json.loads(run("estimate", "--sweep", f, "--json").stdout)["points"]
+    dask = json.loads(run("estimate", "--sweep", f, "--workers", "2", "--json").stdout)["points"]
     assert strip(dask) == strip(serial) and [r["label"] for r in dask] == [r["label"] for r in serial]

@@ -151,11 +151,11 @@ def test_cli_sequences_need_a_build_and_no_text(small_build, tmp_path):
 
 def test_verify_sequences_serial_report_and_the_seeds(small_build):
     r = cli_run("verify", small_build, "--tokens", "3", "--sequences", "3", "--seed", "5", "--json")
-    d = json.loads(r.output)
+    d = json.loads(r.stdout)
     assert d["ok"] and [s["seed"] for s in d["sequences"]] == [5, 6, 7] and d["failed_sequences"] == []
     assert [c["name"] for c in d["checks"]][0] == "integrity"
     # sequence k is what `verify --seed SEED+k` runs alone
-    alone = json.loads(cli_run("verify", small_build, "--tokens", "3", "--seed", "6", "--json").output)
+    alone = json.loads(cli_run("verify", small_build, "--tokens", "3", "--seed", "6", "--json").stdout)
     assert alone["compared_values"] == d["sequences"][1]["compared_values"] and alone["ok"]
 
 

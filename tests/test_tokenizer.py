@@ -117,7 +117,7 @@ def test_tokenizer_for_reads_tokenizer_json(subword):
 
 def test_eval_compile_verify_generate_use_it(subword, tmp_path):
     d, tok = subword
-    e = json.loads(run("eval", d / "m", "--text", d / "text.txt", "--max-tokens", "200", "--json").output)
+    e = json.loads(run("eval", d / "m", "--text", d / "text.txt", "--max-tokens", "200", "--json").stdout)
     assert e["unit"] == "bits per token" and e["total"]["tokens"] == 199
     # bits per byte: all bits of the 199 predicted tokens over the bytes they cover (the text up to the
     # end of token 200; BOS covers none)
@@ -134,9 +134,9 @@ def test_eval_compile_verify_generate_use_it(subword, tmp_path):
     run("compile", d / "m", "--out", b)
     assert (b / "quant" / "tokenizer.json").read_bytes() == (d / "m" / "tokenizer.json").read_bytes()
     assert (b / "quant" / "tokenizer_config.json").is_file()
-    v = json.loads(run("verify", b, "--text", d / "text.txt", "--tokens", "10", "--json").output)
+    v = json.loads(run("verify", b, "--text", d / "text.txt", "--tokens", "10", "--json").stdout)
     assert v["ok"] and v["tokens"] == 10
-    g = json.loads(run("generate", b, "--prompt", "import ", "--max-new-tokens", "6", "--json").output)
+    g = json.loads(run("generate", b, "--prompt", "import ", "--max-new-tokens", "6", "--json").stdout)
     assert g["prompt_tokens"] == len(tok.encode("import ").ids) and g["new_tokens"] == 6
     ids = tok.encode("import ").ids
     assert g["text"] == tok.decode(ids + g["tokens"], skip_special_tokens=True)[len("import "):]

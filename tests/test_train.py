@@ -85,7 +85,7 @@ def test_trained_checkpoint_compiles_and_verifies(trained, tmp_path):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["verify", str(tmp_path / "b"), "--tokens", "12", "--json"])
     assert r.exit_code == 0, r.output
-    v = json.loads(r.output)
+    v = json.loads(r.stdout)
     assert v["ok"] and v["tokens"] == 12
 
 

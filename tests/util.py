@@ -48,7 +48,7 @@ def quantized_models(draw, **kw):
     es = draw(st.sampled_from([1e-2, 1.0, 50.0]))
     w = random_weights(cfg, seed, ws, es)
     # a few sites wider than the rest (as the default model's o), up to 16 bits: norms over them square
-    # with a shift (fp.norm_square_shift) once x² no longer fits a graded spike
+    # with a shift (range_analysis.norm_square_shift) once x² no longer fits a graded spike
     wide = draw(st.dictionaries(st.sampled_from(["o", "x", "r", "z", "g"]), st.integers(8, 16), max_size=2))
     opts = QuantOptions(act_bits=draw(st.integers(4, 10)), state_bits=draw(st.integers(12, 24)), site_bits=wide,
                         pow2=draw(st.booleans()), remove_inner_norm=draw(st.booleans()),

@@ -67,6 +67,11 @@ def compile(model: str | Path | None = None, out: str | Path = None, *, options=
     check_destination(out)
     if calib_tokens is not None and calib_tokens < 1:
         raise ConfigError(f"--calib-tokens must be >= 1, got {calib_tokens}")
+    if is_quantized_dir(model) and (options is not None or calib is not None or calib_tokens is not None):
+        given = ", ".join(k for k, v in (("options", options), ("calib", calib), ("calib_tokens", calib_tokens))
+                          if v is not None)
+        raise ConfigError(f"{model} is a quantized model: its widths and scales are fixed, so {given} would have "
+                          "no effect; quantize the float checkpoint with them instead, or leave them out")
     if isinstance(hw, dict):
         hw = [f"{k}={v}" for k, v in hw.items()]
     profile = resolve_profile(hardware, hw)
@@ -100,12 +105,13 @@ def compile(model: str | Path | None = None, out: str | Path = None, *, options=
         summary = dict(cores=lay.totals()["cores"], chips=lay.n_chips, groups=len(g.groups))
         b = Build.write(out, qm, g, placed, lay, source=source_identity(model), hardware=profile.to_dict(),
                         model_dir=model, report=summary)
-    _finish(b, rep, out, how_compiled, g, placed)
+    _finish(b, rep, out, how_compiled, g, placed, qm.meta.get("calibration"))
     return b
 
 
-def _finish(b: Build, rep: dict, out: Path, how_compiled: dict, graph, placed) -> None:
-    """The report's file list and how the build was compiled; the graphs' structure for summaries."""
+def _finish(b: Build, rep: dict, out: Path, how_compiled: dict, graph, placed, calibration: str | None) -> None:
+    """The report's file list, how the build was compiled and calibrated; the graphs' structure for summaries."""
+    rep["calibration"] = calibration
     rep["files"] = dict(layout=str(out / "layout.json"), placed_ir=str(out / "placed_ir"), manifest=str(out / "build.json"))
     rep["check"] = "ok"
     rep["compile"] = how_compiled
@@ -128,26 +134,30 @@ def _compile_streaming(model: Path, out: Path, options, calib, calib_tokens, pro
     except Fallback as e:
         return None, dict(mode="whole model", reason=f"the layer-by-layer compile fell back: {e}")
     how_compiled = dict(mode="layer by layer", reason="float checkpoint")
-    _finish(b, rep, out, how_compiled, g, g)
+    _finish(b, rep, out, how_compiled, g, g, how)
     return b, how_compiled
 
 
 def estimate(cfg, density: float | None = None, *, options=None, hardware: str | None = None,
              hw: list[str] | dict | None = None, system: str | None = None, cost_params=None,
              prompt_len: int = 500, gen_len: int = 100, source: dict | None = None, ranges: bool = True,
-             progress=None):
+             progress=None, baselines: list[str] | None = None):
     """The Loihi 2 layout and cost of a configuration alone (``mflc estimate``): the skeleton graph of
     ``cfg`` at weight ``density`` (default: the stated default), split, partitioned, placed and checked,
     then the report and its cost figures. ``cost_params``: a CostParams (default: the sourced defaults).
     ``ranges``: also cores and chips under every profile and every uncertain figure's low and high value
-    (``mflc.compiler.chip.ranges``; ``progress(step)`` is called after each count).
+    (``mflc.compiler.chip.ranges``; ``progress(step)`` is called after each count). ``baselines``: GPU
+    baseline names or ["all"]; default the one nearest the model's parameter count, with a note saying how
+    like the comparison is.
     Returns (report, placed skeleton graph, layout)."""
     from mflc.compiler.chip.costmodel import CostParams, cost_report
+    from mflc.compiler.chip.gpu_baseline import choose_baselines
     from mflc.compiler.chip.hardware import resolve_profile
     from mflc.compiler.chip.layout import check_layout
     from mflc.compiler.chip.place import layout_graph
     from mflc.compiler.chip.report import build_report
     from mflc.compiler.model.skeleton import DEFAULT_TERNARY_DENSITY, skeleton_graph
+    from mflc.ir.errors import ConfigError
     from mflc.ir.coremap import CoreMap
     from mflc.ir.errors import FitError
 
@@ -161,7 +171,13 @@ def estimate(cfg, density: float | None = None, *, options=None, hardware: str |
     if problems:
         raise FitError([f"layout check: {p}" for p in problems])
     rep = build_report(g2, lay, profile, source=source or {})
-    rep["cost"] = cost_report(g2, CoreMap.from_layout(lay), None, cost_params or CostParams(), prompt_len, gen_len)
+    try:
+        models, note = choose_baselines(cfg.n_params(), baselines)
+    except ValueError as e:
+        raise ConfigError(f"--baseline: {e}") from None
+    rep["cost"] = cost_report(g2, CoreMap.from_layout(lay), None, cost_params or CostParams(), prompt_len, gen_len,
+                              baselines=models, baseline_note=note)
+    rep["cost"]["model_name"] = (source or {}).get("model")
     if ranges:
         from dataclasses import replace
 
@@ -173,6 +189,52 @@ def estimate(cfg, density: float | None = None, *, options=None, hardware: str |
         _range_keys(rep)
         rep["cost_range"] = _cost_at_corners(g, rep, profile, system, cost_params or CostParams(), prompt_len, gen_len)
     return rep, g2, lay
+
+
+ACTIVITY_TEXT = DEFAULT_MODEL.parent / "heldout_sample.txt"      # real text the default model never trained on
+
+
+def measured_activity(build_dir, tokens: list[int] | None = None, text_source: str | None = None,
+                      n_tokens: int = 64) -> dict:
+    """Activity per (core, stage) per token measured by the Numba engine's counters on the build's own
+    placed IR and layout, over ``tokens`` (default: the first ``n_tokens`` bytes of ``ACTIVITY_TEXT``
+    through the build's tokenizer). Returns {profile, source, tokens}: what ``cost_report`` takes instead
+    of the assumed rates, and where it came from (also what ``--save-activity`` writes)."""
+    from mflc.build import Build
+    from mflc.compiler.model.tokenizer import tokenizer_for
+    from mflc import executors
+
+    b = Build.load(Path(build_dir))
+    qm, placed, core_map = b.runnable()
+    if tokens is None:
+        tok = tokenizer_for(Path(build_dir), qm.cfg.vocab_size)
+        tokens = tok.encode(ACTIVITY_TEXT.read_bytes(), source=str(ACTIVITY_TEXT))[:n_tokens]
+        text_source = f"the first {len(tokens)} tokens of {ACTIVITY_TEXT.name}"
+    if not tokens:
+        raise MflcError("measuring activity needs at least one token")
+    ex = executors.create("engine", graph=placed, core_map=core_map, counters=True)
+    ex.run(list(tokens))
+    return dict(profile=ex.counters.per_token_profile(), tokens=len(tokens),
+                source=f"measured by the engine's counters on {text_source or f'{len(tokens)} given tokens'} "
+                       f"({Path(build_dir)})")
+
+
+def estimate_build_activity(build_dir, activity: dict, *, cost_params=None, prompt_len: int = 500,
+                            gen_len: int = 100) -> dict:
+    """The cost report of a build's own layout with a measured activity (``measured_activity`` or a saved
+    one) beside the same report with the assumed rates, so the two can be compared."""
+    from mflc.build import Build
+    from mflc.compiler.chip.costmodel import CostParams, cost_report
+    from mflc.compiler.chip.gpu_baseline import choose_baselines
+
+    b = Build.load(Path(build_dir))
+    placed, core_map = b.placed, b.core_map()
+    models, note = choose_baselines(b.quantized.cfg.n_params(), None)
+    kw = dict(params=cost_params or CostParams(), prompt_len=prompt_len, gen_len=gen_len, baselines=models,
+              baseline_note=note)
+    measured = cost_report(placed, core_map, activity["profile"], profile_source=activity["source"], **kw)
+    assumed = cost_report(placed, core_map, None, **kw)
+    return dict(build=str(build_dir), activity_source=activity["source"], measured=measured, assumed=assumed)
 
 
 def _cost_at_corners(g, rep: dict, profile, system, params, prompt_len: int, gen_len: int) -> dict:

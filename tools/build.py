@@ -63,16 +63,34 @@ def _files_under(root: Path) -> list[str]:
     return sorted(out)
 
 
+def _combined_sha256(hashes: dict[str, str]) -> str:
+    """One SHA-256 over named file hashes: ``name \\0 sha256 \\n`` for each name in sorted order."""
+    h = hashlib.sha256()
+    for n in sorted(hashes):
+        h.update(n.encode() + b"\0" + hashes[n].encode() + b"\n")
+    return h.hexdigest()
+
+
+def _tokenizer_hashes(model_dir: Path) -> dict[str, str]:
+    """SHA-256 of each tokenizer file a model (or a build's quant/) has: they decide how text is tokenized."""
+    from mflc.compiler.model.tokenizer import TOKENIZER_FILES, tokenizer_dir
+
+    d = tokenizer_dir(model_dir)
+    return {n: file_sha256(d / n) for n in TOKENIZER_FILES if d is not None and (d / n).is_file()}
+
+
 def source_identity(model_dir: Path) -> dict:
-    """What the build was made from: a hash over the model's config and weight files (or, for a quantized
-    model, its quant files), so two builds of the same checkpoint can be told apart from two of another."""
+    """What the build was made from: a hash over the model's config, weight and tokenizer files (or, for a
+    quantized model, its quant files), each file's own hash (so ``verify --source`` can name the file that
+    differs), and the tokenizer's hash alone (null without one: bytes), which ``verify`` ties to quant/."""
     d = Path(model_dir)
     names = sorted(p.name for p in d.iterdir() if p.is_file() and (
         p.name in ("config.json", "quant.json") or p.suffix == ".safetensors" or p.name.endswith(".safetensors.index.json")))
-    h = hashlib.sha256()
-    for n in names:
-        h.update(n.encode() + b"\0" + file_sha256(d / n).encode() + b"\n")
-    return dict(path=str(d), files=names, sha256=h.hexdigest())
+    per = {n: file_sha256(d / n) for n in names}
+    tok = _tokenizer_hashes(d)
+    per.update(tok)
+    return dict(path=str(d), files=sorted(per), sha256=_combined_sha256(per), file_sha256=per,
+                tokenizer=_combined_sha256(tok) if tok else None)
 
 
 def _json_default(o):
@@ -400,6 +418,7 @@ class Build:
         found = []
         if asdict(qm.options) != self.manifest["quantization"]:
             found.append(f"quant/: quantization settings differ from {MANIFEST}'s")
+        found += self._check_tokenizer()
         again = lower(qm, check=False)
         diff = graph_difference(again, self.graph)
         if diff:
@@ -407,14 +426,74 @@ class Build:
                          "come from different sources, or one was edited")
         return found, "ir/ is exactly the lowering of quant/"
 
+    def _check_tokenizer(self) -> list[str]:
+        """quant/'s tokenizer files are the source's: one added, changed or removed after compile (even with
+        the manifest re-hashed) would make generate tokenize differently from the model that was compiled."""
+        src = self.manifest["source"]
+        if "tokenizer" not in src:
+            return [f"{MANIFEST}: field 'source' has no 'tokenizer' (written before the tokenizer was tied to the "
+                    "source); recompile"]
+        tok = _tokenizer_hashes(self.path / "quant")
+        now = _combined_sha256(tok) if tok else None
+        if now == src["tokenizer"]:
+            return []
+        if src["tokenizer"] is None:
+            return [f"quant/: tokenizer file(s) {', '.join(sorted(tok))} are not the source's (it was compiled "
+                    "without a tokenizer: bytes)"]
+        if now is None:
+            return ["quant/: the source's tokenizer files are missing (it was compiled with a tokenizer)"]
+        want = src.get("file_sha256", {})
+        changed = [n for n in sorted(tok) if want.get(n) != tok[n]] or sorted(tok)
+        return [f"quant/: tokenizer file(s) {', '.join(changed)} differ from the source's (SHA-256)"]
+
+    def check_source_dir(self, model_dir: Path) -> Check:
+        """Whether the build was compiled from checkpoint ``model_dir``: its files' hashes against the
+        manifest's, naming each file that differs, is missing or is extra."""
+        t0 = time.perf_counter()
+        name = f"compiled from {model_dir}"
+        try:
+            again = source_identity(Path(model_dir))
+        except OSError as e:
+            return Check(name, False, f"{model_dir}: cannot read it as a checkpoint ({e})", 0.0, [str(e)])
+        src = self.manifest["source"]
+        if again["sha256"] == src.get("sha256"):
+            return Check(name, True, f"{len(again['files'])} source files match build.json's source hash",
+                         time.perf_counter() - t0)
+        was, now = src.get("file_sha256"), again["file_sha256"]
+        if not isinstance(was, dict):
+            found = [f"{model_dir}: its files' hash differs from build.json's source.sha256 (this build keeps no "
+                     "per-file hashes; recompile to have the differing file named)"]
+        else:
+            found = [f"{model_dir}/{n}: differs from the file the build was compiled from (SHA-256)"
+                     for n in sorted(set(was) & set(now)) if was[n] != now[n]]
+            found += [f"{model_dir}/{n}: missing; the build was compiled with it" for n in sorted(set(was) - set(now))]
+            found += [f"{model_dir}/{n}: not part of the source the build was compiled from" for n in sorted(set(now) - set(was))]
+        found += self._config_differences(Path(model_dir))
+        return Check(name, False, found[0], time.perf_counter() - t0, found)
+
+    def _config_differences(self, model_dir: Path) -> list[str]:
+        """The model-config fields in which a checkpoint differs from the build's quantized model."""
+        cf = model_dir / "config.json"
+        try:
+            theirs = json.loads(cf.read_text())
+            ours = json.loads((self.path / "quant" / "quant.json").read_text())["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+        if not isinstance(theirs, dict):
+            return []
+        keys = sorted(k for k in ours if k in theirs and theirs[k] != ours[k])
+        return [f"{cf}: {k} is {theirs[k]!r}, the build's model has {ours[k]!r}" for k in keys]
+
     # ---- execution --------------------------------------------------------------------------------------
     def verify(self, tokens: int | list[int] = 16, seed: int = 0, progress=None, simulate: bool = True,
-               engine: str = "engine", checked: list[Check] | None = None, stepwise: bool = False) -> "BuildVerdict":
+               engine: str = "engine", checked: list[Check] | None = None, stepwise: bool = False,
+               source: Path | None = None) -> "BuildVerdict":
         """Every static check, then (when they pass) the placed network run by executor ``engine`` (a name of
         ``mflc.executors``) against the integer reference model on ``tokens`` (a count of random tokens
         drawn with ``seed``, or the token ids themselves). ``checked``: static checks already made (many
         sequences, one round of checks: ``verify(simulate=False)`` once, then ``checked=[]`` per sequence).
-        ``stepwise``: both sides token by token (engine / sequence executors), not whole-sequence."""
+        ``stepwise``: both sides token by token (engine / sequence executors), not whole-sequence.
+        ``source``: also check that the build was compiled from that checkpoint (``check_source_dir``)."""
         import numpy as np
 
         from mflc.compiler.model.lower import lower
@@ -422,6 +501,8 @@ class Build:
 
         engine = canonical(engine)
         checks = self.checks() if checked is None else list(checked)
+        if source is not None:
+            checks.append(self.check_source_dir(Path(source)))
         if not simulate or not all(c.ok for c in checks):
             return BuildVerdict(checks, None, [])
         qm = self.quantized

@@ -221,12 +221,16 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
     for hw in dict.fromkeys(r["hw"] for r in rows):
-        pts = sorted((r["params"], r["cores"], r["generation_tokens_per_s"]) for r in rows if r["hw"] == hw and r["fits"])
+        pts = sorted((r["params"], r["cores"], r["generation_tokens_per_s"], r["model"]) for r in rows
+                     if r["hw"] == hw and r["fits"])
         if not pts:
             continue
         x = [p[0] for p in pts]
         a1.plot(x, [p[1] for p in pts], "o-", label=hw)
         a2.plot(x, [p[2] for p in pts], "o-", label=hw)
+        for ax, k in ((a1, 1), (a2, 2)):             # each point names its model
+            for p in pts:
+                ax.annotate(p[3], (p[0], p[k]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     for ax, what in ((a1, "Loihi 2 cores"), (a2, "generation tokens/s")):
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -240,28 +244,36 @@ def plot_sweep(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def rows_table(rows: list[dict]):
-    """The rows as a rich table for the terminal."""
+def rows_table(rows: list[dict], width: int | None = None):
+    """The rows as a rich table for the terminal: every cell whole at 80 columns (the --hw settings wrap
+    within their column; the messages between chips, the widest figure, only where the terminal has room)."""
     from rich.table import Table
 
-    t = Table(title="estimate sweep", title_justify="left")
-    for col, just in (("model", "left"), ("--hw", "left"), ("params", "right"), ("cores", "right"),
-                      ("chips", "right"), ("steps", "right"), ("msgs between chips", "right"),
-                      ("gen tok/s", "right"), ("prefill tok/s", "right"), ("J/token", "right")):
-        t.add_column(col, justify=just)
+    wide = (width or 80) >= 110
+    t = Table(title="estimate sweep" + ("" if wide else " (a wider terminal adds steps and messages between chips)"),
+              title_justify="left")
+    cols = [("model", "left"), ("--hw", "left"), ("params", "right"), ("cores", "right"), ("chips", "right")] + (
+        [("steps", "right"), ("msgs between chips", "right")] if wide else []) + [
+            ("gen/s", "right"), ("pre/s", "right"), ("mJ/tok", "right")]
+    for col, just in cols:
+        t.add_column(col, justify=just, overflow="fold", no_wrap=col not in ("--hw", "model"),
+                     min_width={"model": 5, "--hw": 9}.get(col))
     for r in rows:
         if not r["fits"]:
-            t.add_row(r["model"], r["hw"], _size(r["params"]), "does not fit", "", "", "", "", "",
-                      r["error"][:80])
+            t.add_row(r["model"], r["hw"], _size(r["params"]), "no fit", *[""] * (len(cols) - 4))
             continue
-        t.add_row(r["model"], r["hw"], _size(r["params"]), f"{r['cores']:,}", f"{r['chips']:,}",
-                  f"{r['steps_per_token']:,}", f"{r['messages_between_chips']:,}", _g(r["generation_tokens_per_s"]),
-                  _g(r["prefill_tokens_per_s"]), _g(r["generation_energy_per_token_J"]))
+        cells = [r["model"], r["hw"].replace(",", ", "), _size(r["params"]), f"{r['cores']:,}", f"{r['chips']:,}"] + (
+            [f"{r['steps_per_token']:,}", f"{r['messages_between_chips']:,}"] if wide else []) + [
+                 _g(r["generation_tokens_per_s"]), _g(r["prefill_tokens_per_s"]),
+                 _g(r["generation_energy_per_token_J"] * 1e3)]
+        t.add_row(*cells)
     return t
 
 
 def _g(x: float) -> str:
-    return f"{x:.3g}" if math.isfinite(x) else str(x)
+    if not math.isfinite(x):
+        return str(x)
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
 
 
 def _size(n: int) -> str:

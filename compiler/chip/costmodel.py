@@ -709,7 +709,7 @@ def _dynamic_energy(profile, p: CostParams) -> tuple[dict, dict]:
 
 def cost_report(g: Graph, core_map, profile=None, params: CostParams | None = None, prompt_len: int = 500,
                 gen_len: int = 100, chips: int | None = None, baselines=None, seq_lens=None,
-                profile_source: str | None = None) -> dict:
+                profile_source: str | None = None, baseline_note: str | None = None) -> dict:
     """Every figure of the estimate, keys suffixed with their unit.
 
     ``profile``: per (core, stage) activity per token (``Counters.per_token_profile()``); None derives it
@@ -783,6 +783,8 @@ def cost_report(g: Graph, core_map, profile=None, params: CostParams | None = No
         params=p.table(),
     )
     _add_gpu_comparison(report, p, baselines, seq_lens, windows, tb, prompt_len, gen_len)
+    if baseline_note:
+        report["gpu_baseline_note"] = baseline_note
     return report
 
 
@@ -811,7 +813,7 @@ def _add_gpu_comparison(report: dict, p: CostParams, baselines, seq_lens, window
                    prefill_time_per_token_s=[t / n for t, n in zip(ttfts, lens)],
                    prefill_energy_per_token_J=[e_dyn + p_static * t / n for t, n in zip(ttfts, lens)]),
         gpu={m.name: gb.gpu_scaling(m, p.gpu, lens) for m in models},
-        gpu_name=p.gpu.name)
+        gpu_name=p.gpu.label())
 
 
 def _si(x: float, unit: str) -> str:
@@ -823,6 +825,11 @@ def _si(x: float, unit: str) -> str:
     return f"{x:.3g} {unit}"
 
 
+def _x(v: float) -> str:
+    """A ratio with the precision a roofline comparison has: two significant figures."""
+    return f"{v:,.0f}x" if v >= 100 else f"{v:.2g}x"
+
+
 def format_report(r: dict) -> str:
     """The report as a plain-text table (what ``mflc estimate`` prints)."""
     m, t, th, lat, e = r["model"], r["time"], r["throughput"], r["latency"], r["energy"]
@@ -831,8 +838,8 @@ def format_report(r: dict) -> str:
         f"Loihi 2 estimate: {m['cores']} cores on {m['chips_used']} chip(s) (system: {m['chips']}), "
         f"pipeline depth {m['depth_steps']} steps; activity: {a['source']}",
         f"  activity per token      {a['synops']:.4g} synops, {a['neuron_updates']:.4g} neuron updates, "
-        f"{a['msgs_on_core'] + a['msgs_on_chip'] + a['msgs_between_chips']:.4g} messages "
-        f"({a['msgs_between_chips']:.4g} between chips)",
+        f"{a['msgs_on_core'] + a['msgs_on_chip'] + a['msgs_between_chips']:.4g} messages at the activity rates, "
+        f"on core included ({a['msgs_between_chips']:.4g} between chips)",
         f"  barrier per step        {_si(t['barrier_s'], 's')}",
         f"  generation              {_si(t['generation_token_s'], 's')}/token = "
         f"{th['generation_tokens_per_s']:.4g} tokens/s",
@@ -846,10 +853,12 @@ def format_report(r: dict) -> str:
     for b in r.get("gpu_baselines", []):
         adv = b["loihi_advantage"]
         lines.append(
-            f"  vs {b['model']} on {b['gpu']}: generation {b['generation_tokens_per_s']:.4g} tokens/s "
-            f"({adv['generation_throughput_x']:.3g}x), {_si(b['generation_energy_per_token_J'], 'J')}/token "
-            f"({adv['generation_energy_x']:.3g}x); TTFT {_si(b['ttft_s'], 's')} ({adv['ttft_x']:.3g}x); "
-            f"prefill {b['prefill_tokens_per_s']:.4g} tokens/s ({adv['prefill_throughput_x']:.3g}x)")
+            f"  vs {b['model']} on {b['gpu']}: generation {b['generation_tokens_per_s']:.3g} tokens/s "
+            f"({_x(adv['generation_throughput_x'])}), {_si(b['generation_energy_per_token_J'], 'J')}/token "
+            f"({_x(adv['generation_energy_x'])}); TTFT {_si(b['ttft_s'], 's')} ({_x(adv['ttft_x'])}); "
+            f"prefill {b['prefill_tokens_per_s']:.3g} tokens/s ({_x(adv['prefill_throughput_x'])})")
+    if r.get("gpu_baseline_note"):
+        lines.append(f"  ({r['gpu_baseline_note']})")
     lines.append("  (ratios > 1 favour Loihi; every constant, its source and confidence: --json 'params')")
     return "\n".join(lines)
 
@@ -868,7 +877,9 @@ def plot_scaling(report: dict, path) -> None:
         ax.plot(n, sc["loihi"][key_g], "-", color="C0", lw=2, label="Loihi 2 estimate, generation")
         ax.plot(n, sc["loihi"][key_p], "--", color="C0", lw=1.5, label="Loihi 2 estimate, prefill")
         for k, (name, gpu) in enumerate(sc["gpu"].items()):
-            ax.plot(n, gpu[key_g], "-", color=f"C{k + 1}", label=f"{name} ({sc['gpu_name']}), generation")
+            size = next((f" ({b['model_params'] / 1e9:.2g} B)" for b in report.get("gpu_baselines", [])
+                         if b["model"] == name), "")
+            ax.plot(n, gpu[key_g], "-", color=f"C{k + 1}", label=f"{name}{size} on {sc['gpu_name']}, generation")
             ax.plot(n, gpu[key_p], "--", color=f"C{k + 1}", lw=1, label=f"{name}, prefill")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -880,8 +891,9 @@ def plot_scaling(report: dict, path) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     m = report["model"]
-    fig.suptitle(f"Loihi 2 estimate ({m['cores']} cores, {m['chips']} chip(s)) vs a GPU roofline from published "
-                 "figures", fontsize=10)
+    what = f"{report['model_name']}, " if report.get("model_name") else ""
+    fig.suptitle(f"Loihi 2 estimate ({what}{m['cores']} cores, {m['chips']} chip(s)) vs a GPU roofline from "
+                 "published figures", fontsize=10)
     fig.tight_layout(rect=(0, 0.14, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -68,6 +68,44 @@ LLAMA3_2_1B = TransformerSpec(
     "Llama-3.2-1B", layers=16, d_model=2048, n_heads=32, n_kv_heads=8, head_dim=64, d_ff=8192, vocab=128256,
     tied=True, qkv_bias=False, source="meta-llama/Llama-3.2-1B config.json on Hugging Face (1.24 B parameters)")
 BASELINE_MODELS = {m.name: m for m in (QWEN2_5_0_5B, LLAMA3_2_1B)}
+LIKE_FOR_LIKE = 4.0          # a baseline within this factor of the model's parameter count is a comparison of like sizes
+
+
+def _params_text(n: float) -> str:
+    return f"{n / 1e9:.2g} B" if n >= 1e8 else f"{n / 1e6:.2g} M"
+
+
+def choose_baselines(n_params: int | None, names=None) -> tuple[list[TransformerSpec], str]:
+    """The GPU baselines to compare a model of ``n_params`` parameters with, and a note saying how like the
+    comparison is. ``names``: baseline names (case-insensitive) or ["all"]; default: the one nearest in size."""
+    if names:
+        key = {k.lower(): m for k, m in BASELINE_MODELS.items()}
+        if [n.lower() for n in names] == ["all"]:
+            chosen = list(BASELINE_MODELS.values())
+        else:
+            unknown = [n for n in names if n.lower() not in key]
+            if unknown:
+                raise ValueError(f"unknown GPU baseline {', '.join(unknown)}; choose from {', '.join(BASELINE_MODELS)} "
+                                 "or all")
+            chosen = [key[n.lower()] for n in names]
+    elif n_params:
+        chosen = [min(BASELINE_MODELS.values(), key=lambda m: abs(math.log(m.n_params / n_params)))]
+    else:
+        chosen = list(BASELINE_MODELS.values())
+    if not n_params:
+        return chosen, "baselines named by the user; the model's parameter count is not known"
+    parts = []
+    for m in chosen:
+        r = m.n_params / n_params
+        like = 1 / LIKE_FOR_LIKE <= r <= LIKE_FOR_LIKE
+        ratio = f"{r:,.0f}x" if r >= 100 else f"{r:.2g}x"
+        parts.append(f"{m.name} ({_params_text(m.n_params)} parameters, {ratio} the model's "
+                     f"{_params_text(n_params)}){'' if like else ': NOT like for like'}")
+    note = "compared with " + "; ".join(parts)
+    if all(not (1 / LIKE_FOR_LIKE <= m.n_params / n_params <= LIKE_FOR_LIKE) for m in chosen):
+        note += (f". No GPU baseline within {LIKE_FOR_LIKE:g}x of this model's size: the ratios compare unlike "
+                 "models and say little")
+    return chosen, note
 
 
 @dataclass(frozen=True)
@@ -93,6 +131,11 @@ class GpuParams:
     def value(self, name: str) -> float:
         """A figure's value in SI units, by field name."""
         return float(getattr(self, name).value)
+
+    def label(self) -> str:
+        """The GPU's name with the power actually used (an overridden power budget shows in every label)."""
+        base = self.name.rsplit(" (", 1)[0] if self.name.endswith(" W)") else self.name
+        return f"{base} ({self.value('power'):g} W)"
 
     def constants(self) -> dict[str, Constant]:
         """Every figure by field name, for reports and overrides."""
@@ -155,7 +198,7 @@ def gpu_figures(m: TransformerSpec, gpu: GpuParams, prompt_len: int, gen_len: in
     gen_mean = (sum(gen) / len(gen)) if gen else generation_time(m, gpu, prompt_len)
     total = ttft + sum(gen)
     return dict(
-        model=m.name, model_params=m.n_params, model_source=m.source, gpu=gpu.name,
+        model=m.name, model_params=m.n_params, model_source=m.source, gpu=gpu.label(),
         weight_bytes=weight_bytes(m, gpu), kv_bytes_per_token=kv_bytes(m, gpu, 1),
         ttft_s=ttft,
         prefill_tokens_per_s=prompt_len / ttft,

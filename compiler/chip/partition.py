@@ -28,8 +28,10 @@ import numpy as np
 
 from mflc.ir.errors import FitError
 from mflc.ir.graph import Graph, Instr, NeuronGroup, SynapseGroup
+from mflc.ir.ops import bits_range, range_bits
+from mflc.ir.range_analysis import accumulation, analyse, partial_peak
 
-from .hardware import (KINDS, Costs, HardwareProfile, bits_for_range, fanout_of, limits, outgoing, over_limits,
+from .hardware import (KINDS, Costs, HardwareProfile, fanout_of, limits, outgoing, over_limits,
                        axon_list_units, row_bits, slice_bits, src_span, synapse_kind, weight_width, input_axons)
 
 
@@ -109,26 +111,23 @@ def _block_counts(s: SynapseGroup, bounds: np.ndarray) -> np.ndarray:
 
 
 def _block_bits(s: SynapseGroup, bounds: np.ndarray, counts: np.ndarray, src_bits: int) -> list[int]:
-    """Worst-case width of each block's partial sum, computed as the IR validator bounds a port."""
-    slo, shi = -(1 << (src_bits - 1)), (1 << (src_bits - 1)) - 1
+    """Worst-case width of each block's partial sum over the sender's declared ``src_bits`` messages, by the
+    range analysis' own accumulation bound (mflc.ir.range_analysis), block by block."""
+    carried = bits_range(src_bits)
     k = len(bounds) - 1
     if s.virtual:                                  # ternary: |w| <= 1
-        peak = max(-slo, shi)
-        top = counts.max(axis=0) * peak
-        return [bits_for_range(-int(t), int(t)) for t in top]
+        return [range_bits((-t, t)) for t in (partial_peak(int(c), carried) for c in counts.max(axis=0))]
     n_dst = s.shape[0]
     rows = np.repeat(np.arange(n_dst), s.row_counts())
     blk = np.searchsorted(bounds, s.indices, side="right") - 1
     w = s.values.astype(np.int64)
-    top = np.where(w > 0, w * shi, w * slo)
-    bot = np.where(w > 0, w * slo, w * shi)
     idx = rows * k + blk
-    hi = np.zeros(n_dst * k, np.int64)
-    lo = np.zeros(n_dst * k, np.int64)
-    np.add.at(hi, idx, top)
-    np.add.at(lo, idx, bot)
-    hi, lo = hi.reshape(n_dst, k), lo.reshape(n_dst, k)
-    return [bits_for_range(int(lo[:, j].min()), int(hi[:, j].max())) for j in range(k)]
+    pos = np.zeros(n_dst * k, np.int64)
+    neg = np.zeros(n_dst * k, np.int64)
+    np.add.at(pos, idx, np.maximum(w, 0))
+    np.add.at(neg, idx, np.minimum(w, 0))
+    pos, neg = pos.reshape(n_dst, k), neg.reshape(n_dst, k)
+    return [range_bits(accumulation(pos[:, j], neg[:, j], carried)) for j in range(k)]
 
 
 def _plan_split(s: SynapseGroup, graph: Graph, hw: HardwareProfile, lim: dict) -> tuple[_Split | None, list[str]]:
@@ -352,37 +351,16 @@ def _rewrite(graph: Graph, plans: dict[str, _Split], hw: HardwareProfile) -> Gra
     return new
 
 
-def _output_bits(g: Graph, name: str) -> int | None:
-    """Width of ``name``'s output as the IR validator bounds it (None if it cannot say)."""
-    from mflc.ir.ops import OPS, bits_range, range_bits
-    from mflc.ir.validate import _port_range
-
-    grp = g.groups[name]
-    out_range = {n: bits_range(x.out_bits) for n, x in g.groups.items()}
-    rng = {r: bits_range(b) for r, b in grp.registers.items()}
-    for p in grp.ports:
-        rng[p] = _port_range(g, name, p, out_range)
-    for p, v in grp.params.items():
-        rng[p] = (int(v.min()), int(v.max())) if v.size else (0, 0)
-    for ins in grp.program:
-        spec = OPS.get(ins.op)
-        if spec is None or any(a not in rng for a in ins.args):
-            return None
-        try:
-            rng[ins.out] = spec.range([rng[a] for a in ins.args], ins.imm_dict, grp.tables)
-        except KeyError:
-            return None
-    return range_bits(rng[grp.output]) if grp.output in rng else None
-
-
 def _widen_outputs(g: Graph, dsts: list[str], hw: HardwareProfile) -> None:
     """A split port's bound is the sum of the partial sums' (power-of-two) bounds, up to one bit wider than the
     original. Where that widens what a group outputs, a group that only feeds the host gets wider messages
     (the values are unchanged: messages are never clipped to out_bits); any other is a violation."""
     bad = []
     sends = {s.src for s in g.synapses.values()}
+    found = analyse(g)                       # widening a group that feeds only the host changes no other bound
     for name in dsts:
-        need = _output_bits(g, name)
+        out = found.groups[name].output
+        need = None if out is None else range_bits(out)
         grp = g.groups[name]
         if need is None or need <= grp.out_bits:
             continue

@@ -32,6 +32,8 @@ import numpy as np
 
 from mflc.ir.hardware import DEFAULT, HardwareProfile
 from mflc.ir.graph import Graph, Instr, PackedSynapseGroup
+from mflc.ir.ops import range_bits
+from mflc.ir.range_analysis import accumulation, analyse, partial_peak
 
 _PART = re.compile(r"^(?P<syn>.+)#part(?P<k>\d+)$")
 _COPY = [Instr.make("copy", "y", "x")]
@@ -268,23 +270,10 @@ def _check_group(name, ug, p: Graph, new_stage, may_widen: bool, out: list[str],
 
 
 def _output_bound(g: Graph, name: str) -> int | None:
-    """Width of ``name``'s output as the IR validator bounds it in ``g`` (None if it cannot say)."""
-    from mflc.ir.ops import OPS, bits_range, range_bits
-    from mflc.ir.validate import _port_range
-
-    grp = g.groups[name]
-    out_range = {n: bits_range(x.out_bits) for n, x in g.groups.items()}
-    rng = {r: bits_range(b) for r, b in grp.registers.items()}
-    for port in grp.ports:
-        rng[port] = _port_range(g, name, port, out_range)
-    for k, v in grp.params.items():
-        rng[k] = (int(v.min()), int(v.max())) if v.size else (0, 0)
-    for ins in grp.program:
-        spec = OPS.get(ins.op)
-        if spec is None or any(a not in rng for a in ins.args):
-            return None
-        rng[ins.out] = spec.range([rng[a] for a in ins.args], ins.imm_dict, grp.tables)
-    return range_bits(rng[grp.output]) if grp.output in rng else None
+    """Width of ``name``'s output as the IR validator bounds it in ``g`` (None if it cannot say): the range
+    analysis' (mflc.ir.range_analysis), as the partitioner widened it."""
+    out = analyse(g).groups[name].output
+    return None if out is None else range_bits(out)
 
 
 def _check_kept(name, us, ps, out: list[str]) -> None:
@@ -495,17 +484,15 @@ def _check_piece_columns(ps, sw: str, lo: int, hi: int, virtual: bool, out: list
 
 
 def _partial_sum_range(ps, virtual: bool, slo: int, shi: int, n_dst: int) -> tuple[int, int]:
-    """The worst case of a piece's partial sums over [slo, shi] inputs, as the validator bounds a port
-    (what the part group's out_bits must hold)."""
+    """The worst case of a piece's partial sums over [slo, shi] inputs, by the range analysis' accumulation
+    bound (what the part group's out_bits must hold)."""
+    ip = np.asarray(ps.indptr, np.int64)
     if virtual:
-        rc = np.diff(np.asarray(ps.indptr))
-        top = (int(rc.max()) if rc.size else 0) * max(-slo, shi)
+        rc = np.diff(ip)
+        top = partial_peak(int(rc.max()) if rc.size else 0, (slo, shi))
         return -top, top
-    ip, v = np.asarray(ps.indptr, np.int64), np.asarray(ps.values)
-    pos, neg = _row_sums(ip, np.maximum(v, 0)), _row_sums(ip, np.minimum(v, 0))
-    plo = int((pos * slo + neg * shi).min()) if n_dst else 0
-    phi = int((pos * shi + neg * slo).max()) if n_dst else 0
-    return plo, phi
+    v = np.asarray(ps.values)
+    return accumulation(_row_sums(ip, np.maximum(v, 0)), _row_sums(ip, np.minimum(v, 0)), (slo, shi)) if n_dst else (0, 0)
 
 
 def _check_identity(s, pn: str, S, n: int, virtual: bool, out: list[str]) -> None:

@@ -182,15 +182,18 @@ def render_report(rep: dict, console, detail: bool = False, title: str = "layout
     t = Table(title=f"{title}: resources per {'group' if by_group else 'role (--detail for every group)'}",
               title_justify="left")
     first = "group" if by_group else "role"
-    cols = [first] + (["layer"] if by_group else ["groups"]) + ["neurons", "axons in", "synapses", "syn. memory",
-                                                                "cores"]
+    cols = [first] + (["layer"] if by_group else ["grp"]) + ["neurons", "axons", "synapses", "memory", "cores*"]
     for c in cols:
-        t.add_column(c, justify="left" if c in ("group", "role", "layer") else "right", no_wrap=True)
+        t.add_column(c, justify="left" if c in ("group", "role", "layer") else "right",
+                     no_wrap=c not in ("group", "role"), overflow="fold")
     for r in shown:
         t.add_row(str(r["group"]), str(_layer_key(r["layer"])) if by_group else str(r["groups"]), _n(r["neurons"]),
                   _n(r["axons_in"]), _n(r["synapses"]), _mem(r["synapse_bits"]),
                   f"{r['cores']:,}")
     console.print(t)
+    console.print("* cores touched: the cores holding some of the row's neurons; a core shared by several rows "
+                  f"counts in each, so the column can sum to more than the layout's {rep['cores']:,} cores; "
+                  "axons: input axons; memory: synaptic memory", style="dim", highlight=False)
     u = Table(title="utilization of the cores in use", title_justify="left")
     for c in ("resource", "used", "per-core limit", "mean fill", "fullest core"):
         u.add_column(c, justify="left" if c == "resource" else "right")
@@ -217,8 +220,9 @@ def render_report(rep: dict, console, detail: bool = False, title: str = "layout
                  ("smallest system that fits", rep["smallest_system"] or "none listed"),
                  ("systems", fits),
                  ("pipeline steps per token", f"{rep['steps_per_token']:,}"),
-                 ("messages per token between cores (same chip)", f"{tr.get('messages_between_cores', 0):,}"),
-                 ("messages per token between chips", f"{tr.get('messages_between_chips', 0):,}"),
+                 ("routes per token between cores, same chip (layout: each neuron to each core it "
+                  "reaches, once)", f"{tr.get('messages_between_cores', 0):,}"),
+                 ("routes per token between chips (same definition)", f"{tr.get('messages_between_chips', 0):,}"),
                  ("busiest chip, messages out per token", f"{tr.get('busiest_chip_out', 0):,}")]:
         s.add_row(k, str(v))
     for k, v in (rep.get("source") or {}).items():
@@ -270,8 +274,10 @@ def plot_layout(layout: Layout, path, graph: Graph | None = None, title: str | N
     ax.set_xticks([])
     ax.set_yticks([])
     tot = layout.totals()
-    ax.set_title(title or f"{tot['cores']:,} cores on {tot['chips']:,} chips ({hw.name}); colour = layer, "
-                          "shade = fill of the fullest resource")
+    import textwrap                                   # a figure-wide title, wrapped to the figure: never clipped
+
+    fig.suptitle(textwrap.fill(title or f"{tot['cores']:,} cores on {tot['chips']:,} chips ({hw.name}); colour = "
+                               "layer, shade = fill of the fullest resource", width=int(fig_w * 8)))
     sm = ScalarMappable(cmap=ListedColormap(base))
     sm.set_array(np.arange(len(layers)))
     cb = fig.colorbar(sm, ax=ax, fraction=0.03, pad=0.01)
@@ -281,7 +287,10 @@ def plot_layout(layout: Layout, path, graph: Graph | None = None, title: str | N
         ticks.append(len(layers) - 1)
     cb.set_ticks([(t + 0.5) * (len(layers) - 1) / max(1, len(layers)) for t in ticks])
     cb.set_ticklabels([layers[t] for t in ticks])
-    cb.set_label("layer")
-    fig.tight_layout()
+    cb.set_label("layer (the colour of a full core)")
+    fig.text(0.5, 0.01, textwrap.fill("each square a core, each grey block a chip; a paler square is a less full "
+                                      "core: its layer's colour mixed with white by 1 - the fill of its fullest "
+                                      "resource", width=int(fig_w * 14)), ha="center", va="bottom", fontsize=7)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=150)
     plt.close(fig)

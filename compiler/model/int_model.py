@@ -24,6 +24,10 @@ Trace = Callable[[str, np.ndarray], None]
 TERNARY_W_MAX = 1     # the quantizer's projection weights are ternary by format: |w| <= 1 is declared, not measured
 
 
+def _no_trace(name: str, values: np.ndarray) -> None:
+    return None
+
+
 def ternary_matvec(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Σ_j w_ij x_j with w ∈ {-1,0,1}: additions only, exact in int64."""
     return w.astype(np.int64) @ x.astype(np.int64)
@@ -37,6 +41,7 @@ class IntModel:
         self.cfg = qm.cfg
         self.inner = not qm.options.remove_inner_norm
         self.force_dtype = None   # None: exact_product_dtype's choice; np.int64 forces the integer fallback
+        self._tr: Trace = _no_trace   # the current run's trace: every norm and requantization reports its site
 
     def init_state(self) -> np.ndarray:
         """The all-zero recurrent state of every layer."""
@@ -48,10 +53,14 @@ class IntModel:
         qm = self.qm
         sq = fp.square_shr(x, qm.scalars.get(f"sq.{red_key}", 0))
         packed = fp.rms_factor(np.sum(sq, axis=-1, keepdims=np.ndim(x) > 1), qm.s(f"E.{red_key}"))
-        return fp.rms_apply(x, packed, qm.t(f"G.{apply_key}"), qm.s(f"gexp.{apply_key}"), qm.bits(out_site))
+        y = fp.rms_apply(x, packed, qm.t(f"G.{apply_key}"), qm.s(f"gexp.{apply_key}"), qm.bits(out_site))
+        self._tr(out_site, y)
+        return y
 
     def _requant(self, acc, key, out_site):
-        return fp.rescale(acc, self.qm.s(f"M.{key}"), self.qm.s(f"s.{key}"), self.qm.bits(out_site))
+        y = fp.rescale(acc, self.qm.s(f"M.{key}"), self.qm.s(f"s.{key}"), self.qm.bits(out_site))
+        self._tr(out_site, y)
+        return y
 
     def _align(self, x, key):
         return fp.rescale(x, self.qm.s(f"M.{key}"), self.qm.s(f"s.{key}"), fp.MSG_BITS_MAX)
@@ -59,7 +68,7 @@ class IntModel:
     def step(self, token: int, state: np.ndarray, trace: Trace | None = None):
         """One token: (logits int64 [V], new state int64 [L, d_attn]). ``state`` is not modified."""
         qm, cfg = self.qm, self.cfg
-        tr = trace or (lambda n, v: None)
+        tr = self._tr = trace or _no_trace
         if not 0 <= int(token) < cfg.vocab_size:
             raise ValueError(f"token {token} outside the vocabulary [0, {cfg.vocab_size})")
         x = qm.t("emb.Q")[int(token)].astype(np.int64)
@@ -70,7 +79,6 @@ class IntModel:
             nxt = f"L{i + 1}.x" if i + 1 < cfg.L else "final.x"
             tr(L + "x", x)
             u = self._norm(x, L + "x", L + "attn_norm", L + "attn_norm")
-            tr(L + "attn_norm", u)
             acc = {}
             for p in ("i", "f", "g"):
                 v = self._norm(u, L + "u", L + f"{p}_in", L + f"{p}_in") if self.inner else u
@@ -78,7 +86,6 @@ class IntModel:
             iq = self._requant(acc["i"], L + "i", L + "i")
             fq = self._requant(acc["f"], L + "f", L + "f")
             gq = self._requant(acc["g"], L + "g", L + "g")
-            tr(L + "i", iq), tr(L + "f", fq), tr(L + "g", gq)
             sig = fp.lut(fq, qm.t(L + "lut.sig_f"), qm.bits(L + "f"))
             f = fp.forget_gate(sig, qm.t(L + "B"))
             si = fp.lut(iq, qm.t(L + "lut.silu_i"), qm.bits(L + "i"))
@@ -88,13 +95,11 @@ class IntModel:
             tr(L + "h", h)
             hq = self._requant(h, L + "hq", L + "hq")
             gn = self._norm(gq, L + "g", L + "gn", L + "gn")
-            tr(L + "gn", gn)
             sh = fp.lut(hq, qm.t(L + "lut.silu_h"), qm.bits(L + "hq"))
             o = fp.mul_shr(gn, sh, qm.s(L + "n.o"), qm.bits(L + "o"))
             tr(L + "o", o)
             v = self._norm(o, L + "o", L + "o_in", L + "o_in") if self.inner else o
             ao = self._requant(ternary_matvec(qm.t(f"W.{L}o"), v), L + "attn_out", L + "attn_out")
-            tr(L + "attn_out", ao)
             r = fp.add_sat(self._align(x, L + "res_x"), self._align(ao, L + "res_ao"), qm.bits(L + "r"))
             tr(L + "r", r)
             vm = self._norm(r, L + "r", L + "mlp_norm", L + "mlp_norm")
@@ -107,13 +112,13 @@ class IntModel:
             tr(L + "z", z)
             vd = self._norm(z, L + "z", L + "down_in", L + "down_in") if self.inner else z
             mo = self._requant(ternary_matvec(qm.t(f"W.{L}down"), vd), L + "mlp_out", L + "mlp_out")
-            tr(L + "mlp_out", mo)
             x = fp.add_sat(self._align(r, L + "res_r"), self._align(mo, L + "res_mo"), qm.bits(nxt))
         tr("final.x", x)
         xn = self._norm(x, "final.x", "final.norm", "final.norm")
         vh = self._norm(xn, "final.norm", "head.in", "head.in") if self.inner else xn
         logits = ternary_matvec(qm.t("W.head"), vh)
         tr("logits", logits)
+        self._tr = _no_trace          # the caller's trace is not kept (the model stays picklable)
         return logits, new
 
     def forward(self, tokens, state: np.ndarray | None = None):
@@ -147,12 +152,10 @@ class IntModel:
         qm, L = self.qm, f"L{i}."
         tr(L + "x", x)
         u = self._norm(x, L + "x", L + "attn_norm", L + "attn_norm")
-        tr(L + "attn_norm", u)
         q = {}
         for p in ("i", "f", "g"):
             acc = self._project(self._proj_in(u, L, p), f"W.{L}{p}", self._bits_of_input(L, p, L + "attn_norm"))
             q[p] = self._requant(acc, L + p, L + p)
-        tr(L + "i", q["i"]), tr(L + "f", q["f"]), tr(L + "g", q["g"])
         f = fp.forget_gate(fp.lut(q["f"], qm.t(L + "lut.sig_f"), qm.bits(L + "f")), qm.t(L + "B"))
         c = fp.mlgru_candidate(fp.lut(q["i"], qm.t(L + "lut.silu_i"), qm.bits(L + "i")), f, qm.bits(L + "h"))
         h = np.empty_like(c)
@@ -162,12 +165,10 @@ class IntModel:
         tr(L + "h", h)
         hq = self._requant(h, L + "hq", L + "hq")
         gn = self._norm(q["g"], L + "g", L + "gn", L + "gn")
-        tr(L + "gn", gn)
         o = fp.mul_shr(gn, fp.lut(hq, qm.t(L + "lut.silu_h"), qm.bits(L + "hq")), qm.s(L + "n.o"), qm.bits(L + "o"))
         tr(L + "o", o)
         acc = self._project(self._proj_in(o, L, "o"), f"W.{L}o", self._bits_of_input(L, "o", L + "o"))
         ao = self._requant(acc, L + "attn_out", L + "attn_out")
-        tr(L + "attn_out", ao)
         r = fp.add_sat(self._align(x, L + "res_x"), self._align(ao, L + "res_ao"), qm.bits(L + "r"))
         tr(L + "r", r)
         return r, h
@@ -184,14 +185,14 @@ class IntModel:
         tr(L + "z", z)
         acc = self._project(self._proj_in(z, L, "down"), f"W.{L}down", self._bits_of_input(L, "down", L + "z"))
         mo = self._requant(acc, L + "mlp_out", L + "mlp_out")
-        tr(L + "mlp_out", mo)
         return fp.add_sat(self._align(r, L + "res_r"), self._align(mo, L + "res_mo"), qm.bits(nxt))
 
     def forward_sequence(self, tokens, state: np.ndarray | None = None, trace: Trace | None = None):
         """Logits of every token [T, V] and the recurrent state after every token [T, L, d_attn], computed
         layer by layer over the whole sequence; equal, integer for integer, to stepping ``step``.
         ``trace(name, values)`` sees each site for all tokens at once ([T, ...])."""
-        cfg, tr = self.cfg, trace or (lambda n, v: None)
+        cfg, tr = self.cfg, trace or _no_trace
+        self._tr = tr
         toks = np.asarray([int(t) for t in tokens], np.int64)
         bad = (toks < 0) | (toks >= cfg.vocab_size)
         if bad.any():
@@ -209,6 +210,7 @@ class IntModel:
         vh = self._norm(xn, "final.norm", "head.in", "head.in") if self.inner else xn
         logits = self._project(vh, "W.head", "head.in" if self.inner else "final.norm")
         tr("logits", logits)
+        self._tr = _no_trace
         return logits, states
 
     def logits_to_float(self, logits: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ def is_quantized_dir(path: Path) -> bool:
 # from the model's training distribution, so that static scales fit what the model will see.
 CALIBRATION_FILE = "calibration.txt"
 RANDOM_CALIBRATION_TOKENS = 256
+RANDOM_CALIBRATION = "random tokens (seed 0)"    # how a calibration source on random tokens is named
 
 
 def resolve_calibration(cfg: ModelConfig, model_dir: Path | None, calib_file: Path | None = None,
@@ -50,7 +51,13 @@ def resolve_calibration(cfg: ModelConfig, model_dir: Path | None, calib_file: Pa
     k = n or RANDOM_CALIBRATION_TOKENS
     if text_tokens:
         return [list(text_tokens[:k])], f"first {min(k, len(text_tokens))} tokens of the evaluated text"
-    return calibration_tokens(cfg, None, n=k), f"{k} random tokens (seed 0): a trained model deserves real text (--calib)"
+    return calibration_tokens(cfg, None, n=k), f"{k} {RANDOM_CALIBRATION}: a trained model deserves real text (--calib)"
+
+
+def is_random_calibration(how: str | None) -> bool:
+    """Whether a calibration source (``resolve_calibration``'s second value, kept in a quantized model's
+    meta) is random tokens: scales fitted to no text, which the CLI warns about."""
+    return bool(how) and RANDOM_CALIBRATION in how
 
 
 def calibration_tokens(cfg: ModelConfig, text_tokens: list[int] | None, seed: int = 0, n: int = 256) -> list[list[int]]:

@@ -16,6 +16,8 @@ import numpy as np
 
 from mflc.ir import fixedpoint as fp
 from mflc.ir.graph import Graph, GraphInput, GraphOutput, Instr, NeuronGroup, PackedSynapseGroup, SynapseGroup
+from mflc.ir.ops import bits_range
+from mflc.ir.range_analysis import partial_peak
 from mflc.ir.roles import ROLE_LOGITS, ROLE_RECURRENT
 from mflc.ir.validate import validate
 
@@ -237,7 +239,7 @@ def _lower_head(b: _Builder, x: str) -> str:
     w = b.weights("W.head")
     fan = (w.row_counts().max() if isinstance(w, VirtualTernary) else
            w.row_nonzeros().max() if isinstance(w, LazyTernary) else _max_row_abs_sum(w))
-    acc_bits = (int(fan) << (b.g.groups[vh].out_bits - 1)).bit_length() + 1
+    acc_bits = partial_peak(int(fan), bits_range(b.g.groups[vh].out_bits)).bit_length() + 1   # the validator's bound
     head = b.group("head", qm.cfg.vocab_size, ["x"], [I("copy", "logits", "x")], "logits", acc_bits,
                    b.stage(vh) + 1, meta=dict(layer="head", role=ROLE_LOGITS))
     b.dense(vh, head, "x", w, "head")

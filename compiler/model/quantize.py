@@ -20,7 +20,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from mflc.ir import fixedpoint as fp
-from mflc.ir import ternary
+from mflc.ir import range_analysis, ternary
 from mflc.ir.errors import CheckpointError, ConfigError
 from mflc.ir.schema import STRICT, MapOf, OneOf, Opt, check, check_format, read_json
 from mflc.ir.tensorfile import load_tensors, narrowest_int
@@ -641,9 +641,9 @@ def _norm_parameters(q: _Params, weights: dict, layers=None) -> None:
             continue
         size = S.dim_sizes(q.cfg)[n.dim]
         s_in, in_bits = q.sc(n.src), q.bits(n.src)
-        # wide inputs square into x²/2^k (fp.norm_square_shift); the rsqrt of the k-scaled sum is then
-        # 2^(k/2) too large, which the apply step's shift takes back: gexp grows by k/2
-        k = fp.norm_square_shift(in_bits, size)
+        # wide inputs square into x²/2^k (range_analysis.norm_square_shift: the validator's own bound); the rsqrt of
+        # the k-scaled sum is then 2^(k/2) too large, which the apply step's shift takes back: gexp grows by k/2
+        k = range_analysis.norm_square_shift(in_bits, size)
         g, gexp = _gain(weights[n.weight], size, q.sc(n.key), opts.gain_bits)
         q.tensors[f"G.{n.key}"] = g
         q.scalars[f"gexp.{n.key}"] = gexp + k // 2

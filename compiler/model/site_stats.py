@@ -44,28 +44,73 @@ def quantize_on_grid(v: np.ndarray, scale: float, bits: int) -> np.ndarray:
     return np.clip(np.round(v / scale), lo, hi) * scale
 
 
-def site_statistics(fm: FloatModel, qm: QuantizedModel, token_seqs: Iterable[Iterable[int]]) -> list[SiteStats]:
-    """SiteStats of every site of ``qm`` on the float model's activations over ``token_seqs``."""
-    _, values = calibrate(fm, token_seqs, keep_values=True, sample=None)
-    rows = []
+@dataclass
+class SiteMoments:
+    """The sums over a site's values on some text from which its SiteStats follow: two texts' moments
+    add, so the statistics of many texts can be gathered text by text (on any worker) and combined."""
+
+    values: int = 0
+    sum_sq: float = 0.0
+    sum_4th: float = 0.0
+    amax: float = 0.0
+    noise: float = 0.0          # sum of (x - q(x))^2
+    clipped: int = 0
+
+    def __add__(self, o: "SiteMoments") -> "SiteMoments":
+        return SiteMoments(self.values + o.values, self.sum_sq + o.sum_sq, self.sum_4th + o.sum_4th,
+                           max(self.amax, o.amax), self.noise + o.noise, self.clipped + o.clipped)
+
+
+def site_moments(fm: FloatModel, qm: QuantizedModel, tokens: Iterable[int]) -> dict[str, SiteMoments]:
+    """SiteMoments of every site of ``qm`` on the float model's activations over one token sequence."""
+    _, values = calibrate(fm, [list(tokens)], keep_values=True, sample=None)
+    out = {}
     for name, site in qm.sites.items():
         v = values.get(name)
         if v is None or not v.size:
             continue
         v = np.asarray(v, np.float64)
-        ms = float(np.mean(v * v))
+        scale, bits = float(site["scale"]), int(site["bits"])
+        lim = ((1 << (bits - 1)) - 1) * scale
+        sq = v * v
+        out[name] = SiteMoments(values=int(v.size), sum_sq=float(sq.sum()), sum_4th=float((sq * sq).sum()),
+                                amax=float(np.max(np.abs(v))),
+                                noise=float(np.sum((v - quantize_on_grid(v, scale, bits)) ** 2)),
+                                clipped=int(np.count_nonzero(np.abs(v) > lim + 0.5 * scale)))
+    return out
+
+
+def combine_moments(parts: Iterable[dict[str, SiteMoments]]) -> dict[str, SiteMoments]:
+    """The moments of several texts together (added in the order given, so a run is reproducible)."""
+    total: dict[str, SiteMoments] = {}
+    for part in parts:
+        for name, m in part.items():
+            total[name] = total[name] + m if name in total else m
+    return total
+
+
+def stats_from_moments(qm: QuantizedModel, moments: dict[str, SiteMoments]) -> list[SiteStats]:
+    """SiteStats of every site with values, in the quantized model's site order."""
+    rows = []
+    for name, site in qm.sites.items():
+        m = moments.get(name)
+        if m is None or not m.values:
+            continue
+        ms = m.sum_sq / m.values
         rms = float(np.sqrt(ms))
-        amax = float(np.max(np.abs(v)))
-        q = quantize_on_grid(v, float(site["scale"]), int(site["bits"]))
-        noise = float(np.mean((v - q) ** 2))
-        lim = ((1 << (int(site["bits"]) - 1)) - 1) * float(site["scale"])
+        noise = m.noise / m.values
         rows.append(SiteStats(
-            site=name, kind=site_kind(name), bits=int(site["bits"]), scale=float(site["scale"]), values=int(v.size),
-            rms=rms, crest=amax / rms if rms > 0 else 0.0,
-            kurtosis=float(np.mean(v ** 4) / ms ** 2 - 3.0) if ms > 0 else 0.0,
-            clipped=float(np.mean(np.abs(v) > lim + 0.5 * float(site["scale"]))),
+            site=name, kind=site_kind(name), bits=int(site["bits"]), scale=float(site["scale"]), values=m.values,
+            rms=rms, crest=m.amax / rms if rms > 0 else 0.0,
+            kurtosis=float(m.sum_4th / m.values / ms ** 2 - 3.0) if ms > 0 else 0.0,
+            clipped=m.clipped / m.values,
             sqnr_db=float(10 * np.log10(ms / noise)) if noise > 0 else float("inf")))
     return rows
+
+
+def site_statistics(fm: FloatModel, qm: QuantizedModel, token_seqs: Iterable[Iterable[int]]) -> list[SiteStats]:
+    """SiteStats of every site of ``qm`` on the float model's activations over ``token_seqs``."""
+    return stats_from_moments(qm, combine_moments(site_moments(fm, qm, t) for t in token_seqs))
 
 
 def by_kind(rows: list[SiteStats]) -> list[dict]:

@@ -8,9 +8,10 @@ from typing import Optional
 import typer
 
 from mflc.cli.app import app, emit_json, guarded, out, resolve_model
+from mflc.cli.open import require_checkpoint
 from mflc.cli.tasks import SchedulerOpt, WorkersOpt, run_tasks, runner_from
-from mflc.cli.model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
-                            Uniform, quant_options, quantize_with_calibration, read_text)
+from mflc.cli.model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, ScaleMethod, SiteBits,
+                            StateBits, Uniform, quant_options, quantize_with_calibration, read_text)
 from mflc.ir.errors import ConfigError
 from mflc.tasks import Runner, worker_cached
 
@@ -183,11 +184,12 @@ def eval_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint direc
              act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
              uniform: bool = Uniform,
              no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
-             scale_method: str = typer.Option("max", help="max (calibrated max |x|) or mse (least squared error)"),
+             scale_method: str = ScaleMethod,
              workers: Optional[str] = WorkersOpt, scheduler: Optional[str] = SchedulerOpt,
              json_out: bool = typer.Option(False, "--json")):
     """Float vs fixed-point bits per byte and top-1 agreement of next-token predictions, file by file."""
     model = resolve_model(model)
+    require_checkpoint(model, "eval")
     runner = runner_from(workers, scheduler)        # a bad --workers fails before any work
     from mflc.compiler.model.evaluate import combine
 
@@ -317,6 +319,7 @@ def ablate_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint dir
     """Which quantization site costs the accuracy: widen one site at a time (and try other scale rules)
     against the paper's uniform 8-bit scheme; bits per byte over the same texts and calibration."""
     model = resolve_model(model)
+    require_checkpoint(model, "ablate")
     runner = runner_from(workers, scheduler)
     from mflc.compiler.model.quantize import FINAL_SITES, LAYER_SITES
     from mflc.ir import fixedpoint as fp
@@ -348,29 +351,52 @@ def ablate_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint dir
     out.print(f"calibration: {d['calibration']}")
 
 
+@dataclass(frozen=True)
+class SitesTask:
+    """One text of ``mflc sites``: the moments of every site on it (a task of its own; tokens by value)."""
+
+    source: ModelSource
+    opts: object                    # QuantOptions
+    name: str
+    tokens: tuple
+
+
+def sites_text(task: SitesTask) -> dict:
+    """{site: SiteMoments} of one text, on the worker's cached float and quantized models."""
+    from mflc.compiler.model.site_stats import site_moments
+
+    _, _, fm = task.source.float_model()
+    return site_moments(fm, task.source.quantized(task.opts), task.tokens)
+
+
 @app.command("sites")
 @guarded
 def sites_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint directory (default: the embedded default model)"),
               text: list[Path] = TextOpt, heldout: bool = HeldoutOpt, stdlib: Optional[Path] = StdlibOpt,
-              max_tokens: int = MaxTokensOpt, max_files: Optional[int] = typer.Option(4, help="Use at most this many files"),
+              max_tokens: int = MaxTokensOpt, max_files: Optional[int] = MaxFilesOpt,
               per_layer: bool = typer.Option(False, "--per-layer", help="One row per site instead of per site kind"),
               calib: Optional[Path] = CalibOpt, calib_tokens: Optional[int] = CalibTokensOpt,
               act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
-              uniform: bool = Uniform,
-              no_pow2: bool = NoPow2, scale_method: str = typer.Option("max", help="max or mse"),
+              uniform: bool = Uniform, no_pow2: bool = NoPow2, scale_method: str = ScaleMethod,
+              workers: Optional[str] = WorkersOpt, scheduler: Optional[str] = SchedulerOpt,
               json_out: bool = typer.Option(False, "--json")):
     """Why a site costs accuracy: how heavy-tailed its float values are (crest factor, kurtosis) and the
-    signal-to-noise ratio of rounding them, in isolation, to the site's fixed-point grid; worst first."""
+    signal-to-noise ratio of rounding them, in isolation, to the site's fixed-point grid; worst first.
+    The texts are those `eval` takes (each a task), the statistics summed over all of them."""
     model = resolve_model(model)
-    from mflc.compiler.model.float_model import FloatModel
-    from mflc.compiler.model.loading import load_float
-    from mflc.compiler.model.site_stats import by_kind, site_statistics
+    require_checkpoint(model, "sites")
+    runner = runner_from(workers, scheduler)
+    from mflc.compiler.model.site_stats import by_kind, combine_moments, stats_from_moments
 
-    cfg, w = load_float(model)
+    base = ModelSource.of(model, calib, calib_tokens, ())
+    cfg, _, _ = base.float_model()
     seqs = evaluation_texts(model, cfg.vocab_size, text, heldout, stdlib, max_tokens, max_files)
     opts = quant_options(act_bits, state_bits, site_bits, no_pow2, False, None, scale_method, uniform)
-    qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens, opts, text_tokens=seqs[0][1])
-    stats = site_statistics(FloatModel(cfg, w), qm, [t for _, t in seqs])
+    source = replace(base, calib_text=tuple(int(t) for t in seqs[0][1]))
+    qm = source.quantized(opts)
+    tasks = [SitesTask(source, opts, name, tuple(int(t) for t in toks)) for name, toks in seqs]
+    parts = run_tasks(sites_text, tasks, [f"file {name}" for name, _ in seqs], runner, "files")
+    stats = stats_from_moments(qm, combine_moments(parts))
     rows = [r.to_dict() for r in stats] if per_layer else by_kind(stats)
     rows.sort(key=lambda r: r["sqnr_db"])
     d = dict(rows=rows, texts=[n for n, _ in seqs], bytes=sum(len(t) for _, t in seqs),
@@ -378,16 +404,21 @@ def sites_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint dire
     if json_out:
         emit_json(d)
         return
+    _print_sites(d, per_layer, len(seqs))
+
+
+def _print_sites(d: dict, per_layer: bool, n_texts: int) -> None:
+    """The sites table, worst SQNR first, and how to read it."""
     from rich.table import Table
 
     key = "site" if per_layer else "kind"
-    t = Table(title=f"quantization sites on {len(seqs)} text(s), {d['bytes']:,} bytes, lowest SQNR first"
+    t = Table(title=f"quantization sites on {n_texts} text(s), {d['bytes']:,} tokens, lowest SQNR first"
                     + ("" if per_layer else " (per kind: mean crest and kurtosis, worst SQNR over layers)"),
               title_justify="left")
     t.add_column(key)
     for col in ("bits", "crest", "kurtosis", "clipped", "SQNR dB"):
         t.add_column(col, justify="right", no_wrap=True)
-    for r in rows:
+    for r in d["rows"]:
         bits = r["bits"] if per_layer else ",".join(map(str, r["bits"]))
         t.add_row(r[key], str(bits), f"{r['crest']:.1f}", f"{r['kurtosis']:.1f}", f"{100 * r['clipped']:.2f} %",
                   f"{r['sqnr_db']:.1f}")

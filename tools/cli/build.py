@@ -7,11 +7,12 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mflc.cli.app import Stages, resolve_model, app, emit_json, guarded, kv_table, out
+from mflc.cli.app import Stages, resolve_model, app, emit_json, given_options, guarded, kv_table, out
 from mflc.cli.layout import HardwareOpt, HwSetOpt, PlotOpt, SystemOpt
-from mflc.cli.model import (ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, SiteBits, StateBits,
-                            Uniform, quant_options)
-from mflc.ir.errors import MflcError
+from mflc.cli.model import (QUANT_PARAMS, ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, ScaleMethod,
+                            SiteBits, StateBits, Uniform, quant_options, report_calibration)
+from mflc.cli.open import require_checkpoint
+from mflc.ir.errors import ConfigError, MflcError
 
 
 def load_build_graph(build: Path):
@@ -23,12 +24,14 @@ def load_build_graph(build: Path):
 
 @app.command("compile")
 @guarded
-def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or quantized-model directory (default: the embedded default model)"),
+def compile_cmd(ctx: typer.Context,
+                model: Optional[Path] = typer.Argument(None, help="Checkpoint or quantized-model directory (default: the embedded default model)"),
                 out_dir: Path = typer.Option(..., "--out", help="Build directory to write"),
                 calib: Optional[Path] = CalibOpt, calib_tokens: Optional[int] = CalibTokensOpt,
                 act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
                 uniform: bool = Uniform,
                 no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
+                scale_method: str = ScaleMethod,
                 hardware: Optional[str] = HardwareOpt, hw_set: list[str] = HwSetOpt, system: Optional[str] = SystemOpt,
                 plot: Optional[Path] = PlotOpt,
                 whole_model: bool = typer.Option(False, "--whole-model", help="Hold the whole model in memory at "
@@ -39,17 +42,25 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
     """Quantize (unless already quantized), lower to IR, validate, lay out on Loihi 2, and write the build
     directory; a float checkpoint layer by layer, in about constant memory (docs/architecture.md)."""
     model = resolve_model(model)
+    require_checkpoint(model, "compile", quantized_ok=True)
     import mflc
     from mflc.api import STREAM_STAGES, WHOLE_STAGES
-    from mflc.compiler.chip.report import render_report
     from mflc.compiler.chip.summary import ir_summary
     from mflc.compiler.model.loading import is_quantized_dir
 
-    stage = Stages(list(WHOLE_STAGES if whole_model or is_quantized_dir(model) else STREAM_STAGES))
-    build = mflc.compile(model, out_dir, hardware=hardware, hw=hw_set, system=system, calib=calib,
-                         calib_tokens=calib_tokens, stages=stage, stream=not whole_model,
-                         options=quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm,
-                                               rms_eps, uniform=uniform))
+    quantized = is_quantized_dir(model)
+    given = given_options(ctx, QUANT_PARAMS)
+    if quantized and given:
+        raise ConfigError(f"{model} is a quantized model: its widths and scales are fixed, so {', '.join(given)} "
+                          "would have no effect. Compile (or `mflc quantize`) the float checkpoint it was quantized "
+                          "from with them, or leave them out")
+    stage = Stages([s for s in WHOLE_STAGES if s != "quantizing"] if quantized else
+                   list(WHOLE_STAGES if whole_model else STREAM_STAGES))
+    build = mflc.compile(model, out_dir, hardware=hardware, hw=hw_set, system=system, stages=stage,
+                         stream=not whole_model, **({} if quantized else dict(
+                             calib=calib, calib_tokens=calib_tokens,
+                             options=quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm,
+                                                   rms_eps, scale_method, uniform))))
     (g, placed), rep = build.structure, build.report
     if plot is not None:
         from mflc.compiler.chip.report import plot_layout
@@ -63,16 +74,28 @@ def compile_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint or
     if json_out:
         emit_json(dict(build=str(out_dir), ir=s, layout=rep,
                        steps=[dict(step=k, seconds=v) for k, v in seconds.items()]))
-        return
+    else:
+        _print_compiled(model, out_dir, s, rep, seconds, whole_model or quantized)
+    how = rep["calibration"]
+    report_calibration(how, json_out, warn=not quantized, when=f" (when {model} was quantized)" if quantized else "")
+
+
+def _print_compiled(model: Path, out_dir: Path, s: dict, rep: dict, seconds: dict, whole: bool) -> None:
+    """compile's human output: the IR's size, the layout report, and the steps' times."""
+    from mflc.compiler.chip.report import render_report
+
     t = s["totals"]
     out.print(f"compiled {model} -> {out_dir}: {t['groups']} neuron groups, {t['neurons']:,} neurons, "
               f"{t['synapses']:,} synapses, pipeline depth {t['depth']} steps")
-    render_report(rep, out, title=f"layout {out_dir}")
+    # the paths written go below as plain lines (a terminal wraps them): in the summary table they were cut
+    render_report({k: v for k, v in rep.items() if k not in ("files", "source")}, out, title=f"layout {out_dir}")
     if "range" in rep:
         from mflc.compiler.chip.range_report import render_range
 
         render_range(rep, out)
-    if rep["compile"]["mode"] != "layer by layer" and not whole_model and not is_quantized_dir(model):
+    out.print("written: " + "; ".join(f"{k} {v}" for k, v in rep["files"].items()), highlight=False,
+              markup=False, soft_wrap=True)
+    if rep["compile"]["mode"] != "layer by layer" and not whole:
         out.print(f"[yellow]note:[/] compiled as a whole model: {rep['compile']['reason']}")
     out.print("steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), highlight=False)
 

@@ -45,10 +45,10 @@ def _summary_tables(plan: dict) -> list[Table]:
     e = Table(title="synapse encodings: Lava w = IR w << shift, Lava exp = IR exp - shift", title_justify="left")
     e.add_column("Lava class", no_wrap=True)
     e.add_column("sign mode", no_wrap=True)
-    for c in ("shift", "IR exp", "Lava exp", "groups", "synapses", "acc bits"):
-        e.add_column(c, justify="right")
+    for c in ("shift", "exp IR → Lava", "groups", "synapses", "acc bits"):     # 7 columns: readable at 80
+        e.add_column(c, justify="right", no_wrap=c != "exp IR → Lava")
     for (cls, mode, sh, ie, le), (n, nnz, ab) in sorted(enc.items()):
-        e.add_row(cls, mode, str(sh), str(ie), str(le), str(n), f"{nnz:,}", f"{ab}/32")
+        e.add_row(cls, mode, str(sh), f"{ie} → {le}", str(n), f"{nnz:,}", f"{ab}/32")
     return [t, e]
 
 
@@ -139,7 +139,7 @@ def verify_lava_cmd(model: Path, tokens: int, seed: int, json_out: bool) -> None
             bad = next(c for c in checks if not c.ok)
             if json_out:
                 emit_json(dict(ok=False, tokens=0, compared_values=0, divergence=None, counters={}, seed=seed,
-                               backend="lava", checks=[c.to_dict() for c in checks], failed_check=bad.name))
+                               engine="lava", checks=[c.to_dict() for c in checks], failed_check=bad.name))
             else:
                 render_checks(checks, f"verify {model} --backend lava")
                 err.print(f"[red]verify: check '{bad.name}' failed; the Lava run was not started[/]", soft_wrap=True)
@@ -155,7 +155,7 @@ def verify_lava_cmd(model: Path, tokens: int, seed: int, json_out: bool) -> None
     dt = time.perf_counter() - t0
     if json_out:
         d = res.to_dict()
-        d.update(seed=seed, seconds=dt, backend="lava", checks=[c.to_dict() for c in checks], failed_check=None)
+        d.update(seed=seed, seconds=dt, engine="lava", checks=[c.to_dict() for c in checks], failed_check=None)
         emit_json(d)
     else:
         c = res.counters

@@ -110,6 +110,17 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
                                                  "list the others (conv, pool) instead of refusing the file"),
                  no_range: bool = typer.Option(False, "--no-range", help="Skip the profiles, figure ranges and "
                                                "sensitivity (one layout instead of about 25)"),
+                 activity: Optional[Path] = typer.Option(None, "--activity", help="A build (simulated now with "
+                                                         "activity counters) or a JSON file --save-activity wrote: "
+                                                         "the build's time and energy with measured activity "
+                                                         "beside the assumed rates"),
+                 activity_tokens: int = typer.Option(64, "--activity-tokens", help="With --activity BUILD: "
+                                                     "tokens of real text to simulate"),
+                 save_activity: Optional[Path] = typer.Option(None, "--save-activity", help="With --activity "
+                                                              "BUILD: also write the measured activity here (JSON)"),
+                 baseline: list[str] = typer.Option(None, "--baseline", help="GPU baseline model (Qwen2.5-0.5B, "
+                                                    "Llama-3.2-1B, or all; repeatable). Default: the one nearest "
+                                                    "the model's size"),
                  preset: Optional[str] = typer.Option(None, "--preset", help="370M, 1.3B, 2.7B or tiny"),
                  density: Optional[float] = typer.Option(None, "--density", help="Fraction of non-zero ternary weights "
                                                          "(default: measured from MODEL's weights, else the stated default)"),
@@ -125,13 +136,24 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
                  sweep: Optional[Path] = typer.Option(None, "--sweep", help="JSON grid of models and --hw settings "
                                                       "(docs/estimates.md, 'Sweeps'): one estimate per point"),
                  csv_out: Optional[Path] = typer.Option(None, "--csv", help="With --sweep: write the table as CSV here"),
-                 workers: Optional[int] = typer.Option(None, "--workers", help="With --sweep: run the points on N workers"),
+                 workers: Optional[str] = typer.Option(None, "--workers", metavar="N|auto",
+                                                       help="With --sweep: run the points on N workers (auto: one per CPU)"),
                  scheduler: Optional[str] = typer.Option(None, "--scheduler", help="With --sweep: a Dask scheduler "
                                                          "address, tcp://HOST:PORT"),
                  json_out: bool = typer.Option(False, "--json")):
     """Partition and place a model on Loihi 2 from its configuration alone; report cores, chips, traffic,
     and the estimated throughput, latency and energy (with a GPU baseline). With --sweep FILE, every
     point of a grid of models and hardware settings, as a table (--json, --csv, --plot)."""
+    if activity is not None:
+        if model is not None or preset is not None or netx is not None or sweep is not None or density is not None:
+            raise ConfigError("--activity BUILD_OR_FILE estimates that build's own layout: give no MODEL, --preset, "
+                              "--netx, --sweep or --density with it")
+        from mflc.compiler.chip.costmodel import CostParams, load_cost_params
+
+        params = load_cost_params(cost_params) if cost_params is not None else CostParams()
+        return _activity_cmd(activity, activity_tokens, save_activity, params, prompt_len, gen_len, json_out)
+    if save_activity is not None:
+        raise ConfigError("--save-activity goes with --activity BUILD")
     if netx is not None:
         if model is not None or preset is not None or sweep is not None or density is not None or cost_params:
             raise ConfigError("--netx FILE estimates that network: give no MODEL, --preset, --sweep, --density "
@@ -165,7 +187,7 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
         rep, g2, lay = estimate(cfg, dens, options=options, hardware=hardware, hw=hw_set, system=system,
                                 cost_params=params, prompt_len=prompt_len, gen_len=gen_len,
                                 source={"model": what, "weight density": f"{dens:.4f} ({dens_src})"},
-                                ranges=not no_range, progress=tick)
+                                ranges=not no_range, progress=tick, baselines=baseline or None)
     rep["density"] = dict(value=dens, source=dens_src)
     _show_estimate(rep, lay, g2, what, hw, plot, detail, json_out, t0, t1)
 
@@ -187,6 +209,8 @@ def _show_estimate(rep: dict, lay, g2, what: str, hw, plot: Optional[Path], deta
 
             tornado = plot.with_name(plot.stem + "_sensitivity.png")
             plot_tornado(rep, tornado)
+        rep["files"] = {k: str(v) for k, v in (("layout_plot", plot), ("scaling_plot", scaling_plot),
+                                                ("sensitivity_plot", tornado)) if v is not None}
     rep["seconds"] = round(time.perf_counter() - t0, 3)
     rep["seconds_layout"] = round(time.perf_counter() - t1, 3)
     rep["peak_rss_mb"] = round(_peak_rss_mb(), 1)
@@ -203,6 +227,50 @@ def _show_estimate(rep: dict, lay, g2, what: str, hw, plot: Optional[Path], deta
         out.print(f"layout picture: {plot}; time and energy against sequence length: {scaling_plot}"
                   + (f"; sensitivity of the chip count: {tornado}" if tornado else ""))
     err.print(f"[dim]{rep['seconds']:.1f} s, peak memory {rep['peak_rss_mb']:,.0f} MB[/]")
+
+
+def _activity_cmd(path: Path, n_tokens: int, save: Optional[Path], params, prompt_len: int, gen_len: int,
+                  json_out: bool) -> None:
+    """``estimate --activity``: a build's time and energy with measured activity beside the assumed rates."""
+    import json
+
+    from mflc.api import estimate_build_activity, measured_activity
+    from mflc.cli.app import check_out_file
+    from mflc.cli.open import is_build_dir
+    from mflc.compiler.chip.costmodel import format_report
+    from mflc.ir.schema import read_json
+
+    if save is not None:
+        check_out_file(save, "--save-activity")
+    if path.is_dir():
+        if not is_build_dir(path):
+            raise ConfigError(f"--activity {path}: not a build directory (make one with `mflc compile --out DIR`)")
+        if n_tokens < 1:
+            raise ConfigError(f"--activity-tokens must be >= 1, got {n_tokens}")
+        err.print(f"simulating {n_tokens} tokens of real text on {path} with activity counters ...")
+        act = measured_activity(path, n_tokens=n_tokens)
+        act["build"] = str(path)
+        if save is not None:
+            save.write_text(json.dumps(act))
+    else:
+        if save is not None:
+            raise ConfigError("--save-activity writes a measurement: give --activity a build directory")
+        act = read_json(path, ConfigError)
+        if not isinstance(act, dict) or not {"profile", "source", "build"} <= set(act):
+            raise ConfigError(f"--activity {path}: not an activity file (keys profile, source, build; "
+                              "written by --save-activity)")
+    rep = estimate_build_activity(act["build"], act, cost_params=params, prompt_len=prompt_len, gen_len=gen_len)
+    if json_out:
+        emit_json(rep)
+        return
+    m, a = rep["measured"], rep["assumed"]
+    out.print(f"activity: {rep['activity_source']}", highlight=False)
+    for label, key, unit, scale in (("generation", "generation_token_s", "ms/token", 1e3),
+                                    ("energy, generation", "generation_per_token_J", "mJ/token", 1e3)):
+        src = "time" if key.endswith("_s") else "energy"
+        out.print(f"  {label:20s} measured {m[src][key] * scale:.3g} {unit}, assumed rates "
+                  f"{a[src][key] * scale:.3g} {unit}", highlight=False)
+    out.print(format_report(m), highlight=False, markup=False)
 
 
 def _range_progress(skip: bool):
@@ -255,15 +323,14 @@ def _netx_cmd(path: Path, dense_only: bool, hardware, hw_set, system, plot: Opti
                                                if "range" in rep else ""))
 
 
-def _sweep_cmd(path: Path, csv_out: Optional[Path], plot: Optional[Path], workers: Optional[int],
+def _sweep_cmd(path: Path, csv_out: Optional[Path], plot: Optional[Path], workers: Optional[str],
                scheduler: Optional[str], json_out: bool) -> None:
     """``estimate --sweep``: check the file, run every point as a task, print and write the results."""
     from mflc.cli.app import check_out_file, progress_bar
     from mflc.sweep import load_sweep, plot_sweep, rows_table, run_sweep, write_csv
-    from mflc.tasks import Runner
+    from mflc.cli.tasks import runner_from
 
-    if workers is not None and workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    runner = runner_from(workers, scheduler)
     for opt, p in (("--csv", csv_out), ("--plot", plot)):
         if p is not None:
             check_out_file(p, opt)
@@ -271,7 +338,7 @@ def _sweep_cmd(path: Path, csv_out: Optional[Path], plot: Optional[Path], worker
     points = load_sweep(path)
     prog, advance = progress_bar(len(points), f"estimate sweep ({len(points)} points)")
     with prog:
-        rows = run_sweep(points, Runner(workers, scheduler), advance)
+        rows = run_sweep(points, runner, advance)
     if csv_out is not None:
         write_csv(rows, csv_out)
     if plot is not None:
@@ -279,7 +346,10 @@ def _sweep_cmd(path: Path, csv_out: Optional[Path], plot: Optional[Path], worker
     if json_out:
         emit_json(dict(points=rows, seconds=round(time.perf_counter() - t0, 3), file=str(path)))
         return
-    out.print(rows_table(rows))
+    out.print(rows_table(rows, out.width))
+    for r in rows:
+        if not r["fits"]:
+            out.print(f"{r['model']} ({r['hw']}): does not fit: {r['error']}", highlight=False)
     for what, p in (("CSV", csv_out), ("plot", plot)):
         if p is not None:
             out.print(f"{what}: {p}")

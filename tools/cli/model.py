@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from mflc.cli.app import resolve_model, app, check_out_dir, emit_json, guarded, kv_table, out, progress_bar
+from mflc.cli.app import resolve_model, app, check_out_dir, emit_json, err, guarded, kv_table, out, progress_bar
+from mflc.cli.open import require_checkpoint
 from mflc.ir import fixedpoint as fp
 from mflc.ir.errors import ConfigError
 
@@ -73,6 +74,23 @@ def quantize_with_calibration(model: Path, cfg, w, calib: Path | None, calib_tok
     return qm
 
 
+def report_calibration(how: str | None, json_out: bool, warn: bool = True, when: str = "") -> None:
+    """Say what the scales were calibrated on: a line on stdout (a --json document carries it instead),
+    and a warning on stderr when it was random tokens, which fit the scales to no real activations."""
+    from mflc.compiler.model.loading import is_random_calibration
+
+    if not json_out:
+        out.print(f"calibration{when}: {how or 'not recorded'}", highlight=False, markup=False, soft_wrap=True)
+    if warn and is_random_calibration(how):
+        err.print("[yellow]warning:[/] the site scales were calibrated on random tokens, not text: a trained model's "
+                  "activations on real text can be far from these ranges (clipped or coarse). Give --calib FILE, "
+                  "or put a calibration.txt in the model directory", highlight=False, soft_wrap=True)
+
+
+# every option that changes how a float checkpoint is quantized (a quantized model cannot honour them)
+QUANT_PARAMS = ["calib", "calib_tokens", "act_bits", "state_bits", "site_bits", "uniform", "no_pow2",
+                "remove_inner_norm", "rms_eps", "scale_method"]
+
 CalibOpt = typer.Option(None, "--calib", help="Calibration text file (default: the model's calibration.txt, "
                         "else the evaluated text's first 256 tokens (eval), else random tokens).")
 CalibTokensOpt = typer.Option(None, "--calib-tokens", help="Use at most this many calibration tokens (default: all of a file, 256 otherwise).")
@@ -85,6 +103,9 @@ Uniform = typer.Option(False, "--uniform", help="The paper's scheme: every site 
 NoPow2 = typer.Option(False, "--no-pow2", help="Allow arbitrary (non power-of-two) site scales.")
 RemoveInner = typer.Option(False, "--remove-inner-norm", help="Drop each BitLinear's own RMSNorm (changes the model).")
 RmsEps = typer.Option(None, "--rms-eps", help="Override RMSNorm's eps in the fixed-point model (the fork's option).")
+ScaleMethod = typer.Option("max", "--scale-method", help="How each site's scale is chosen: max (the calibrated "
+                           "max |x|) or mse (the least squared rounding error over the calibration values; "
+                           "docs/accuracy.md)")
 
 
 @app.command()
@@ -92,7 +113,8 @@ RmsEps = typer.Option(None, "--rms-eps", help="Override RMSNorm's eps in the fix
 def init(preset: str = typer.Option(..., help="tiny, 370M, 1.3B or 2.7B"),
          out_dir: Path = typer.Option(..., "--out", help="Directory to write config.json + model.safetensors"),
          seed: int = typer.Option(0, help="Random seed"),
-         shard_mb: Optional[int] = typer.Option(None, help="Shard the safetensors file at this size (MB)")):
+         shard_mb: Optional[int] = typer.Option(None, help="Shard the safetensors file at this size (MB)"),
+         json_out: bool = typer.Option(False, "--json")):
     """Write a randomly initialised checkpoint of a preset size (Hugging Face format)."""
     from mflc.compiler.model.checkpoint import init_weights, save_checkpoint
     from mflc.compiler.model.config import preset as get_preset
@@ -100,7 +122,11 @@ def init(preset: str = typer.Option(..., help="tiny, 370M, 1.3B or 2.7B"),
     cfg = get_preset(preset)
     w = init_weights(cfg, seed)
     save_checkpoint(out_dir, cfg, w, max_shard_bytes=shard_mb * 2**20 if shard_mb else None)
-    out.print(f"wrote {preset} checkpoint ({cfg.n_params():,} parameters) to {out_dir}")
+    if json_out:
+        emit_json(dict(out=str(out_dir), preset=preset, seed=seed, parameters=cfg.n_params(),
+                       files=sorted(p.name for p in Path(out_dir).iterdir() if p.is_file())))
+    else:
+        out.print(f"wrote {preset} checkpoint ({cfg.n_params():,} parameters) to {out_dir}")
 
 
 @app.command("quantize")
@@ -111,22 +137,26 @@ def quantize_cmd(model: Optional[Path] = typer.Argument(None, help="Checkpoint d
                  act_bits: int = ActBits, state_bits: int = StateBits, site_bits: list[str] = SiteBits,
                  uniform: bool = Uniform,
                  no_pow2: bool = NoPow2, remove_inner_norm: bool = RemoveInner, rms_eps: Optional[float] = RmsEps,
+                 scale_method: str = ScaleMethod,
                  json_out: bool = typer.Option(False, "--json")):
     """Quantize a checkpoint to the fixed-point model and save it (its scales and widths included)."""
     check_out_dir(out_dir, holds="a quantized-model directory: quant.json + quant.safetensors")
     check_calib_tokens(calib_tokens)
     model = resolve_model(model)
+    require_checkpoint(model, "quantize")
     from mflc.compiler.model.loading import load_float
 
     cfg, w = load_float(model)
     qm = quantize_with_calibration(model, cfg, w, calib, calib_tokens,
                                    quant_options(act_bits, state_bits, site_bits, no_pow2, remove_inner_norm, rms_eps,
-                                                     uniform=uniform))
+                                                 scale_method, uniform))
     qm.save(out_dir)
     from mflc.compiler.model.tokenizer import copy_tokenizer
 
     copy_tokenizer(model, out_dir)
+    how = qm.meta["calibration"]
     if json_out:
-        emit_json({"out": str(out_dir), "sites": qm.sites})
+        emit_json({"out": str(out_dir), "sites": qm.sites, "calibration": how, "quantization": qm.options.__dict__})
     else:
         out.print(f"wrote quantized model ({len(qm.sites)} sites, {len(qm.tensors)} integer tensors) to {out_dir}")
+    report_calibration(how, json_out)

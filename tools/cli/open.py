@@ -18,6 +18,32 @@ def is_build_dir(path: Path) -> bool:
     return path.is_dir() and any((path / p).exists() for p in (MANIFEST,) + PARTS)
 
 
+def build_source(path: Path) -> str | None:
+    """The model directory a build was compiled from, as its build.json records it (None if unreadable)."""
+    import json
+
+    from mflc.build import MANIFEST
+
+    try:
+        src = json.loads((path / MANIFEST).read_text()).get("source", {})
+        return str(src["path"]) if isinstance(src, dict) and src.get("path") else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def require_checkpoint(path: Path, command: str, quantized_ok: bool = False) -> None:
+    """Refuse a build given where a model directory is needed, saying that it is a build, what it was
+    compiled from and what to run instead (a build is verified, run or estimated, not re-read as a model)."""
+    if not is_build_dir(path):
+        return
+    src = build_source(path)
+    where = (f"the float checkpoint it was compiled from, {src} (build.json's source"
+             + ("" if Path(src).exists() else "; not found from here") + ")") if src else "its float checkpoint"
+    fix = (f"; or its quantized model, `mflc {command} {path / 'quant'}`" if quantized_ok else "")
+    raise MflcError(f"{path} is a build (from `mflc compile`), not a model directory: `mflc {command}` needs "
+                    f"{where}{fix}. A build itself is run by `mflc verify`, `mflc generate` and `mflc estimate`")
+
+
 def load_for_simulation(path: Path):
     """(quantized model, engine graph, core map, reference graph) from a build dir or a model dir; for a
     build (hashes checked), the reference graph is a function that lowers it afresh, run only if needed."""

@@ -20,6 +20,7 @@ from mflc.tasks import Runner, worker_cached
 MAX_VERIFY_TOKENS = 1_000_000      # verify runs the integer reference and the simulator on every token
 MAX_NEW_TOKENS = 100_000           # generate steps the simulated chip once per token
 MAX_VERIFY_SEQUENCES = 100_000     # verify --sequences: one task (and one table row) each
+REFERENCE = "int-model"            # the executor verify compares the others against
 
 
 def check_count(option: str, value: int, lo: int, hi: int, limit_name: str) -> None:
@@ -106,7 +107,7 @@ def _sequences_report(path: Path, tokens: int, seed: int, engine: str, checks, d
     rows = [dict(sequence=k, seed=seed + k, seconds=s, **r.to_dict()) for k, (r, s) in enumerate(done)]
     if json_out:
         emit_json(dict(ok=ok, checks=[c.to_dict() for c in checks], sequences=rows, tokens=tokens, seed=seed,
-                       failed_check=next((c.name for c in checks if not c.ok), None), backend=engine, seconds=dt,
+                       failed_check=next((c.name for c in checks if not c.ok), None), engine=engine, seconds=dt,
                        failed_sequences=[r["sequence"] for r in rows if not r["ok"]]))
         return ok
     from rich.table import Table
@@ -131,15 +132,30 @@ def _sequences_report(path: Path, tokens: int, seed: int, engine: str, checks, d
     return ok
 
 
+def _unloadable_verdict(path: Path, e: Exception, json_out: bool) -> None:
+    """verify of a build that cannot even be loaded: with --json a verdict naming the failed check
+    (integrity) like any other failure, then exit 1."""
+    if not json_out:
+        raise e
+    err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+    emit_json(dict(ok=False, error=str(e), exit_status=1, command="verify",        # as every --json failure
+                   failed_check="integrity", build=str(path), tokens=0, compared_values=0,
+                   divergence=None, counters={},
+                   checks=[dict(name="integrity", ok=False, detail=str(e), seconds=0.0, problems=[str(e)], n_problems=1)]))
+    raise typer.Exit(1)
+
+
 def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_out: bool,
                  engine: str = "engine", sequences: int = 1, runner: Runner | None = None,
-                 stepwise: bool = False) -> None:
+                 stepwise: bool = False, source: Optional[Path] = None) -> None:
     """verify on a build: every check of ``Build.checks`` in order, then the bit-exact simulation (of
     ``sequences`` random sequences as tasks, when more than one or a Dask runner is asked for)."""
     from mflc.build import Build
 
     runner = runner or Runner()
     if sequences > 1 or not runner.serial:
+        if source is not None:
+            raise MflcError("--source is checked once, with one sequence; drop --sequences / --workers / --scheduler")
         if text is not None:
             raise MflcError(f"--text and --sequences {sequences} / --workers / --scheduler: a text is one sequence; "
                             "random sequences are drawn from --seed (give one or the other)")
@@ -148,7 +164,10 @@ def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_
         if not _sequences_report(path, tokens, seed, engine, checks, done, time.perf_counter() - t0, json_out):
             raise typer.Exit(1)
         return
-    b = Build.load(path)
+    try:
+        b = Build.load(path)
+    except MflcError as e:
+        return _unloadable_verdict(path, e, json_out)
     toks: int | list[int] = tokens
     if text is not None:
         from mflc.cli.model import read_text_tokens
@@ -160,13 +179,13 @@ def verify_build(path: Path, tokens: int, seed: int, text: Optional[Path], json_
     prog, adv = progress_bar(n, "integer reference")
     t0 = time.perf_counter()
     with prog:
-        v = b.verify(toks, seed, progress=adv, engine=engine, stepwise=stepwise)
+        v = b.verify(toks, seed, progress=adv, engine=engine, stepwise=stepwise, source=source)
     dt = time.perf_counter() - t0
     res = v.simulation
     if json_out:
         d = res.to_dict() if res is not None else dict(ok=False, tokens=0, compared_values=0, divergence=None, counters={})
         d.update(ok=v.ok, checks=[c.to_dict() for c in v.checks], failed_check=v.failed.name if v.failed else None,
-                 seed=seed, text=str(text) if text else None, seconds=dt, backend=engine, stepwise=stepwise)
+                 seed=seed, text=str(text) if text else None, seconds=dt, engine=engine, stepwise=stepwise)
         emit_json(d)
     else:
         render_checks(v.checks, f"verify {path} ({text or f'random tokens, seed {seed}'})")
@@ -199,6 +218,8 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
                stepwise: bool = typer.Option(False, "--stepwise", help="Both sides token by token (the integer "
                                              "model's step and the engine) instead of whole-sequence: slower, the "
                                              "path before whole-sequence execution (engine and sequence executors)"),
+               source: Optional[Path] = typer.Option(None, "--source", help="Also check that the build was compiled "
+                                                     "from this checkpoint (names each file that differs)"),
                json_out: bool = typer.Option(False, "--json")):
     """Run the integer reference model and an executor (the simulator) side by side; exit 0 only if every logit and state is equal."""
     from mflc import executors
@@ -206,6 +227,10 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
     if engine is not None and backend is not None and executors.canonical(engine) != executors.canonical(backend, "--backend"):
         raise MflcError(f"--engine {engine} and --backend {backend} disagree; give one (--backend is an alias of --engine)")
     name = executors.canonical(engine or backend or "engine", "--engine" if engine or not backend else "--backend")
+    if name == REFERENCE:
+        raise MflcError(f"--engine {engine or backend}: that is the integer reference model itself, what verify "
+                        "compares an executor against, so it would only be compared with itself. Give an executor "
+                        f"to check: {', '.join(n for n in executors.names() if n != REFERENCE)} (`mflc executors`)")
     check_count("--tokens", tokens, 1, MAX_VERIFY_TOKENS, "MAX_VERIFY_TOKENS")
     check_count("--sequences", sequences, 1, MAX_VERIFY_SEQUENCES, "MAX_VERIFY_SEQUENCES")
     if seed < 0:
@@ -224,8 +249,12 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
         from mflc.cli.lava import verify_lava_cmd
 
         return verify_lava_cmd(model, tokens, seed, json_out)
+    if json_out and not model.exists():
+        return _unloadable_verdict(model, MflcError(f"{model}: no such build or model directory"), True)
     if model.exists() and is_build_dir(model):
-        return verify_build(model, tokens, seed, text, json_out, name, sequences, runner, stepwise)
+        return verify_build(model, tokens, seed, text, json_out, name, sequences, runner, stepwise, source)
+    if source is not None:
+        raise MflcError(f"--source checks a build's provenance; {model} is not a build directory")
     qm, graph, cm, ref = load_for_simulation(model)
     if text is not None:
         from mflc.cli.model import read_text_tokens
@@ -244,7 +273,7 @@ def verify_cmd(model: Optional[Path] = typer.Argument(None, help="Build director
     dt = time.perf_counter() - t0
     if json_out:
         d = res.to_dict()
-        d.update(seed=seed, text=str(text) if text else None, seconds=dt, backend=name, stepwise=stepwise)
+        d.update(seed=seed, text=str(text) if text else None, seconds=dt, engine=name, stepwise=stepwise)
         emit_json(d)
     else:
         rows = [("tokens", res.tokens), ("values compared (logits + states)", f"{res.compared_values:,}"),
@@ -336,10 +365,14 @@ def executors_cmd(json_out: bool = typer.Option(False, "--json")):
         emit_json(rows)
         return
     t = Table(title="executors (--engine NAME)", title_justify="left")
-    for c in ("name", "needs", "here", "what"):
-        t.add_column(c, overflow="fold")
+    longest = max((len(w) for r in rows for w in r["description"].split()), default=10)
+    t.add_column("name", no_wrap=True)
+    t.add_column("needs", max_width=12)
+    t.add_column("here", max_width=14)
+    t.add_column("what", min_width=min(longest, 40))        # a path in a description is never cut mid-word
     for r in rows:
-        t.add_row(r["name"] + (f" ({', '.join(r['aliases'])})" if r["aliases"] else ""),
+        t.add_row(r["name"] + "".join(f"\n({a})" for a in r["aliases"]),
                   "quantized model" if r["needs"] == "quantized" else "IR graph + core map",
-                  "[green]yes[/]" if not r["unavailable"] else f"[red]no[/]: {escape(r['unavailable'])}", r["description"])
+                  "[green]yes[/]" if not r["unavailable"] else f"[red]no[/]: {escape(r['unavailable'])}",
+                  escape(r["description"]))
     out.print(t)
