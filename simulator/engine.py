@@ -18,7 +18,7 @@ from mflc.ir.modes import Send
 from mflc.ir.validate import validate
 
 from . import kernels as K
-from .nbprogram import encode
+from .progcode import program_for
 from .reference import RunResult, injection_steps
 
 PARALLEL_MIN_SYNAPSES = 1 << 20   # below this a slice runs single-threaded (a thread wake-up can cost ms)
@@ -112,12 +112,13 @@ def _prepare_synapse(s: SynapseGroup, slices, msg_bits: int) -> _Syn:
 class Engine:
     """Event-driven executor of a placed IR: per group, per core slice, counting the activity the cost model prices."""
 
-    def __init__(self, graph: Graph, core_map: CoreMap | None = None, check: bool = True, parallel: bool = True):
+    def __init__(self, graph: Graph, core_map: CoreMap | None = None, check: bool = True, parallel: bool = True,
+                 programs: str = "compiled"):
         if check:
             validate(graph)
         self.g = graph
         self.cm = core_map or CoreMap.one_core_per_group(graph)
-        self.parallel = parallel
+        self.parallel, self.programs = parallel, programs
         self.syn_out: dict[str, list[_Syn]] = {n: [] for n in graph.groups}
         for s in graph.synapses.values():
             if s.virtual:
@@ -152,7 +153,7 @@ class Engine:
     def reset(self) -> None:
         """Back to the initial state: fresh programs, delta senders' last messages and accumulators zeroed."""
         g = self.g
-        self.progs = {n: encode(grp) for n, grp in g.groups.items()}
+        self.progs = {n: program_for(grp, self.programs) for n, grp in g.groups.items()}
         self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == Send.DELTA}
         self.delta_acc = {s.name: np.zeros(s.shape[0], np.int64) for s in g.synapses.values()
                           if g.groups[s.src].send == Send.DELTA}

@@ -8,6 +8,9 @@ same (tests/test_fastpath.py checks it against ``Engine`` and the reference exec
 """
 from __future__ import annotations
 
+import inspect
+import sys
+
 import numba as nb
 import numpy as np
 
@@ -17,7 +20,9 @@ from mflc.ir.modes import Send
 from mflc.ir.ternary import is_ternary, plane_words, planes_from_csr
 
 from . import kernels as K
-from .nbprogram import _RT, encode, run_program_flat
+from . import jitcache, nbprogram
+from .nbprogram import _RT, run_program_flat
+from .progcode import N_IMM, CompiledProgram, program_for
 
 # A parallel region costs a thread wake-up, which on a busy or virtualised machine can take milliseconds:
 # only blocks large enough to repay it run on all cores.
@@ -33,16 +38,18 @@ PLANES_MIN_ROWS = 16
 
 
 
-@nb.njit  # not cached: Numba's cache of a function calling a parallel kernel can crash on reload
-def _token(order, g_code, g_out, g_size, g_tab, g_ports, g_slices, slices, code, env, tables, rt,
-           g_syn, syn, w8, ptr, ind, val, pw, planes, msg16, outbuf, acc32):
+def token_driver(order, progs, g_out, g_size, g_ports, g_slices, slices, env, tables, rt,
+                 g_syn, syn, w8, ptr, ind, val, pw, planes, msg16, outbuf, acc32):
     """One token through every group in stage order. Returns -1; or g for a table-domain error of group g;
-    or G + g when group g sent a message wider than its bit planes hold."""
+    or G + g when group g sent a message wider than its bit planes hold.
+
+    Its text is also the body of the generated driver (``_driver_source``), where ``run_group`` calls each
+    group's generated program; here ``run_group`` is the interpreter's."""
     G = order.size
     for gi in range(G):
         g = order[gi]
         for s in range(g_slices[g, 0], g_slices[g, 1]):
-            if run_program_flat(code, g_code[g, 0], g_code[g, 1], env, tables, g_tab[g], rt, slices[s, 0], slices[s, 1]):
+            if run_group(progs, g, env, tables, rt, slices[s, 0], slices[s, 1]):
                 return g
         out0, n = g_out[g], g_size[g]
         for k in range(n):
@@ -97,6 +104,36 @@ def _token(order, g_code, g_out, g_size, g_tab, g_ports, g_slices, slices, code,
     return -1
 
 
+@nb.njit(cache=True, inline="always")
+def run_group(progs, g, env, tables, rt, lo, hi):
+    """Group g's program on neurons lo..hi by the interpreter (progs: code, per-group code rows, table offsets)."""
+    code, g_code, g_tab = progs[0], progs[1], progs[2]
+    return run_program_flat(code, g_code[g, 0], g_code[g, 1], env, tables, g_tab[g], rt, lo, hi)
+
+
+# the interpreted driver: not cached (this module's run_group is the interpreter; the generated driver is)
+_token_interpreted = nb.njit(token_driver)
+
+
+def _driver_source(modules: list) -> str:
+    """The generated driver's module: ``run_group`` dispatching each group to its program's generated
+    function, then ``token_driver``'s own text, compiled with Numba's cache (one driver per set of shapes)."""
+    calls = [f"    if pid == {k}:\n        return m{k}.run(env, g_base[g], g_size[g], tables, g_tab[g], imm, g_imm[g], rt, lo, hi)"
+             for k in range(len(modules))]
+    return "\n".join([
+        "import numba as nb", "import numpy as np",
+        "from mflc.simulator import kernels as K",
+        "from mflc.simulator.fastpath import (KIND_BROADCAST, KIND_IDENTITY, KIND_INT8, KIND_PLANES,",
+        "                                     PARALLEL_MIN_WEIGHTS)",
+        *[f"import {m.__name__} as m{k}" for k, m in enumerate(modules)], "", "",
+        "@nb.njit(inline='always')",
+        "def run_group(progs, g, env, tables, rt, lo, hi):",
+        "    g_tab, imm, g_imm, g_pid, g_base, g_size = progs[2], progs[3], progs[4], progs[5], progs[6], progs[7]",
+        "    pid = g_pid[g]", *calls, "    return 2", "", "",
+        inspect.getsource(token_driver), "",
+        "token = nb.njit(cache=True)(token_driver)", ""])
+
+
 def _unit_weights(s, identity: bool) -> bool:
     """Whether s is an identity (row r <- source r) or a broadcast (every row <- the one source), all weights
     1: the two patterns that forward messages, which the kernels then add without index lists."""
@@ -120,7 +157,8 @@ def unsupported(graph: Graph) -> list[str]:
 class FastEngine:
     """Generation-speed executor of a placed IR; same integers as ``Engine`` (sequential schedule only)."""
 
-    def __init__(self, graph: Graph, core_map: CoreMap | None = None, kernel: str = "packed"):
+    def __init__(self, graph: Graph, core_map: CoreMap | None = None, kernel: str = "packed",
+                 programs: str = "compiled"):
         if kernel not in KERNELS:
             raise ValueError(f"unknown fast-path kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
         self.kernel = kernel
@@ -135,12 +173,17 @@ class FastEngine:
         self.order = np.arange(G, dtype=np.int64)
         g_code, g_ports, g_slices = np.zeros((G, 2), np.int64), np.zeros((G, 2), np.int64), np.zeros((G, 2), np.int64)
         g_out, g_size, g_tab = np.zeros(G, np.int64), np.zeros(G, np.int64), np.zeros(G, np.int64)
-        codes, envs, tabs, slices = [], [], [], []
+        codes, envs, tabs, slices, imms, modules = [], [], [], [], [], {}
+        g_imm, g_pid = np.zeros(G, np.int64), np.zeros(G, np.int64)
         self.base, self.slot = {}, {}
         env_off = code_off = tab_off = 0
         for k, n in enumerate(names):
             grp = graph.groups[n]
-            ep = encode(grp)
+            ep = program_for(grp, programs)
+            if isinstance(ep, CompiledProgram):
+                g_pid[k] = modules.setdefault(ep.module.__name__, (len(modules), ep.module))[0]
+                g_imm[k] = sum(len(m) for m in imms)
+                imms.append(ep.imm)
             c = ep.flat_code(env_off)                      # unused argument columns are never read
             codes.append(c)
             g_code[k] = (code_off, code_off + len(c))
@@ -163,6 +206,16 @@ class FastEngine:
         self.tables = np.concatenate(tabs)
         self.slices = np.asarray(slices, np.int64).reshape(-1, 2)
         self.g_code, self.g_ports, self.g_slices, self.g_out, self.g_size, self.g_tab = g_code, g_ports, g_slices, g_out, g_size, g_tab
+        bases = np.asarray([self.base[n] for n in names], np.int64)
+        imm = np.concatenate(imms) if imms else np.zeros((1, N_IMM), np.int64)
+        self.progs = (self.code, g_code, g_tab, imm, g_imm, g_pid, bases, g_size)
+        self._driver_module = None
+        if modules:
+            K.launch_threads()          # before loading a cached function that calls parallel kernels
+            self._driver_module = jitcache.load("token", _driver_source([m for _, m in modules.values()]),
+                                                deps=(K, nbprogram, sys.modules[__name__]), what="the fast path's token driver")
+        self._token = self._driver_module.token if self._driver_module else _token_interpreted
+        self._unmarked = self._driver_module is not None
         self._pack_synapses(names, cm)
         maxn = max(grp.size for grp in graph.groups.values())
         self.msg16, self.outbuf = np.zeros(maxn, np.int16), np.zeros(maxn, np.int64)
@@ -172,6 +225,7 @@ class FastEngine:
                       graph.groups[i.group].size) for i in graph.inputs]
         self.out_name = {o.name: o.group for o in graph.outputs}
         self.reset()
+        self._warm_up()
 
     def _kind(self, s) -> int:
         """Which kernel runs synapse group s: dense blocks (at least a quarter non-zero) as bit planes when
@@ -249,6 +303,25 @@ class FastEngine:
         self.syn = np.asarray(rows, np.int64).reshape(-1, 9)
         self.g_syn = g_syn
 
+    def _warm_up(self) -> None:
+        """Compile (or load) the token driver now, on a scratch copy of the state: the tokens/s a caller
+        measures from its first step never include compilation."""
+        env, self.env = self.env, self.env0.copy()
+        try:
+            self._run_token()
+        finally:
+            self.env = env
+
+    def _run_token(self) -> int:
+        """The driver on the current slots: -1, or its error code."""
+        bad = self._token(self.order, self.progs, self.g_out, self.g_size, self.g_ports, self.g_slices,
+                          self.slices, self.env, self.tables, _RT, self.g_syn, self.syn, self.w8, self.ptr,
+                          self.ind, self.val, self.pw, self.planes, self.msg16, self.outbuf, self.acc32)
+        if self._unmarked:
+            jitcache.mark_ready(self._driver_module)
+            self._unmarked = False
+        return bad
+
     def weight_bytes(self) -> int:
         """Bytes of synaptic arrays one token reads (weights, index lists, row pointers): the bandwidth bound."""
         return self.w8.nbytes + self.pw.nbytes + self.ind.nbytes + self.val.nbytes + self.ptr.nbytes
@@ -269,9 +342,7 @@ class FastEngine:
             if not 0 <= token < table.shape[0]:
                 raise ValueError(f"token {token} outside the input table [0, {table.shape[0]})")
             self.env[b:b + n] += table[token]
-        bad = _token(self.order, self.g_code, self.g_out, self.g_size, self.g_tab, self.g_ports, self.g_slices,
-                     self.slices, self.code, self.env, self.tables, _RT, self.g_syn, self.syn, self.w8, self.ptr,
-                     self.ind, self.val, self.pw, self.planes, self.msg16, self.outbuf, self.acc32)
+        bad = self._run_token()
         if bad >= 0:
             names, G = list(self.index), len(self.index)
             if bad >= G:

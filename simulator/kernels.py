@@ -284,3 +284,15 @@ def planes_rows_parallel(plus, minus, planes, nchunks, out, lo, hi):
     else:
         for r in nb.prange(lo, hi):
             out[r] += _planes_row(plus, minus, planes, nchunks, r)
+
+
+@nb.njit(cache=True, parallel=True)
+def _wake(a):
+    for i in nb.prange(a.size):
+        a[i] = i
+
+
+def launch_threads() -> None:
+    """Start Numba's threading layer by running a tiny parallel kernel: a cached function that calls
+    parallel kernels crashes when loaded from Numba's cache before the layer is up."""
+    _wake(np.zeros(2, np.int64))

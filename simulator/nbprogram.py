@@ -52,6 +52,33 @@ def shr_round(x, n):
     return -mag if x < 0 else mag
 
 
+# Branch-free forms of sat and shr_round for the generated programs (simulator/progcode): selects rather
+# than branches, so LLVM can vectorise a neuron loop; equal to the scalar forms above on their domain
+# (tests/test_progcode.py).
+@nb.njit(cache=True, inline="always")
+def clamp(x, lo, hi):
+    """sat with the bounds precomputed: lo = -2^(bits-1), hi = 2^(bits-1) - 1."""
+    return min(max(x, lo), hi)
+
+
+@nb.njit(cache=True, inline="always")
+def shr_pos(x, n, half):
+    """shr_round for a shift 1 <= n <= 62 known positive, half = 2^(n-1) precomputed."""
+    mag = (abs(x) + half) >> n
+    return -mag if x < 0 else mag
+
+
+@nb.njit(cache=True, inline="always")
+def shr_any(x, n):
+    """shr_round for a shift whose sign is only known per neuron (rms_apply's): both results, one kept."""
+    n = min(n, 62)
+    k = max(n, 1)
+    mag = (abs(x) + (np.int64(1) << (k - 1))) >> k
+    right = -mag if x < 0 else mag
+    left = x << min(max(-n, 0), 63)
+    return right if n > 0 else left
+
+
 @nb.njit(cache=True)
 def rsqrt_packed(t, table):
     """fp.rms_factor on one int64: table seed plus two Newton steps, packed with its exponent."""

@@ -13,8 +13,9 @@ order, each group can take its sources' outputs for all T tokens ([T, n_src]) an
 * a delta sender's messages are the per-token differences of its outputs (the first against the last
   message of the previous run); each receiver port adds the running sum (cumsum) of the shifted
   contributions, as the reference's delta accumulator does token after token;
-* the group's program runs over the tokens in a Numba loop around ``nbprogram.run_program_flat`` (the
-  engine's compiled interpreter), so registers carry from token to token as in ``Engine``.
+* the group's program runs over the tokens in its generated function's token loop (simulator/progcode;
+  ``programs="interpreted"``: a Numba loop around ``nbprogram.run_program_flat``), so registers carry
+  from token to token as in ``Engine``; a group without registers runs once over tokens x neurons.
 
 Activity counters are those ``Engine`` keeps (synaptic ops, neuron updates, messages by distance and
 payload bits, per core, per (core, stage) and per step), computed from how many tokens each neuron sent a
@@ -35,7 +36,8 @@ from mflc.ir.modes import Send
 from mflc.ir.validate import validate
 
 from .engine import DENSE_MIN_DENSITY, Counters
-from .nbprogram import _RT, RUN_ERRORS, encode, run_program_flat
+from .nbprogram import _RT, RUN_ERRORS, run_program_flat
+from .progcode import CompiledProgram, program_for
 from .reference import RunResult, injection_steps
 
 HOLD_BLOCK_BYTES = 512 << 20    # dense blocks are held in their product dtype when all of them fit this
@@ -212,14 +214,14 @@ class SequenceExecutor:
     otherwise they are decoded from the 2-bit codes (or converted) at each run, adding no weight memory."""
 
     def __init__(self, graph: Graph, core_map: CoreMap | None = None, check: bool = True,
-                 hold_bytes: int = HOLD_BLOCK_BYTES):
+                 hold_bytes: int = HOLD_BLOCK_BYTES, programs: str = "compiled"):
         if check:
             validate(graph)
         bad = unsupported(graph)
         if bad:
             raise SequenceUnsupported("the sequence executor cannot run this graph: " + "; ".join(bad[:3])
                                       + (f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""))
-        self.g = graph
+        self.g, self.programs = graph, programs
         self.cm = core_map or CoreMap.one_core_per_group(graph)
         self.order = sorted(graph.groups, key=lambda n: graph.groups[n].stage)
         self.out_syn: dict[str, list[_Block]] = {n: [] for n in graph.groups}
@@ -241,7 +243,7 @@ class SequenceExecutor:
     def reset(self) -> None:
         """Back to the initial state: fresh programs, delta senders' last messages and running sums zeroed."""
         g = self.g
-        self.progs = {n: encode(grp) for n, grp in g.groups.items()}
+        self.progs = {n: program_for(grp, self.programs) for n, grp in g.groups.items()}
         self.flat = {n: p.flat_code() for n, p in self.progs.items()}
         self._wide: dict[str, tuple] = {}      # stateless groups' (slots over T tokens, code): eval's chunks
         self._wide_bytes = 0
@@ -287,8 +289,12 @@ class SequenceExecutor:
             reg_rows = np.asarray([prog.slot[r] for _, r in self.state_of.get(name, ())], np.int64)
             outs = np.zeros((T, grp.size), np.int64)
             regs = np.zeros((reg_rows.size, T, grp.size), np.int64)
-            err = _run_tokens(self.flat[name], prog.env.reshape(-1), prog.tables, _RT, grp.size, port_rows,
-                              ports, prog.output, outs, reg_rows, regs)
+            if isinstance(prog, CompiledProgram):
+                err = prog.module.run_tokens(prog.env.reshape(-1), grp.size, prog.tables, prog.imm, _RT, ports, outs,
+                                             reg_rows, regs)
+            else:
+                err = _run_tokens(self.flat[name], prog.env.reshape(-1), prog.tables, _RT, grp.size, port_rows,
+                                  ports, prog.output, outs, reg_rows, regs)
             if err >= 0:
                 raise ValueError(f"group {name}, token {err // 4} of the run: " + RUN_ERRORS[err % 4])
         lim = 1 << (grp.out_bits - 1)
@@ -314,7 +320,10 @@ class SequenceExecutor:
                 self._wide[name] = env, code
         for p, port in enumerate(grp.ports):
             env[prog.slot[port]] = ports[p].reshape(-1)
-        err = run_program_flat(code, 0, len(code), env.reshape(-1), prog.tables, 0, _RT, 0, T * n)
+        if isinstance(prog, CompiledProgram):
+            err = prog.module.run(env.reshape(-1), 0, T * n, prog.tables, 0, prog.imm, 0, _RT, 0, T * n)
+        else:
+            err = run_program_flat(code, 0, len(code), env.reshape(-1), prog.tables, 0, _RT, 0, T * n)
         if err:
             raise ValueError(f"group {name}, one of the run's {T} tokens: " + RUN_ERRORS[err])
         prog.env[:] = env[:, (T - 1) * n:]

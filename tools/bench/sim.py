@@ -1,6 +1,8 @@
 """Simulator speed benchmark (run it directly: python -m mflc.bench.sim; not a test).
 
 One run prints (or, with --json, emits under these keys), on a random-weight preset (370M by default):
+  * program_ms_per_token: every neuron program once (one token), generated code, beside the interpreter's
+    program_interpreted_ms_per_token, in the same process;
   * generation_tokens_per_s: the fast path token by token with ternary blocks read at 2 bits (bit planes),
     int8_generation_tokens_per_s: the same with the int8 kernel (one byte per weight), the baseline;
   * packed_bound_tokens_per_s / int8_bound_tokens_per_s: bytes of synaptic arrays each reads per token
@@ -15,8 +17,10 @@ and on the tiny preset the engines against the IR reference executor (and Lava, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
+import sys
 import time
 
 import numpy as np
@@ -33,6 +37,51 @@ def measure_bandwidth(gib: float = 1.0, repeats: int = 3) -> float:
         np.copyto(b, a)
         best = min(best, time.perf_counter() - t0)
     return 2 * a.nbytes / best
+
+
+def _progress(msg: str) -> None:
+    """A progress line, on stderr: stdout holds only the results (the JSON document with --json)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def best_seconds(fn, rounds: int = 5) -> float:
+    """The shortest of a few timed calls of fn, after one untimed call (compilation, caches)."""
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _bench_programs(g, res: dict) -> None:
+    """Every group's neuron program once on all its neurons (one token's worth), generated code against
+    the interpreter in the same process: program_ms_per_token and the interpreter's figure."""
+    from mflc.simulator.nbprogram import _RT, encode, run_program_flat
+    from mflc.simulator.progcode import compile_program
+
+    rng = np.random.default_rng(5)
+    jobs = []
+    for grp in g.groups.values():
+        ep, cp = encode(grp), compile_program(grp)
+        for p in grp.ports:                       # small values: inside every op's domain on a real graph
+            ep.env[ep.slot[p]] = cp.env[cp.slot[p]] = rng.integers(0, 64, grp.size)
+        jobs.append((ep, ep.flat_code(), cp))
+
+    def interpreted():
+        for ep, code, _ in jobs:
+            run_program_flat(code, 0, len(code), ep.env.reshape(-1), ep.tables, 0, _RT, 0, ep.env.shape[1])
+
+    def generated():
+        for _, _, cp in jobs:
+            n = cp.env.shape[1]
+            cp.module.run(cp.env.reshape(-1), 0, n, cp.tables, 0, cp.imm, 0, _RT, 0, n)
+
+    t_int, t_gen = best_seconds(interpreted), best_seconds(generated)
+    res.update(program_ms_per_token=t_gen * 1e3, program_interpreted_ms_per_token=t_int * 1e3,
+               program_speedup=t_int / t_gen, program_shapes=len({cp.module.__name__ for _, _, cp in jobs}),
+               program_groups=len(jobs), programs_equal=all(np.array_equal(ep.env, cp.env) for ep, _, cp in jobs))
 
 
 def peak_rss_gib() -> float:
@@ -74,6 +123,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-lava", action="store_true", help="skip the tiny Lava comparison")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    # with --json, stdout is the JSON document alone: anything else printed on the way goes to stderr
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+        res = _run_all(args)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        _print_summary(res, args.preset)
+    return res
+
+
+def _run_all(args) -> dict:
+    """Every figure of ``main``, in one dict."""
     res: dict = {"preset": args.preset}
     res["tiny"] = _bench_tiny()
     from mflc.simulator.lava_backend import lava_available
@@ -86,10 +147,6 @@ def main(argv=None) -> dict:
     res.update(eval_tokens_per_s=d["eval_tokens_per_s"], float_eval_tokens_per_s=d["float_eval_tokens_per_s"],
                eval_over_float=d["eval_vs_float"], eval_equal=d["equal"])
     _bench_preset(args.preset, args.tokens, res, args.prompt, args.verify_tokens, not args.no_build)
-    if args.json:
-        print(json.dumps(res, indent=2))
-    else:
-        _print_summary(res, args.preset)
     return res
 
 
@@ -115,6 +172,10 @@ def _bench_generation(g, toks, res: dict) -> None:
     from mflc.simulator.fastpath import FastEngine
 
     n = max(len(toks) - 1, 1)
+    fe = FastEngine(g, programs="interpreted")           # the same, neuron programs interpreted: the baseline
+    fe.step(toks[0])
+    res["generation_interpreted_programs_tokens_per_s"] = time_tokens(lambda k: fe.step(toks[k + 1]), n)
+    del fe
     for kernel, key in (("packed", "generation_tokens_per_s"), ("int8", "int8_generation_tokens_per_s")):
         t0 = time.perf_counter()
         fe = FastEngine(g, kernel=kernel)
@@ -131,6 +192,8 @@ def _bench_generation(g, toks, res: dict) -> None:
     res.update(bandwidth_gb_s=bw / 1e9, packed_bound_tokens_per_s=bw / res["packed_bytes_per_token"],
                int8_bound_tokens_per_s=bw / res["int8_bytes_per_token"],
                packed_over_int8=res["generation_tokens_per_s"] / res["int8_generation_tokens_per_s"],
+               generation_over_interpreted_programs=res["generation_tokens_per_s"]
+               / res["generation_interpreted_programs_tokens_per_s"],
                packed_fraction_of_bound=res["generation_tokens_per_s"] / (bw / res["packed_bytes_per_token"]))
 
 
@@ -206,7 +269,7 @@ def _bench_preset(preset: str, tokens: int, res: dict, prompt: int = 256, verify
     the bandwidth bounds, prefill, verify, the float model, the build on disk and what its commands cost."""
     from mflc.compiler.model.float_model import FloatModel
 
-    print(f"building {preset} (random weights) ...", flush=True)
+    _progress(f"building {preset} (random weights) ...")
     t0 = time.perf_counter()
     cfg, w, qm, g = build(preset)
     res["build_seconds"] = time.perf_counter() - t0
@@ -215,9 +278,11 @@ def _bench_preset(preset: str, tokens: int, res: dict, prompt: int = 256, verify
     del w
     res["synapses"] = int(sum(s.nnz for s in g.synapses.values()))
     toks = np.random.default_rng(2).integers(0, cfg.vocab_size, max(tokens + 1, prompt)).tolist()
-    print("generation ...", flush=True)
+    _progress("neuron programs: generated code against the interpreter ...")
+    _bench_programs(g, res)
+    _progress("generation ...")
     _bench_generation(g, toks[:tokens + 1], res)
-    print("prefill and verify ...", flush=True)
+    _progress("prefill and verify ...")
     _bench_sequence(qm, g, toks[:prompt], verify_tokens, res)
     st = fm.init_state()
 
@@ -230,7 +295,7 @@ def _bench_preset(preset: str, tokens: int, res: dict, prompt: int = 256, verify
     res["float_tokens_per_s"] = time_tokens(fstep, min(tokens, 8))
     del fm
     if build_dir:
-        print("compiling a build, then generate and verify on it ...", flush=True)
+        _progress("compiling a build, then generate and verify on it ...")
         _bench_build(qm, verify_tokens, res)
     res.update(float_weight_bytes=weight_bytes, peak_rss_gib=peak_rss_gib(),
                peak_rss_over_weights=peak_rss_gib() * 2**30 / weight_bytes)
@@ -256,6 +321,8 @@ def _print_summary(res: dict, preset: str) -> None:
         ("generation, 2-bit bit planes", res["generation_tokens_per_s"],
          f"{res['packed_over_int8']:.2f}x int8; {res['packed_fraction_of_bound']:.2f} of its bound; equal to int8: {res['packed_equals_int8']}"),
         ("generation, int8 kernel", res["int8_generation_tokens_per_s"], "baseline"),
+        ("generation, programs interpreted", res["generation_interpreted_programs_tokens_per_s"],
+         f"generated programs {res['generation_over_interpreted_programs']:.2f}x this"),
         ("bound, 2-bit", res["packed_bound_tokens_per_s"], gb(res["packed_bytes_per_token"]) + "/token"),
         ("bound, int8", res["int8_bound_tokens_per_s"], gb(res["int8_bytes_per_token"]) + "/token"),
         (f"prefill ({res['prefill_tokens']} tokens)", res["prefill_tokens_per_s"], f"{res['prefill_over_generation']:.1f}x generation"),
@@ -264,6 +331,9 @@ def _print_summary(res: dict, preset: str) -> None:
     ]
     for name, v, note in rows:
         print(f"  {name:40s} {v:10.2f} tok/s   {note}")
+    print(f"  neuron programs per token: {res['program_ms_per_token']:.3f} ms generated, "
+          f"{res['program_interpreted_ms_per_token']:.3f} ms interpreted ({res['program_speedup']:.1f}x; "
+          f"{res['program_groups']} groups, {res['program_shapes']} shapes; equal: {res['programs_equal']})")
     if "build_bytes" in res:
         fmt = lambda k: f"{res[k]:.2f} GiB" if res.get(k) is not None else "n/a"
         print(f"  build on disk {res['build_bytes'] / 1e6:,.1f} MB (compile {res['compile_seconds']:.1f} s); "
