@@ -8,7 +8,7 @@ import json
 import pytest
 
 from mflc.spec.conformance import Budget, ConformanceError, check, load_index, write
-from mflc.spec.coverage import Coverage, measure, universe
+from mflc.spec.coverage import measure
 from mflc.ir.errors import MflcError
 from mflc.spec.trace import Trace
 

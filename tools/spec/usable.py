@@ -146,21 +146,7 @@ def analyse_usable(qm, graph, universe: dict) -> Usable:
     writers = _local(graph, ra, {sites[s]: p.value for s, p in proj.items() if s in sites})
     usable = {cat: set(items) for cat, items in universe.items()}     # what no proof excludes stays usable
     corners: dict[tuple, Corner] = {}
-    tables = set()
-    for c in writers.values():
-        if c.op != "lut":
-            continue
-        grp = c.group
-        layer = grp.split('.')[0]
-        key = f"{layer}.{c.imm['table']}"
-        lo, hi = c.args[0]
-        site = f"{layer}.{_TABLE_SITE[c.imm['table']]}"
-        if site in proj:
-            lo, hi = max(lo, proj[site].value[0]), min(hi, proj[site].value[1])
-        b = c.imm["in_bits"]
-        for v in range(max(lo, fp.smin(b)), min(hi, fp.smax(b)) + 1):
-            tables.add(("lut", key, v))
-            corners[("lut", key, v)] = c
+    tables = _table_entries(writers, proj, corners)
     usable["table entries"] = universe["table entries"] & tables
     sat = set()
     for s in saturating_sites(qm):
@@ -202,6 +188,24 @@ def _norm(qm, key: str):
     return next((n for n in all_norms(qm.cfg, not qm.options.remove_inner_norm) if n.key == key), None)
 
 
+def _table_entries(writers: dict, proj: dict, corners: dict) -> set:
+    """Every table entry whose index lies in the proven interval of its lut instruction's input."""
+    out = set()
+    for c in writers.values():
+        if c.op != "lut":
+            continue
+        layer = c.group.split(".")[0]
+        key, site = f"{layer}.{c.imm['table']}", f"{layer}.{_TABLE_SITE[c.imm['table']]}"
+        lo, hi = c.args[0]
+        if site in proj:
+            lo, hi = max(lo, proj[site].value[0]), min(hi, proj[site].value[1])
+        b = c.imm["in_bits"]
+        for v in range(max(lo, fp.smin(b)), min(hi, fp.smax(b)) + 1):
+            out.add(("lut", key, v))
+            corners[("lut", key, v)] = c
+    return out
+
+
 def _rms_ends(qm, site: str, c: Corner) -> dict:
     from mflc.spec.norm_bound import rms_ends
 
@@ -224,7 +228,6 @@ def _step_instruction(qm, step: str, op: str, writers: dict, sites: dict) -> Cor
     integer model's (a rescale whose multiplier or shift the lowering changed)."""
     c = _ir_step(step, op, writers, sites)
     if c is not None and op == "rescale":
-        layer, _, key = step.partition(".")
         if (c.imm["mult"], c.imm["shift"]) != (qm.s(f"M.{step}"), qm.s(f"s.{step}")):
             return None
     return c
