@@ -20,6 +20,11 @@ HwSetOpt = typer.Option(None, "--hw", help="Override one hardware figure, FIGURE
 SystemOpt = typer.Option(None, "--system", help="Target system: oheo_gulch (1 chip), kapoho_point (8), hala_point (1152); "
                                                 "fail if the model needs more chips. Default: report the smallest that fits")
 PlotOpt = typer.Option(None, "--plot", help="Write a picture of the layout (PNG) here")
+NetxOpt = typer.Option(None, "--netx", help="A lava-dl NetX network (.net, HDF5): cores and chips of its dense layers")
+DenseOnlyOpt = typer.Option(False, "--dense-only", help="With --netx: cost the dense layers and list the others "
+                            "(conv, pool) instead of refusing the file")
+NoRangeOpt = typer.Option(False, "--no-range", help="Skip the profiles, figure ranges and sensitivity (one layout "
+                          "instead of about 25)")
 
 
 def _bitlinear_names(w: dict) -> list[str]:
@@ -104,12 +109,9 @@ def _estimate_source(model: Optional[Path], preset: Optional[str], density: Opti
 @guarded
 def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model directory (checkpoint or quantized model; "
                                                                     "default: the embedded default model); or give --preset"),
-                 netx: Optional[Path] = typer.Option(None, "--netx", help="A lava-dl NetX network (.net, HDF5): "
-                                                     "cores and chips of its dense layers"),
-                 dense_only: bool = typer.Option(False, "--dense-only", help="With --netx: cost the dense layers and "
-                                                 "list the others (conv, pool) instead of refusing the file"),
-                 no_range: bool = typer.Option(False, "--no-range", help="Skip the profiles, figure ranges and "
-                                               "sensitivity (one layout instead of about 25)"),
+                 netx: Optional[Path] = NetxOpt,
+                 dense_only: bool = DenseOnlyOpt,
+                 no_range: bool = NoRangeOpt,
                  activity: Optional[Path] = typer.Option(None, "--activity", help="A build (simulated now with "
                                                          "activity counters) or a JSON file --save-activity wrote: "
                                                          "the build's time and energy with measured activity "
@@ -142,18 +144,14 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
                                                          "address, tcp://HOST:PORT"),
                  json_out: bool = typer.Option(False, "--json")):
     """Partition and place a model on Loihi 2 from its configuration alone; report cores, chips, traffic,
-    and the estimated throughput, latency and energy (with a GPU baseline). With --sweep FILE, every
-    point of a grid of models and hardware settings, as a table (--json, --csv, --plot)."""
-    if activity is not None:
-        if model is not None or preset is not None or netx is not None or sweep is not None or density is not None:
-            raise ConfigError("--activity BUILD_OR_FILE estimates that build's own layout: give no MODEL, --preset, "
-                              "--netx, --sweep or --density with it")
-        from mflc.compiler.chip.costmodel import CostParams, load_cost_params
-
-        params = load_cost_params(cost_params) if cost_params is not None else CostParams()
-        return _activity_cmd(activity, activity_tokens, save_activity, params, prompt_len, gen_len, json_out)
-    if save_activity is not None:
-        raise ConfigError("--save-activity goes with --activity BUILD")
+    and the estimated throughput, latency and energy (with a GPU baseline), as a range over the hardware
+    profiles and uncertain figures. With --sweep FILE, every point of a grid of models and hardware
+    settings; with --netx FILE, a lava-dl network's dense layers; with --activity BUILD, the build's time
+    and energy from the activity a simulation measures."""
+    if activity is not None or save_activity is not None:
+        return _activity_cmd(activity, activity_tokens, save_activity, cost_params, prompt_len, gen_len, json_out,
+                             given=model is not None or preset is not None or netx is not None or sweep is not None
+                             or density is not None)
     if netx is not None:
         if model is not None or preset is not None or sweep is not None or density is not None or cost_params:
             raise ConfigError("--netx FILE estimates that network: give no MODEL, --preset, --sweep, --density "
@@ -229,10 +227,20 @@ def _show_estimate(rep: dict, lay, g2, what: str, hw, plot: Optional[Path], deta
     err.print(f"[dim]{rep['seconds']:.1f} s, peak memory {rep['peak_rss_mb']:,.0f} MB[/]")
 
 
-def _activity_cmd(path: Path, n_tokens: int, save: Optional[Path], params, prompt_len: int, gen_len: int,
-                  json_out: bool) -> None:
-    """``estimate --activity``: a build's time and energy with measured activity beside the assumed rates."""
+def _activity_cmd(path: Optional[Path], n_tokens: int, save: Optional[Path], cost_params: Optional[Path],
+                  prompt_len: int, gen_len: int, json_out: bool, given: bool) -> None:
+    """``estimate --activity``: a build's time and energy with measured activity beside the assumed rates
+    (``given``: whether another model source was given too, which is refused)."""
     import json
+
+    from mflc.compiler.chip.costmodel import CostParams, load_cost_params
+
+    if path is None:
+        raise ConfigError("--save-activity goes with --activity BUILD")
+    if given:
+        raise ConfigError("--activity BUILD_OR_FILE estimates that build's own layout: give no MODEL, --preset, "
+                          "--netx, --sweep or --density with it")
+    params = load_cost_params(cost_params) if cost_params is not None else CostParams()
 
     from mflc.api import estimate_build_activity, measured_activity
     from mflc.cli.app import check_out_file
