@@ -274,7 +274,9 @@ def test_compile_plot_title_is_inside_the_figure_and_clear_of_the_colour_bar(d, 
     run("compile", d / "q", "--out", tmp_path / "b", "--plot", tmp_path / "p.png")
     assert (tmp_path / "p.png").is_file() and len(figs) == 1
     fig = figs[0]
-    renderer = fig.canvas.get_renderer()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()     # a closed figure's canvas (matplotlib >= 3.11) has none
     titles = [t for t in [fig._suptitle, *(ax.title for ax in fig.axes)] if t is not None and t.get_text()]
     assert titles
     for t in titles:
