@@ -186,7 +186,7 @@ def estimate(cfg, density: float | None = None, *, options=None, hardware: str |
         counter = LayerExtrapolation(lambda n: skeleton_graph(replace(cfg, num_hidden_layers=n), dens, options),
                                      cfg.num_hidden_layers)
         rep["range"] = figure_range(counter, profile, progress)
-        _range_keys(rep)
+        add_range_keys(rep)
         rep["cost_range"] = _cost_at_corners(g, rep, profile, system, cost_params or CostParams(), prompt_len, gen_len)
     return rep, g2, lay
 
@@ -268,7 +268,7 @@ def _cost_at_corners(g, rep: dict, profile, system, params, prompt_len: int, gen
     return out
 
 
-def _range_keys(rep: dict) -> None:
+def add_range_keys(rep: dict) -> None:
     """The range's headline figures at the top of a report, next to ``cores`` and ``chips`` (assumed)."""
     r = rep["range"]
     for k in ("cores_low", "cores_high", "chips_low", "chips_high", "profiles", "sensitivity"):
@@ -314,5 +314,5 @@ def estimate_netx(path, *, dense_only: bool = False, hardware: str | None = None
         from mflc.compiler.chip.ranges import count_graph, figure_range
 
         rep["range"] = figure_range(lambda h: count_graph(net.graph, h), profile, progress)
-        _range_keys(rep)
+        add_range_keys(rep)
     return rep, g2, lay

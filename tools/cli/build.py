@@ -12,7 +12,7 @@ from mflc.cli.layout import HardwareOpt, HwSetOpt, PlotOpt, SystemOpt
 from mflc.cli.model import (QUANT_PARAMS, ActBits, CalibOpt, CalibTokensOpt, NoPow2, RemoveInner, RmsEps, ScaleMethod,
                             SiteBits, StateBits, Uniform, quant_options, report_calibration)
 from mflc.cli.open import require_checkpoint
-from mflc.ir.errors import ConfigError, MflcError
+from mflc.ir.errors import ConfigError
 
 
 def load_build_graph(build: Path):
@@ -103,19 +103,13 @@ def _print_compiled(model: Path, out_dir: Path, s: dict, rep: dict, seconds: dic
 def _add_range(rep: dict, graph, profile) -> None:
     """The compile report's range: the compiled IR partitioned under each profile and each uncertain figure's
     low and high value (progress on stderr), its headline keys beside ``cores`` and ``chips``."""
-    from mflc.api import _range_keys
-    from mflc.cli.app import progress_bar
+    from mflc.api import add_range_keys
+    from mflc.cli.layout import range_progress
     from mflc.compiler.chip.ranges import count_graph, figure_range
 
-    prog, advance = progress_bar(None, "partitions for the profiles and figure ranges")
-    done = [0]
-
-    def tick(step: str) -> None:
-        done[0] += 1
-        advance(done[0])
-    with prog:
+    with range_progress(False, "partitions for the profiles and figure ranges") as tick:
         rep["range"] = figure_range(lambda h: count_graph(graph, h), profile, tick)
-    _range_keys(rep)
+    add_range_keys(rep)
 
 
 @app.command("ir")

@@ -20,6 +20,11 @@ HwSetOpt = typer.Option(None, "--hw", help="Override one hardware figure, FIGURE
 SystemOpt = typer.Option(None, "--system", help="Target system: oheo_gulch (1 chip), kapoho_point (8), hala_point (1152); "
                                                 "fail if the model needs more chips. Default: report the smallest that fits")
 PlotOpt = typer.Option(None, "--plot", help="Write a picture of the layout (PNG) here")
+ActivityOpt = typer.Option(None, "--activity", help="A build (simulated now with activity counters) or a JSON file "
+                           "--save-activity wrote: the build's time and energy with measured activity beside the "
+                           "assumed rates")
+BaselineOpt = typer.Option(None, "--baseline", help="GPU baseline model (Qwen2.5-0.5B, Llama-3.2-1B, or all; "
+                           "repeatable). Default: the one nearest the model's size")
 NetxOpt = typer.Option(None, "--netx", help="A lava-dl NetX network (.net, HDF5): cores and chips of its dense layers")
 DenseOnlyOpt = typer.Option(False, "--dense-only", help="With --netx: cost the dense layers and list the others "
                             "(conv, pool) instead of refusing the file")
@@ -112,17 +117,12 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
                  netx: Optional[Path] = NetxOpt,
                  dense_only: bool = DenseOnlyOpt,
                  no_range: bool = NoRangeOpt,
-                 activity: Optional[Path] = typer.Option(None, "--activity", help="A build (simulated now with "
-                                                         "activity counters) or a JSON file --save-activity wrote: "
-                                                         "the build's time and energy with measured activity "
-                                                         "beside the assumed rates"),
+                 activity: Optional[Path] = ActivityOpt,
                  activity_tokens: int = typer.Option(64, "--activity-tokens", help="With --activity BUILD: "
                                                      "tokens of real text to simulate"),
                  save_activity: Optional[Path] = typer.Option(None, "--save-activity", help="With --activity "
                                                               "BUILD: also write the measured activity here (JSON)"),
-                 baseline: list[str] = typer.Option(None, "--baseline", help="GPU baseline model (Qwen2.5-0.5B, "
-                                                    "Llama-3.2-1B, or all; repeatable). Default: the one nearest "
-                                                    "the model's size"),
+                 baseline: list[str] = BaselineOpt,
                  preset: Optional[str] = typer.Option(None, "--preset", help="370M, 1.3B, 2.7B or tiny"),
                  density: Optional[float] = typer.Option(None, "--density", help="Fraction of non-zero ternary weights "
                                                          "(default: measured from MODEL's weights, else the stated default)"),
@@ -181,7 +181,7 @@ def estimate_cmd(model: Optional[Path] = typer.Argument(None, help="Model direct
     options = QuantOptions(remove_inner_norm=remove_inner_norm)
     cfg, what, dens, dens_src, options = _estimate_source(model, preset, density, options)
     t1 = time.perf_counter()
-    with _range_progress(no_range) as tick:
+    with range_progress(no_range) as tick:
         rep, g2, lay = estimate(cfg, dens, options=options, hardware=hardware, hw=hw_set, system=system,
                                 cost_params=params, prompt_len=prompt_len, gen_len=gen_len,
                                 source={"model": what, "weight density": f"{dens:.4f} ({dens_src})"},
@@ -281,8 +281,9 @@ def _activity_cmd(path: Optional[Path], n_tokens: int, save: Optional[Path], cos
     out.print(format_report(m), highlight=False, markup=False)
 
 
-def _range_progress(skip: bool):
-    """A progress bar on stderr over the counts a range makes (about 25), or nothing when it is skipped."""
+def range_progress(skip: bool, label: str = "layouts for the profiles, figure ranges and sensitivity"):
+    """A progress bar on stderr over the counts a range makes (about 25), or nothing when it is skipped;
+    yields the ``progress(step)`` callback ``figure_range`` takes."""
     import contextlib
 
     if skip:
@@ -291,7 +292,7 @@ def _range_progress(skip: bool):
 
     @contextlib.contextmanager
     def bar():
-        prog, advance = progress_bar(None, "layouts for the profiles, figure ranges and sensitivity")
+        prog, advance = progress_bar(None, label)
         done = [0]
 
         def tick(step: str) -> None:
@@ -310,7 +311,7 @@ def _netx_cmd(path: Path, dense_only: bool, hardware, hw_set, system, plot: Opti
     from mflc.compiler.chip.report import plot_layout, render_report
 
     t0 = time.perf_counter()
-    with _range_progress(no_range) as tick:
+    with range_progress(no_range) as tick:
         rep, g2, lay = estimate_netx(path, dense_only=dense_only, hardware=hardware, hw=hw_set, system=system,
                                      ranges=not no_range, progress=tick)
     rep["seconds"] = round(time.perf_counter() - t0, 3)
