@@ -68,6 +68,7 @@ def test_core_counts_equal_the_compiler_or_the_documented_difference(netx, layer
 def test_profile_carries_the_fit_and_its_range():
     f = C.fit()
     assert f["worst_error"] <= 0.05 and f["core_mismatches"] <= 1
+    assert LAVA.synaptic_memory_bits == C.SYNMEM_UNITS_PER_CORE * LAVA.synmem_unit_bits    # the printed budget
     assert (LAVA.synmem_axon_milli, LAVA.synmem_synapse_milli, LAVA.synmem_weight_bit_milli) == (
         f["synmem_axon_milli"], f["synmem_synapse_milli"], f["synmem_weight_bit_milli"])
     rng = C.coefficient_range()

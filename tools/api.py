@@ -281,7 +281,7 @@ def estimate_netx(path, *, dense_only: bool = False, hardware: str | None = None
     (``mflc.compiler.model.netx``), laid out and checked, with a ``layers`` table (name, shape, synapses,
     weight_bits, synmem_units, cores per dense layer) and the same ranges as ``estimate``.
     Returns (report, placed graph, layout)."""
-    from mflc.compiler.chip.hardware import resolve_profile, weight_width
+    from mflc.compiler.chip.hardware import resolve_profile, synmem_units, weight_width
     from mflc.compiler.chip.layout import check_layout
     from mflc.compiler.chip.place import layout_graph
     from mflc.compiler.chip.report import build_report
@@ -304,7 +304,7 @@ def estimate_netx(path, *, dense_only: bool = False, hardware: str | None = None
         s = g2.synapses[d["synapse"]] if d["synapse"] in g2.synapses else net.graph.synapses[d["synapse"]]
         layers.append(dict(name=d["name"], layer=d["layer"], shape=d["shape"], synapses=int(s.nnz),
                            weight_bits=int(weight_width(s, profile)), weight_exp=d["weight_exp"],
-                           synmem_units=round(r["synapse_bits"] / profile.synmem_unit_bits, 1),
+                           synmem_units=round(synmem_units(r["synapse_bits"], profile), 1),
                            synapse_bits=int(r["synapse_bits"]), cores=int(r["cores"]), neurons=d["shape"][1]))
     rep["layers"] = layers
     rep["skipped_layers"] = net.skipped

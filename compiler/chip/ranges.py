@@ -133,7 +133,7 @@ def figure_range(counter: Callable[[HardwareProfile], Count], hw: HardwareProfil
     tick("all favourable")
     worst = counter(replace(hw, **bad)) if bad else assumed
     tick("all unfavourable")
-    made = [assumed, best, worst] + [c for c in (_count_of(r, e) for r in sens for e in ("low", "high")) if c.fits]
+    made = [assumed, best, worst] + [_count_of(r, e) for r in sens for e in ("low", "high")]
     fitting = [c for c in made if c.fits]
     out = dict(cores=assumed.cores, chips=assumed.chips, binding=assumed.binding, error=assumed.error,
                cores_low=min((c.cores for c in fitting), default=None),
