@@ -3,8 +3,10 @@
 The generation fast path's two ways to sum a ternary block against an 8-bit message, on blocks of a
 370M projection's shape, enough of them that the weights stream from memory as in a real token: the
 int8 kernel (one byte per weight, kernels.dense_rows16) and the bit-plane kernel (2 bits per weight,
-kernels.planes_rows). One thread unless NUMBA_NUM_THREADS says otherwise; best of several rounds, CPU
-time. Both kernels' sums are checked equal to an int64 product first.
+kernels.planes_rows); then the lookup-table kernel (2 bits per weight, simulator/lut.py) beside the
+bit-plane kernel on the block shape and its transpose (the 370M's 2816 x 1024 and 1024 x 2816). One
+thread unless NUMBA_NUM_THREADS says otherwise; best of several rounds, CPU time. Every kernel's sums are
+checked equal to an int64 product first.
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ def main(argv=None) -> dict:
     res = dict(weights=n, int8_gweights_per_s=n / t8 / 1e9, planes_gweights_per_s=n / tp / 1e9,
                int8_bytes=sum(w.nbytes for w in w8), planes_bytes=sum(p.nbytes + m.nbytes for p, m in planes),
                planes_over_int8=t8 / tp)
+    res.update(lut_figures(a, x, planes, w8[0]))
     if a.json:
         print(json.dumps(res, indent=2))
     else:
@@ -66,7 +69,76 @@ def main(argv=None) -> dict:
         print(f"  int8 kernel       {res['int8_gweights_per_s']:6.1f} G weights/s  ({res['int8_bytes'] / 1e6:.0f} MB)")
         print(f"  bit-plane kernel  {res['planes_gweights_per_s']:6.1f} G weights/s  ({res['planes_bytes'] / 1e6:.0f} MB)"
               f"   {res['planes_over_int8']:.2f}x")
+        print_lut(res)
     return res
+
+
+def _random_planes(rows: int, cols: int, blocks: int, rng):
+    """(int8 block 0, [(plus, minus)] of ``blocks`` random ternary blocks, 30 % zeros as in main)."""
+    from mflc.ir.ternary import planes_from_csr
+    from mflc.ir.graph import SynapseGroup
+
+    out, first = [], None
+    for _ in range(blocks):
+        w = rng.integers(-1, 2, (rows, cols)).astype(np.int8)
+        w[rng.random(w.shape) < 0.3] = 0
+        s = SynapseGroup.from_dense("s", "a", "b", "x", w)
+        first = w if first is None else first
+        out.append(planes_from_csr(s.shape, s.indptr, s.indices, s.values))
+    return first, out
+
+
+def _lut_shape(planes: list, w0, x, rounds: int) -> dict:
+    """The bit-plane and the lookup-table kernel on the same blocks, and each one's per-message
+    preparation (bit planes of the message; the LUT's tables), timed apart."""
+    from mflc.ir.ternary import plane_words
+    from mflc.simulator import kernels as K, lut as L
+
+    rows, cols = w0.shape
+    X = np.zeros((8, plane_words(cols)), np.uint64)
+    T = L.table_array(cols, 8)
+    blocks = [L.lut_from_planes(p, m, cols) for p, m in planes]
+    o_p, o_l = np.zeros(rows, np.int64), np.zeros(rows, np.int64)
+    K.message_planes(x, cols, 8, X)
+    L.lut_tables(x, cols, 8, T)
+    K.planes_rows(*planes[0], X, 1, o_p, 0, rows)
+    L.lut_rows(blocks[0], T, 1, o_l, 0, rows)
+    if not (np.array_equal(o_p, w0.astype(np.int64) @ x) and np.array_equal(o_l, o_p)):
+        raise SystemExit(f"the LUT or bit-plane kernel disagrees with the int64 product on {rows} x {cols}: a bug")
+    tp = _best_cpu(lambda: [K.planes_rows(p, m, X, 1, o_p, 0, rows) for p, m in planes], rounds)
+    tl = _best_cpu(lambda: [L.lut_rows(b, T, 1, o_l, 0, rows) for b in blocks], rounds)
+    reps = 200
+    tx = _best_cpu(lambda: [K.message_planes(x, cols, 8, X) for _ in range(reps)], rounds) / reps
+    tt = _best_cpu(lambda: [L.lut_tables(x, cols, 8, T) for _ in range(reps)], rounds) / reps
+    n, nb = rows * cols * len(planes), len(planes)
+    return dict(planes_gweights_per_s=n / tp / 1e9, lut_gweights_per_s=n / tl / 1e9, lut_over_planes=tp / tl,
+                message_planes_us=tx * 1e6, lut_tables_us=tt * 1e6,
+                lut_over_planes_with_preparation=(tp + nb * tx) / (tl + nb * tt),
+                lut_bytes=sum(b.nbytes for b in blocks), vector=L.VECTOR)
+
+
+def lut_figures(a, x, planes: list, w0) -> dict:
+    """The LUT comparison on main's blocks (--rows x --cols, w0 the first) and as many of the transposed shape:
+    top-level keys for the first shape, ``lut_shapes`` for every shape."""
+    rng = np.random.default_rng(1)
+    shapes = {f"{a.rows}x{a.cols}": _lut_shape(planes, w0, x, a.rounds)}
+    if a.rows != a.cols:
+        xt = rng.integers(-128, 128, a.rows).astype(np.int64)
+        wt, pt = _random_planes(a.cols, a.rows, a.blocks, rng)
+        shapes[f"{a.cols}x{a.rows}"] = _lut_shape(pt, wt, xt, a.rounds)
+    first = shapes[f"{a.rows}x{a.cols}"]
+    return dict(lut_gweights_per_s=first["lut_gweights_per_s"], lut_over_planes=first["lut_over_planes"],
+                lut_shapes=shapes)
+
+
+def print_lut(res: dict) -> None:
+    """The LUT comparison as lines under main's table."""
+    for shape, f in res["lut_shapes"].items():
+        kind = "vpermb + vpdpbusd" if f["vector"] else "scalar: no AVX-512 VBMI/VNNI here"
+        print(f"  {shape}: bit-plane {f['planes_gweights_per_s']:5.1f}, lookup-table ({kind}) "
+              f"{f['lut_gweights_per_s']:5.1f} G weights/s  LUT/bit-plane {f['lut_over_planes']:.2f}x")
+        print(f"    per message: bit planes {f['message_planes_us']:.1f} us, LUT tables {f['lut_tables_us']:.1f} us;"
+              f" with one per block LUT/bit-plane {f['lut_over_planes_with_preparation']:.2f}x")
 
 
 if __name__ == "__main__":
