@@ -21,6 +21,7 @@ from mflc.ir.ternary import is_ternary, plane_words, planes_from_csr
 
 from . import kernels as K
 from . import jitcache, nbprogram
+from . import lut as LT
 from .nbprogram import _RT, run_program_flat
 from .progcode import N_IMM, CompiledProgram, program_for
 
@@ -29,17 +30,22 @@ from .progcode import N_IMM, CompiledProgram, program_for
 PARALLEL_MIN_WEIGHTS = 1 << 20
 
 # How a synapse group is stored for the kernels (the first column of FastEngine.syn)
-KIND_INT8, KIND_CSR, KIND_PLANES, KIND_IDENTITY, KIND_BROADCAST = 0, 1, 2, 3, 4
-KERNELS = ("packed", "int8")      # packed: ternary blocks as 2-bit bit planes; int8: one byte per weight
+KIND_INT8, KIND_CSR, KIND_PLANES, KIND_IDENTITY, KIND_BROADCAST, KIND_LUT = 0, 1, 2, 3, 4, 5
+# packed: ternary blocks at 2 bits, by table lookup (simulator/lut.py) where the CPU has its vector kernel
+# and the block fills a 64-row tile, else as bit planes; planes / lut: only that 2-bit form (for
+# comparisons); int8: one byte per weight
+KERNELS = ("packed", "int8", "planes", "lut")
 MAX_PLANE_BITS = 32               # messages wider than this take the CSR kernel
 # Making a message's bit planes costs about as much as reading it a few dozen times: blocks with fewer rows
 # than this (reductions, small heads) read the message directly with the int8 kernel instead.
 PLANES_MIN_ROWS = 16
+# The lookup-table kernel computes whole 64-row tiles: 'packed' gives it the blocks that fill one
+LUT_MIN_ROWS = LT.TILE_ROWS
 
 
 
 def token_driver(order, progs, g_out, g_size, g_ports, g_slices, slices, env, tables, rt,
-                 g_syn, syn, w8, ptr, ind, val, pw, planes, msg16, outbuf, acc32):
+                 g_syn, syn, w8, ptr, ind, val, pw, planes, lw, ltab, msg16, outbuf, acc32):
     """One token through every group in stage order. Returns -1; or g for a table-domain error of group g;
     or G + g when group g sent a message wider than its bit planes hold.
 
@@ -57,6 +63,7 @@ def token_driver(order, progs, g_out, g_size, g_ports, g_slices, slices, env, ta
         for q in range(g_ports[g, 0], g_ports[g, 1]):     # ports consumed: clear them for the next token
             env[q] = 0
         planes_bits = 0                                   # the bit planes of this message, made once
+        lut_bits = 0                                      # and its lookup tables
         for si in range(g_syn[g, 0], g_syn[g, 1]):        # one entry per (synapse group, core row slice)
             kind, dst, r_lo, r_hi, nrows = syn[si, 0], syn[si, 1], syn[si, 4], syn[si, 5], syn[si, 7]
             if kind == KIND_PLANES:
@@ -73,6 +80,21 @@ def token_driver(order, progs, g_out, g_size, g_ports, g_slices, slices, env, ta
                     K.planes_rows_parallel(plus, minus, planes, nch, port, r_lo, r_hi)
                 else:
                     K.planes_rows(plus, minus, planes, nch, port, r_lo, r_hi)
+            elif kind == KIND_LUT:
+                ncols, nch = syn[si, 3], syn[si, 8]
+                nsup = (ncols + 15) // 16
+                tab = ltab[:nch * nsup * 256].reshape((nch, nsup, 4, 64))
+                if lut_bits < 8 * nch:
+                    lut_bits = 8 * nch
+                    if LT.lut_tables(outbuf, ncols, lut_bits, tab) >= 0:
+                        return G + g
+                ntl = (nrows + 63) // 64
+                blk = lw[syn[si, 2]:syn[si, 2] + ntl * nsup * 256].reshape((ntl, nsup, 256))
+                port = env[dst:dst + nrows]
+                if (r_hi - r_lo) * ncols >= PARALLEL_MIN_WEIGHTS:
+                    LT.lut_rows_parallel(blk, tab, nch, port, r_lo, r_hi)
+                else:
+                    LT.lut_rows(blk, tab, nch, port, r_lo, r_hi)
             elif kind == KIND_INT8:
                 ncols = syn[si, 3]
                 for k in range(ncols):
@@ -123,7 +145,8 @@ def _driver_source(modules: list) -> str:
     return "\n".join([
         "import numba as nb", "import numpy as np",
         "from mflc.simulator import kernels as K",
-        "from mflc.simulator.fastpath import (KIND_BROADCAST, KIND_IDENTITY, KIND_INT8, KIND_PLANES,",
+        "from mflc.simulator import lut as LT",
+        "from mflc.simulator.fastpath import (KIND_BROADCAST, KIND_IDENTITY, KIND_INT8, KIND_LUT, KIND_PLANES,",
         "                                     PARALLEL_MIN_WEIGHTS)",
         *[f"import {m.__name__} as m{k}" for k, m in enumerate(modules)], "", "",
         "@nb.njit(inline='always')",
@@ -213,7 +236,7 @@ class FastEngine:
         if modules:
             K.launch_threads()          # before loading a cached function that calls parallel kernels
             self._driver_module = jitcache.load("token", _driver_source([m for _, m in modules.values()]),
-                                                deps=(K, nbprogram, sys.modules[__name__]), what="the fast path's token driver")
+                                                deps=(K, LT, nbprogram, sys.modules[__name__]), what="the fast path's token driver")
         self._token = self._driver_module.token if self._driver_module else _token_interpreted
         self._unmarked = self._driver_module is not None
         self._pack_synapses(names, cm)
@@ -221,6 +244,7 @@ class FastEngine:
         self.msg16, self.outbuf = np.zeros(maxn, np.int16), np.zeros(maxn, np.int64)
         self.acc32 = np.zeros(maxn, np.int32)
         self.planes = np.zeros((self.max_plane_bits, (maxn + 63) // 64), np.uint64)
+        self.ltab = np.zeros(self.max_plane_bits // 8 * LT.super_count(maxn) * 256, np.uint8)
         self.host = [(graph.host_tensors[i.table], self.base[i.group] + self.slot[i.group][i.port] * graph.groups[i.group].size,
                       graph.groups[i.group].size) for i in graph.inputs]
         self.out_name = {o.name: o.group for o in graph.outputs}
@@ -228,8 +252,8 @@ class FastEngine:
         self._warm_up()
 
     def _kind(self, s) -> int:
-        """Which kernel runs synapse group s: dense blocks (at least a quarter non-zero) as bit planes when
-        ternary (kernel 'packed') or int8, everything sparser as CSR."""
+        """Which kernel runs synapse group s: dense blocks (at least a quarter non-zero) at 2 bits when
+        ternary (``KERNELS``) or int8, everything sparser as CSR."""
         src_bits = self.g.groups[s.src].out_bits
         if _unit_weights(s, identity=True):
             return KIND_IDENTITY
@@ -238,9 +262,10 @@ class FastEngine:
         if s.nnz < 0.25 * s.shape[0] * s.shape[1] or s.shape[1] <= 1:
             return KIND_CSR
         packed = isinstance(s, PackedSynapseGroup) and not s.decoded      # ternary by construction
-        if (self.kernel == "packed" and src_bits <= MAX_PLANE_BITS and s.shape[0] >= PLANES_MIN_ROWS
+        if (self.kernel != "int8" and src_bits <= MAX_PLANE_BITS and s.shape[0] >= PLANES_MIN_ROWS
                 and (packed or is_ternary(s.values))):
-            return KIND_PLANES
+            lut = self.kernel == "lut" or (self.kernel == "packed" and LT.VECTOR and s.shape[0] >= LUT_MIN_ROWS)
+            return KIND_LUT if lut else KIND_PLANES
         return KIND_INT8 if src_bits <= 16 else KIND_CSR
 
     def _pack_synapses(self, names: list[str], cm: CoreMap) -> None:
@@ -259,20 +284,29 @@ class FastEngine:
         # the bit planes are written straight into one array: never a second copy of the weights
         self.pw = np.zeros(max(1, sum(2 * s.shape[0] * plane_words(s.shape[1]) for s in graph.synapses.values()
                                       if kinds[s.name] == KIND_PLANES)), np.uint64)
+        self.lw = np.zeros(max(1, sum(LT.tile_count(s.shape[0]) * LT.super_count(s.shape[1]) * 256
+                                      for s in graph.synapses.values() if kinds[s.name] == KIND_LUT)), np.uint8)
+        lw_off = 0
         for k, n in enumerate(names):
             g_syn[k, 0] = len(rows)
             for s in by_src[n]:
                 dst_base = self.base[s.dst] + self.slot[s.dst][s.port] * graph.groups[s.dst].size
                 kind, p0, nch = kinds[s.name], 0, 0
-                if kind == KIND_PLANES:
+                if kind in (KIND_PLANES, KIND_LUT):
                     if isinstance(s, PackedSynapseGroup) and not s.decoded:    # from the file's codes
                         plus, minus, _, _ = s.bit_planes()
                     else:
                         plus, minus = planes_from_csr(s.shape, s.indptr, s.indices, s.values)
-                    self.pw[pw_off:pw_off + plus.size] = plus.ravel()
-                    self.pw[pw_off + plus.size:pw_off + 2 * plus.size] = minus.ravel()
-                    entry = (kind, dst_base, pw_off, s.shape[1])
-                    pw_off += plus.size + minus.size
+                    if kind == KIND_LUT:
+                        blk = LT.lut_from_planes(plus, minus, s.shape[1]).ravel()
+                        self.lw[lw_off:lw_off + blk.size] = blk
+                        entry = (kind, dst_base, lw_off, s.shape[1])
+                        lw_off += blk.size
+                    else:
+                        self.pw[pw_off:pw_off + plus.size] = plus.ravel()
+                        self.pw[pw_off + plus.size:pw_off + 2 * plus.size] = minus.ravel()
+                        entry = (kind, dst_base, pw_off, s.shape[1])
+                        pw_off += plus.size + minus.size
                     del plus, minus
                     nch = -(-graph.groups[s.src].out_bits // 8)
                     self.max_plane_bits = max(self.max_plane_bits, 8 * nch)
@@ -316,7 +350,8 @@ class FastEngine:
         """The driver on the current slots: -1, or its error code."""
         bad = self._token(self.order, self.progs, self.g_out, self.g_size, self.g_ports, self.g_slices,
                           self.slices, self.env, self.tables, _RT, self.g_syn, self.syn, self.w8, self.ptr,
-                          self.ind, self.val, self.pw, self.planes, self.msg16, self.outbuf, self.acc32)
+                          self.ind, self.val, self.pw, self.planes, self.lw, self.ltab, self.msg16, self.outbuf,
+                          self.acc32)
         if self._unmarked:
             jitcache.mark_ready(self._driver_module)
             self._unmarked = False
@@ -324,7 +359,7 @@ class FastEngine:
 
     def weight_bytes(self) -> int:
         """Bytes of synaptic arrays one token reads (weights, index lists, row pointers): the bandwidth bound."""
-        return self.w8.nbytes + self.pw.nbytes + self.ind.nbytes + self.val.nbytes + self.ptr.nbytes
+        return self.w8.nbytes + self.pw.nbytes + self.lw.nbytes + self.ind.nbytes + self.val.nbytes + self.ptr.nbytes
 
     def reset(self) -> None:
         """Back to the initial state (parameters loaded, registers and ports zero)."""
@@ -348,7 +383,7 @@ class FastEngine:
             if bad >= G:
                 grp = self.g.groups[names[bad - G]]
                 raise ValueError(f"group {names[bad - G]}: a message does not fit the {8 * -(-grp.out_bits // 8)}-bit "
-                                 f"planes of its declared out_bits {grp.out_bits} (the graph's ranges are wrong)")
+                                 f"planes (or lookup tables) of its declared out_bits {grp.out_bits} (the graph's ranges are wrong)")
             raise ValueError(f"group {names[bad]}: a lut input is outside its table's domain")
         return {name: self.read(grp, self.g.groups[grp].output) for name, grp in self.out_name.items()}
 

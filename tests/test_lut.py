@@ -12,6 +12,9 @@ from mflc.ir.graph import SynapseGroup
 from mflc.ir.ternary import planes_from_csr
 from mflc.simulator import lut as L
 
+from test_engine import random_core_map
+from util import quantized_models
+
 KERNELS = [L.lut_rows_scalar] + ([L._rows_vector, L._rows_vector_parallel] if L.VECTOR else [])
 
 
@@ -112,3 +115,52 @@ def test_non_ternary_and_contradictory_weights_are_refused():
 @pytest.mark.skipif(not L.VECTOR, reason="the CPU lacks AVX-512 VBMI/VNNI: the scalar kernel runs")
 def test_the_vector_kernel_is_the_default_here():
     assert L.lut_rows is L._rows_vector
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(quantized_models(), st.integers(0, 2**16))
+def test_fast_path_with_lookup_tables_equals_the_engine(case, seed):
+    """The fast path with every ternary block as a LUT block ('lut'), and with the default choice, gives the
+    engine's outputs token by token, on random models, widths and core maps."""
+    from mflc.compiler.model.lower import lower
+    from mflc.simulator.engine import Engine
+    from mflc.simulator.fastpath import KIND_PLANES, FastEngine
+
+    _, _, qm, tokens = case
+    g = lower(qm)
+    cm = random_core_map(g, np.random.default_rng(seed))
+    want = Engine(g, cm).run(tokens).outputs["logits"]
+    lut, default = FastEngine(g, cm, kernel="lut"), FastEngine(g, cm)
+    assert not (lut.syn[:, 0] == KIND_PLANES).any()          # every 2-bit block is a LUT block
+    for k, t in enumerate(tokens):
+        assert np.array_equal(lut.step(t)["logits"], want[k])
+        assert np.array_equal(default.step(t)["logits"], want[k])
+
+
+def test_packed_takes_lut_blocks_of_a_full_tile_only(tiny_qm):
+    from mflc.compiler.model.lower import lower
+    from mflc.simulator.fastpath import KIND_LUT, KIND_PLANES, LUT_MIN_ROWS, FastEngine
+
+    g = lower(tiny_qm)
+    fe = FastEngine(g)
+    rows = fe.syn[:, 7]
+    if L.VECTOR:
+        assert (rows[fe.syn[:, 0] == KIND_LUT] >= LUT_MIN_ROWS).all()
+        assert (rows[fe.syn[:, 0] == KIND_PLANES] < LUT_MIN_ROWS).all()
+    else:
+        assert not (fe.syn[:, 0] == KIND_LUT).any()
+    planes, lut = FastEngine(g, kernel="planes"), FastEngine(g, kernel="lut")
+    assert not (planes.syn[:, 0] == KIND_LUT).any()
+    assert (lut.syn[:, 0] == KIND_LUT).any() and not (lut.syn[:, 0] == KIND_PLANES).any()
+    for t in (3, 1, 4, 1, 5):
+        assert np.array_equal(lut.step(t)["logits"], planes.step(t)["logits"])
+    assert (fe.syn[:, 0] == KIND_LUT).sum() + (fe.syn[:, 0] == KIND_PLANES).sum() == (planes.syn[:, 0] == KIND_PLANES).sum()
+    assert abs(fe.weight_bytes() - planes.weight_bytes()) < 0.2 * planes.weight_bytes()   # both 2 bits per weight
+
+
+def test_the_bench_prints_both_kernels():
+    from mflc.bench import kernels
+
+    res = kernels.main(["--rows", "70", "--cols", "45", "--blocks", "2", "--rounds", "1", "--json"])
+    assert set(res["lut_shapes"]) == {"70x45", "45x70"}
+    assert res["lut_gweights_per_s"] > 0 and res["lut_over_planes"] > 0
