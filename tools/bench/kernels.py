@@ -36,6 +36,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--blocks", type=int, default=40, help="enough blocks that the weights exceed the caches")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--generation", metavar="PRESET", help="also generation tokens/s of PRESET, LUT against bit planes")
     a = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     x = rng.integers(-128, 128, a.cols).astype(np.int64)
@@ -62,6 +63,8 @@ def main(argv=None) -> dict:
                int8_bytes=sum(w.nbytes for w in w8), planes_bytes=sum(p.nbytes + m.nbytes for p, m in planes),
                planes_over_int8=t8 / tp)
     res.update(lut_figures(a, x, planes, w8[0]))
+    if a.generation:
+        res.update(generation_by_kernel(a.generation, a.rounds))
     if a.json:
         print(json.dumps(res, indent=2))
     else:
@@ -70,6 +73,10 @@ def main(argv=None) -> dict:
         print(f"  bit-plane kernel  {res['planes_gweights_per_s']:6.1f} G weights/s  ({res['planes_bytes'] / 1e6:.0f} MB)"
               f"   {res['planes_over_int8']:.2f}x")
         print_lut(res)
+        if a.generation:
+            print(f"  generation ({a.generation}): LUT {res['lut_generation_tokens_per_s']:.1f}, bit-plane "
+                  f"{res['planes_generation_tokens_per_s']:.1f} tok/s  {res['lut_over_planes_generation']:.2f}x"
+                  f"  (equal logits: {res['lut_equals_planes']})")
     return res
 
 
@@ -139,6 +146,29 @@ def print_lut(res: dict) -> None:
               f"{f['lut_gweights_per_s']:5.1f} G weights/s  LUT/bit-plane {f['lut_over_planes']:.2f}x")
         print(f"    per message: bit planes {f['message_planes_us']:.1f} us, LUT tables {f['lut_tables_us']:.1f} us;"
               f" with one per block LUT/bit-plane {f['lut_over_planes_with_preparation']:.2f}x")
+
+
+def generation_by_kernel(preset: str, rounds: int, tokens: int = 16) -> dict:
+    """Generation of ``preset`` (random weights) with the fast path's 'packed' kernel (LUT blocks where the
+    CPU has the vector kernel) and its 'planes' kernel, alternating, best tokens/s of ``rounds`` each."""
+    from mflc.bench.sim import build, time_tokens
+    from mflc.simulator.fastpath import KIND_LUT, FastEngine
+
+    g = build(preset)[3]
+    toks = np.random.default_rng(2).integers(0, 256, tokens + 1)
+    best, logits, nlut = {"packed": 0.0, "planes": 0.0}, {}, 0
+    for _ in range(rounds):
+        for kernel in best:
+            fe = FastEngine(g, kernel=kernel)
+            fe.step(int(toks[0]))
+            out = []
+            best[kernel] = max(best[kernel], time_tokens(lambda k: out.append(fe.step(int(toks[k + 1]))["logits"]), tokens))
+            logits[kernel] = np.stack(out)
+            nlut = int((fe.syn[:, 0] == KIND_LUT).sum()) if kernel == "packed" else nlut
+            del fe
+    return dict(lut_generation_tokens_per_s=best["packed"], planes_generation_tokens_per_s=best["planes"],
+                lut_over_planes_generation=best["packed"] / best["planes"], lut_block_slices=nlut,
+                lut_equals_planes=bool(np.array_equal(logits["packed"], logits["planes"])))
 
 
 if __name__ == "__main__":
