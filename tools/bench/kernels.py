@@ -1,10 +1,11 @@
 """Synaptic kernel benchmark (run it directly: python -m mflc.bench.kernels; not a test).
 
-The generation fast path's two ways to sum a ternary block against an 8-bit message, on blocks of a
+The generation fast path's ways to sum a ternary block against an 8-bit message, on blocks of a
 370M projection's shape, enough of them that the weights stream from memory as in a real token: the
 int8 kernel (one byte per weight, kernels.dense_rows16) and the bit-plane kernel (2 bits per weight,
 kernels.planes_rows); then the lookup-table kernel (2 bits per weight, simulator/lut.py) beside the
-bit-plane kernel on the block shape and its transpose (the 370M's 2816 x 1024 and 1024 x 2816). One
+bit-plane kernel on the block shape, its transpose and a square (the 370M's 2816 x 1024, 1024 x 2816 and
+1024 x 1024); ``--generation 370M`` adds generation tokens/s with either form of the blocks. One
 thread unless NUMBA_NUM_THREADS says otherwise; best of several rounds, CPU time. Every kernel's sums are
 checked equal to an int64 product first.
 """
@@ -125,14 +126,17 @@ def _lut_shape(planes: list, w0, x, rounds: int) -> dict:
 
 
 def lut_figures(a, x, planes: list, w0) -> dict:
-    """The LUT comparison on main's blocks (--rows x --cols, w0 the first) and as many of the transposed shape:
+    """The LUT comparison on main's blocks (--rows x --cols, w0 the first) and as many of the transposed and
+    the --cols-square shape:
     top-level keys for the first shape, ``lut_shapes`` for every shape."""
     rng = np.random.default_rng(1)
     shapes = {f"{a.rows}x{a.cols}": _lut_shape(planes, w0, x, a.rounds)}
-    if a.rows != a.cols:
-        xt = rng.integers(-128, 128, a.rows).astype(np.int64)
-        wt, pt = _random_planes(a.cols, a.rows, a.blocks, rng)
-        shapes[f"{a.cols}x{a.rows}"] = _lut_shape(pt, wt, xt, a.rounds)
+    for rows, cols in ((a.cols, a.rows), (a.cols, a.cols)):      # the transpose, the square (370M: i, f, g, o)
+        if f"{rows}x{cols}" not in shapes:
+            xt = rng.integers(-128, 128, cols).astype(np.int64)
+            wt, pt = _random_planes(rows, cols, a.blocks, rng)
+            shapes[f"{rows}x{cols}"] = _lut_shape(pt, wt, xt, a.rounds)
+            del pt
     first = shapes[f"{a.rows}x{a.cols}"]
     return dict(lut_gweights_per_s=first["lut_gweights_per_s"], lut_over_planes=first["lut_over_planes"],
                 lut_shapes=shapes)
