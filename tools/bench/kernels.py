@@ -134,7 +134,7 @@ def lut_figures(a, x, planes: list, w0) -> dict:
     for rows, cols in ((a.cols, a.rows), (a.cols, a.cols)):      # the transpose, the square (370M: i, f, g, o)
         if f"{rows}x{cols}" not in shapes:
             xt = rng.integers(-128, 128, cols).astype(np.int64)
-            wt, pt = _random_planes(rows, cols, a.blocks, rng)
+            wt, pt = _random_planes(rows, cols, max(1, a.blocks * a.rows * a.cols // (rows * cols)), rng)  # as many bytes
             shapes[f"{rows}x{cols}"] = _lut_shape(pt, wt, xt, a.rounds)
             del pt
     first = shapes[f"{a.rows}x{a.cols}"]
