@@ -33,6 +33,7 @@ from numba.extending import intrinsic
 from mflc.ir.errors import MflcError
 
 TILE_ROWS = 64           # four 512-bit accumulators of 16 int32 lanes, one lane per row
+SPAN_TILES = 8           # tiles per parallel work item (512 rows)
 SUPER_COLS = 16          # columns per 64-byte vector of codes: 8 pairs, 4 per nibble
 MAX_BITS = 32            # widest message: four 8-bit chunks
 MAX_COLS = 1 << 23       # a chunk's row sum, |S| <= 255 cols, stays inside int32
@@ -253,10 +254,12 @@ def _rows_vector(W, tables, nch, out, lo, hi):
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def _rows_vector_parallel(W, tables, nch, out, lo, hi):
+    """_rows_vector over spans of SPAN_TILES tiles in parallel (one scratch buffer per span, not per tile)."""
     t0, t1 = lo // TILE_ROWS, (hi + TILE_ROWS - 1) // TILE_ROWS
-    for t in nb.prange(t0, t1):
+    for q in nb.prange((t1 - t0 + SPAN_TILES - 1) // SPAN_TILES):
         sums = np.empty((nch, TILE_ROWS), np.int32)
-        _tiles_vector(W, tables, nch, out, lo, hi, t, t + 1, sums)
+        a = t0 + SPAN_TILES * q
+        _tiles_vector(W, tables, nch, out, lo, hi, a, min(t1, a + SPAN_TILES), sums)
 
 
 # ---- the scalar kernel (same layout and tables; any CPU) -------------------------------------------------
