@@ -5,6 +5,9 @@ One run prints (or, with --json, emits under these keys), on a random-weight pre
     program_interpreted_ms_per_token, in the same process;
   * generation_tokens_per_s: the fast path token by token with ternary blocks read at 2 bits (bit planes),
     int8_generation_tokens_per_s: the same with the int8 kernel (one byte per weight), the baseline;
+  * generation_under_load_tokens_per_s: the same beside two busy loops and a memory-streaming process the
+    benchmark starts (tools/bench/load.py), with the quiet figure of that run and the engine pinned to
+    every usable CPU under the same load (the behaviour before the thread governor);
   * packed_bound_tokens_per_s / int8_bound_tokens_per_s: bytes of synaptic arrays each reads per token
     over a copy bandwidth this script measures (bandwidth_gb_s): no kernel of that layout can beat it;
   * prefill_tokens_per_s: a prompt through the whole-sequence executor (`fast` executor's run);
@@ -283,6 +286,10 @@ def _bench_preset(preset: str, tokens: int, res: dict, prompt: int = 256, verify
     _bench_programs(g, res)
     _progress("generation ...")
     _bench_generation(g, toks[:tokens + 1], res)
+    _progress("generation beside two busy loops and a memory-streaming process ...")
+    from mflc.bench.load import bench_under_load
+
+    bench_under_load(g, toks[:max(3 * tokens, 80) + 1], res)
     _progress("prefill and verify ...")
     _bench_sequence(qm, g, toks[:prompt], verify_tokens, res)
     st = fm.init_state()
@@ -322,6 +329,10 @@ def _print_summary(res: dict, preset: str) -> None:
         ("generation, 2-bit bit planes", res["generation_tokens_per_s"],
          f"{res['packed_over_int8']:.2f}x int8; {res['packed_fraction_of_bound']:.2f} of its bound; equal to int8: {res['packed_equals_int8']}"),
         ("generation, int8 kernel", res["int8_generation_tokens_per_s"], "baseline"),
+        ("generation beside competing work", res["generation_under_load_tokens_per_s"],
+         f"{res['under_load_over_quiet']:.2f} of quiet ({res['generation_quiet_tokens_per_s']:.1f}) on "
+         f"{res['under_load_cpus_used']:.2f} of {res['quiet_cpus_used']:.2f} CPUs; "
+         f"{res['under_load_over_pinned']:.1f}x pinned to {res['usable_cpus']} threads"),
         ("generation, programs interpreted", res["generation_interpreted_programs_tokens_per_s"],
          f"generated programs {res['generation_over_interpreted_programs']:.2f}x this"),
         ("bound, 2-bit", res["packed_bound_tokens_per_s"], gb(res["packed_bytes_per_token"]) + "/token"),
