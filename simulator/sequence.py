@@ -35,6 +35,7 @@ from mflc.ir.ternary import unpack_dense
 from mflc.ir.modes import Send
 from mflc.ir.validate import validate
 
+from . import int8dot
 from .engine import DENSE_MIN_DENSITY, Counters
 from .nbprogram import _RT, RUN_ERRORS, run_program_flat
 from .progcode import CompiledProgram, program_for
@@ -137,6 +138,9 @@ class _Block:
                 self.identity = self.unit and s.shape[0] == s.shape[1] and bool(
                     np.array_equal(self.arrays[1], np.arange(s.shape[0])))
         self.dtype = fp.exact_product_dtype(s.shape[1], self.w_max, msg_bits, int32_kernel=True)
+        # byte dot products (AVX-512 VNNI) where the offset form is proven exact and the CPU has them
+        self.dot = self.dense and fp.offset_product_exact(s.shape[1], self.w_max, msg_bits) and int8dot.available()
+        self.prepared = None
 
     def held_bytes(self) -> int:
         """Bytes the block takes when held (int8 for the integer kernels, else its float dtype; 0 if sparse)."""
@@ -145,7 +149,10 @@ class _Block:
 
     def hold(self) -> None:
         """Keep the dense block as its product reads it from now on (no decoding or conversion per run)."""
-        if self.dense:
+        if self.dot:
+            self.prepared = int8dot.PreparedWeights(self._weights())
+            self.w = self.prepared.w[:self.s.shape[0], :self.s.shape[1]]      # a view: no second copy
+        elif self.dense:
             self.w = self._weights()
 
     def _weights(self) -> np.ndarray:
@@ -169,7 +176,10 @@ class _Block:
         int64), then Lava's shift. ``msgs16``: the messages already as int16, shared by a group's blocks.
         With ``slices`` also the per-slice synapse counts of ``col_counts``, from the same decoded block:
         (sums, counts)."""
-        if self.dense and self.dtype == np.int32:          # int16 x int8 in int32 lanes: exact by the bound
+        if self.dot:                                       # u8 x s8 in int32 lanes: exact by the offset bound
+            w = self.w if self.prepared is not None else self._weights()
+            acc = (self.prepared or int8dot.PreparedWeights(w)).product(msgs)
+        elif self.dense and self.dtype == np.int32:        # int16 x int8 in int32 lanes: exact by the bound
             w = self._weights()
             acc = np.empty((msgs.shape[0], w.shape[0]), np.int32)
             big = w.size * msgs.shape[0] >= PARALLEL_MIN_MACS
@@ -341,7 +351,7 @@ class SequenceExecutor:
     def _send(self, name: str, msgs: np.ndarray, arriving: dict, counting: bool = False) -> None:
         """Every outgoing synapse's contribution for all tokens, queued for its destination port; when
         ``counting``, each block's per-slice synapse counts are kept the first time (from the same decode)."""
-        m16 = msgs.astype(np.int16) if any(b.dense and b.dtype == np.int32 for b in self.out_syn[name]) else None
+        m16 = msgs.astype(np.int16) if any(b.dense and b.dtype == np.int32 and not b.dot for b in self.out_syn[name]) else None
         for b in self.out_syn[name]:
             if counting and id(b) not in self._block_counts:
                 contrib, self._block_counts[id(b)] = b.product(msgs, sorted(self.cm.slices[b.s.dst]), m16)

@@ -52,7 +52,7 @@ def usable_cpus() -> int:
 
 
 class ThreadGovernor:
-    """Chooses each token's thread count (1 or ``usable_cpus()``) from the measured times of earlier tokens.
+    """Chooses each token's (or call's) thread count (1 or ``usable_cpus()``) from the measured times of earlier tokens.
 
     Use: ``n = gov.begin()`` before a token (it sets Numba's thread count), ``gov.end()`` after. ``fixed``
     pins one count (``threads=N`` of the engines; 1 is also the choice where only one CPU is usable)."""
@@ -81,9 +81,10 @@ class ThreadGovernor:
         self._running, self._t0 = n, self.clock()
         return n
 
-    def end(self) -> None:
-        """Record the token's time and, from the running means, choose the count for the tokens ahead."""
-        n, dt = self._running, self.clock() - self._t0
+    def end(self, work: float = 1.0) -> None:
+        """Record the token's time (per unit of ``work``, for calls of different sizes) and, from the running
+        means, choose the count for the tokens ahead."""
+        n, dt = self._running, (self.clock() - self._t0) / work
         numba.set_num_threads(self._before)               # the caller's own count, for its other parallel code
         self._running = None
         self.history.append(n)
