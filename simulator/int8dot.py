@@ -16,6 +16,10 @@ messages x of at most 8 signed bits are sent as x + 128 in [0, 255] and the prod
 block only where that fits int32, so no lane wraps (the instruction wraps, it does not saturate). Weights
 are int8 (|w| <= 127). Rows and tokens are padded with zeros to whole tiles, columns to 64 bytes.
 
+The integer model (compiler/model/int_model.py) keeps its own products (float32 BLAS, proven exact) on
+purpose: verification compares the simulator against it, and two independent product implementations are
+what make that comparison a check of this kernel too.
+
 Where the CPU lacks the instructions (``available()`` checks the host's features and runs a self-test once),
 or ``MFLC_INT8_DOT=0`` is set, callers keep their previous product (the int32 Numba kernel or BLAS).
 """
@@ -37,7 +41,7 @@ from mflc.ir import fixedpoint as fp
 from .threads import ThreadGovernor
 
 ROWS, TOKENS, LANE_BYTES = 8, 3, 64     # the register tile: 8 weight rows x 3 tokens, 64 bytes per step
-PARALLEL_MIN_MACS = 1 << 22             # products at least this large run their row tiles on all threads
+PARALLEL_MIN_MACS = 1 << 26             # products at least this large (~0.4 ms on one thread) may run on all threads
 CHUNK_TILES = 4                         # row tiles a thread takes at a time (32 rows: ~35 us at T = 192, n = 1024)
 
 _I8, _I32, _I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -152,8 +156,12 @@ class PreparedWeights:
         if w.ndim != 2 or w.dtype != np.int8:
             raise ValueError(f"int8dot: weights must be a 2-D int8 array, not {w.dtype} of shape {w.shape}")
         self.m, self.n = w.shape
-        self.w = np.zeros((_round_up(max(self.m, 1), ROWS), _round_up(max(self.n, 1), LANE_BYTES)), np.int8)
-        self.w[:self.m, :self.n] = w
+        shape = (_round_up(max(self.m, 1), ROWS), _round_up(max(self.n, 1), LANE_BYTES))
+        if w.shape == shape and w.flags.c_contiguous:
+            self.w = w                       # already whole tiles (1024, 2816, 32000 rows): no copy
+        else:
+            self.w = np.zeros(shape, np.int8)
+            self.w[:self.m, :self.n] = w
         self.w_max = int(np.abs(w.astype(np.int16)).max()) if w.size else 0
         if not fp.offset_product_exact(self.n, self.w_max, 8):
             raise ValueError(f"int8dot: {self.n} terms of |w| <= {self.w_max} exceed the int32 bound "
