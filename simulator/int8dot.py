@@ -137,10 +137,15 @@ def _tiles_parallel(w, x, out, chunk, workers):
 
 @nb.njit(cache=True, nogil=True)
 def _offset_bytes(msgs, xu):
-    """xu[t, j] = msgs[t, j] + 128 as a byte (the caller has checked every message fits 8 signed bits)."""
+    """xu[t, j] = msgs[t, j] + 128 as a byte; returns how many messages do not fit 8 signed bits (their
+    bytes are then meaningless and the caller raises)."""
+    bad = 0
     for t in range(msgs.shape[0]):
         for j in range(msgs.shape[1]):
-            xu[t, j] = np.uint8(msgs[t, j] + 128)
+            v = msgs[t, j] + 128
+            bad += (v < 0) | (v > 255)
+            xu[t, j] = np.uint8(v & 255)
+    return bad
 
 
 def _round_up(n: int, k: int) -> int:
@@ -178,10 +183,9 @@ class PreparedWeights:
         T = msgs.shape[0]
         if msgs.ndim != 2 or msgs.shape[1] != self.n:
             raise ValueError(f"int8dot: messages of shape {msgs.shape} for a block of {self.n} columns")
-        if T and (msgs.min() < -128 or msgs.max() > 127):
+        xu = np.empty((_round_up(max(T, 1), TOKENS), self.w.shape[1]), np.uint8)
+        if _offset_bytes(msgs if msgs.dtype == np.int64 else msgs.astype(np.int64), xu[:T, :self.n]):
             raise ValueError(f"int8dot: messages outside 8 signed bits ([{msgs.min()}, {msgs.max()}])")
-        xu = np.zeros((_round_up(max(T, 1), TOKENS), self.w.shape[1]), np.uint8)
-        _offset_bytes(msgs, xu[:T, :self.n])
         xu[T:, :] = 0
         if self.n < self.w.shape[1]:
             xu[:, self.n:] = 0               # padded columns meet zero weights; keep them 0 anyway
