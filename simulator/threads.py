@@ -23,7 +23,7 @@ import numba
 
 EMA_WEIGHT = 0.5           # weight of the newest token time in a thread count's running mean
 FIRST_PROBE = 8            # tokens before the other thread count is tried again after a switch
-MAX_PROBE_INTERVAL = 128   # the longest run of tokens without trying the other count
+MAX_PROBE_INTERVAL = 100   # the longest run of tokens without trying the other count
 
 
 def _cgroup_cpus(root: Path = Path("/sys/fs/cgroup")) -> float | None:
