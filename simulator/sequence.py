@@ -88,6 +88,22 @@ def _csr_tokens(indptr, indices, values, msgs_t, out):
             out[t, r] = acc[t]
 
 
+@nb.njit(cache=True, nogil=True)
+def _range_and_nonzero(a):
+    """(min, max, number of non-zero values) of an int64 array in one pass (0, 0, 0 if empty): a group's
+    outputs checked against its message width and counted as messages, without three passes over [T, size]."""
+    flat = a.reshape(-1) if a.flags.c_contiguous else a.copy().reshape(-1)
+    if flat.size == 0:
+        return 0, 0, 0
+    lo = hi = flat[0]
+    nz = 0
+    for v in flat:
+        lo = min(lo, v)
+        hi = max(hi, v)
+        nz += v != 0
+    return lo, hi, nz
+
+
 @nb.njit(cache=True, nogil=True, fastmath=True)
 def _dense_tokens16(w, msgs, out):
     """out[t, r] = Σ_c w[r, c] · msgs[t, c] for int8 weights and int16 messages, in int32 lanes (the
@@ -307,9 +323,6 @@ class SequenceExecutor:
                                   ports, prog.output, outs, reg_rows, regs)
             if err >= 0:
                 raise ValueError(f"group {name}, token {err // 4} of the run: " + RUN_ERRORS[err % 4])
-        lim = 1 << (grp.out_bits - 1)
-        if outs.size and (outs.min() < -lim or outs.max() >= lim):
-            raise OverflowError(f"group {name}: output outside its {grp.out_bits}-bit message width")
         return outs, regs
 
     def _fire_stateless(self, name: str, ports: np.ndarray) -> np.ndarray:
@@ -337,7 +350,7 @@ class SequenceExecutor:
         if err:
             raise ValueError(f"group {name}, one of the run's {T} tokens: " + RUN_ERRORS[err])
         prog.env[:] = env[:, (T - 1) * n:]
-        return env[prog.output].reshape(T, n).copy()
+        return env[prog.output].reshape(T, n)      # a view: read before this group's next run overwrites it
 
     def _messages(self, name: str, outs: np.ndarray) -> np.ndarray:
         """What the group sends per token: its outputs, or (delta senders) their change since the last message."""
@@ -382,9 +395,13 @@ class SequenceExecutor:
         for name in self.order:
             grp = g.groups[name]
             out, regs = self._fire(name, self._ports(name, T, toks, arriving))
+            lim = 1 << (grp.out_bits - 1)
+            lo, hi, nonzero = _range_and_nonzero(out)
+            if out.size and (lo < -lim or hi >= lim):
+                raise OverflowError(f"group {name}: output outside its {grp.out_bits}-bit message width")
             if trace is not None:
                 for k in range(T):
-                    trace(int(inject[k]) + grp.stage, k, name, out[k])
+                    trace(int(inject[k]) + grp.stage, k, name, out[k].copy())
             for o in g.outputs:
                 if o.group == name:
                     outs[o.name] = out.copy()     # _fire's buffers are reused by the next run
@@ -392,7 +409,7 @@ class SequenceExecutor:
             for r, (sk, _) in enumerate(self.state_of.get(name, ())):
                 states[sk] = regs[r].copy()
             msgs = self._messages(name, out)
-            sent[name] = int(np.count_nonzero(msgs))
+            sent[name] = nonzero if msgs is out else int(np.count_nonzero(msgs))
             self._send(name, msgs, arriving, counting=tally is not None)
             if tally is not None:
                 tally.group(name, msgs)
