@@ -271,7 +271,9 @@ class SequenceExecutor:
         g = self.g
         self.progs = {n: program_for(grp, self.programs) for n, grp in g.groups.items()}
         self.flat = {n: p.flat_code() for n, p in self.progs.items()}
-        self._wide: dict[str, tuple] = {}      # stateless groups' (slots over T tokens, code): eval's chunks
+        # stateless groups' (slots over T tokens, code) by (group, T): eval's and prefill's pieces come in
+        # a few lengths (192 and the remainder), each kept while they fit WIDE_CACHE_BYTES
+        self._wide: dict[tuple[str, int], tuple] = {}
         self._wide_bytes = 0
         self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == Send.DELTA}
         self.delta_acc = {s.name: np.zeros(s.shape[0], np.int64) for s in g.synapses.values()
@@ -331,16 +333,16 @@ class SequenceExecutor:
         are written back, leaving the slots exactly as stepping the tokens would."""
         grp, prog = self.g.groups[name], self.progs[name]
         T, n = ports.shape[1], grp.size
-        env, code = self._wide.get(name, (None, None))
-        if env is None or env.shape[1] != T * n:
+        env, code = self._wide.get((name, T), (None, None))
+        if env is None:
             env = np.zeros((prog.env.shape[0], T * n), np.int64)  # the validator: nothing is read before written
             for pname in grp.params:
                 env[prog.slot[pname]] = np.tile(prog.env[prog.slot[pname]], T)
             code = prog.code.copy()
             code[:, 1:5] *= T * n
             if self._wide_bytes + env.nbytes <= WIDE_CACHE_BYTES:   # kept for the next run of as many tokens
-                self._wide_bytes += env.nbytes - (self._wide[name][0].nbytes if name in self._wide else 0)
-                self._wide[name] = env, code
+                self._wide_bytes += env.nbytes
+                self._wide[(name, T)] = env, code
         for p, port in enumerate(grp.ports):
             env[prog.slot[port]] = ports[p].reshape(-1)
         if isinstance(prog, CompiledProgram):
