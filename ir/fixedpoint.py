@@ -297,6 +297,29 @@ def exact_product_dtype(n_terms: int, w_max: int, x_bits: int, int32_kernel: boo
     return np.dtype(np.int64)
 
 
+U8_OFFSET = 128     # added to 8-bit signed messages so that they are the unsigned operand of a u8 x s8 product
+
+
+def offset_product_bound(n_terms: int, w_max: int) -> int:
+    """The largest magnitude any partial sum of Σ_j w_j (x_j + 128) reaches for 8-bit x: n · w_max · 255."""
+    if n_terms < 0 or w_max < 0:
+        raise ValueError(f"offset_product_bound: n_terms={n_terms}, w_max={w_max} out of domain")
+    return int(n_terms) * int(w_max) * (2 * U8_OFFSET - 1)
+
+
+def offset_product_exact(n_terms: int, w_max: int, x_bits: int) -> bool:
+    """Whether the offset product Σ_j w_j (x_j + 128) − 128 Σ_j w_j is exact in int32 lanes that wrap: the
+    messages fit 8 signed bits (so x + 128 is a byte), the weights int8, and every partial sum, the
+    correction and the result stay within int32 (the offset bound covers all three)."""
+    return x_bits <= 8 and w_max <= smax(8) and offset_product_bound(n_terms, w_max) <= smax(32)
+
+
+def offset_matmul(x, w) -> np.ndarray:
+    """x @ w.T through the offset form, in int64 (the definition the u8 x s8 kernel is tested against)."""
+    x, w = np.asarray(x, np.int64), np.asarray(w, np.int64)
+    return (x + U8_OFFSET) @ w.T - U8_OFFSET * w.sum(axis=1)
+
+
 def exact_matmul(x, w, x_bits: int, w_max: int, dtype=None) -> np.ndarray:
     """x @ w.T exactly, as int64: x [T, n] integers of at most ``x_bits`` signed bits, w [m, n] integers
     of magnitude <= ``w_max``. Computed in ``exact_product_dtype``'s dtype (or ``dtype`` to force one, e.g.

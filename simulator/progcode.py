@@ -2,9 +2,10 @@
 
 The interpreter (``nbprogram.run_program_flat``) runs a program instruction by instruction over all
 neurons, dispatching on the opcode and going through memory for every temporary. Here a program becomes
-Python source (as Brian2 turns a neuron model into a code object) whose one loop over neurons evaluates
-every instruction on values held in local variables: no dispatch, temporaries in registers, saturations
-and roundings as selects (``nbprogram.clamp`` / ``shr_pos`` / ``shr_any``) so LLVM can vectorise it.
+Python source (as Brian2 turns a neuron model into a code object) whose loops over neurons evaluate the
+instructions on values held in local variables: no dispatch, temporaries in registers, saturations and
+roundings as selects (``nbprogram.clamp`` / ``shr_pos`` / ``shr_any``) so LLVM can vectorise them. Each
+table lookup gets a loop of its own (``_segments``), which lets the rest vectorise.
 
 What the source depends on is the program's *shape*: its opcodes, the slots they read and write, and the
 sign of each immediate shift (a positive, zero or negative shift is different code). The immediates'
@@ -143,9 +144,10 @@ def _expr(name: str, a: tuple[int, ...], cls: str, p: int) -> str:
     raise ValueError(f"op {name!r} has no code generator in simulator/progcode")
 
 
-def _body(shape: ProgramShape, load, indent: str, also: tuple[int, ...] = ()) -> tuple[list[str], list[int]]:
-    """The per-neuron statements (loads on first use, one assignment per instruction; the slots ``also``
-    loaded at the end if still unread) and the slots written."""
+def _body(shape: ProgramShape, load, indent: str, also: tuple[int, ...] = (),
+          which: range | None = None) -> tuple[list[str], list[int]]:
+    """The per-neuron statements of instructions ``which`` (all by default): loads on first use, one
+    assignment per instruction, the slots ``also`` loaded at the end if still unread; and the slots written."""
     lines, live, written = [], set(), []
 
     def use(s: int) -> None:
@@ -153,7 +155,8 @@ def _body(shape: ProgramShape, load, indent: str, also: tuple[int, ...] = ()) ->
             lines.append(f"{indent}v{s} = {load(s)}")
             live.add(s)
 
-    for p, (name, out, args, cls) in enumerate(shape.instrs):
+    for p in (range(len(shape.instrs)) if which is None else which):
+        name, out, args, cls = shape.instrs[p]
         for s in args:
             use(s)
         rhs = _expr(name, args, cls, p)
@@ -166,6 +169,35 @@ def _body(shape: ProgramShape, load, indent: str, also: tuple[int, ...] = ()) ->
     for s in (shape.output, *also):
         use(s)
     return [re.sub(r"imm\[(\d+), (\d+)\]", r"m\1_\2", ln) for ln in lines], written
+
+
+def _segments(shape: ProgramShape) -> list[range]:
+    """The instructions as loops: each table lookup alone, the runs between them together. Why: LLVM cannot
+    bound an indirect read of the tables, so it cannot prove it does not alias the slot rows the loop
+    stores, and leaves a loop with a lookup scalar; split out, everything else vectorises (a 370M MLGRU
+    group went from one scalar loop to four loops, three of them vectorised)."""
+    segs, start = [], 0
+    for p, (name, *_) in enumerate(shape.instrs):
+        if name == "lut":
+            if p > start:
+                segs.append(range(start, p))
+            segs.append(range(p, p + 1))
+            start = p + 1
+    if start < len(shape.instrs) or not segs:
+        segs.append(range(start, len(shape.instrs)))
+    return segs
+
+
+def _loops(shape: ProgramShape, indent: str, var: str, bound: str) -> tuple[list[str], list[str]]:
+    """One loop per segment over ``var`` in range(bound), each loading its inputs from and storing what it
+    writes to the slot rows r<slot>; and the statements of all loops (for the immediates they use)."""
+    out, every = [], []
+    for seg in _segments(shape):
+        lines, written = _body(shape, lambda s: f"r{s}[{var}]", indent + "    ", which=seg)
+        stores = [f"{indent}    r{s}[{var}] = v{s}" for s in written]
+        out += [f"{indent}for {var} in range({bound}):", *lines, *stores]
+        every += lines + stores
+    return out, every
 
 
 def _hoisted(lines: list[str]) -> list[str]:
@@ -193,37 +225,35 @@ def source(shape: ProgramShape) -> str:
     (registers carried in ``env``), port values read from ``ports[p, t, i]``, outputs and the named
     registers written out per token; returns -1, or t·4 + the error code of the first failing token.
     """
-    flat, written = _body(shape, lambda s: f"r{s}[i]", " " * 8)
-    stores = [f"        r{s}[i] = v{s}" for s in written]
-    # rows as views starting at lo and a loop from 0: LLVM sees in-bounds, non-negative indexes (no
+    loops, every = _loops(shape, "    ", "i", "hi - lo")
+    # rows as views starting at lo and loops from 0: LLVM sees in-bounds, non-negative indexes (no
     # wrap-around selects) and vectorises, checking at run time that the rows do not overlap
-    views = [f"    r{s} = env[base + {s} * size + lo:base + {s} * size + hi]" for s in _rows(flat + stores)]
-    ports = {s: k for k, s in enumerate(shape.ports)}
-    tok, t_written = _body(shape, lambda s: f"p{ports[s]}[i]" if s in ports else f"r{s}[i]", " " * 12,
-                           shape.ports)       # every port lands in env, as the interpreter loads it
-    t_stores = [f"            r{s}[i] = v{s}" for s in sorted(set(t_written) | set(shape.ports))]
-    t_views = [f"    r{s} = env[{s} * size:{s + 1} * size]" for s in _rows(tok + t_stores)]
+    views = [f"    r{s} = env[base + {s} * size + lo:base + {s} * size + hi]" for s in _rows(every)]
+    t_loops, t_every = _loops(shape, "        ", "i", "size")
+    t_ports = [f"            r{s}[i] = p{k}[i]" for k, s in enumerate(shape.ports)]
+    t_views = [f"    r{s} = env[{s} * size:{s + 1} * size]"
+               for s in sorted(set(_rows(t_every + t_ports)) | {shape.output})]
     return HEADER + "\n".join([
         f"@nb.njit('{_SIG_RUN}', cache=True, nogil=True, error_model='numpy')",
         "def run(env, base, size, tables, t0, imm, i0, rt, lo, hi):",
-        *_hoisted(flat), *views,
+        *_hoisted(every), *views,
         "    bad = False",
-        "    for i in range(hi - lo):",
-        *flat, *stores,
+        *loops,
         "    return 1 if bad else 0",
         "", "",
         f"@nb.njit('{_SIG_TOKENS}', cache=True, nogil=True, error_model='numpy')",
         "def run_tokens(env, size, tables, imm, rt, ports, outs, reg_rows, regs):",
         "    i0 = 0",
         "    t0 = 0",
-        *_hoisted(tok), *t_views,
+        *_hoisted(t_every), *t_views,
         "    for t in range(ports.shape[1]):",
         *[f"        p{k} = ports[{k}, t]" for k in range(len(shape.ports))],
         "        out = outs[t]",
         "        bad = False",
+        *(["        for i in range(size):", *t_ports] if t_ports else []),   # every port lands in env
+        *t_loops,
         "        for i in range(size):",
-        *tok, *t_stores,
-        f"            out[i] = v{shape.output}",
+        f"            out[i] = r{shape.output}[i]",
         "        for r in range(reg_rows.size):",
         "            regs[r, t] = env[reg_rows[r] * size:(reg_rows[r] + 1) * size]",
         "        if bad:",

@@ -35,6 +35,7 @@ from mflc.ir.ternary import unpack_dense
 from mflc.ir.modes import Send
 from mflc.ir.validate import validate
 
+from . import int8dot
 from .engine import DENSE_MIN_DENSITY, Counters
 from .nbprogram import _RT, RUN_ERRORS, run_program_flat
 from .progcode import CompiledProgram, program_for
@@ -87,6 +88,22 @@ def _csr_tokens(indptr, indices, values, msgs_t, out):
             out[t, r] = acc[t]
 
 
+@nb.njit(cache=True, nogil=True)
+def _range_and_nonzero(a):
+    """(min, max, number of non-zero values) of an int64 array in one pass (0, 0, 0 if empty): a group's
+    outputs checked against its message width and counted as messages, without three passes over [T, size]."""
+    flat = a.reshape(-1) if a.flags.c_contiguous else a.copy().reshape(-1)
+    if flat.size == 0:
+        return 0, 0, 0
+    lo = hi = flat[0]
+    nz = 0
+    for v in flat:
+        lo = min(lo, v)
+        hi = max(hi, v)
+        nz += v != 0
+    return lo, hi, nz
+
+
 @nb.njit(cache=True, nogil=True, fastmath=True)
 def _dense_tokens16(w, msgs, out):
     """out[t, r] = Σ_c w[r, c] · msgs[t, c] for int8 weights and int16 messages, in int32 lanes (the
@@ -137,6 +154,9 @@ class _Block:
                 self.identity = self.unit and s.shape[0] == s.shape[1] and bool(
                     np.array_equal(self.arrays[1], np.arange(s.shape[0])))
         self.dtype = fp.exact_product_dtype(s.shape[1], self.w_max, msg_bits, int32_kernel=True)
+        # byte dot products (AVX-512 VNNI) where the offset form is proven exact and the CPU has them
+        self.dot = self.dense and fp.offset_product_exact(s.shape[1], self.w_max, msg_bits) and int8dot.available()
+        self.prepared = None
 
     def held_bytes(self) -> int:
         """Bytes the block takes when held (int8 for the integer kernels, else its float dtype; 0 if sparse)."""
@@ -145,7 +165,10 @@ class _Block:
 
     def hold(self) -> None:
         """Keep the dense block as its product reads it from now on (no decoding or conversion per run)."""
-        if self.dense:
+        if self.dot:
+            self.prepared = int8dot.PreparedWeights(self._weights())
+            self.w = self.prepared.w[:self.s.shape[0], :self.s.shape[1]]      # a view: no second copy
+        elif self.dense:
             self.w = self._weights()
 
     def _weights(self) -> np.ndarray:
@@ -169,7 +192,10 @@ class _Block:
         int64), then Lava's shift. ``msgs16``: the messages already as int16, shared by a group's blocks.
         With ``slices`` also the per-slice synapse counts of ``col_counts``, from the same decoded block:
         (sums, counts)."""
-        if self.dense and self.dtype == np.int32:          # int16 x int8 in int32 lanes: exact by the bound
+        if self.dot:                                       # u8 x s8 in int32 lanes: exact by the offset bound
+            w = self.w if self.prepared is not None else self._weights()
+            acc = (self.prepared or int8dot.PreparedWeights(w)).product(msgs)
+        elif self.dense and self.dtype == np.int32:        # int16 x int8 in int32 lanes: exact by the bound
             w = self._weights()
             acc = np.empty((msgs.shape[0], w.shape[0]), np.int32)
             big = w.size * msgs.shape[0] >= PARALLEL_MIN_MACS
@@ -245,7 +271,9 @@ class SequenceExecutor:
         g = self.g
         self.progs = {n: program_for(grp, self.programs) for n, grp in g.groups.items()}
         self.flat = {n: p.flat_code() for n, p in self.progs.items()}
-        self._wide: dict[str, tuple] = {}      # stateless groups' (slots over T tokens, code): eval's chunks
+        # stateless groups' (slots over T tokens, code) by (group, T): eval's and prefill's pieces come in
+        # a few lengths (192 and the remainder), each kept while they fit WIDE_CACHE_BYTES
+        self._wide: dict[tuple[str, int], tuple] = {}
         self._wide_bytes = 0
         self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == Send.DELTA}
         self.delta_acc = {s.name: np.zeros(s.shape[0], np.int64) for s in g.synapses.values()
@@ -297,9 +325,6 @@ class SequenceExecutor:
                                   ports, prog.output, outs, reg_rows, regs)
             if err >= 0:
                 raise ValueError(f"group {name}, token {err // 4} of the run: " + RUN_ERRORS[err % 4])
-        lim = 1 << (grp.out_bits - 1)
-        if outs.size and (outs.min() < -lim or outs.max() >= lim):
-            raise OverflowError(f"group {name}: output outside its {grp.out_bits}-bit message width")
         return outs, regs
 
     def _fire_stateless(self, name: str, ports: np.ndarray) -> np.ndarray:
@@ -308,16 +333,16 @@ class SequenceExecutor:
         are written back, leaving the slots exactly as stepping the tokens would."""
         grp, prog = self.g.groups[name], self.progs[name]
         T, n = ports.shape[1], grp.size
-        env, code = self._wide.get(name, (None, None))
-        if env is None or env.shape[1] != T * n:
+        env, code = self._wide.get((name, T), (None, None))
+        if env is None:
             env = np.zeros((prog.env.shape[0], T * n), np.int64)  # the validator: nothing is read before written
             for pname in grp.params:
                 env[prog.slot[pname]] = np.tile(prog.env[prog.slot[pname]], T)
             code = prog.code.copy()
             code[:, 1:5] *= T * n
             if self._wide_bytes + env.nbytes <= WIDE_CACHE_BYTES:   # kept for the next run of as many tokens
-                self._wide_bytes += env.nbytes - (self._wide[name][0].nbytes if name in self._wide else 0)
-                self._wide[name] = env, code
+                self._wide_bytes += env.nbytes
+                self._wide[(name, T)] = env, code
         for p, port in enumerate(grp.ports):
             env[prog.slot[port]] = ports[p].reshape(-1)
         if isinstance(prog, CompiledProgram):
@@ -327,7 +352,7 @@ class SequenceExecutor:
         if err:
             raise ValueError(f"group {name}, one of the run's {T} tokens: " + RUN_ERRORS[err])
         prog.env[:] = env[:, (T - 1) * n:]
-        return env[prog.output].reshape(T, n).copy()
+        return env[prog.output].reshape(T, n)      # a view: read before this group's next run overwrites it
 
     def _messages(self, name: str, outs: np.ndarray) -> np.ndarray:
         """What the group sends per token: its outputs, or (delta senders) their change since the last message."""
@@ -341,7 +366,7 @@ class SequenceExecutor:
     def _send(self, name: str, msgs: np.ndarray, arriving: dict, counting: bool = False) -> None:
         """Every outgoing synapse's contribution for all tokens, queued for its destination port; when
         ``counting``, each block's per-slice synapse counts are kept the first time (from the same decode)."""
-        m16 = msgs.astype(np.int16) if any(b.dense and b.dtype == np.int32 for b in self.out_syn[name]) else None
+        m16 = msgs.astype(np.int16) if any(b.dense and b.dtype == np.int32 and not b.dot for b in self.out_syn[name]) else None
         for b in self.out_syn[name]:
             if counting and id(b) not in self._block_counts:
                 contrib, self._block_counts[id(b)] = b.product(msgs, sorted(self.cm.slices[b.s.dst]), m16)
@@ -372,9 +397,13 @@ class SequenceExecutor:
         for name in self.order:
             grp = g.groups[name]
             out, regs = self._fire(name, self._ports(name, T, toks, arriving))
+            lim = 1 << (grp.out_bits - 1)
+            lo, hi, nonzero = _range_and_nonzero(out)
+            if out.size and (lo < -lim or hi >= lim):
+                raise OverflowError(f"group {name}: output outside its {grp.out_bits}-bit message width")
             if trace is not None:
                 for k in range(T):
-                    trace(int(inject[k]) + grp.stage, k, name, out[k])
+                    trace(int(inject[k]) + grp.stage, k, name, out[k].copy())
             for o in g.outputs:
                 if o.group == name:
                     outs[o.name] = out.copy()     # _fire's buffers are reused by the next run
@@ -382,7 +411,7 @@ class SequenceExecutor:
             for r, (sk, _) in enumerate(self.state_of.get(name, ())):
                 states[sk] = regs[r].copy()
             msgs = self._messages(name, out)
-            sent[name] = int(np.count_nonzero(msgs))
+            sent[name] = nonzero if msgs is out else int(np.count_nonzero(msgs))
             self._send(name, msgs, arriving, counting=tally is not None)
             if tally is not None:
                 tally.group(name, msgs)

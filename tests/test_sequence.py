@@ -290,3 +290,17 @@ def test_long_prefill_runs_in_pieces(tiny_qm):
     assert a.output_steps == b.output_steps and a.steps == b.steps
     for k in a.states:
         assert np.array_equal(a.states[k], b.states[k])
+
+
+def test_an_output_wider_than_its_declared_width_is_refused():
+    """A graph whose ranges are wrong (a group declared 4 bits wide copies 8-bit inputs) fails loudly,
+    naming the group and its width, whether the wide value is in the first token or a later one."""
+    g = Graph()
+    g.add_group(NeuronGroup("a", 3, ["x"], [I("copy", "y", "x")], "y", 4, 0))
+    g.inputs.append(GraphInput("tok", "a", "x", "tab"))
+    g.host_tensors["tab"] = np.array([[1, 2, 3], [1, 100, -3]], np.int64)
+    g.outputs.append(GraphOutput("out", "a"))
+    ex = SequenceExecutor(g, check=False)
+    assert np.array_equal(ex.run([0, 0]).outputs["out"], [[1, 2, 3], [1, 2, 3]])
+    with pytest.raises(OverflowError, match="group a: output outside its 4-bit message width"):
+        ex.run([0, 1])

@@ -242,6 +242,18 @@ def c_exact_matmul(d, rng):
         _eq("product_bound", d["product_bound"](n, 1, xb), fp.product_bound(n, 1, xb), (n, xb))
 
 
+def c_offset_matmul(d, rng):
+    for T, n, m, wm in ((3, 17, 5, 1), (2, 70, 3, 127), (4, 9, 6, 3)):
+        x, w = rng.integers(-128, 128, (T, n)), rng.integers(-wm, wm + 1, (m, n))
+        x[0] = -128
+        x[-1] = 127
+        got = d["offset_matmul"](x.tolist(), w.tolist())
+        _eq("offset_matmul", got, fp.offset_matmul(x, w), (T, n, m, wm))
+        _eq("offset_matmul", got, fp.exact_matmul(x, w, 8, wm), ("against exact_matmul", T, n, m, wm))
+        _eq("offset_product_bound", d["offset_product_bound"](n, wm), fp.offset_product_bound(n, wm), (n, wm))
+    _eq("U8_OFFSET", d["U8_OFFSET"], fp.U8_OFFSET, "")
+
+
 CHECKS = {
     "saturate": c_saturate, "shr_round": c_shr_round, "shr_floor": c_shr_floor, "mul_shr": c_mul_shr,
     "rescale": c_rescale, "pow2_rescale": c_pow2_rescale, "quantize_multiplier": c_quantize_multiplier, "multiplier": c_quantize_multiplier,
@@ -253,6 +265,7 @@ CHECKS = {
     "pack_rsqrt": c_pack_rsqrt, "unpack_rsqrt": c_pack_rsqrt, "rms_factor": c_rms_factor,
     "rms_apply": c_rms_apply, "forget_gate": c_forget_gate, "mlgru_candidate": c_mlgru_candidate,
     "mlgru_update": c_mlgru_update, "exact_matmul": c_exact_matmul, "product_bound": c_exact_matmul,
+    "offset_matmul": c_offset_matmul, "offset_product_bound": c_offset_matmul, "U8_OFFSET": c_offset_matmul,
 }
 OPS = tuple(n for n in CHECKS if n[0].islower())
 

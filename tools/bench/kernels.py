@@ -1,5 +1,9 @@
 """Synaptic kernel benchmark (run it directly: python -m mflc.bench.kernels; not a test).
 
+Also the whole-sequence product (``sequence_products``): the byte dot-product kernel's G multiply-adds/s
+(``kernel_gmac_s``) beside this machine's measured peak of the instruction (``int8_peak_gmac_s``), float32
+BLAS and the int16 kernel it replaced, in the same run.
+
 The generation fast path's ways to sum a ternary block against an 8-bit message, on blocks of a
 370M projection's shape, enough of them that the weights stream from memory as in a real token: the
 int8 kernel (one byte per weight, kernels.dense_rows16) and the bit-plane kernel (2 bits per weight,
@@ -20,9 +24,69 @@ import numpy as np
 
 def _best_cpu(fn, rounds: int) -> float:
     """The shortest CPU time of a few calls (the simulator benchmark's timing, on the process clock)."""
-    from mflc.bench.sim import best_seconds
+    from mflc.bench.timing import best_seconds
 
     return best_seconds(fn, rounds, clock=time.process_time)
+
+
+def _best_wall(fn, rounds: int) -> float:
+    from mflc.bench.timing import best_seconds
+
+    return best_seconds(fn, rounds)
+
+
+def sequence_products(rows: int, cols: int, tokens: int, rounds: int) -> dict:
+    """Whole-sequence products (prefill, eval, verify) of a [tokens, cols] message block by a ternary
+    [rows, cols] block: the byte dot-product kernel (simulator/int8dot.py) on one thread and on every usable
+    one, against the instruction's peak measured the same way, float32 BLAS and the int16 Numba kernel it
+    replaced; wall time, best of ``rounds``. The all-thread figure is the product as the sequence executor
+    calls it: one thread or all, as the block shape's thread governor measured faster (on a quiet machine,
+    all). Every product is first checked equal to the int64 one."""
+    import numba
+
+    from mflc.simulator import int8dot
+    from mflc.simulator.sequence import _dense_tokens16, _dense_tokens16_parallel
+    from mflc.simulator.threads import usable_cpus
+
+    rng = np.random.default_rng(1)
+    w = rng.integers(-1, 2, (rows, cols)).astype(np.int8)
+    x = rng.integers(-128, 128, (tokens, cols))
+    want = x @ w.astype(np.int64).T
+    p = int8dot.PreparedWeights(w)
+    wf, xf, x16, o16 = w.astype(np.float32), x.astype(np.float32), x.astype(np.int16), np.empty((tokens, rows), np.int32)
+    _dense_tokens16_parallel(w, x16, o16)
+    for got in (p.product(x, parallel=False), p.product(x, parallel=True), (xf @ wf.T).astype(np.int64), o16):
+        if not np.array_equal(got, want):
+            raise SystemExit("a whole-sequence product differs from the int64 product: a bug")
+    threads = usable_cpus()
+    numba.set_num_threads(threads)
+    macs = rows * cols * tokens / 1e9
+    res = dict(seq_rows=rows, seq_cols=cols, seq_tokens=tokens, threads=threads,
+               kernel_1t_gmac_s=macs / _best_wall(lambda: p.product(x, parallel=False), rounds),
+               kernel_gmac_s=macs / _best_wall(lambda: p.product(x), rounds),     # as the executor calls it
+               int8_peak_1t_gmac_s=int8dot.peak_gmac_s(1, rounds),
+               int8_peak_gmac_s=int8dot.peak_gmac_s(threads, rounds),
+               blas_f32_gmac_s=macs / _best_wall(lambda: xf @ wf.T, rounds),
+               int16_kernel_gmac_s=macs / _best_wall(lambda: _dense_tokens16_parallel(w, x16, o16), rounds),
+               int16_kernel_1t_gmac_s=macs / _best_wall(lambda: _dense_tokens16(w, x16, o16), rounds))
+    res.update(kernel_over_peak=res["kernel_gmac_s"] / res["int8_peak_gmac_s"],
+               kernel_1t_over_peak=res["kernel_1t_gmac_s"] / res["int8_peak_1t_gmac_s"],
+               kernel_over_blas=res["kernel_gmac_s"] / res["blas_f32_gmac_s"],
+               kernel_over_int16=res["kernel_gmac_s"] / res["int16_kernel_gmac_s"])
+    return res
+
+
+def _print_sequence(r: dict) -> None:
+    """The whole-sequence figures as lines."""
+    print(f"whole-sequence products, {r['seq_tokens']} tokens x ternary {r['seq_rows']} x {r['seq_cols']} "
+          f"(G multiply-adds/s, wall, best of the rounds):")
+    print(f"  byte dot products (VNNI), 1 thread     {r['kernel_1t_gmac_s']:7.1f}   "
+          f"{r['kernel_1t_over_peak']:.2f} of the 1-thread peak {r['int8_peak_1t_gmac_s']:.1f}")
+    print(f"  byte dot products (VNNI), {r['threads']} threads    {r['kernel_gmac_s']:7.1f}   "
+          f"{r['kernel_over_peak']:.2f} of the {r['threads']}-thread peak {r['int8_peak_gmac_s']:.1f}")
+    print(f"  float32 BLAS                           {r['blas_f32_gmac_s']:7.1f}   kernel {r['kernel_over_blas']:.1f}x")
+    print(f"  int16 Numba kernel (before), {r['threads']} threads {r['int16_kernel_gmac_s']:7.1f}   "
+          f"kernel {r['kernel_over_int16']:.1f}x (1 thread: {r['int16_kernel_1t_gmac_s']:.1f})")
 
 
 def main(argv=None) -> dict:
@@ -36,6 +100,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--cols", type=int, default=1024)
     ap.add_argument("--blocks", type=int, default=40, help="enough blocks that the weights exceed the caches")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seq-tokens", type=int, default=192, help="tokens of the whole-sequence product (a prefill piece)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--generation", metavar="PRESET", help="also generation tokens/s of PRESET, LUT against bit planes")
     a = ap.parse_args(argv)
@@ -66,6 +131,12 @@ def main(argv=None) -> dict:
     res.update(lut_figures(a, x, planes, w8[0]))
     if a.generation:
         res.update(generation_by_kernel(a.generation, a.rounds))
+    from mflc.simulator import int8dot
+
+    if int8dot.available():
+        res.update(sequence_products(a.rows, a.cols, a.seq_tokens, a.rounds))
+    else:
+        res["kernel_gmac_s"] = res["int8_peak_gmac_s"] = None      # no VNNI here (or MFLC_INT8_DOT=0)
     if a.json:
         print(json.dumps(res, indent=2))
     else:
@@ -74,10 +145,10 @@ def main(argv=None) -> dict:
         print(f"  bit-plane kernel  {res['planes_gweights_per_s']:6.1f} G weights/s  ({res['planes_bytes'] / 1e6:.0f} MB)"
               f"   {res['planes_over_int8']:.2f}x")
         print_lut(res)
-        if a.generation:
-            print(f"  generation ({a.generation}): LUT {res['lut_generation_tokens_per_s']:.1f}, bit-plane "
-                  f"{res['planes_generation_tokens_per_s']:.1f} tok/s  {res['lut_over_planes_generation']:.2f}x"
-                  f"  (equal logits: {res['lut_equals_planes']})")
+        if res["kernel_gmac_s"] is not None:
+            _print_sequence(res)
+        else:
+            print("whole-sequence byte dot products: not available on this CPU (no AVX-512 VNNI) or MFLC_INT8_DOT=0")
     return res
 
 
@@ -150,23 +221,32 @@ def print_lut(res: dict) -> None:
               f"{f['lut_gweights_per_s']:5.1f} G weights/s  LUT/bit-plane {f['lut_over_planes']:.2f}x")
         print(f"    per message: bit planes {f['message_planes_us']:.1f} us, LUT tables {f['lut_tables_us']:.1f} us;"
               f" with one per block LUT/bit-plane {f['lut_over_planes_with_preparation']:.2f}x")
+    if "lut_generation_tokens_per_s" in res:
+        print(f"  generation: LUT {res['lut_generation_tokens_per_s']:.1f}, bit-plane "
+              f"{res['planes_generation_tokens_per_s']:.1f} tok/s  {res['lut_over_planes_generation']:.2f}x"
+              f"  (equal logits: {res['lut_equals_planes']})")
 
 
 def generation_by_kernel(preset: str, rounds: int, tokens: int = 16) -> dict:
     """Generation of ``preset`` (random weights) with the fast path's 'packed' kernel (LUT blocks where the
     CPU has the vector kernel) and its 'planes' kernel, alternating, best tokens/s of ``rounds`` each."""
-    from mflc.bench.sim import build, time_tokens
+    from mflc.compiler.model.checkpoint import init_weights
+    from mflc.compiler.model.config import preset as preset_config
+    from mflc.compiler.model.lower import lower
+    from mflc.compiler.model.quantize import quantize
     from mflc.simulator.fastpath import KIND_LUT, FastEngine
 
-    g = build(preset)[3]
+    cfg = preset_config(preset)          # random weights, as bench.sim's build (not imported: no import cycle)
+    g = lower(quantize(cfg, init_weights(cfg, 0), [np.random.default_rng(0).integers(0, cfg.vocab_size, 32).tolist()]))
     toks = np.random.default_rng(2).integers(0, 256, tokens + 1)
     best, logits, nlut = {"packed": 0.0, "planes": 0.0}, {}, 0
     for _ in range(rounds):
         for kernel in best:
             fe = FastEngine(g, kernel=kernel)
             fe.step(int(toks[0]))
-            out = []
-            best[kernel] = max(best[kernel], time_tokens(lambda k: out.append(fe.step(int(toks[k + 1]))["logits"]), tokens))
+            t0 = time.perf_counter()
+            out = [fe.step(int(t))["logits"] for t in toks[1:]]
+            best[kernel] = max(best[kernel], tokens / (time.perf_counter() - t0))
             logits[kernel] = np.stack(out)
             nlut = int((fe.syn[:, 0] == KIND_LUT).sum()) if kernel == "packed" else nlut
             del fe

@@ -2,9 +2,15 @@
 
 One run prints (or, with --json, emits under these keys), on a random-weight preset (370M by default):
   * program_ms_per_token: every neuron program once (one token), generated code, beside the interpreter's
-    program_interpreted_ms_per_token, in the same process;
+    program_interpreted_ms_per_token, in the same process (one call per group from Python), and
+    program_in_driver_ms_per_token: the same inside the generation driver (no synapses);
+  * kernel_gmac_s / int8_peak_gmac_s: the whole-sequence product kernel (simulator/int8dot.py) beside the
+    measured peak of its instruction (tools/bench/kernels.py);
   * generation_tokens_per_s: the fast path token by token with ternary blocks read at 2 bits (bit planes),
     int8_generation_tokens_per_s: the same with the int8 kernel (one byte per weight), the baseline;
+  * generation_under_load_tokens_per_s: the same beside two busy loops and a memory-streaming process the
+    benchmark starts (tools/bench/load.py), with the quiet figure of that run and the engine pinned to
+    every usable CPU under the same load (the behaviour before the thread governor);
   * packed_bound_tokens_per_s / int8_bound_tokens_per_s: bytes of synaptic arrays each reads per token
     over a copy bandwidth this script measures (bandwidth_gb_s): no kernel of that layout can beat it;
   * prefill_tokens_per_s: a prompt through the whole-sequence executor (`fast` executor's run);
@@ -25,6 +31,8 @@ import time
 
 import numpy as np
 
+from .timing import best_seconds
+
 
 def measure_bandwidth(gib: float = 1.0, repeats: int = 3) -> float:
     """Bytes/s of a large copy (read + write counted), best of a few: a STREAM-copy style figure."""
@@ -42,18 +50,6 @@ def measure_bandwidth(gib: float = 1.0, repeats: int = 3) -> float:
 def _progress(msg: str) -> None:
     """A progress line, on stderr: stdout holds only the results (the JSON document with --json)."""
     print(msg, file=sys.stderr, flush=True)
-
-
-def best_seconds(fn, rounds: int = 5, clock=time.perf_counter) -> float:
-    """The shortest of a few timed calls of fn, after one untimed call (compilation, caches); ``clock``:
-    wall time by default, ``time.process_time`` for CPU time that other processes do not inflate."""
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = clock()
-        fn()
-        best = min(best, clock() - t0)
-    return best
 
 
 def _bench_programs(g, res: dict) -> None:
@@ -83,6 +79,24 @@ def _bench_programs(g, res: dict) -> None:
     res.update(program_ms_per_token=t_gen * 1e3, program_interpreted_ms_per_token=t_int * 1e3,
                program_speedup=t_int / t_gen, program_shapes=len({cp.module.__name__ for _, _, cp in jobs}),
                program_groups=len(jobs), programs_equal=all(np.array_equal(ep.env, cp.env) for ep, _, cp in jobs))
+    res.update(_programs_in_driver(g))
+
+
+def _programs_in_driver(g) -> dict:
+    """The neuron programs as generation runs them: the fast path's token driver with its synapse table
+    emptied (every group's program, output copy and port clearing, no synaptic work), generated programs
+    and interpreted, one thread each."""
+    from mflc.simulator.fastpath import FastEngine
+
+    out = {}
+    for programs, key in (("compiled", "program_in_driver_ms_per_token"),
+                          ("interpreted", "program_in_driver_interpreted_ms_per_token")):
+        fe = FastEngine(g, programs=programs, threads=1)
+        fe.g_syn = np.zeros_like(fe.g_syn)
+        if fe._run_token() != -1:
+            raise SystemExit("a program reported a domain error on zero inputs: a bug")
+        out[key] = best_seconds(fe._run_token) * 1e3
+    return out
 
 
 def peak_rss_gib() -> float:
@@ -251,7 +265,7 @@ def _bench_build(qm, cli_tokens: int, res: dict) -> None:
         res["compile_seconds"] = time.perf_counter() - t0
         res["build_bytes"] = sum(f.stat().st_size for f in bdir.rglob("*") if f.is_file())
         exe = [sys.executable, "-c", _CHILD_HWM]
-        for key, args in (("generate", ["generate", str(bdir), "--prompt", "Hello", "--max-new-tokens", "16"]),
+        for key, args in (("generate", ["generate", str(bdir), "--prompt", "Hello", "--max-new-tokens", "48"]),
                           ("verify_cli", ["verify", str(bdir), "--tokens", str(cli_tokens)])):
             t0 = time.perf_counter()
             p = subprocess.run(exe + args + ["--json"], capture_output=True, text=True)
@@ -261,6 +275,9 @@ def _bench_build(qm, cli_tokens: int, res: dict) -> None:
             res[f"{key}_ok"] = p.returncode == 0
             if p.returncode != 0:
                 res[f"{key}_error"] = (p.stderr or p.stdout)[-500:]
+            elif key == "generate":          # the tokens/s the command itself reports, against this run's
+                res["cli_generation_tokens_per_s"] = json.loads(p.stdout)["generation_tokens_per_second"]
+                res["cli_over_generation"] = res["cli_generation_tokens_per_s"] / res["generation_tokens_per_s"]
         res["verify_cli_tokens"] = cli_tokens
 
 
@@ -283,6 +300,20 @@ def _bench_preset(preset: str, tokens: int, res: dict, prompt: int = 256, verify
     _bench_programs(g, res)
     _progress("generation ...")
     _bench_generation(g, toks[:tokens + 1], res)
+    _progress("whole-sequence product kernel against this machine's int8 peak ...")
+    from mflc.bench.kernels import sequence_products
+    from mflc.simulator import int8dot
+
+    if int8dot.available():
+        k = sequence_products(2816, 1024, 192, 3)
+        res.update({n: k[n] for n in ("kernel_gmac_s", "int8_peak_gmac_s", "kernel_over_peak", "kernel_1t_gmac_s",
+                                      "int8_peak_1t_gmac_s", "blas_f32_gmac_s", "kernel_over_blas")})
+    else:
+        res.update(kernel_gmac_s=None, int8_peak_gmac_s=None)
+    _progress("generation beside two busy loops and a memory-streaming process ...")
+    from mflc.bench.load import bench_under_load
+
+    bench_under_load(g, toks[:max(3 * tokens, 80) + 1], res)
     _progress("prefill and verify ...")
     _bench_sequence(qm, g, toks[:prompt], verify_tokens, res)
     st = fm.init_state()
@@ -322,6 +353,10 @@ def _print_summary(res: dict, preset: str) -> None:
         ("generation, 2-bit bit planes", res["generation_tokens_per_s"],
          f"{res['packed_over_int8']:.2f}x int8; {res['packed_fraction_of_bound']:.2f} of its bound; equal to int8: {res['packed_equals_int8']}"),
         ("generation, int8 kernel", res["int8_generation_tokens_per_s"], "baseline"),
+        ("generation beside competing work", res["generation_under_load_tokens_per_s"],
+         f"{res['under_load_over_quiet']:.2f} of quiet ({res['generation_quiet_tokens_per_s']:.1f}) on "
+         f"{res['under_load_cpus_used']:.2f} of {res['quiet_cpus_used']:.2f} CPUs; "
+         f"{res['under_load_over_pinned']:.1f}x pinned to {res['usable_cpus']} threads"),
         ("generation, programs interpreted", res["generation_interpreted_programs_tokens_per_s"],
          f"generated programs {res['generation_over_interpreted_programs']:.2f}x this"),
         ("bound, 2-bit", res["packed_bound_tokens_per_s"], gb(res["packed_bytes_per_token"]) + "/token"),
@@ -332,13 +367,22 @@ def _print_summary(res: dict, preset: str) -> None:
     ]
     for name, v, note in rows:
         print(f"  {name:40s} {v:10.2f} tok/s   {note}")
+    if res.get("kernel_gmac_s") is not None:
+        print(f"  whole-sequence products (VNNI, 192 x 2816 x 1024): {res['kernel_gmac_s']:.1f} G multiply-adds/s = "
+              f"{res['kernel_over_peak']:.2f} of the measured int8 peak {res['int8_peak_gmac_s']:.1f} "
+              f"(1 thread {res['kernel_1t_gmac_s']:.1f} of {res['int8_peak_1t_gmac_s']:.1f}); float32 BLAS "
+              f"{res['blas_f32_gmac_s']:.1f}")
+    print(f"  neuron programs in the token driver: {res['program_in_driver_ms_per_token']:.3f} ms generated, "
+          f"{res['program_in_driver_interpreted_ms_per_token']:.3f} ms interpreted")
     print(f"  neuron programs per token: {res['program_ms_per_token']:.3f} ms generated, "
           f"{res['program_interpreted_ms_per_token']:.3f} ms interpreted ({res['program_speedup']:.1f}x; "
           f"{res['program_groups']} groups, {res['program_shapes']} shapes; equal: {res['programs_equal']})")
     if "build_bytes" in res:
         fmt = lambda k: f"{res[k]:.2f} GiB" if res.get(k) is not None else "n/a"
         print(f"  build on disk {res['build_bytes'] / 1e6:,.1f} MB (compile {res['compile_seconds']:.1f} s); "
-              f"mflc generate {res['generate_seconds']:.1f} s, peak {fmt('generate_peak_rss_gib')} (ok: {res['generate_ok']}); "
+              f"mflc generate {res['generate_seconds']:.1f} s, peak {fmt('generate_peak_rss_gib')} (ok: {res['generate_ok']}; "
+              f"reports {res.get('cli_generation_tokens_per_s', float('nan')):.1f} tok/s = "
+              f"{res.get('cli_over_generation', float('nan')):.2f} of the benchmark's); "
               f"mflc verify --tokens {res['verify_cli_tokens']} {res['verify_cli_seconds']:.1f} s, peak "
               f"{fmt('verify_cli_peak_rss_gib')} (ok: {res['verify_cli_ok']})")
     print(f"  peak RSS of this benchmark {res['peak_rss_gib']:.2f} GiB = {res['peak_rss_over_weights']:.1f}x the float32 weights")
