@@ -55,10 +55,12 @@ def chunks_for(nbits: int) -> int:
 
 
 def tile_count(rows: int) -> int:
+    """64-row tiles of a block of ``rows`` rows (the last one padded with zero codes)."""
     return -(-rows // TILE_ROWS)
 
 
 def super_count(cols: int) -> int:
+    """16-column super-groups of a message of ``cols`` values (the last one padded)."""
     return -(-cols // SUPER_COLS)
 
 
