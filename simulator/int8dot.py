@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import numba as nb
 import numpy as np
@@ -226,7 +227,11 @@ def available() -> bool:
     if os.environ.get("MFLC_INT8_DOT", "1") == "0":
         return False
     if _AVAILABLE is None:
-        _AVAILABLE = _host_has_vnni() and _self_test()
+        try:
+            _AVAILABLE = _host_has_vnni() and _self_test()
+        except Exception as e:           # an LLVM that cannot emit the tile: the callers' own products run
+            warnings.warn(f"mflc: byte dot-product kernel unavailable ({type(e).__name__}: {e}); using BLAS")
+            _AVAILABLE = False
     return _AVAILABLE
 
 

@@ -275,6 +275,7 @@ class SequenceExecutor:
         # a few lengths (192 and the remainder), each kept while they fit WIDE_CACHE_BYTES
         self._wide: dict[tuple[str, int], tuple] = {}
         self._wide_bytes = 0
+        self._arena: dict[tuple[int, int], np.ndarray] = {}     # shared slot matrices, by shape
         self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == Send.DELTA}
         self.delta_acc = {s.name: np.zeros(s.shape[0], np.int64) for s in g.synapses.values()
                           if g.groups[s.src].send == Send.DELTA}
@@ -334,15 +335,21 @@ class SequenceExecutor:
         grp, prog = self.g.groups[name], self.progs[name]
         T, n = ports.shape[1], grp.size
         env, code = self._wide.get((name, T), (None, None))
-        if env is None:
-            env = np.zeros((prog.env.shape[0], T * n), np.int64)  # the validator: nothing is read before written
-            for pname in grp.params:
-                env[prog.slot[pname]] = np.tile(prog.env[prog.slot[pname]], T)
+        shared = env is None
+        if shared:
             code = prog.code.copy()
             code[:, 1:5] *= T * n
-            if self._wide_bytes + env.nbytes <= WIDE_CACHE_BYTES:   # kept for the next run of as many tokens
+            shape = (prog.env.shape[0], T * n)
+            if self._wide_bytes + shape[0] * shape[1] * 8 <= WIDE_CACHE_BYTES:   # kept for the next run of as many tokens
+                env, shared = np.zeros(shape, np.int64), False
                 self._wide_bytes += env.nbytes
                 self._wide[(name, T)] = env, code
+            else:          # one matrix per shape for every group beyond the cache: no fresh pages per run
+                env = self._arena.get(shape)
+                if env is None:
+                    env = self._arena[shape] = np.empty(shape, np.int64)   # the validator: no read before a write
+            for pname in grp.params:
+                env[prog.slot[pname]] = np.tile(prog.env[prog.slot[pname]], T)
         for p, port in enumerate(grp.ports):
             env[prog.slot[port]] = ports[p].reshape(-1)
         if isinstance(prog, CompiledProgram):
@@ -352,7 +359,8 @@ class SequenceExecutor:
         if err:
             raise ValueError(f"group {name}, one of the run's {T} tokens: " + RUN_ERRORS[err])
         prog.env[:] = env[:, (T - 1) * n:]
-        return env[prog.output].reshape(T, n)      # a view: read before this group's next run overwrites it
+        out = env[prog.output].reshape(T, n)
+        return out.copy() if shared else out      # a view of the group's own matrix: read before its next run
 
     def _messages(self, name: str, outs: np.ndarray) -> np.ndarray:
         """What the group sends per token: its outputs, or (delta senders) their change since the last message."""

@@ -304,3 +304,21 @@ def test_an_output_wider_than_its_declared_width_is_refused():
     assert np.array_equal(ex.run([0, 0]).outputs["out"], [[1, 2, 3], [1, 2, 3]])
     with pytest.raises(OverflowError, match="group a: output outside its 4-bit message width"):
         ex.run([0, 1])
+
+
+def test_groups_beyond_the_slot_cache_share_matrices_and_give_the_same_integers(tiny_qm, monkeypatch):
+    """With no room to keep token-wide slot matrices (as for a 370M piece), stateless groups of one shape
+    share one matrix: every output, state and slot still equals the cached run's, over runs of two lengths."""
+    import mflc.simulator.sequence as S
+
+    g = lower(tiny_qm)
+    toks = np.random.default_rng(4).integers(0, 256, 11).tolist()
+    want = SequenceExecutor(g)
+    monkeypatch.setattr(S, "WIDE_CACHE_BYTES", 0)
+    got = SequenceExecutor(g)
+    for part in (toks[:7], toks[7:]):
+        a, b = want.run(part), got.run(part)
+        assert all(np.array_equal(a.outputs[k], b.outputs[k]) for k in a.outputs)
+        assert all(np.array_equal(a.states[k], b.states[k]) for k in a.states)
+    assert got._arena and not got._wide
+    assert all(np.array_equal(want.group_env(n), got.group_env(n)) for n in g.groups)
