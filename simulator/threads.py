@@ -66,6 +66,7 @@ class ThreadGovernor:
         self._running: int | None = None
         self._t0 = 0.0
         self._before = 1
+        self._warm: set[int] = set()       # the counts that have run once (their first time is not a measure)
         self.history: list[int] = []       # the count each token ran with (for benchmarks and tests)
         self.times: list[float] = []       # and its seconds
 
@@ -89,6 +90,9 @@ class ThreadGovernor:
         self._running = None
         self.history.append(n)
         self.times.append(dt)
+        if n not in self._warm:           # a count's first run pays for compilation and thread start-up
+            self._warm.add(n)
+            return
         m = self.mean.get(n)
         if len(self.counts) == 1:
             self.mean[n] = dt if m is None else (1 - EMA_WEIGHT) * m + EMA_WEIGHT * dt
