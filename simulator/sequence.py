@@ -276,6 +276,7 @@ class SequenceExecutor:
         self._wide: dict[tuple[str, int], tuple] = {}
         self._wide_bytes = 0
         self._arena: dict[tuple[int, int], np.ndarray] = {}     # shared slot matrices, by shape
+        self._port_arena: dict[tuple[int, int, int], np.ndarray] = {}   # port values, by shape (no fresh pages)
         self.last_sent = {n: np.zeros(grp.size, np.int64) for n, grp in g.groups.items() if grp.send == Send.DELTA}
         self.delta_acc = {s.name: np.zeros(s.shape[0], np.int64) for s in g.synapses.values()
                           if g.groups[s.src].send == Send.DELTA}
@@ -289,7 +290,10 @@ class SequenceExecutor:
         """Group ``name``'s port values for all tokens, [n_ports, T, size]: synapse sums, delta running
         sums, the host's table rows."""
         grp = self.g.groups[name]
-        ports = np.empty((len(grp.ports), T, grp.size), np.int64)
+        shape = (len(grp.ports), T, grp.size)
+        ports = self._port_arena.get(shape)       # every element is written below, and read only by _fire
+        if ports is None:
+            ports = self._port_arena[shape] = np.empty(shape, np.int64)
         for p, port in enumerate(grp.ports):
             parts = arriving.pop((name, port), ())
             if parts:

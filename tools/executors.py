@@ -269,7 +269,7 @@ def _fast_unavailable(graph) -> str | None:
 
 
 PREFILL_MIN_TOKENS = 2     # runs of at least this many tokens go through the whole-sequence executor
-PREFILL_PIECE = 256        # in pieces of at most this many (default model: 256 fastest of 192-2048; run_in_chunks's 256)
+PREFILL_PIECE = 192        # in pieces of at most this many (370M prompt of 256: 192 + 64 measured 1.1x one piece of 256)
 # prefill=None chooses the whole-sequence path for graphs of at most this many synapses: on the default
 # model (0.6 M) it ran eval 1.4x and a prompt 1.2x faster than stepping; on the 370M (242 M) the packed
 # generation kernel steps twice as fast as the whole-sequence products run (docs/benchmarks.md)
