@@ -26,6 +26,7 @@ or ``MFLC_INT8_DOT=0`` is set, callers keep their previous product (the int32 Nu
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 
@@ -228,11 +229,22 @@ def available() -> bool:
         return False
     if _AVAILABLE is None:
         try:
+            if _host_has_vnni() and not _compiled_here():
+                print("mflc: compiling the byte dot-product kernel for this machine (once) ...", file=sys.stderr,
+                      flush=True)
             _AVAILABLE = _host_has_vnni() and _self_test()
         except Exception as e:           # an LLVM that cannot emit the tile: the callers' own products run
             warnings.warn(f"mflc: byte dot-product kernel unavailable ({type(e).__name__}: {e}); using BLAS")
             _AVAILABLE = False
     return _AVAILABLE
+
+
+def _compiled_here() -> bool:
+    """Whether Numba's cache already holds the tile's driver (else the first use compiles it, ~2 s)."""
+    try:
+        return os.path.exists(_tiles._cache._cache_file._index_path)
+    except AttributeError:                # another Numba's cache layout: say nothing
+        return True
 
 
 def _self_test() -> bool:

@@ -77,3 +77,18 @@ def test_switch_off(monkeypatch):
 
 def test_peak_is_measured():
     assert int8dot.peak_gmac_s(threads=1, rounds=1, n=20_000) > 1.0
+
+
+def test_first_use_on_a_machine_says_it_is_compiling(tmp_path):
+    """A fresh Numba cache: the first process says it compiles the kernel (on stderr), the next loads it silently."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    code = "from mflc.simulator import int8dot; print(int8dot.available())"
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    assert [r.stdout.strip() for r in runs] == ["True", "True"]
+    assert "compiling the byte dot-product kernel" in runs[0].stderr
+    assert "compiling" not in runs[1].stderr
