@@ -104,6 +104,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--generation", metavar="PRESET", help="also generation tokens/s of PRESET, LUT against bit planes")
     a = ap.parse_args(argv)
+    for name in ("rows", "cols", "blocks", "rounds", "seq_tokens"):
+        if getattr(a, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1, not {getattr(a, name)}")
     rng = np.random.default_rng(0)
     x = rng.integers(-128, 128, a.cols).astype(np.int64)
     X = np.zeros((8, plane_words(a.cols)), np.uint64)

@@ -129,7 +129,9 @@ def time_tokens(fn, n: int) -> float:
 def main(argv=None) -> dict:
     """Benchmark the simulators on tiny and on ``--preset``; print (or ``--json``) and return the figures."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="370M")
+    from mflc.compiler.model.config import PRESETS
+
+    ap.add_argument("--preset", default="370M", choices=list(PRESETS))
     ap.add_argument("--tokens", type=int, default=24, help="generation: tokens timed per kernel")
     ap.add_argument("--prompt", type=int, default=256, help="prefill: prompt tokens")
     ap.add_argument("--verify-tokens", type=int, default=100, help="verify: tokens (in-process and `mflc verify`)")
@@ -138,6 +140,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-lava", action="store_true", help="skip the tiny Lava comparison")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    for name in ("tokens", "prompt", "verify_tokens", "eval_tokens"):
+        if getattr(args, name) < 2:
+            ap.error(f"--{name.replace('_', '-')} must be at least 2, not {getattr(args, name)}")
     # with --json, stdout is the JSON document alone: anything else printed on the way goes to stderr
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
         res = _run_all(args)
