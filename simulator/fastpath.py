@@ -49,7 +49,7 @@ def merged_ranges(slices) -> list[tuple[int, int]]:
     """A group's core slices [(lo, hi, core)] as the fewest contiguous row ranges. Neurons are independent
     within a step and a synapse row's sum does not depend on which core holds it, so running adjacent
     slices as one range gives the same integers with one call (and one parallel region) instead of one per
-    core: a 370M token went from 1,017 synapse calls, 629 of them parallel regions, to one per synapse group."""
+    core, which matters for a placed build (``mflc generate BUILD``), whose groups span many cores."""
     out: list[tuple[int, int]] = []
     for lo, hi, _ in sorted(slices):
         if out and out[-1][1] == lo:
@@ -97,14 +97,14 @@ def token_driver(order, progs, g_out, g_size, g_ports, g_slices, slices, env, ta
                     K.planes_rows(plus, minus, planes, nch, port, r_lo, r_hi)
             elif kind == KIND_LUT:
                 ncols, nch = syn[si, 3], syn[si, 8]
-                nsup = (ncols + 15) // 16
-                tab = ltab[:nch * nsup * 256].reshape((nch, nsup, 4, 64))
+                nsup = (ncols + LT.SUPER_COLS - 1) // LT.SUPER_COLS
+                tab = ltab[:nch * nsup * LT.BLOCK_BYTES].reshape((nch, nsup, 4, 64))
                 if lut_bits < 8 * nch:
                     lut_bits = 8 * nch
                     if LT.lut_tables(outbuf, ncols, lut_bits, tab) >= 0:
                         return G + g
-                ntl = (nrows + 63) // 64
-                blk = lw[syn[si, 2]:syn[si, 2] + ntl * nsup * 256].reshape((ntl, nsup, 256))
+                ntl = (nrows + LT.TILE_ROWS - 1) // LT.TILE_ROWS
+                blk = lw[syn[si, 2]:syn[si, 2] + ntl * nsup * LT.BLOCK_BYTES].reshape((ntl, nsup, LT.BLOCK_BYTES))
                 port = env[dst:dst + nrows]
                 if (r_hi - r_lo) * ncols >= PARALLEL_MIN_WEIGHTS:
                     LT.lut_rows_parallel(blk, tab, nch, port, r_lo, r_hi)
@@ -262,7 +262,7 @@ class FastEngine:
         self.msg16, self.outbuf = np.zeros(maxn, np.int16), np.zeros(maxn, np.int64)
         self.acc32 = np.zeros(maxn, np.int32)
         self.planes = np.zeros((self.max_plane_bits, (maxn + 63) // 64), np.uint64)
-        self.ltab = np.zeros(self.max_plane_bits // 8 * LT.super_count(maxn) * 256, np.uint8)
+        self.ltab = np.zeros(self.max_plane_bits // 8 * LT.super_count(maxn) * LT.BLOCK_BYTES, np.uint8)
         self.host = [(graph.host_tensors[i.table], self.base[i.group] + self.slot[i.group][i.port] * graph.groups[i.group].size,
                       graph.groups[i.group].size) for i in graph.inputs]
         self.out_name = {o.name: o.group for o in graph.outputs}
@@ -302,7 +302,7 @@ class FastEngine:
         # the bit planes are written straight into one array: never a second copy of the weights
         self.pw = np.zeros(max(1, sum(2 * s.shape[0] * plane_words(s.shape[1]) for s in graph.synapses.values()
                                       if kinds[s.name] == KIND_PLANES)), np.uint64)
-        self.lw = np.zeros(max(1, sum(LT.tile_count(s.shape[0]) * LT.super_count(s.shape[1]) * 256
+        self.lw = np.zeros(max(1, sum(LT.tile_count(s.shape[0]) * LT.super_count(s.shape[1]) * LT.BLOCK_BYTES
                                       for s in graph.synapses.values() if kinds[s.name] == KIND_LUT)), np.uint8)
         lw_off = 0
         for k, n in enumerate(names):

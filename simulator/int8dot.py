@@ -52,10 +52,13 @@ _V16 = ir.VectorType(_I32, 16)
 _BYTES = ir.VectorType(_I8, 64) if llvm.llvm_version_info[0] >= 21 else _V16
 
 
-def _dpbusd(builder, acc, u8, s8):
-    """acc + the sums of four u8 x s8 products per 32-bit lane (``vpdpbusd zmm``, wrapping)."""
+def dpbusd(builder, acc, u8, s8):
+    """IR: acc + the sums of four u8 x s8 products per 32-bit lane (``vpdpbusd zmm``, wrapping); the byte
+    operands may be any 512-bit vectors (bitcast to the type this LLVM's intrinsic takes). The one place
+    mflc emits the instruction (this module's tile and simulator/lut.py's lookups)."""
     fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16, [_V16, _BYTES, _BYTES]),
                                         "llvm.x86.avx512.vpdpbusd.512")
+    u8, s8 = (v if v.type == _BYTES else builder.bitcast(v, _BYTES) for v in (u8, s8))
     return builder.call(fn, [acc, u8, s8])
 
 
@@ -86,7 +89,7 @@ def _tile(typingctx, w_addr, w_stride, x_addr, x_stride, steps, o_addr, o_stride
             xv = [_load64(builder, xp, builder.add(off, builder.mul(xs, ir.Constant(_I64, j)))) for j in range(TOKENS)]
             for i in range(ROWS):
                 for j in range(TOKENS):
-                    builder.store(_dpbusd(builder, builder.load(acc[i][j]), xv[j], wv[i]), acc[i][j])
+                    builder.store(dpbusd(builder, builder.load(acc[i][j]), xv[j], wv[i]), acc[i][j])
         reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, [_V16]),
                                                 "llvm.vector.reduce.add.v16i32")
         for i in range(ROWS):
@@ -276,7 +279,7 @@ def _spin(typingctx, n, seed):
         acc = [cgutils.alloca_once_value(builder, ir.Constant(_V16, [k] * 16)) for k in range(_PEAK_ACC)]
         with cgutils.for_range(builder, n):
             for a_k in acc:
-                builder.store(_dpbusd(builder, builder.load(a_k), a, b), a_k)
+                builder.store(dpbusd(builder, builder.load(a_k), a, b), a_k)
         reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, [_V16]),
                                                 "llvm.vector.reduce.add.v16i32")
         total = ir.Constant(_I64, 0)

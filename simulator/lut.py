@@ -32,9 +32,13 @@ from numba.extending import intrinsic
 
 from mflc.ir.errors import MflcError
 
+from .int8dot import dpbusd
+
 TILE_ROWS = 64           # four 512-bit accumulators of 16 int32 lanes, one lane per row
 SPAN_TILES = 8           # tiles per parallel work item (512 rows)
 SUPER_COLS = 16          # columns per 64-byte vector of codes: 8 pairs, 4 per nibble
+BLOCK_BYTES = 4 * 64       # one tile's codes of one super-group (64 rows x 16 columns at 2 bits), and one
+                         # chunk's tables of one super-group (4 x 64 bytes): the kernel's step in both
 MAX_BITS = 32            # widest message: four 8-bit chunks
 MAX_COLS = 1 << 23       # a chunk's row sum, |S| <= 255 cols, stays inside int32
 # Software prefetch of the codes, PREFETCH bytes ahead into L2 (locality 2, prefetcht1): without it the
@@ -187,7 +191,6 @@ def _emit_tile(builder, wp, tp, nsuper, outp):
     keep the vpdpbusd dependency chains short; the four tables of a super-group stay in registers."""
     mod = builder.module
     permb = cgutils.get_or_insert_function(mod, ir.FunctionType(_V64, [_V64, _V64]), "llvm.x86.avx512.permvar.qi.512")
-    dot = cgutils.get_or_insert_function(mod, ir.FunctionType(_V16, [_V16, _V16, _V16]), "llvm.x86.avx512.vpdpbusd.512")
     pref = cgutils.get_or_insert_function(mod, ir.FunctionType(ir.VoidType(), [_I8.as_pointer(), _I32, _I32, _I32]), "llvm.prefetch")
     sub = ir.Constant(_V64, [16 * (p % 4) for p in range(64)])
     low, four = ir.Constant(_V64, [15] * 64), ir.Constant(_V64, [4] * 64)
@@ -198,7 +201,7 @@ def _emit_tile(builder, wp, tp, nsuper, outp):
         return builder.load(builder.inttoptr(addr, _V64.as_pointer()), align=1)
 
     with cgutils.for_range(builder, nsuper) as loop:
-        step = builder.mul(loop.index, ir.Constant(_I64, 256))      # 256 bytes of codes and of tables
+        step = builder.mul(loop.index, ir.Constant(_I64, BLOCK_BYTES))      # codes and tables advance alike
         tb, wb = builder.add(tp, step), builder.add(wp, step)
         tab = [load(builder.add(tb, ir.Constant(_I64, 64 * k))) for k in range(4)]
         for k in range(4):
@@ -211,8 +214,8 @@ def _emit_tile(builder, wp, tp, nsuper, outp):
                 lo = builder.bitcast(builder.call(permb, [tab[2 * h], idx[h]]), _V16)
                 hi = builder.bitcast(builder.call(permb, [tab[2 * h + 1], idx[h]]), _V16)
                 a_lo, a_hi = acc[k][2 * h], acc[k][2 * h + 1]
-                builder.store(builder.call(dot, [builder.load(a_lo), lo, ones]), a_lo)       # unsigned low bytes
-                builder.store(builder.call(dot, [builder.load(a_hi), ones, hi]), a_hi)       # signed high bytes
+                builder.store(dpbusd(builder, builder.load(a_lo), lo, ones), a_lo)       # unsigned low bytes
+                builder.store(dpbusd(builder, builder.load(a_hi), ones, hi), a_hi)       # signed high bytes
     eight = ir.Constant(_V16, [8] * 16)
     for k in range(4):
         lo = builder.add(builder.load(acc[k][0]), builder.load(acc[k][2]))
@@ -240,7 +243,8 @@ def _tiles_vector(W, tables, nch, out, lo, hi, t0, t1, sums):
     wbase, tbase, obase = W.ctypes.data, tables.ctypes.data, sums.ctypes.data
     for t in range(t0, t1):
         for c in range(nch):
-            _tile_sums(wbase + t * nsuper * 256, tbase + c * nsuper * 256, nsuper, obase + c * 4 * TILE_ROWS)
+            _tile_sums(wbase + t * nsuper * BLOCK_BYTES, tbase + c * nsuper * BLOCK_BYTES, nsuper,
+                       obase + c * 4 * TILE_ROWS)
         for i in range(max(lo - TILE_ROWS * t, 0), min(hi - TILE_ROWS * t, TILE_ROWS)):
             total = np.int64(0)
             for c in range(nch):

@@ -144,10 +144,9 @@ def _expr(name: str, a: tuple[int, ...], cls: str, p: int) -> str:
     raise ValueError(f"op {name!r} has no code generator in simulator/progcode")
 
 
-def _body(shape: ProgramShape, load, indent: str, also: tuple[int, ...] = (),
-          which: range | None = None) -> tuple[list[str], list[int]]:
-    """The per-neuron statements of instructions ``which`` (all by default): loads on first use, one
-    assignment per instruction, the slots ``also`` loaded at the end if still unread; and the slots written."""
+def _body(shape: ProgramShape, load, indent: str, which: range) -> tuple[list[str], list[int]]:
+    """The per-neuron statements of instructions ``which``: loads on first use, one assignment per
+    instruction; and the slots written."""
     lines, live, written = [], set(), []
 
     def use(s: int) -> None:
@@ -155,7 +154,7 @@ def _body(shape: ProgramShape, load, indent: str, also: tuple[int, ...] = (),
             lines.append(f"{indent}v{s} = {load(s)}")
             live.add(s)
 
-    for p in (range(len(shape.instrs)) if which is None else which):
+    for p in which:
         name, out, args, cls = shape.instrs[p]
         for s in args:
             use(s)
@@ -166,8 +165,6 @@ def _body(shape: ProgramShape, load, indent: str, also: tuple[int, ...] = (),
         live.add(out)
         if out not in written:
             written.append(out)
-    for s in (shape.output, *also):
-        use(s)
     return [re.sub(r"imm\[(\d+), (\d+)\]", r"m\1_\2", ln) for ln in lines], written
 
 
@@ -193,7 +190,7 @@ def _loops(shape: ProgramShape, indent: str, var: str, bound: str) -> tuple[list
     writes to the slot rows r<slot>; and the statements of all loops (for the immediates they use)."""
     out, every = [], []
     for seg in _segments(shape):
-        lines, written = _body(shape, lambda s: f"r{s}[{var}]", indent + "    ", which=seg)
+        lines, written = _body(shape, lambda s: f"r{s}[{var}]", indent + "    ", seg)
         stores = [f"{indent}    r{s}[{var}] = v{s}" for s in written]
         out += [f"{indent}for {var} in range({bound}):", *lines, *stores]
         every += lines + stores

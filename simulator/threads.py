@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter, deque
 from pathlib import Path
 
 import numba
 
 EMA_WEIGHT = 0.5           # weight of the newest token time in a thread count's running mean
 FIRST_PROBE = 8            # tokens before the other thread count is tried again after a switch
-MAX_PROBE_INTERVAL = 100   # the longest run of tokens without trying the other count
+MAX_PROBE_INTERVAL = 100
+HISTORY = 1000            # latest tokens whose thread counts are kept   # the longest run of tokens without trying the other count
 
 
 def _cgroup_cpus(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -67,8 +69,8 @@ class ThreadGovernor:
         self._t0 = 0.0
         self._before = 1
         self._warm: set[int] = set()       # the counts that have run once (their first time is not a measure)
-        self.history: list[int] = []       # the count each token ran with (for benchmarks and tests)
-        self.times: list[float] = []       # and its seconds
+        self.runs: Counter[int] = Counter()    # tokens run with each count (for benchmarks)
+        self.history: deque[int] = deque(maxlen=HISTORY)   # the counts of the latest tokens (for tests)
 
     def begin(self) -> int:
         """Set and return the thread count for the next token."""
@@ -89,7 +91,7 @@ class ThreadGovernor:
         numba.set_num_threads(self._before)               # the caller's own count, for its other parallel code
         self._running = None
         self.history.append(n)
-        self.times.append(dt)
+        self.runs[n] += 1
         if n not in self._warm:           # a count's first run pays for compilation and thread start-up
             self._warm.add(n)
             return

@@ -33,17 +33,18 @@ def competing_work(cpu: int = 2, memory: int = 1):
             p.wait()
 
 
-def _tokens_per_s(fe, toks, settle: int) -> tuple[float, float, list[int]]:
+def _tokens_per_s(fe, toks, settle: int) -> tuple[float, float, float]:
     """Tokens/s over toks[settle:] after ``settle`` untimed tokens (the governor's first probes), the CPUs
-    this process got meanwhile (its CPU time over wall time), and the thread count of each timed token."""
+    this process got meanwhile (its CPU time over wall time), and the share of timed tokens on one thread."""
     for t in toks[:settle]:
         fe.step(t)
-    h0 = len(fe.threads.history)
+    one = fe.threads.runs[1]
     t0, c0 = time.perf_counter(), time.process_time()
     for t in toks[settle:]:
         fe.step(t)
     wall = time.perf_counter() - t0
-    return (len(toks) - settle) / wall, (time.process_time() - c0) / wall, fe.threads.history[h0:]
+    n = len(toks) - settle
+    return n / wall, (time.process_time() - c0) / wall, (fe.threads.runs[1] - one) / n
 
 
 def bench_under_load(g, toks, res: dict, settle: int = 16) -> None:
@@ -58,7 +59,7 @@ def bench_under_load(g, toks, res: dict, settle: int = 16) -> None:
     pinned = FastEngine(g, threads=usable_cpus())
     pinned.step(toks[0])
     with competing_work():
-        loaded, loaded_cpus, hist = _tokens_per_s(fe, toks[1:], settle)
+        loaded, loaded_cpus, one_share = _tokens_per_s(fe, toks[1:], settle)
         loaded_pinned, _, _ = _tokens_per_s(pinned, toks[1:], settle)
     # tokens per CPU-second under load over the same quiet: 1.0 is "in proportion to the CPU it gets"
     per_cpu = (loaded / loaded_cpus) / (quiet / quiet_cpus)
@@ -66,4 +67,4 @@ def bench_under_load(g, toks, res: dict, settle: int = 16) -> None:
                generation_under_load_pinned_tokens_per_s=loaded_pinned,
                under_load_over_quiet=loaded / quiet, under_load_over_pinned=loaded / loaded_pinned,
                quiet_cpus_used=quiet_cpus, under_load_cpus_used=loaded_cpus, under_load_per_cpu_over_quiet=per_cpu,
-               under_load_one_thread_share=hist.count(1) / len(hist), usable_cpus=usable_cpus())
+               under_load_one_thread_share=one_share, usable_cpus=usable_cpus())
